@@ -1,5 +1,65 @@
-//! fitbit-proxy: an authenticating, pacing reverse proxy for the Fitbit Web API.
-//! (Skeleton: the stack diagram is written as the layers land.)
+//! fitbit-proxy: an authenticating reverse proxy for the Fitbit Web API.
+//!
+//! Internal services send plain HTTP to the proxy; it attaches an OAuth 2.0
+//! access token obtained with the client-credentials grant and forwards the
+//! request to the upstream, streaming the answer back.
+//!
+//! ```text
+//!  client ──► server.rs        accept, max_connections, first-bytes deadline,
+//!                              HTTP/1.1 + h2c (hyper-util auto), draining
+//!             stack.rs         the layer order, written once:
+//!             ├─ respond.rs    errors → Fitbit-shaped 4xx/5xx + x-fitbit-proxy-error
+//!             ├─ guard.rs      CONNECT, absolute-form, deny/allow paths (paths.rs),
+//!             │                body limit, hop-by-hop + client credentials (headers.rs)
+//!             ├─ token/        Bearer attach (layer.rs), cache + single flight (mod.rs),
+//!             │                client-credentials exchange (exchange.rs)
+//!             └─ upstream.rs   pooled rustls client, authority rewrite ──► upstream
+//! ```
+//!
+//! `config.rs` turns `proxy.toml` into a validated [`Config`]; `fitbit.rs`
+//! holds everything Fitbit-specific; `sim/` is the simulated Fitbit API used
+//! by the tests and the `demo` command.
 
+pub mod body;
 pub mod config;
+pub mod demo;
+pub mod fitbit;
+pub mod guard;
+pub mod headers;
+pub mod logging;
+pub mod paths;
+pub mod respond;
+mod rewind;
 pub mod secret;
+pub mod server;
+pub mod stack;
+pub mod token;
+pub mod upstream;
+
+use std::future::Future;
+
+use tokio::net::TcpListener;
+
+pub use config::Config;
+
+use token::{Exchange, TokenSource};
+
+/// Why the proxy could not run (as opposed to a bad config, caught earlier).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Client(#[from] upstream::ClientBuildError),
+}
+
+/// Runs the proxy on `listener` until `shutdown` resolves, then drains.
+pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    let client = upstream::build_client(&config.upstream)?;
+    let exchange = Exchange::new(client.clone(), &config.credentials, config.upstream.request_timeout);
+    let tokens = TokenSource::new(exchange);
+    let service = stack::build(&config, client, tokens);
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, upstream = %config.upstream.url, "proxy listening");
+    }
+    server::serve(listener, service, &config.listen, shutdown).await;
+    Ok(())
+}

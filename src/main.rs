@@ -1,1 +1,128 @@
-fn main(){}
+//! The `fitbit-proxy` binary: command line → config → logging → run.
+//! Exit codes: 0 clean shutdown, 1 runtime failure, 2 invalid config or
+//! arguments (clap exits 2 on bad arguments by itself).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use fitbit_proxy::config::LogFormat;
+use fitbit_proxy::{demo, logging, Config};
+
+#[derive(Parser)]
+#[command(name = "fitbit-proxy", version, about = "Authenticating, pacing reverse proxy for the Fitbit Web API")]
+struct Cli {
+    /// Path to proxy.toml.
+    #[arg(long, global = true, env = "FITBIT_PROXY_CONFIG", default_value = "proxy.toml")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy (the default).
+    Run,
+    /// Validate the config and print it with every secret redacted.
+    Check,
+    /// Run a simulated Fitbit API and the proxy in front of it, on loopback.
+    Demo {
+        /// Where the proxy listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+    /// Run only the simulated Fitbit API, for developing services locally.
+    Simulate {
+        /// Where the simulator listens.
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        listen: SocketAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let command = cli.command.unwrap_or(Command::Run);
+    if let Command::Demo { listen } | Command::Simulate { listen } = command {
+        let demo = matches!(command, Command::Demo { .. });
+        return exit_code(run_demo(demo, listen));
+    }
+    let config = match Config::load(&cli.config) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("{err}");
+            return ExitCode::from(2);
+        }
+    };
+    match command {
+        Command::Check => {
+            for warning in &config.warnings {
+                eprintln!("warning: {warning}");
+            }
+            print!("{}", config.render_redacted());
+            ExitCode::SUCCESS
+        }
+        _ => exit_code(run(config)),
+    }
+}
+
+fn exit_code(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            eprintln!("fitbit-proxy: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[tokio::main]
+async fn run_demo(with_proxy: bool, listen: SocketAddr) -> anyhow::Result<()> {
+    logging::init(LogFormat::Text);
+    if with_proxy {
+        demo::demo(listen, shutdown_signal()).await?;
+    } else {
+        demo::simulate(listen, shutdown_signal()).await?;
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn run(config: Config) -> anyhow::Result<()> {
+    logging::init(config.log.format);
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    let addr = config.listen.addr;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot bind listen.addr {addr}"))?;
+    fitbit_proxy::run(listener, config, shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on the first SIGTERM or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown signal received; draining");
+}

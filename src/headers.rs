@@ -1,0 +1,92 @@
+//! Header hygiene shared by both directions: hop-by-hop fields (RFC 9110
+//! §7.6.1) are removed, including every field that any `Connection` line
+//! names. Pure functions over a `HeaderMap`.
+
+use http::header::{
+    HeaderName, CONNECTION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+};
+use http::HeaderMap;
+
+/// Hop-by-hop fields that are removed whether or not `Connection` names them.
+const ALWAYS_HOP_BY_HOP: [&str; 2] = ["keep-alive", "proxy-connection"];
+
+/// Removes hop-by-hop fields in place. Every `Connection` line is read, and
+/// each comma-separated name on it is removed too (a field named only on the
+/// second line must not survive).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in [CONNECTION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE, PROXY_AUTHENTICATE] {
+        headers.remove(name);
+    }
+    for name in ALWAYS_HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Removes every credential a client might have sent: the proxy owns the
+/// upstream's credentials (F2).
+pub fn strip_client_credentials(headers: &mut HeaderMap) {
+    headers.remove(http::header::AUTHORIZATION);
+    headers.remove(PROXY_AUTHORIZATION);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(lines: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in lines {
+            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn strips_every_connection_line_and_the_fixed_set() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-first"),
+            ("connection", "X-Second , ,bogus name"),
+            ("x-first", "1"),
+            ("x-second", "2"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "trailers"),
+            ("trailer", "x-t"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("proxy-authenticate", "Basic"),
+            ("accept-language", "en_US"),
+            ("accept-locale", "en_US"),
+            ("fitbit-rate-limit-remaining", "7"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["accept-language", "accept-locale", "fitbit-rate-limit-remaining"]);
+    }
+
+    #[test]
+    fn connection_cannot_remove_what_it_does_not_name() {
+        let mut h = map(&[("connection", "close"), ("content-type", "application/json")]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+    }
+
+    #[test]
+    fn strips_client_credentials() {
+        let mut h = map(&[("authorization", "Basic x"), ("proxy-authorization", "y"), ("accept", "*/*")]);
+        strip_client_credentials(&mut h);
+        assert_eq!(h.len(), 1);
+    }
+}

@@ -1,0 +1,258 @@
+//! The outermost layer: every error raised inside the stack becomes one of
+//! the proxy's own answers (SPEC §7) — Fitbit's error shape plus
+//! `x-fitbit-proxy-error`. This is the only place that inspects errors.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::header::{CONNECTION, CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderValue, Request, Response, StatusCode, Version};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::body::{self, Body, BoxError};
+use crate::fitbit;
+
+/// The causes a layer may fail a request with. Each maps to one row of
+/// SPEC §7; anything else that escapes the stack is a 502.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("{0}")]
+    BadRequest(&'static str),
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("CONNECT is not supported: this proxy forwards requests, not tunnels")]
+    MethodNotAllowed,
+    #[error("request body exceeds listen.max_request_body ({limit} bytes)")]
+    PayloadTooLarge { limit: u64 },
+    #[error("no access token can be had: {reason}")]
+    TokenUnavailable {
+        reason: String,
+        retry_after: Duration,
+    },
+    #[error("upstream unreachable: {0}")]
+    UpstreamUnreachable(String),
+    #[error("no response headers from the upstream within upstream.request_timeout ({0:?})")]
+    UpstreamTimeout(Duration),
+}
+
+impl ProxyError {
+    /// Status and `x-fitbit-proxy-error` code (SPEC §7).
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ProxyError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ProxyError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ProxyError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ProxyError::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            ProxyError::TokenUnavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "token_unavailable"),
+            ProxyError::UpstreamUnreachable(_) => (StatusCode::BAD_GATEWAY, "upstream_unreachable"),
+            ProxyError::UpstreamTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ProxyError::TokenUnavailable { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
+    }
+
+    /// The Fitbit-shaped response for this error.
+    pub fn into_response(self) -> Response<Body> {
+        let (status, code) = self.status_and_code();
+        let mut res = Response::new(body::full(fitbit::error_body(code, &self.to_string())));
+        *res.status_mut() = status;
+        let headers = res.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(fitbit::PROXY_ERROR_HEADER, HeaderValue::from_static(code));
+        if let Some(after) = self.retry_after() {
+            headers.insert(RETRY_AFTER, retry_after_value(after));
+        }
+        res
+    }
+}
+
+/// `Retry-After` in whole seconds, rounded up so a client never comes back early.
+pub fn retry_after_value(after: Duration) -> HeaderValue {
+    let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+    HeaderValue::from(secs.max(1))
+}
+
+/// Finds a `ProxyError` anywhere in an error's source chain.
+fn find_proxy_error(err: BoxError) -> ProxyError {
+    let err = match err.downcast::<ProxyError>() {
+        Ok(e) => return *e,
+        Err(other) => other,
+    };
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err.as_ref());
+    while let Some(e) = source {
+        if let Some(pe) = e.downcast_ref::<ProxyError>() {
+            return clone_cause(pe);
+        }
+        source = e.source();
+    }
+    ProxyError::UpstreamUnreachable(describe_chain(err.as_ref()))
+}
+
+/// `outer: inner: innermost`, so that "client error (Connect)" also says
+/// what failed underneath (refused, certificate unknown, timed out…).
+pub(crate) fn describe_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        let part = e.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = e.source();
+    }
+    text
+}
+
+fn clone_cause(e: &ProxyError) -> ProxyError {
+    match e {
+        ProxyError::BadRequest(m) => ProxyError::BadRequest(m),
+        ProxyError::Forbidden(m) => ProxyError::Forbidden(m),
+        ProxyError::MethodNotAllowed => ProxyError::MethodNotAllowed,
+        ProxyError::PayloadTooLarge { limit } => ProxyError::PayloadTooLarge { limit: *limit },
+        ProxyError::TokenUnavailable { reason, retry_after } => ProxyError::TokenUnavailable {
+            reason: reason.clone(),
+            retry_after: *retry_after,
+        },
+        ProxyError::UpstreamUnreachable(m) => ProxyError::UpstreamUnreachable(m.clone()),
+        ProxyError::UpstreamTimeout(d) => ProxyError::UpstreamTimeout(*d),
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RespondLayer;
+
+impl<S> Layer<S> for RespondLayer {
+    type Service = Respond<S>;
+    fn layer(&self, inner: S) -> Respond<S> {
+        Respond { inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Respond<S> {
+    inner: S,
+}
+
+impl<S, B> Service<Request<B>> for Respond<S>
+where
+    S: Service<Request<B>, Response = Response<Body>, Error = BoxError>,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // The inner stack is always ready (hyper-util clones the service per
+        // request); an error here could only be answered as a 502 anyway.
+        match self.inner.poll_ready(cx) {
+            Poll::Ready(_) => Poll::Ready(Ok(())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let close_after = request_may_leave_body_unread(&req);
+        ResponseFuture {
+            inner: self.inner.call(req),
+            close_after,
+        }
+    }
+}
+
+/// An HTTP/1 request with a body that a refusal leaves unread: its connection
+/// is closed after the answer, so the unread bytes are never parsed as a
+/// next request.
+fn request_may_leave_body_unread<B>(req: &Request<B>) -> bool {
+    req.version() <= Version::HTTP_11
+        && (req.headers().contains_key(http::header::TRANSFER_ENCODING)
+            || req
+                .headers()
+                .get(http::header::CONTENT_LENGTH)
+                .is_some_and(|v| v.as_bytes() != b"0"))
+}
+
+pin_project_lite::pin_project! {
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        close_after: bool,
+    }
+}
+
+impl<F> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<Body>, BoxError>>,
+{
+    type Output = Result<Response<Body>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let err = match std::task::ready!(this.inner.poll(cx)) {
+            Ok(res) => return Poll::Ready(Ok(res)),
+            Err(err) => find_proxy_error(err),
+        };
+        let (status, code) = err.status_and_code();
+        if status.is_server_error() {
+            tracing::warn!(status = status.as_u16(), error = code, "{err}");
+        } else {
+            tracing::debug!(status = status.as_u16(), error = code, "{err}");
+        }
+        let mut res = err.into_response();
+        if *this.close_after {
+            res.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        Poll::Ready(Ok(res))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_cause_maps_to_its_spec_row() {
+        let table: Vec<(ProxyError, u16, &str)> = vec![
+            (ProxyError::BadRequest("x"), 400, "bad_request"),
+            (ProxyError::Forbidden("x"), 403, "forbidden"),
+            (ProxyError::MethodNotAllowed, 405, "method_not_allowed"),
+            (ProxyError::PayloadTooLarge { limit: 1 }, 413, "payload_too_large"),
+            (
+                ProxyError::TokenUnavailable { reason: "x".into(), retry_after: Duration::from_millis(1500) },
+                503,
+                "token_unavailable",
+            ),
+            (ProxyError::UpstreamUnreachable("x".into()), 502, "upstream_unreachable"),
+            (ProxyError::UpstreamTimeout(Duration::from_secs(1)), 504, "upstream_timeout"),
+        ];
+        for (err, status, code) in table {
+            let res = err.into_response();
+            assert_eq!(res.status().as_u16(), status);
+            assert_eq!(res.headers()[fitbit::PROXY_ERROR_HEADER], code);
+            assert_eq!(res.headers()[CONTENT_TYPE], "application/json");
+            if code == "token_unavailable" {
+                assert_eq!(res.headers()[RETRY_AFTER], "2");
+            }
+        }
+    }
+
+    #[test]
+    fn finds_a_cause_behind_other_errors() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("wrapper")]
+        struct Wrapper(#[source] ProxyError);
+        let err: BoxError = Box::new(Wrapper(ProxyError::PayloadTooLarge { limit: 5 }));
+        assert!(matches!(find_proxy_error(err), ProxyError::PayloadTooLarge { limit: 5 }));
+        let other: BoxError = "boom".into();
+        assert!(matches!(find_proxy_error(other), ProxyError::UpstreamUnreachable(_)));
+    }
+}

@@ -1,0 +1,48 @@
+//! The only place the layers are put together; their order is the order
+//! below, outermost first. Every box of the diagram in `lib.rs` is one
+//! `.layer(…)` line here.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use tower::ServiceBuilder;
+use tower_service::Service;
+
+use crate::body::Body;
+use crate::config::Config;
+use crate::guard::{Admission, GuardLayer};
+use crate::paths::PathRules;
+use crate::respond::RespondLayer;
+use crate::token::{AuthLayer, TokenSource};
+use crate::upstream::{HttpClient, Upstream};
+
+/// Builds the per-request stack. It is cloned for every request (hyper-util
+/// does so), so everything requests share sits behind an `Arc` in a layer.
+pub fn build(
+    cfg: &Config,
+    client: HttpClient,
+    tokens: Arc<TokenSource>,
+) -> impl Service<Request<Incoming>, Response = Response<Body>, Error = Infallible, Future: Send> + Clone + Send + 'static
+{
+    let admission = Admission {
+        rules: PathRules::new(&cfg.upstream.deny_paths, cfg.upstream.allow_paths.as_deref()),
+        upstream: cfg
+            .upstream
+            .url
+            .authority()
+            .cloned()
+            .expect("config validated upstream.url has a host"),
+        max_request_body: cfg.listen.max_request_body,
+    };
+    ServiceBuilder::new()
+        // Errors from any layer below become Fitbit-shaped answers (SPEC §7).
+        .layer(RespondLayer)
+        // Refuse what must never leave; strip hop-by-hop and client credentials.
+        .layer(GuardLayer::new(admission))
+        // Attach the Bearer token, waiting only when none is valid.
+        .layer(AuthLayer::new(tokens))
+        // Send to upstream.url over the pooled client; stream the answer back.
+        .service(Upstream::new(client, &cfg.upstream))
+}

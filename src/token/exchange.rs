@@ -1,0 +1,243 @@
+//! The client-credentials exchange (SPEC T1–T2): one `POST token_url` with
+//! Basic client authentication, and strict validation of the answer. Errors
+//! name what was wrong without ever echoing a token or the secret.
+
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use http::{HeaderValue, Method, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Limited};
+use serde::Deserialize;
+
+use crate::body;
+use crate::config::CredentialsConfig;
+use crate::fitbit::{self, ApiError};
+use crate::respond::describe_chain;
+use crate::upstream::HttpClient;
+
+/// A token endpoint's answer is small; anything larger is not one.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// A granted access token, ready to attach.
+pub struct Grant {
+    /// `Bearer <token>`, marked sensitive.
+    pub header: HeaderValue,
+    /// The lifetime the endpoint granted (it rules, whatever was asked).
+    pub expires_in: Duration,
+}
+
+impl std::fmt::Debug for Grant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Grant")
+            .field("header", &"<redacted>")
+            .field("expires_in", &self.expires_in)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FetchError {
+    #[error("token endpoint unreachable: {0}")]
+    Transport(String),
+    #[error("token endpoint did not answer within {0:?}")]
+    Timeout(Duration),
+    /// 400/401: the endpoint refused these credentials; retrying soon won't help.
+    #[error("credentials rejected by the token endpoint (HTTP {status}): {}", describe(.error))]
+    Rejected { status: u16, error: Option<ApiError> },
+    #[error("token endpoint answered HTTP {status}: {}", describe(.error))]
+    Status { status: u16, error: Option<ApiError> },
+    #[error("token endpoint sent an unusable answer: {0}")]
+    Malformed(&'static str),
+}
+
+fn describe(error: &Option<ApiError>) -> String {
+    match error {
+        Some(e) if e.message.is_empty() => e.error_type.clone(),
+        Some(e) => format!("{}: {}", e.error_type, e.message),
+        None => "no error details in the body".to_owned(),
+    }
+}
+
+/// The token endpoint and the fixed parts of every request to it.
+pub struct Exchange {
+    client: HttpClient,
+    url: Uri,
+    basic: HeaderValue,
+    form: Bytes,
+    timeout: Duration,
+}
+
+impl Exchange {
+    pub fn new(client: HttpClient, creds: &CredentialsConfig, timeout: Duration) -> Self {
+        Exchange {
+            client,
+            url: creds.token_url.clone(),
+            basic: basic_auth(&creds.client_id, creds.client_secret.expose()),
+            form: form_body(creds.expires_in),
+            timeout,
+        }
+    }
+
+    /// One token request, bounded by the fetch timeout.
+    pub async fn fetch(&self) -> Result<Grant, FetchError> {
+        match tokio::time::timeout(self.timeout, self.round_trip()).await {
+            Ok(result) => result,
+            Err(_) => Err(FetchError::Timeout(self.timeout)),
+        }
+    }
+
+    async fn round_trip(&self) -> Result<Grant, FetchError> {
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri(self.url.clone())
+            .header(AUTHORIZATION, self.basic.clone())
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(ACCEPT, "application/json")
+            .body(body::full(self.form.clone()))
+            .expect("static parts are valid");
+        let res = self
+            .client
+            .request(req)
+            .await
+            .map_err(|e| FetchError::Transport(describe_chain(&e)))?;
+        let status = res.status();
+        let bytes = Limited::new(res.into_body(), MAX_RESPONSE_BYTES)
+            .collect()
+            .await
+            .map_err(|e| FetchError::Transport(format!("reading the answer: {e}")))?
+            .to_bytes();
+        parse_response(status, &bytes)
+    }
+}
+
+/// RFC 6749 §2.3.1: each part is form-urlencoded before joining with `:`.
+pub fn basic_auth(client_id: &str, secret: &str) -> HeaderValue {
+    let encode = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let joined = format!("{}:{}", encode(client_id), encode(secret));
+    let b64 = base64::engine::general_purpose::STANDARD.encode(joined);
+    let mut value = HeaderValue::try_from(format!("Basic {b64}")).expect("base64 is a valid header value");
+    value.set_sensitive(true);
+    value
+}
+
+fn form_body(expires_in: u32) -> Bytes {
+    form_urlencoded::Serializer::new(String::new())
+        .append_pair("grant_type", "client_credentials")
+        .append_pair("expires_in", &expires_in.to_string())
+        .finish()
+        .into()
+}
+
+/// Validates a token endpoint answer (T2). Never puts the token in an error.
+pub fn parse_response(status: StatusCode, body: &[u8]) -> Result<Grant, FetchError> {
+    if !status.is_success() {
+        let error = fitbit::parse_error(body);
+        let status = status.as_u16();
+        return Err(if status == 400 || status == 401 {
+            FetchError::Rejected { status, error }
+        } else {
+            FetchError::Status { status, error }
+        });
+    }
+    #[derive(Deserialize)]
+    struct Answer {
+        access_token: Option<String>,
+        expires_in: Option<serde_json::Value>,
+        token_type: Option<String>,
+    }
+    let answer: Answer = serde_json::from_slice(body).map_err(|_| FetchError::Malformed("not a JSON object"))?;
+    let token = answer.access_token.ok_or(FetchError::Malformed("no access_token"))?;
+    let token_type = answer.token_type.ok_or(FetchError::Malformed("no token_type"))?;
+    if !token_type.eq_ignore_ascii_case("bearer") {
+        return Err(FetchError::Malformed("token_type is not Bearer"));
+    }
+    let expires_in = parse_expires_in(answer.expires_in)?;
+    if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(FetchError::Malformed("access_token is empty or has characters a header cannot carry"));
+    }
+    let mut header = HeaderValue::try_from(format!("Bearer {token}"))
+        .map_err(|_| FetchError::Malformed("access_token cannot be a header value"))?;
+    header.set_sensitive(true);
+    Ok(Grant { header, expires_in })
+}
+
+/// A positive whole number of seconds, as a JSON number or numeric string.
+fn parse_expires_in(value: Option<serde_json::Value>) -> Result<Duration, FetchError> {
+    let secs = match value.ok_or(FetchError::Malformed("no expires_in"))? {
+        serde_json::Value::Number(n) => n.as_u64(),
+        serde_json::Value::String(s) => s.trim().parse::<u64>().ok(),
+        _ => None,
+    };
+    match secs {
+        Some(s) if s > 0 => Ok(Duration::from_secs(s.min(u64::from(u32::MAX)))),
+        _ => Err(FetchError::Malformed("expires_in is not a positive number of seconds")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_auth_encodes_each_part_first() {
+        // Fitbit's page: "client_id:client secret" — the space becomes '+'.
+        let v = basic_auth("client_id", "client secret");
+        let b64 = v.to_str().unwrap().strip_prefix("Basic ").unwrap();
+        let decoded = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
+        assert_eq!(decoded, b"client_id:client+secret");
+        assert!(v.is_sensitive());
+        let v = basic_auth("a:b", "p%&=");
+        let b64 = v.to_str().unwrap().strip_prefix("Basic ").unwrap();
+        let decoded = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
+        assert_eq!(decoded, b"a%3Ab:p%25%26%3D");
+    }
+
+    #[test]
+    fn form_body_asks_for_the_configured_lifetime() {
+        assert_eq!(form_body(28800), "grant_type=client_credentials&expires_in=28800");
+    }
+
+    #[test]
+    fn response_validation_table() {
+        let ok = |body: &str| parse_response(StatusCode::OK, body.as_bytes());
+        let g = ok(r#"{"access_token":"TOKEN_CANARY_1","expires_in":28800,"scope":"","token_type":"Bearer"}"#).unwrap();
+        assert_eq!(g.expires_in, Duration::from_secs(28800));
+        assert!(g.header.is_sensitive());
+        assert_eq!(g.header, "Bearer TOKEN_CANARY_1");
+        assert!(ok(r#"{"access_token":"t","expires_in":"3600","token_type":"bearer"}"#).is_ok());
+        let bad: &[(&str, &str)] = &[
+            ("<html>hi</html>", "not a JSON object"),
+            (r#"{"expires_in":1,"token_type":"Bearer"}"#, "no access_token"),
+            (r#"{"access_token":"TOKEN_CANARY_2","token_type":"Bearer"}"#, "no expires_in"),
+            (r#"{"access_token":"TOKEN_CANARY_2","expires_in":0,"token_type":"Bearer"}"#, "positive"),
+            (r#"{"access_token":"TOKEN_CANARY_2","expires_in":-5,"token_type":"Bearer"}"#, "positive"),
+            (r#"{"access_token":"TOKEN_CANARY_2","expires_in":1.5,"token_type":"Bearer"}"#, "positive"),
+            (r#"{"access_token":"TOKEN_CANARY_2","expires_in":60,"token_type":"mac"}"#, "not Bearer"),
+            (r#"{"access_token":"TOKEN_CANARY_2","expires_in":60}"#, "no token_type"),
+            (r#"{"access_token":"TOKEN CANARY","expires_in":60,"token_type":"Bearer"}"#, "header cannot carry"),
+            (r#"{"access_token":"","expires_in":60,"token_type":"Bearer"}"#, "empty"),
+        ];
+        for (body, want) in bad {
+            let err = ok(body).unwrap_err().to_string();
+            assert!(err.contains(want), "{body}: {err}");
+            assert!(!err.contains("CANARY"), "{body}: error echoes the token: {err}");
+        }
+    }
+
+    #[test]
+    fn error_statuses_are_classified() {
+        let rejected = parse_response(
+            StatusCode::UNAUTHORIZED,
+            br#"{"errors":[{"errorType":"invalid_client","message":"Invalid authorization header"}]}"#,
+        )
+        .unwrap_err();
+        assert!(matches!(rejected, FetchError::Rejected { status: 401, .. }));
+        assert!(rejected.to_string().contains("invalid_client: Invalid authorization header"));
+        let rfc = parse_response(StatusCode::BAD_REQUEST, br#"{"error":"unauthorized_client"}"#).unwrap_err();
+        assert!(rfc.to_string().contains("unauthorized_client"), "{rfc}");
+        let outage = parse_response(StatusCode::SERVICE_UNAVAILABLE, b"<html>down</html>").unwrap_err();
+        assert!(matches!(outage, FetchError::Status { status: 503, error: None }));
+    }
+}

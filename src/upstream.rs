@@ -1,0 +1,215 @@
+//! The innermost service: sends the request to `upstream.url` over a pooled
+//! keep-alive client (rustls, ALPN h2 + http/1.1), with the authority
+//! rewritten, the response's hop-by-hop fields removed, and the response body
+//! streamed back. The same client fetches tokens.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::header::HOST;
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, Uri, Version};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder, MaybeHttpsStream};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+use rustls::{ClientConfig, RootCertStore};
+use tokio::net::TcpStream;
+use tower_service::Service;
+
+use crate::body::{self, Body, BoxError};
+use crate::config::UpstreamConfig;
+use crate::headers;
+use crate::respond::ProxyError;
+
+/// The pooled client shared by forwarding and the token exchange.
+pub type HttpClient = Client<Connector, Body>;
+
+/// Idle upstream connections are kept this long: long enough to carry a
+/// steady trickle of paced requests, short enough to drop dead peers.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// TCP keep-alive probes on upstream sockets, to notice silent peers.
+const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientBuildError {
+    #[error("upstream.ca_file {path}: {source}")]
+    CaFile {
+        path: String,
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("upstream.ca_file {path}: {source}")]
+    BadCa { path: String, source: rustls::Error },
+    #[error("TLS setup: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// Builds the client: web PKI roots plus `upstream.ca_file`, ALPN h2 and
+/// http/1.1, and one deadline over DNS, TCP connect and the TLS handshake.
+pub fn build_client(cfg: &UpstreamConfig) -> Result<HttpClient, ClientBuildError> {
+    let tls = tls_config(cfg)?;
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_keepalive(Some(TCP_KEEPALIVE));
+    let https = HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    let connector = Connector {
+        inner: https,
+        timeout: cfg.connect_timeout,
+    };
+    Ok(Client::builder(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .build(connector))
+}
+
+fn tls_config(cfg: &UpstreamConfig) -> Result<ClientConfig, ClientBuildError> {
+    let mut roots = RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    if let Some(path) = &cfg.ca_file {
+        let shown = path.display().to_string();
+        for cert in CertificateDer::pem_file_iter(path).map_err(|source| ClientBuildError::CaFile {
+            path: shown.clone(),
+            source,
+        })? {
+            let cert = cert.map_err(|source| ClientBuildError::CaFile {
+                path: shown.clone(),
+                source,
+            })?;
+            roots.add(cert).map_err(|source| ClientBuildError::BadCa {
+                path: shown.clone(),
+                source,
+            })?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// hyper-rustls' connector under one deadline: hyper-util's own
+/// `connect_timeout` covers only the TCP connect, not DNS or TLS.
+#[derive(Clone)]
+pub struct Connector {
+    inner: HttpsConnector<HttpConnector>,
+    timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("connect timed out after {0:?} (DNS, TCP and TLS together)")]
+pub struct ConnectTimedOut(Duration);
+
+type ConnectFuture =
+    Pin<Box<dyn Future<Output = Result<MaybeHttpsStream<TokioIo<TcpStream>>, BoxError>> + Send>>;
+
+impl Service<Uri> for Connector {
+    type Response = MaybeHttpsStream<TokioIo<TcpStream>>;
+    type Error = BoxError;
+    type Future = ConnectFuture;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: Uri) -> ConnectFuture {
+        let connecting = self.inner.call(uri);
+        let timeout = self.timeout;
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, connecting).await {
+                Ok(result) => result,
+                Err(_) => Err(ConnectTimedOut(timeout).into()),
+            }
+        })
+    }
+}
+
+/// Where requests go: `upstream.url`'s scheme and authority.
+#[derive(Debug)]
+struct Target {
+    scheme: Scheme,
+    authority: Authority,
+    request_timeout: Duration,
+}
+
+/// The terminal service of the stack.
+#[derive(Clone)]
+pub struct Upstream {
+    client: HttpClient,
+    target: Arc<Target>,
+}
+
+impl Upstream {
+    pub fn new(client: HttpClient, cfg: &UpstreamConfig) -> Self {
+        let parts = cfg.url.clone().into_parts();
+        Upstream {
+            client,
+            target: Arc::new(Target {
+                scheme: parts.scheme.unwrap_or(Scheme::HTTPS),
+                authority: parts.authority.expect("config validated upstream.url has a host"),
+                request_timeout: cfg.request_timeout,
+            }),
+        }
+    }
+
+    /// The request as it leaves: absolute upstream URI (hyper-util derives
+    /// `Host` for HTTP/1 and `:authority` for HTTP/2 from it), the client's
+    /// `Host` dropped, and the version left to the upstream connection.
+    fn rewrite(&self, req: Request<Body>) -> Request<Body> {
+        let (mut parts, body) = req.into_parts();
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        parts.uri = Uri::from_parts({
+            let mut uri = http::uri::Parts::default();
+            uri.scheme = Some(self.target.scheme.clone());
+            uri.authority = Some(self.target.authority.clone());
+            uri.path_and_query = Some(path_and_query);
+            uri
+        })
+        .expect("scheme, authority and path are each valid");
+        parts.version = Version::HTTP_11;
+        parts.headers.remove(HOST);
+        Request::from_parts(parts, body)
+    }
+}
+
+impl Service<Request<Body>> for Upstream {
+    type Response = Response<Body>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let sending = self.client.request(self.rewrite(req));
+        let timeout = self.target.request_timeout;
+        Box::pin(async move {
+            let mut res = match tokio::time::timeout(timeout, sending).await {
+                Err(_) => return Err(ProxyError::UpstreamTimeout(timeout).into()),
+                Ok(Err(err)) => return Err(err.into()),
+                Ok(Ok(res)) => res,
+            };
+            headers::strip_hop_by_hop(res.headers_mut());
+            Ok(res.map(body::boxed))
+        })
+    }
+}

@@ -1,0 +1,317 @@
+//! Forwarding (SPEC F1–F7) and the proxy's own answers for requests it
+//! refuses (SPEC §7), over real loopback sockets against the simulator.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode, Version};
+use http_body_util::Full;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test]
+async fn forwards_with_the_proxys_bearer_and_nothing_of_the_clients() {
+    let h = Setup::default().start().await;
+    let req = Request::get(h.url("/1/user/-/profile.json?a=1&b=%20x"))
+        .header("authorization", "Basic CLIENTAUTH_CANARY")
+        .header("proxy-authorization", "Basic CLIENTAUTH_CANARY")
+        .header("connection", "x-hop-a")
+        .header("connection", "x-hop-b")
+        .header("x-hop-a", "1")
+        .header("x-hop-b", "2")
+        .header("keep-alive", "timeout=5")
+        .header("proxy-connection", "keep-alive")
+        .header("te", "trailers")
+        .header("trailer", "x-t")
+        .header("upgrade", "websocket")
+        .header("accept-language", "en_GB")
+        .header("accept-locale", "fr_FR")
+        .header("x-end-to-end", "kept")
+        .body(Full::default())
+        .unwrap();
+    let (res, body) = send(&http1_client(), req).await;
+    assert_eq!(res.status(), StatusCode::OK, "{body:?}");
+
+    let seen = h.sim.received();
+    assert_eq!(seen.len(), 1);
+    let r = &seen[0];
+    assert_eq!(r.method, Method::GET);
+    assert_eq!(r.path, "/1/user/-/profile.json");
+    assert_eq!(r.query.as_deref(), Some("a=1&b=%20x"));
+    let token = h.sim.current_token().expect("a token was issued");
+    assert_eq!(r.authorization.as_deref(), Some(format!("Bearer {token}").as_str()));
+    assert_eq!(r.headers.get_all("authorization").iter().count(), 1);
+    let upstream_authority = h.upstream.addr.to_string();
+    assert_eq!(r.headers["host"], upstream_authority.as_str());
+    for hop in ["proxy-authorization", "connection", "x-hop-a", "x-hop-b", "keep-alive", "proxy-connection", "te", "trailer", "upgrade"] {
+        assert!(!r.headers.contains_key(hop), "{hop} reached the upstream");
+    }
+    assert_eq!(r.headers["accept-language"], "en_GB");
+    assert_eq!(r.headers["accept-locale"], "fr_FR");
+    assert_eq!(r.headers["x-end-to-end"], "kept");
+    assert!(!format!("{:?}", r.headers).contains("CLIENTAUTH_CANARY"));
+
+    // Fitbit's rate-limit headers and other end-to-end headers come back.
+    for name in ["fitbit-rate-limit-limit", "fitbit-rate-limit-remaining", "fitbit-rate-limit-reset"] {
+        assert!(res.headers().contains_key(name), "{name} missing in the answer");
+    }
+    assert_eq!(res.headers()["content-type"], "application/json");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn strips_hop_by_hop_fields_from_the_answer() {
+    let h = Setup::default().start().await;
+    let (res, _) = send(&http1_client(), get(&h.url("/sim/hop"))).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    for hop in ["x-hop", "keep-alive", "proxy-connection", "trailer", "upgrade"] {
+        assert!(!res.headers().contains_key(hop), "{hop} reached the client: {:?}", res.headers());
+    }
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn h2c_prior_knowledge_clients_are_served() {
+    let h = Setup::default().start().await;
+    let (res, body) = send(&h2c_client(), get(&h.url("/1/activities.json"))).await;
+    assert_eq!(res.status(), StatusCode::OK, "{body:?}");
+    assert_eq!(res.version(), Version::HTTP_2);
+    let seen = h.sim.received();
+    assert_eq!(seen[0].path, "/1/activities.json");
+    // The upstream sees its own authority, not the proxy's.
+    assert_eq!(seen[0].headers["host"], h.upstream.addr.to_string().as_str());
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn tls_upstream_through_ca_file_uses_http2_when_offered() {
+    let h = Setup::default().tls().start().await;
+    let (res, body) = send(&http1_client(), get(&h.url("/1/devices.json"))).await;
+    assert_eq!(res.status(), StatusCode::OK, "{body:?}");
+    let seen = h.sim.received();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].version, Version::HTTP_2, "ALPN should pick h2");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn untrusted_upstream_certificate_fails_closed() {
+    // Tokens come from a plain loopback endpoint; the API is served over TLS
+    // by a CA the proxy was not told to trust.
+    let sim = fitbit_proxy::sim::Sim::new(sim_config());
+    let token_server = sim.serve_plain(bind().await);
+    let api = sim.serve_tls(bind().await, &fitbit_proxy::sim::TestCa::new());
+    let dir = tempfile::tempdir().unwrap();
+    let other_ca = write_ca(dir.path(), &fitbit_proxy::sim::TestCa::new());
+    let toml = config_toml(&api, Some(&other_ca), "", "").replace(&api.token_url(), &token_server.token_url());
+    let (proxy, _stop, _task) = spawn_proxy(parse_config(&toml, dir.path())).await;
+    let (res, body) = send(&http1_client(), get(&format!("http://{proxy}/1/x.json"))).await;
+    assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(proxy_error(&res), Some("upstream_unreachable"));
+    assert_fitbit_error(&body, "upstream_unreachable");
+    let message = String::from_utf8_lossy(&body);
+    assert!(message.contains("certificate"), "{message}");
+    assert!(sim.received().is_empty(), "nothing may be sent to an untrusted upstream");
+}
+
+#[tokio::test]
+async fn refuses_other_hosts_connect_and_denied_paths_without_forwarding() {
+    let h = Setup::default().start().await;
+    let upstream = h.upstream.addr;
+    let cases: Vec<(String, u16, &str)> = vec![
+        ("GET http://example.com/1/x HTTP/1.1\r\nHost: example.com\r\n".into(), 400, "bad_request"),
+        ("GET https://127.0.0.9:1/1/x HTTP/1.1\r\nHost: 127.0.0.9\r\n".into(), 400, "bad_request"),
+        ("CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n".into(), 405, "method_not_allowed"),
+        ("OPTIONS * HTTP/1.1\r\nHost: x\r\n".into(), 400, "bad_request"),
+        ("GET /oauth2/token HTTP/1.1\r\nHost: x\r\n".into(), 403, "forbidden"),
+        ("POST /oauth2/token HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n".into(), 403, "forbidden"),
+        ("GET //oauth2/token HTTP/1.1\r\nHost: x\r\n".into(), 403, "forbidden"),
+        ("GET /./oauth2/token HTTP/1.1\r\nHost: x\r\n".into(), 403, "forbidden"),
+        ("GET /1/../oauth2/token HTTP/1.1\r\nHost: x\r\n".into(), 403, "forbidden"),
+        ("GET /%2Foauth2/token HTTP/1.1\r\nHost: x\r\n".into(), 403, "forbidden"),
+        ("GET /%252foauth2/token HTTP/1.1\r\nHost: x\r\n".into(), 403, "forbidden"),
+        ("GET /OAuth2/Token HTTP/1.1\r\nHost: x\r\n".into(), 403, "forbidden"),
+        ("GET /oauth2 HTTP/1.1\r\nHost: x\r\n".into(), 403, "forbidden"),
+        // Absolute-form naming the upstream itself is just a request for it.
+        (format!("GET http://{upstream}/1/ok HTTP/1.1\r\nHost: {upstream}\r\n"), 200, ""),
+    ];
+    for (head, status, code) in &cases {
+        let raw = raw_exchange(h.proxy, format!("{head}Connection: close\r\n\r\n").as_bytes()).await;
+        assert_eq!(first_status(&raw), *status, "{head:?} → {raw}");
+        if !code.is_empty() {
+            assert!(raw.contains(&format!("x-fitbit-proxy-error: {code}")), "{head:?} → {raw}");
+            assert!(raw.contains(&format!("\"errorType\":\"{code}\"")), "{head:?} → {raw}");
+        }
+    }
+    let seen: Vec<String> = h.sim.received().iter().map(|r| r.path.clone()).collect();
+    assert_eq!(seen, ["/1/ok"], "only the permitted request may reach the upstream");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn allow_paths_limits_what_is_forwarded() {
+    let h = Setup::default().upstream("allow_paths = [\"/1/\", \"/1.2/\"]").start().await;
+    let client = http1_client();
+    for (path, status) in [("/1/user.json", 200), ("/1.2/x", 200), ("/2/user.json", 403), ("/1/../2/x", 403), ("/11/x", 403)] {
+        let (res, _) = send(&client, get(&h.url(path))).await;
+        assert_eq!(res.status().as_u16(), status, "{path}");
+    }
+    assert_eq!(h.sim.received().len(), 2);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_declared_body_is_refused_unread_and_never_parsed_as_a_request() {
+    let h = Setup::default().listen("max_request_body = 100").start().await;
+    // The body is itself a well-formed request: it must not be executed.
+    let smuggled = "GET /1/smuggled HTTP/1.1\r\nHost: x\r\n\r\n".repeat(10);
+    let head = format!("POST /1/upload HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", smuggled.len());
+    let raw = raw_exchange(h.proxy, format!("{head}{smuggled}").as_bytes()).await;
+    assert_eq!(first_status(&raw), 413, "{raw}");
+    assert!(raw.contains("x-fitbit-proxy-error: payload_too_large"), "{raw}");
+    assert_eq!(raw.matches("HTTP/1.1").count(), 1, "exactly one answer: {raw}");
+    assert!(h.sim.received().is_empty());
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_chunked_body_is_cut_off_with_413() {
+    let h = Setup::default().listen("max_request_body = 1000").start().await;
+    let chunk = format!("{:x}\r\n{}\r\n", 600, "a".repeat(600));
+    let raw = format!("POST /1/upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{chunk}{chunk}0\r\n\r\n");
+    let out = raw_exchange(h.proxy, raw.as_bytes()).await;
+    assert_eq!(first_status(&out), 413, "{out}");
+    assert!(h.sim.received().iter().all(|r| r.body_len <= 1000));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn bodies_stream_both_ways() {
+    let h = Setup::default().start().await;
+    let client = http1_client();
+    let upload = Bytes::from(vec![b'x'; 3 * 1024 * 1024]);
+    let req = Request::post(h.url("/1/upload")).body(Full::new(upload.clone())).unwrap();
+    let (res, _) = send(&client, req).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(h.sim.received()[0].body_len, upload.len() as u64);
+
+    let (res, body) = send(&client, get(&h.url("/sim/stream/5000000"))).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(body.len(), 5_000_000);
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_upstream_gets_504_after_request_timeout() {
+    let h = Setup::default().upstream("request_timeout = \"2s\"").start().await;
+    let (res, body) = send(&http1_client(), get(&h.url("/sim/slow/30000"))).await;
+    assert_eq!(res.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(proxy_error(&res), Some("upstream_timeout"));
+    assert_fitbit_error(&body, "upstream_timeout");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn closed_upstream_port_gets_502() {
+    // A token endpoint that works, and an API address where nothing listens.
+    let sim = fitbit_proxy::sim::Sim::new(sim_config());
+    let token_server = sim.serve_plain(bind().await);
+    let closed = bind().await.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let toml = config_toml(&token_server, None, "", "").replacen(&token_server.base_url(), &format!("http://{closed}"), 1);
+    let (proxy, _stop, _task) = spawn_proxy(parse_config(&toml, dir.path())).await;
+    let (res, body) = send(&http1_client(), get(&format!("http://{proxy}/1/x"))).await;
+    assert_eq!(res.status(), StatusCode::BAD_GATEWAY, "{body:?}");
+    assert_eq!(proxy_error(&res), Some("upstream_unreachable"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn connect_deadline_covers_the_tls_handshake() {
+    // An "https" upstream that accepts TCP and then says nothing.
+    let sim = fitbit_proxy::sim::Sim::new(sim_config());
+    let token_server = sim.serve_plain(bind().await);
+    let silent = bind().await;
+    let silent_addr = silent.local_addr().unwrap();
+    let _hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let toml = config_toml(&token_server, None, "", "connect_timeout = \"1s\"\nrequest_timeout = \"30s\"")
+        .replacen(&token_server.base_url(), &format!("https://{silent_addr}"), 1);
+    let (proxy, _stop, _task) = spawn_proxy(parse_config(&toml, dir.path())).await;
+    let (res, body) = send(&http1_client(), get(&format!("http://{proxy}/1/x"))).await;
+    assert_eq!(res.status(), StatusCode::BAD_GATEWAY, "{body:?}");
+    assert!(String::from_utf8_lossy(&body).contains("connect timed out"), "{body:?}");
+}
+
+#[tokio::test]
+async fn client_disconnect_cancels_the_upstream_request() {
+    // The upstream is a bare socket, so the test sees exactly when the
+    // proxy gives up on it.
+    let sim = fitbit_proxy::sim::Sim::new(sim_config());
+    let token_server = sim.serve_plain(bind().await);
+    let upstream = bind().await;
+    let upstream_addr = upstream.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let toml = config_toml(&token_server, None, "", "").replacen(&token_server.base_url(), &format!("http://{upstream_addr}"), 1);
+    let (proxy, _stop, _task) = spawn_proxy(parse_config(&toml, dir.path())).await;
+
+    let mut client = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    client.write_all(b"GET /1/slow HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let (mut conn, _) = upstream.accept().await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = conn.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("GET /1/slow HTTP/1.1"));
+    drop(client);
+    // The proxy must close (or reset) its upstream connection.
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the upstream request was not cancelled");
+}
+
+#[tokio::test(start_paused = true)]
+async fn silent_connections_are_closed_after_header_read_timeout() {
+    let h = Setup::default().listen("header_read_timeout = \"3s\"").start().await;
+    for opening in [&b""[..], b"PRI * HTT", b"GET /1/x HTTP/1.1\r\nHost: x\r\n"] {
+        let mut s = tokio::net::TcpStream::connect(h.proxy).await.unwrap();
+        s.write_all(opening).await.unwrap();
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(60), s.read_to_end(&mut buf)).await;
+        assert!(read.is_ok(), "connection opened with {opening:?} was never closed");
+    }
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn connections_past_max_connections_are_closed_at_once() {
+    let h = Setup::default().listen("max_connections = 2").start().await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(h.proxy).await.unwrap();
+        // A request, answered, keeps each connection open and counted.
+        s.write_all(b"GET /1/x HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 1024];
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0);
+        held.push(s);
+    }
+    let mut third = tokio::net::TcpStream::connect(h.proxy).await.unwrap();
+    let _ = third.write_all(b"GET /1/x HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), third.read_to_end(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "third connection was served: {buf:?}");
+    drop(held);
+    h.stop().await;
+}

@@ -1,0 +1,238 @@
+//! Test harness: the simulated Fitbit API and the proxy, both on
+//! `127.0.0.1:0`, wired together through a generated config. Nothing sleeps
+//! waiting for start-up: listeners are bound before anything runs.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use fitbit_proxy::sim::{ServerHandle, Sim, SimConfig, TestCa};
+use fitbit_proxy::Config;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const CLIENT_ID: &str = "sim-client";
+pub const SECRET: &str = "SECRET_CANARY_harness";
+pub const SECRET_ENV: &str = "HARNESS_SECRET";
+
+/// How the upstream is served.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Plain,
+    Tls,
+}
+
+/// A running proxy in front of a simulator.
+pub struct Harness {
+    pub sim: Sim,
+    pub upstream: ServerHandle,
+    pub proxy: SocketAddr,
+    pub config: Config,
+    pub dir: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+pub fn sim_config() -> SimConfig {
+    SimConfig {
+        client_id: CLIENT_ID.into(),
+        client_secret: SECRET.into(),
+        token_prefix: "TOKEN_CANARY_".into(),
+        ..SimConfig::default()
+    }
+}
+
+pub async fn bind() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").await.expect("bind loopback")
+}
+
+/// Serves `sim` plainly or over TLS with a fresh CA; returns the handle and
+/// the CA (so its PEM can be trusted through `upstream.ca_file`).
+pub async fn serve(sim: &Sim, transport: Transport) -> (ServerHandle, Option<TestCa>) {
+    match transport {
+        Transport::Plain => (sim.serve_plain(bind().await), None),
+        Transport::Tls => {
+            let ca = TestCa::new();
+            (sim.serve_tls(bind().await, &ca), Some(ca))
+        }
+    }
+}
+
+/// The config a test starts from: upstream and token endpoint on `handle`,
+/// admin off; `extra` is appended as raw TOML sections (keys may repeat
+/// sections: pass whole `[section]` blocks only for sections not listed here).
+pub fn config_toml(handle: &ServerHandle, ca_file: Option<&Path>, listen_extra: &str, upstream_extra: &str) -> String {
+    let ca = ca_file.map(|p| format!("ca_file = {:?}\n", p.display().to_string())).unwrap_or_default();
+    format!(
+        r#"
+[listen]
+addr = "127.0.0.1:0"
+{listen_extra}
+[admin]
+addr = ""
+
+[upstream]
+url = "{url}"
+{ca}{upstream_extra}
+[credentials]
+token_url = "{token_url}"
+client_id = "{CLIENT_ID}"
+client_secret_env = "{SECRET_ENV}"
+expires_in = 3600
+"#,
+        url = handle.base_url(),
+        token_url = handle.token_url(),
+    )
+}
+
+pub fn parse_config(toml: &str, dir: &Path) -> Config {
+    let env = |name: &str| (name == SECRET_ENV).then(|| SECRET.to_string());
+    Config::from_toml_str_with_env(toml, &dir.join("test.toml"), &env).unwrap_or_else(|e| panic!("test config invalid:\n{e}\n{toml}"))
+}
+
+/// Writes the CA's PEM into `dir` for `upstream.ca_file`.
+pub fn write_ca(dir: &Path, ca: &TestCa) -> PathBuf {
+    let path = dir.join("ca.pem");
+    std::fs::write(&path, ca.cert_pem()).expect("write ca.pem");
+    path
+}
+
+/// Starts the proxy with `config` on a fresh loopback listener.
+pub async fn spawn_proxy(config: Config) -> (SocketAddr, oneshot::Sender<()>, JoinHandle<()>) {
+    let listener = bind().await;
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        fitbit_proxy::run(listener, config, async {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("proxy runs");
+    });
+    (addr, stop, task)
+}
+
+/// Builder for the common case.
+pub struct Setup {
+    pub sim_config: SimConfig,
+    pub transport: Transport,
+    pub listen_extra: String,
+    pub upstream_extra: String,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            sim_config: sim_config(),
+            transport: Transport::Plain,
+            listen_extra: String::new(),
+            upstream_extra: String::new(),
+        }
+    }
+}
+
+impl Setup {
+    pub fn tls(mut self) -> Self {
+        self.transport = Transport::Tls;
+        self
+    }
+    pub fn listen(mut self, extra: &str) -> Self {
+        self.listen_extra = extra.to_owned();
+        self
+    }
+    pub fn upstream(mut self, extra: &str) -> Self {
+        self.upstream_extra = extra.to_owned();
+        self
+    }
+
+    pub async fn start(self) -> Harness {
+        let sim = Sim::new(self.sim_config);
+        let (upstream, ca) = serve(&sim, self.transport).await;
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = ca.as_ref().map(|ca| write_ca(dir.path(), ca));
+        let toml = config_toml(&upstream, ca_file.as_deref(), &self.listen_extra, &self.upstream_extra);
+        let config = parse_config(&toml, dir.path());
+        let (proxy, stop, task) = spawn_proxy(config.clone()).await;
+        Harness {
+            sim,
+            upstream,
+            proxy,
+            config,
+            dir,
+            stop: Some(stop),
+            task,
+        }
+    }
+}
+
+impl Harness {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.proxy, path)
+    }
+
+    /// Stops the proxy and waits for it to drain.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+pub type TestClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+pub fn http1_client() -> TestClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+pub fn h2c_client() -> TestClient {
+    Client::builder(TokioExecutor::new()).http2_only(true).build_http()
+}
+
+pub fn get(uri: &str) -> Request<Full<Bytes>> {
+    Request::get(uri).body(Full::default()).unwrap()
+}
+
+/// Sends and collects the whole answer.
+pub async fn send(client: &TestClient, req: Request<Full<Bytes>>) -> (Response<()>, Bytes) {
+    let res = client.request(req).await.expect("request reaches the proxy");
+    let (parts, body) = res.into_parts();
+    let bytes = body.collect().await.expect("body").to_bytes();
+    (Response::from_parts(parts, ()), bytes)
+}
+
+/// The `x-fitbit-proxy-error` code of a proxy-generated answer.
+pub fn proxy_error(res: &Response<()>) -> Option<&str> {
+    res.headers().get("x-fitbit-proxy-error").map(|v| v.to_str().unwrap())
+}
+
+/// Asserts the body is in Fitbit's error shape with `code` as errorType.
+pub fn assert_fitbit_error(body: &[u8], code: &str) {
+    let v: serde_json::Value = serde_json::from_slice(body).expect("JSON error body");
+    assert_eq!(v["success"], false, "{v}");
+    assert_eq!(v["errors"][0]["errorType"], code, "{v}");
+    assert!(v["errors"][0]["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+}
+
+/// Writes raw bytes on a fresh connection and reads until the peer closes
+/// (or `limit` passes), for requests a normal client would refuse to send.
+pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The status code of the first response in a raw HTTP/1 exchange.
+pub fn first_status(raw: &str) -> u16 {
+    raw.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no status line in {raw:?}"))
+}
