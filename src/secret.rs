@@ -43,7 +43,10 @@ mod tests {
     #[test]
     fn never_prints_the_value() {
         let s = Secret::new("SECRET_CANARY_1");
-        assert_eq!(format!("{s:?} {s} {s:#?}"), "<redacted> <redacted> <redacted>");
+        assert_eq!(
+            format!("{s:?} {s} {s:#?}"),
+            "<redacted> <redacted> <redacted>"
+        );
         assert_eq!(serde_json::to_string(&s).unwrap(), "\"<redacted>\"");
         assert_eq!(s.expose(), "SECRET_CANARY_1");
     }

@@ -1,0 +1,118 @@
+//! `Config::render_redacted`: the effective configuration as TOML, in the
+//! order of SPEC §3, for `fitbit-proxy check`. The client secret is shown
+//! only as its source; the output parses back to the same `Config`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::validate::REDACTED;
+use super::{
+    quote, Config, CredentialsConfig, ListenConfig, LogFormat, SecretSource, UpstreamConfig,
+};
+
+pub(super) fn render(config: &Config) -> String {
+    let sections = [
+        listen(&config.listen),
+        format!("[admin]\naddr = {}\n", quote(&optional_addr(config))),
+        upstream(&config.upstream),
+        credentials(&config.credentials),
+        rate_limit(config),
+        log(config.log.format),
+    ];
+    sections.join("\n")
+}
+
+fn listen(l: &ListenConfig) -> String {
+    let tls = match &l.tls {
+        Some(tls) => format!(
+            "tls_cert = {}\ntls_key = {}",
+            path(&tls.cert),
+            path(&tls.key)
+        ),
+        None => "# tls_cert, tls_key: not set (plain TCP)".to_owned(),
+    };
+    let allow: Vec<String> = l.allow.iter().map(ToString::to_string).collect();
+    format!(
+        "[listen]\naddr = {}\n{tls}\nallow = {}\nmax_connections = {}\nheader_read_timeout = {}\nmax_request_body = {}\nshutdown_grace = {}\n",
+        quote(&l.addr.to_string()),
+        array(&allow),
+        l.max_connections,
+        duration(l.header_read_timeout),
+        l.max_request_body,
+        duration(l.shutdown_grace),
+    )
+}
+
+fn optional_addr(config: &Config) -> String {
+    config.admin.addr.map(|a| a.to_string()).unwrap_or_default()
+}
+
+fn upstream(u: &UpstreamConfig) -> String {
+    let url = match (u.url.scheme_str(), u.url.authority()) {
+        (Some(scheme), Some(authority)) => format!("{scheme}://{authority}"),
+        _ => u.url.to_string(),
+    };
+    let ca_file = match &u.ca_file {
+        Some(ca) => format!("ca_file = {}", path(ca)),
+        None => "# ca_file: not set (web PKI roots only)".to_owned(),
+    };
+    let allow_paths = match &u.allow_paths {
+        Some(paths) => format!("allow_paths = {}", array(paths)),
+        None => "# allow_paths: not set (every path not denied is forwarded)".to_owned(),
+    };
+    format!(
+        "[upstream]\nurl = {}\n{ca_file}\nconnect_timeout = {}\nrequest_timeout = {}\ndeny_paths = {}\n{allow_paths}\n",
+        quote(&url),
+        duration(u.connect_timeout),
+        duration(u.request_timeout),
+        array(&u.deny_paths),
+    )
+}
+
+fn credentials(c: &CredentialsConfig) -> String {
+    let secret = match &c.secret_source {
+        SecretSource::Env(name) => format!("client_secret_env = {}", quote(name)),
+        SecretSource::File(file) => format!("client_secret_file = {}", path(file)),
+        SecretSource::Literal => format!("client_secret = {REDACTED}"),
+    };
+    format!(
+        "[credentials]\ntoken_url = {}\nclient_id = {}\n{secret}\nexpires_in = {}\nrefresh_before_expiry = {}\n",
+        quote(&c.token_url.to_string()),
+        quote(&c.client_id),
+        c.expires_in,
+        duration(c.refresh_before_expiry),
+    )
+}
+
+fn rate_limit(config: &Config) -> String {
+    let r = &config.rate_limit;
+    format!(
+        "[rate_limit]\nhourly_quota = {}\nburst = {}\nmax_wait = {}\nmax_queued = {}\nreset_margin = {}\n",
+        r.hourly_quota,
+        r.burst,
+        duration(r.max_wait),
+        r.max_queued,
+        duration(r.reset_margin),
+    )
+}
+
+fn log(format: LogFormat) -> String {
+    let format = match format {
+        LogFormat::Text => "text",
+        LogFormat::Json => "json",
+    };
+    format!("[log]\nformat = {}\n", quote(format))
+}
+
+fn duration(d: Duration) -> String {
+    quote(&humantime::format_duration(d).to_string())
+}
+
+fn path(p: &Path) -> String {
+    quote(&p.to_string_lossy())
+}
+
+fn array(items: &[String]) -> String {
+    let items: Vec<String> = items.iter().map(|s| quote(s)).collect();
+    format!("[{}]", items.join(", "))
+}
