@@ -32,6 +32,7 @@ pub mod respond;
 mod rewind;
 pub mod secret;
 pub mod server;
+pub mod sim;
 pub mod stack;
 pub mod token;
 pub mod upstream;
