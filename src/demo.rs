@@ -17,7 +17,10 @@ const DEMO_SECRET_ENV: &str = "FITBIT_PROXY_DEMO_SECRET";
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
     #[error("cannot bind {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("demo config: {0}")]
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
@@ -25,7 +28,9 @@ pub enum DemoError {
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, DemoError> {
-    TcpListener::bind(addr).await.map_err(|source| DemoError::Bind { addr, source })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| DemoError::Bind { addr, source })
 }
 
 /// Runs the simulator and the proxy until `shutdown` resolves.
@@ -35,7 +40,10 @@ pub async fn demo(listen: SocketAddr, shutdown: impl Future<Output = ()>) -> Res
     let sim = Sim::new(sim_config.clone());
     let upstream = sim.serve_plain(bind("127.0.0.1:0".parse().expect("literal address")).await?);
     let listener = bind(listen).await?;
-    let proxy = listener.local_addr().map_err(|source| DemoError::Bind { addr: listen, source })?;
+    let proxy = listener.local_addr().map_err(|source| DemoError::Bind {
+        addr: listen,
+        source,
+    })?;
     let toml = format!(
         r#"
 [listen]
@@ -78,7 +86,10 @@ fn demo_banner(proxy: SocketAddr, upstream: &str) -> String {
 }
 
 /// Runs only the simulated API (for developing internal services).
-pub async fn simulate(listen: SocketAddr, shutdown: impl Future<Output = ()>) -> Result<(), DemoError> {
+pub async fn simulate(
+    listen: SocketAddr,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DemoError> {
     let sim_config = SimConfig::default();
     let sim = Sim::new(sim_config.clone());
     let server = sim.serve_plain(bind(listen).await?);

@@ -85,10 +85,22 @@ mod tests {
     #[test]
     fn parses_both_error_shapes() {
         let cases: &[(&str, Option<(&str, &str)>)] = &[
-            (r#"{"errors":[{"errorType":"invalid_client","message":"bad"}],"success":false}"#, Some(("invalid_client", "bad"))),
-            (r#"{"errors":[{"errorType":"expired_token"}]}"#, Some(("expired_token", ""))),
-            (r#"{"error":"invalid_client","error_description":"nope"}"#, Some(("invalid_client", "nope"))),
-            (r#"{"error":"unauthorized_client"}"#, Some(("unauthorized_client", ""))),
+            (
+                r#"{"errors":[{"errorType":"invalid_client","message":"bad"}],"success":false}"#,
+                Some(("invalid_client", "bad")),
+            ),
+            (
+                r#"{"errors":[{"errorType":"expired_token"}]}"#,
+                Some(("expired_token", "")),
+            ),
+            (
+                r#"{"error":"invalid_client","error_description":"nope"}"#,
+                Some(("invalid_client", "nope")),
+            ),
+            (
+                r#"{"error":"unauthorized_client"}"#,
+                Some(("unauthorized_client", "")),
+            ),
             (r#"{"errors":[]}"#, None),
             (r#"<html>oops</html>"#, None),
             (r#"{"access_token":"x"}"#, None),
@@ -96,7 +108,9 @@ mod tests {
         ];
         for (body, want) in cases {
             let got = parse_error(body.as_bytes());
-            let got = got.as_ref().map(|e| (e.error_type.as_str(), e.message.as_str()));
+            let got = got
+                .as_ref()
+                .map(|e| (e.error_type.as_str(), e.message.as_str()));
             assert_eq!(got, *want, "body: {body}");
         }
     }
@@ -112,7 +126,8 @@ mod tests {
 
     #[test]
     fn error_body_is_fitbit_shaped() {
-        let v: serde_json::Value = serde_json::from_slice(&error_body("rate_limited", "wait \"17\" s")).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&error_body("rate_limited", "wait \"17\" s")).unwrap();
         assert_eq!(v["success"], false);
         assert_eq!(v["errors"][0]["errorType"], "rate_limited");
         assert_eq!(v["errors"][0]["fieldName"], "");

@@ -75,7 +75,9 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         if let Err(refusal) = self.admission.check(&req) {
-            return ResponseFuture::Refused { error: Some(refusal) };
+            return ResponseFuture::Refused {
+                error: Some(refusal),
+            };
         }
         let limit = self.admission.max_request_body;
         let (mut parts, body) = req.into_parts();
@@ -95,9 +97,14 @@ impl Admission {
         }
         self.check_target(req)?;
         if !self.rules.permits(req.uri().path()) {
-            return Err(ProxyError::Forbidden("this path is not forwarded by the proxy"));
+            return Err(ProxyError::Forbidden(
+                "this path is not forwarded by the proxy",
+            ));
         }
-        let declared = req.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let declared = req
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if declared.is_some_and(|len| len > self.max_request_body) {
             return Err(ProxyError::PayloadTooLarge {
                 limit: self.max_request_body,
@@ -114,12 +121,16 @@ impl Admission {
         if req.version() <= Version::HTTP_11 {
             if let Some(authority) = uri.authority() {
                 if !same_authority(authority, &self.upstream) {
-                    return Err(ProxyError::BadRequest("the request target names another host"));
+                    return Err(ProxyError::BadRequest(
+                        "the request target names another host",
+                    ));
                 }
             }
         }
         if !uri.path().starts_with('/') {
-            return Err(ProxyError::BadRequest("the request target must be a path starting with /"));
+            return Err(ProxyError::BadRequest(
+                "the request target must be a path starting with /",
+            ));
         }
         Ok(())
     }

@@ -53,9 +53,17 @@ pub enum RunError {
 }
 
 /// Runs the proxy on `listener` until `shutdown` resolves, then drains.
-pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
     let client = upstream::build_client(&config.upstream)?;
-    let exchange = Exchange::new(client.clone(), &config.credentials, config.upstream.request_timeout);
+    let exchange = Exchange::new(
+        client.clone(),
+        &config.credentials,
+        config.upstream.request_timeout,
+    );
     let tokens = TokenSource::new(exchange);
     let service = stack::build(&config, client, tokens);
     if let Ok(addr) = listener.local_addr() {

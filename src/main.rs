@@ -12,10 +12,19 @@ use fitbit_proxy::config::LogFormat;
 use fitbit_proxy::{demo, logging, Config};
 
 #[derive(Parser)]
-#[command(name = "fitbit-proxy", version, about = "Authenticating, pacing reverse proxy for the Fitbit Web API")]
+#[command(
+    name = "fitbit-proxy",
+    version,
+    about = "Authenticating, pacing reverse proxy for the Fitbit Web API"
+)]
 struct Cli {
     /// Path to proxy.toml.
-    #[arg(long, global = true, env = "FITBIT_PROXY_CONFIG", default_value = "proxy.toml")]
+    #[arg(
+        long,
+        global = true,
+        env = "FITBIT_PROXY_CONFIG",
+        default_value = "proxy.toml"
+    )]
     config: PathBuf,
     #[command(subcommand)]
     command: Option<Command>,

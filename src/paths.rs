@@ -14,7 +14,9 @@ const DECODE_ROUNDS: usize = 3;
 pub fn normalise(raw: &str) -> String {
     let mut decoded = raw.to_owned();
     for _ in 0..DECODE_ROUNDS {
-        let next = percent_decode_str(&decoded).decode_utf8_lossy().into_owned();
+        let next = percent_decode_str(&decoded)
+            .decode_utf8_lossy()
+            .into_owned();
         if next == decoded {
             break;
         }

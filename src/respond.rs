@@ -46,8 +46,12 @@ impl ProxyError {
             ProxyError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ProxyError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
             ProxyError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
-            ProxyError::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-            ProxyError::TokenUnavailable { .. } => (StatusCode::SERVICE_UNAVAILABLE, "token_unavailable"),
+            ProxyError::PayloadTooLarge { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+            }
+            ProxyError::TokenUnavailable { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "token_unavailable")
+            }
             ProxyError::UpstreamUnreachable(_) => (StatusCode::BAD_GATEWAY, "upstream_unreachable"),
             ProxyError::UpstreamTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
         }
@@ -119,7 +123,10 @@ fn clone_cause(e: &ProxyError) -> ProxyError {
         ProxyError::Forbidden(m) => ProxyError::Forbidden(m),
         ProxyError::MethodNotAllowed => ProxyError::MethodNotAllowed,
         ProxyError::PayloadTooLarge { limit } => ProxyError::PayloadTooLarge { limit: *limit },
-        ProxyError::TokenUnavailable { reason, retry_after } => ProxyError::TokenUnavailable {
+        ProxyError::TokenUnavailable {
+            reason,
+            retry_after,
+        } => ProxyError::TokenUnavailable {
             reason: reason.clone(),
             retry_after: *retry_after,
         },
@@ -209,7 +216,8 @@ where
         }
         let mut res = err.into_response();
         if *this.close_after {
-            res.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+            res.headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
         }
         Poll::Ready(Ok(res))
     }
@@ -225,14 +233,29 @@ mod tests {
             (ProxyError::BadRequest("x"), 400, "bad_request"),
             (ProxyError::Forbidden("x"), 403, "forbidden"),
             (ProxyError::MethodNotAllowed, 405, "method_not_allowed"),
-            (ProxyError::PayloadTooLarge { limit: 1 }, 413, "payload_too_large"),
             (
-                ProxyError::TokenUnavailable { reason: "x".into(), retry_after: Duration::from_millis(1500) },
+                ProxyError::PayloadTooLarge { limit: 1 },
+                413,
+                "payload_too_large",
+            ),
+            (
+                ProxyError::TokenUnavailable {
+                    reason: "x".into(),
+                    retry_after: Duration::from_millis(1500),
+                },
                 503,
                 "token_unavailable",
             ),
-            (ProxyError::UpstreamUnreachable("x".into()), 502, "upstream_unreachable"),
-            (ProxyError::UpstreamTimeout(Duration::from_secs(1)), 504, "upstream_timeout"),
+            (
+                ProxyError::UpstreamUnreachable("x".into()),
+                502,
+                "upstream_unreachable",
+            ),
+            (
+                ProxyError::UpstreamTimeout(Duration::from_secs(1)),
+                504,
+                "upstream_timeout",
+            ),
         ];
         for (err, status, code) in table {
             let res = err.into_response();
@@ -251,8 +274,14 @@ mod tests {
         #[error("wrapper")]
         struct Wrapper(#[source] ProxyError);
         let err: BoxError = Box::new(Wrapper(ProxyError::PayloadTooLarge { limit: 5 }));
-        assert!(matches!(find_proxy_error(err), ProxyError::PayloadTooLarge { limit: 5 }));
+        assert!(matches!(
+            find_proxy_error(err),
+            ProxyError::PayloadTooLarge { limit: 5 }
+        ));
         let other: BoxError = "boom".into();
-        assert!(matches!(find_proxy_error(other), ProxyError::UpstreamUnreachable(_)));
+        assert!(matches!(
+            find_proxy_error(other),
+            ProxyError::UpstreamUnreachable(_)
+        ));
     }
 }

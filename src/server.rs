@@ -39,10 +39,17 @@ const H1_MAX_HEADERS: usize = 100;
 
 /// Serves `service` on `listener` until `shutdown` resolves, then stops
 /// accepting and waits up to `listen.shutdown_grace` for open connections.
-pub async fn serve<S>(listener: TcpListener, service: S, cfg: &ListenConfig, shutdown: impl Future<Output = ()>)
-where
-    S: Service<Request<Incoming>, Response = http::Response<Body>, Error = std::convert::Infallible>
-        + Clone
+pub async fn serve<S>(
+    listener: TcpListener,
+    service: S,
+    cfg: &ListenConfig,
+    shutdown: impl Future<Output = ()>,
+) where
+    S: Service<
+            Request<Incoming>,
+            Response = http::Response<Body>,
+            Error = std::convert::Infallible,
+        > + Clone
         + Send
         + 'static,
     S::Future: Send + 'static,
@@ -136,7 +143,10 @@ async fn drain(graceful: GracefulShutdown, grace: Duration) {
     if open > 0 {
         tracing::info!(open, grace_secs = grace.as_secs(), "draining connections");
     }
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("shutdown_grace elapsed; closing remaining connections");
     }
 }

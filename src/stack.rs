@@ -24,10 +24,15 @@ pub fn build(
     cfg: &Config,
     client: HttpClient,
     tokens: Arc<TokenSource>,
-) -> impl Service<Request<Incoming>, Response = Response<Body>, Error = Infallible, Future: Send> + Clone + Send + 'static
-{
+) -> impl Service<Request<Incoming>, Response = Response<Body>, Error = Infallible, Future: Send>
+       + Clone
+       + Send
+       + 'static {
     let admission = Admission {
-        rules: PathRules::new(&cfg.upstream.deny_paths, cfg.upstream.allow_paths.as_deref()),
+        rules: PathRules::new(
+            &cfg.upstream.deny_paths,
+            cfg.upstream.allow_paths.as_deref(),
+        ),
         upstream: cfg
             .upstream
             .url

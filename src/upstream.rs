@@ -81,10 +81,12 @@ fn tls_config(cfg: &UpstreamConfig) -> Result<ClientConfig, ClientBuildError> {
     };
     if let Some(path) = &cfg.ca_file {
         let shown = path.display().to_string();
-        for cert in CertificateDer::pem_file_iter(path).map_err(|source| ClientBuildError::CaFile {
-            path: shown.clone(),
-            source,
-        })? {
+        for cert in
+            CertificateDer::pem_file_iter(path).map_err(|source| ClientBuildError::CaFile {
+                path: shown.clone(),
+                source,
+            })?
+        {
             let cert = cert.map_err(|source| ClientBuildError::CaFile {
                 path: shown.clone(),
                 source,
@@ -160,7 +162,9 @@ impl Upstream {
             client,
             target: Arc::new(Target {
                 scheme: parts.scheme.unwrap_or(Scheme::HTTPS),
-                authority: parts.authority.expect("config validated upstream.url has a host"),
+                authority: parts
+                    .authority
+                    .expect("config validated upstream.url has a host"),
                 request_timeout: cfg.request_timeout,
             }),
         }

@@ -41,11 +41,24 @@ async fn forwards_with_the_proxys_bearer_and_nothing_of_the_clients() {
     assert_eq!(r.path, "/1/user/-/profile.json");
     assert_eq!(r.query.as_deref(), Some("a=1&b=%20x"));
     let token = h.sim.current_token().expect("a token was issued");
-    assert_eq!(r.authorization.as_deref(), Some(format!("Bearer {token}").as_str()));
+    assert_eq!(
+        r.authorization.as_deref(),
+        Some(format!("Bearer {token}").as_str())
+    );
     assert_eq!(r.headers.get_all("authorization").iter().count(), 1);
     let upstream_authority = h.upstream.addr.to_string();
     assert_eq!(r.headers["host"], upstream_authority.as_str());
-    for hop in ["proxy-authorization", "connection", "x-hop-a", "x-hop-b", "keep-alive", "proxy-connection", "te", "trailer", "upgrade"] {
+    for hop in [
+        "proxy-authorization",
+        "connection",
+        "x-hop-a",
+        "x-hop-b",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+    ] {
         assert!(!r.headers.contains_key(hop), "{hop} reached the upstream");
     }
     assert_eq!(r.headers["accept-language"], "en_GB");
@@ -54,8 +67,15 @@ async fn forwards_with_the_proxys_bearer_and_nothing_of_the_clients() {
     assert!(!format!("{:?}", r.headers).contains("CLIENTAUTH_CANARY"));
 
     // Fitbit's rate-limit headers and other end-to-end headers come back.
-    for name in ["fitbit-rate-limit-limit", "fitbit-rate-limit-remaining", "fitbit-rate-limit-reset"] {
-        assert!(res.headers().contains_key(name), "{name} missing in the answer");
+    for name in [
+        "fitbit-rate-limit-limit",
+        "fitbit-rate-limit-remaining",
+        "fitbit-rate-limit-reset",
+    ] {
+        assert!(
+            res.headers().contains_key(name),
+            "{name} missing in the answer"
+        );
     }
     assert_eq!(res.headers()["content-type"], "application/json");
     h.stop().await;
@@ -66,8 +86,18 @@ async fn strips_hop_by_hop_fields_from_the_answer() {
     let h = Setup::default().start().await;
     let (res, _) = send(&http1_client(), get(&h.url("/sim/hop"))).await;
     assert_eq!(res.status(), StatusCode::OK);
-    for hop in ["x-hop", "keep-alive", "proxy-connection", "trailer", "upgrade"] {
-        assert!(!res.headers().contains_key(hop), "{hop} reached the client: {:?}", res.headers());
+    for hop in [
+        "x-hop",
+        "keep-alive",
+        "proxy-connection",
+        "trailer",
+        "upgrade",
+    ] {
+        assert!(
+            !res.headers().contains_key(hop),
+            "{hop} reached the client: {:?}",
+            res.headers()
+        );
     }
     h.stop().await;
 }
@@ -81,7 +111,10 @@ async fn h2c_prior_knowledge_clients_are_served() {
     let seen = h.sim.received();
     assert_eq!(seen[0].path, "/1/activities.json");
     // The upstream sees its own authority, not the proxy's.
-    assert_eq!(seen[0].headers["host"], h.upstream.addr.to_string().as_str());
+    assert_eq!(
+        seen[0].headers["host"],
+        h.upstream.addr.to_string().as_str()
+    );
     h.stop().await;
 }
 
@@ -105,7 +138,8 @@ async fn untrusted_upstream_certificate_fails_closed() {
     let api = sim.serve_tls(bind().await, &fitbit_proxy::sim::TestCa::new());
     let dir = tempfile::tempdir().unwrap();
     let other_ca = write_ca(dir.path(), &fitbit_proxy::sim::TestCa::new());
-    let toml = config_toml(&api, Some(&other_ca), "", "").replace(&api.token_url(), &token_server.token_url());
+    let toml = config_toml(&api, Some(&other_ca), "", "")
+        .replace(&api.token_url(), &token_server.token_url());
     let (proxy, _stop, _task) = spawn_proxy(parse_config(&toml, dir.path())).await;
     let (res, body) = send(&http1_client(), get(&format!("http://{proxy}/1/x.json"))).await;
     assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
@@ -113,7 +147,10 @@ async fn untrusted_upstream_certificate_fails_closed() {
     assert_fitbit_error(&body, "upstream_unreachable");
     let message = String::from_utf8_lossy(&body);
     assert!(message.contains("certificate"), "{message}");
-    assert!(sim.received().is_empty(), "nothing may be sent to an untrusted upstream");
+    assert!(
+        sim.received().is_empty(),
+        "nothing may be sent to an untrusted upstream"
+    );
 }
 
 #[tokio::test]
@@ -121,40 +158,119 @@ async fn refuses_other_hosts_connect_and_denied_paths_without_forwarding() {
     let h = Setup::default().start().await;
     let upstream = h.upstream.addr;
     let cases: Vec<(String, u16, &str)> = vec![
-        ("GET http://example.com/1/x HTTP/1.1\r\nHost: example.com\r\n".into(), 400, "bad_request"),
-        ("GET https://127.0.0.9:1/1/x HTTP/1.1\r\nHost: 127.0.0.9\r\n".into(), 400, "bad_request"),
-        ("CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n".into(), 405, "method_not_allowed"),
-        ("OPTIONS * HTTP/1.1\r\nHost: x\r\n".into(), 400, "bad_request"),
-        ("GET /oauth2/token HTTP/1.1\r\nHost: x\r\n".into(), 403, "forbidden"),
-        ("POST /oauth2/token HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n".into(), 403, "forbidden"),
-        ("GET //oauth2/token HTTP/1.1\r\nHost: x\r\n".into(), 403, "forbidden"),
-        ("GET /./oauth2/token HTTP/1.1\r\nHost: x\r\n".into(), 403, "forbidden"),
-        ("GET /1/../oauth2/token HTTP/1.1\r\nHost: x\r\n".into(), 403, "forbidden"),
-        ("GET /%2Foauth2/token HTTP/1.1\r\nHost: x\r\n".into(), 403, "forbidden"),
-        ("GET /%252foauth2/token HTTP/1.1\r\nHost: x\r\n".into(), 403, "forbidden"),
-        ("GET /OAuth2/Token HTTP/1.1\r\nHost: x\r\n".into(), 403, "forbidden"),
-        ("GET /oauth2 HTTP/1.1\r\nHost: x\r\n".into(), 403, "forbidden"),
+        (
+            "GET http://example.com/1/x HTTP/1.1\r\nHost: example.com\r\n".into(),
+            400,
+            "bad_request",
+        ),
+        (
+            "GET https://127.0.0.9:1/1/x HTTP/1.1\r\nHost: 127.0.0.9\r\n".into(),
+            400,
+            "bad_request",
+        ),
+        (
+            "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n".into(),
+            405,
+            "method_not_allowed",
+        ),
+        (
+            "OPTIONS * HTTP/1.1\r\nHost: x\r\n".into(),
+            400,
+            "bad_request",
+        ),
+        (
+            "GET /oauth2/token HTTP/1.1\r\nHost: x\r\n".into(),
+            403,
+            "forbidden",
+        ),
+        (
+            "POST /oauth2/token HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n".into(),
+            403,
+            "forbidden",
+        ),
+        (
+            "GET //oauth2/token HTTP/1.1\r\nHost: x\r\n".into(),
+            403,
+            "forbidden",
+        ),
+        (
+            "GET /./oauth2/token HTTP/1.1\r\nHost: x\r\n".into(),
+            403,
+            "forbidden",
+        ),
+        (
+            "GET /1/../oauth2/token HTTP/1.1\r\nHost: x\r\n".into(),
+            403,
+            "forbidden",
+        ),
+        (
+            "GET /%2Foauth2/token HTTP/1.1\r\nHost: x\r\n".into(),
+            403,
+            "forbidden",
+        ),
+        (
+            "GET /%252foauth2/token HTTP/1.1\r\nHost: x\r\n".into(),
+            403,
+            "forbidden",
+        ),
+        (
+            "GET /OAuth2/Token HTTP/1.1\r\nHost: x\r\n".into(),
+            403,
+            "forbidden",
+        ),
+        (
+            "GET /oauth2 HTTP/1.1\r\nHost: x\r\n".into(),
+            403,
+            "forbidden",
+        ),
         // Absolute-form naming the upstream itself is just a request for it.
-        (format!("GET http://{upstream}/1/ok HTTP/1.1\r\nHost: {upstream}\r\n"), 200, ""),
+        (
+            format!("GET http://{upstream}/1/ok HTTP/1.1\r\nHost: {upstream}\r\n"),
+            200,
+            "",
+        ),
     ];
     for (head, status, code) in &cases {
-        let raw = raw_exchange(h.proxy, format!("{head}Connection: close\r\n\r\n").as_bytes()).await;
+        let raw = raw_exchange(
+            h.proxy,
+            format!("{head}Connection: close\r\n\r\n").as_bytes(),
+        )
+        .await;
         assert_eq!(first_status(&raw), *status, "{head:?} → {raw}");
         if !code.is_empty() {
-            assert!(raw.contains(&format!("x-fitbit-proxy-error: {code}")), "{head:?} → {raw}");
-            assert!(raw.contains(&format!("\"errorType\":\"{code}\"")), "{head:?} → {raw}");
+            assert!(
+                raw.contains(&format!("x-fitbit-proxy-error: {code}")),
+                "{head:?} → {raw}"
+            );
+            assert!(
+                raw.contains(&format!("\"errorType\":\"{code}\"")),
+                "{head:?} → {raw}"
+            );
         }
     }
     let seen: Vec<String> = h.sim.received().iter().map(|r| r.path.clone()).collect();
-    assert_eq!(seen, ["/1/ok"], "only the permitted request may reach the upstream");
+    assert_eq!(
+        seen,
+        ["/1/ok"],
+        "only the permitted request may reach the upstream"
+    );
     h.stop().await;
 }
 
 #[tokio::test]
 async fn allow_paths_limits_what_is_forwarded() {
-    let h = Setup::default().upstream("allow_paths = [\"/1/\", \"/1.2/\"]").start().await;
+    let h = Setup::default()
+        .upstream("allow_paths = [\"/1/\", \"/1.2/\"]")
+        .start()
+        .await;
     let client = http1_client();
-    for (path, status) in [("/1/user.json", 200), ("/1.2/x", 200), ("/2/user.json", 403), ("/1/../2/x", 403), ("/11/x", 403)] {
+    for (path, status) in [
+        ("/1/user.json", 200),
+        ("/1.2/x", 200),
+        ("/2/user.json", 403),
+        ("/1/../2/x", 403),
+        ("/11/x", 403),
+    ] {
         let (res, _) = send(&client, get(&h.url(path))).await;
         assert_eq!(res.status().as_u16(), status, "{path}");
     }
@@ -164,21 +280,37 @@ async fn allow_paths_limits_what_is_forwarded() {
 
 #[tokio::test]
 async fn oversized_declared_body_is_refused_unread_and_never_parsed_as_a_request() {
-    let h = Setup::default().listen("max_request_body = 100").start().await;
+    let h = Setup::default()
+        .listen("max_request_body = 100")
+        .start()
+        .await;
     // The body is itself a well-formed request: it must not be executed.
     let smuggled = "GET /1/smuggled HTTP/1.1\r\nHost: x\r\n\r\n".repeat(10);
-    let head = format!("POST /1/upload HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", smuggled.len());
+    let head = format!(
+        "POST /1/upload HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        smuggled.len()
+    );
     let raw = raw_exchange(h.proxy, format!("{head}{smuggled}").as_bytes()).await;
     assert_eq!(first_status(&raw), 413, "{raw}");
-    assert!(raw.contains("x-fitbit-proxy-error: payload_too_large"), "{raw}");
-    assert_eq!(raw.matches("HTTP/1.1").count(), 1, "exactly one answer: {raw}");
+    assert!(
+        raw.contains("x-fitbit-proxy-error: payload_too_large"),
+        "{raw}"
+    );
+    assert_eq!(
+        raw.matches("HTTP/1.1").count(),
+        1,
+        "exactly one answer: {raw}"
+    );
     assert!(h.sim.received().is_empty());
     h.stop().await;
 }
 
 #[tokio::test]
 async fn oversized_chunked_body_is_cut_off_with_413() {
-    let h = Setup::default().listen("max_request_body = 1000").start().await;
+    let h = Setup::default()
+        .listen("max_request_body = 1000")
+        .start()
+        .await;
     let chunk = format!("{:x}\r\n{}\r\n", 600, "a".repeat(600));
     let raw = format!("POST /1/upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{chunk}{chunk}0\r\n\r\n");
     let out = raw_exchange(h.proxy, raw.as_bytes()).await;
@@ -192,7 +324,9 @@ async fn bodies_stream_both_ways() {
     let h = Setup::default().start().await;
     let client = http1_client();
     let upload = Bytes::from(vec![b'x'; 3 * 1024 * 1024]);
-    let req = Request::post(h.url("/1/upload")).body(Full::new(upload.clone())).unwrap();
+    let req = Request::post(h.url("/1/upload"))
+        .body(Full::new(upload.clone()))
+        .unwrap();
     let (res, _) = send(&client, req).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(h.sim.received()[0].body_len, upload.len() as u64);
@@ -205,7 +339,10 @@ async fn bodies_stream_both_ways() {
 
 #[tokio::test(start_paused = true)]
 async fn slow_upstream_gets_504_after_request_timeout() {
-    let h = Setup::default().upstream("request_timeout = \"2s\"").start().await;
+    let h = Setup::default()
+        .upstream("request_timeout = \"2s\"")
+        .start()
+        .await;
     let (res, body) = send(&http1_client(), get(&h.url("/sim/slow/30000"))).await;
     assert_eq!(res.status(), StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(proxy_error(&res), Some("upstream_timeout"));
@@ -220,7 +357,11 @@ async fn closed_upstream_port_gets_502() {
     let token_server = sim.serve_plain(bind().await);
     let closed = bind().await.local_addr().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let toml = config_toml(&token_server, None, "", "").replacen(&token_server.base_url(), &format!("http://{closed}"), 1);
+    let toml = config_toml(&token_server, None, "", "").replacen(
+        &token_server.base_url(),
+        &format!("http://{closed}"),
+        1,
+    );
     let (proxy, _stop, _task) = spawn_proxy(parse_config(&toml, dir.path())).await;
     let (res, body) = send(&http1_client(), get(&format!("http://{proxy}/1/x"))).await;
     assert_eq!(res.status(), StatusCode::BAD_GATEWAY, "{body:?}");
@@ -241,12 +382,24 @@ async fn connect_deadline_covers_the_tls_handshake() {
         }
     });
     let dir = tempfile::tempdir().unwrap();
-    let toml = config_toml(&token_server, None, "", "connect_timeout = \"1s\"\nrequest_timeout = \"30s\"")
-        .replacen(&token_server.base_url(), &format!("https://{silent_addr}"), 1);
+    let toml = config_toml(
+        &token_server,
+        None,
+        "",
+        "connect_timeout = \"1s\"\nrequest_timeout = \"30s\"",
+    )
+    .replacen(
+        &token_server.base_url(),
+        &format!("https://{silent_addr}"),
+        1,
+    );
     let (proxy, _stop, _task) = spawn_proxy(parse_config(&toml, dir.path())).await;
     let (res, body) = send(&http1_client(), get(&format!("http://{proxy}/1/x"))).await;
     assert_eq!(res.status(), StatusCode::BAD_GATEWAY, "{body:?}");
-    assert!(String::from_utf8_lossy(&body).contains("connect timed out"), "{body:?}");
+    assert!(
+        String::from_utf8_lossy(&body).contains("connect timed out"),
+        "{body:?}"
+    );
 }
 
 #[tokio::test]
@@ -258,11 +411,18 @@ async fn client_disconnect_cancels_the_upstream_request() {
     let upstream = bind().await;
     let upstream_addr = upstream.local_addr().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let toml = config_toml(&token_server, None, "", "").replacen(&token_server.base_url(), &format!("http://{upstream_addr}"), 1);
+    let toml = config_toml(&token_server, None, "", "").replacen(
+        &token_server.base_url(),
+        &format!("http://{upstream_addr}"),
+        1,
+    );
     let (proxy, _stop, _task) = spawn_proxy(parse_config(&toml, dir.path())).await;
 
     let mut client = tokio::net::TcpStream::connect(proxy).await.unwrap();
-    client.write_all(b"GET /1/slow HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    client
+        .write_all(b"GET /1/slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let (mut conn, _) = upstream.accept().await.unwrap();
     let mut buf = vec![0u8; 4096];
     let n = conn.read(&mut buf).await.unwrap();
@@ -283,13 +443,19 @@ async fn client_disconnect_cancels_the_upstream_request() {
 
 #[tokio::test(start_paused = true)]
 async fn silent_connections_are_closed_after_header_read_timeout() {
-    let h = Setup::default().listen("header_read_timeout = \"3s\"").start().await;
+    let h = Setup::default()
+        .listen("header_read_timeout = \"3s\"")
+        .start()
+        .await;
     for opening in [&b""[..], b"PRI * HTT", b"GET /1/x HTTP/1.1\r\nHost: x\r\n"] {
         let mut s = tokio::net::TcpStream::connect(h.proxy).await.unwrap();
         s.write_all(opening).await.unwrap();
         let mut buf = Vec::new();
         let read = tokio::time::timeout(Duration::from_secs(60), s.read_to_end(&mut buf)).await;
-        assert!(read.is_ok(), "connection opened with {opening:?} was never closed");
+        assert!(
+            read.is_ok(),
+            "connection opened with {opening:?} was never closed"
+        );
     }
     h.stop().await;
 }
@@ -301,17 +467,24 @@ async fn connections_past_max_connections_are_closed_at_once() {
     for _ in 0..2 {
         let mut s = tokio::net::TcpStream::connect(h.proxy).await.unwrap();
         // A request, answered, keeps each connection open and counted.
-        s.write_all(b"GET /1/x HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        s.write_all(b"GET /1/x HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
         let mut buf = [0u8; 1024];
         let n = s.read(&mut buf).await.unwrap();
         assert!(n > 0);
         held.push(s);
     }
     let mut third = tokio::net::TcpStream::connect(h.proxy).await.unwrap();
-    let _ = third.write_all(b"GET /1/x HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let _ = third
+        .write_all(b"GET /1/x HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
     let mut buf = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(10), third.read_to_end(&mut buf)).await;
-    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "third connection was served: {buf:?}");
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "third connection was served: {buf:?}"
+    );
     drop(held);
     h.stop().await;
 }

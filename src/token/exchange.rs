@@ -45,9 +45,15 @@ pub enum FetchError {
     Timeout(Duration),
     /// 400/401: the endpoint refused these credentials; retrying soon won't help.
     #[error("credentials rejected by the token endpoint (HTTP {status}): {}", describe(.error))]
-    Rejected { status: u16, error: Option<ApiError> },
+    Rejected {
+        status: u16,
+        error: Option<ApiError>,
+    },
     #[error("token endpoint answered HTTP {status}: {}", describe(.error))]
-    Status { status: u16, error: Option<ApiError> },
+    Status {
+        status: u16,
+        error: Option<ApiError>,
+    },
     #[error("token endpoint sent an unusable answer: {0}")]
     Malformed(&'static str),
 }
@@ -117,7 +123,8 @@ pub fn basic_auth(client_id: &str, secret: &str) -> HeaderValue {
     let encode = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
     let joined = format!("{}:{}", encode(client_id), encode(secret));
     let b64 = base64::engine::general_purpose::STANDARD.encode(joined);
-    let mut value = HeaderValue::try_from(format!("Basic {b64}")).expect("base64 is a valid header value");
+    let mut value =
+        HeaderValue::try_from(format!("Basic {b64}")).expect("base64 is a valid header value");
     value.set_sensitive(true);
     value
 }
@@ -147,15 +154,22 @@ pub fn parse_response(status: StatusCode, body: &[u8]) -> Result<Grant, FetchErr
         expires_in: Option<serde_json::Value>,
         token_type: Option<String>,
     }
-    let answer: Answer = serde_json::from_slice(body).map_err(|_| FetchError::Malformed("not a JSON object"))?;
-    let token = answer.access_token.ok_or(FetchError::Malformed("no access_token"))?;
-    let token_type = answer.token_type.ok_or(FetchError::Malformed("no token_type"))?;
+    let answer: Answer =
+        serde_json::from_slice(body).map_err(|_| FetchError::Malformed("not a JSON object"))?;
+    let token = answer
+        .access_token
+        .ok_or(FetchError::Malformed("no access_token"))?;
+    let token_type = answer
+        .token_type
+        .ok_or(FetchError::Malformed("no token_type"))?;
     if !token_type.eq_ignore_ascii_case("bearer") {
         return Err(FetchError::Malformed("token_type is not Bearer"));
     }
     let expires_in = parse_expires_in(answer.expires_in)?;
     if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(FetchError::Malformed("access_token is empty or has characters a header cannot carry"));
+        return Err(FetchError::Malformed(
+            "access_token is empty or has characters a header cannot carry",
+        ));
     }
     let mut header = HeaderValue::try_from(format!("Bearer {token}"))
         .map_err(|_| FetchError::Malformed("access_token cannot be a header value"))?;
@@ -172,7 +186,9 @@ fn parse_expires_in(value: Option<serde_json::Value>) -> Result<Duration, FetchE
     };
     match secs {
         Some(s) if s > 0 => Ok(Duration::from_secs(s.min(u64::from(u32::MAX)))),
-        _ => Err(FetchError::Malformed("expires_in is not a positive number of seconds")),
+        _ => Err(FetchError::Malformed(
+            "expires_in is not a positive number of seconds",
+        )),
     }
 }
 
@@ -185,18 +201,25 @@ mod tests {
         // Fitbit's page: "client_id:client secret" — the space becomes '+'.
         let v = basic_auth("client_id", "client secret");
         let b64 = v.to_str().unwrap().strip_prefix("Basic ").unwrap();
-        let decoded = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap();
         assert_eq!(decoded, b"client_id:client+secret");
         assert!(v.is_sensitive());
         let v = basic_auth("a:b", "p%&=");
         let b64 = v.to_str().unwrap().strip_prefix("Basic ").unwrap();
-        let decoded = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap();
         assert_eq!(decoded, b"a%3Ab:p%25%26%3D");
     }
 
     #[test]
     fn form_body_asks_for_the_configured_lifetime() {
-        assert_eq!(form_body(28800), "grant_type=client_credentials&expires_in=28800");
+        assert_eq!(
+            form_body(28800),
+            "grant_type=client_credentials&expires_in=28800"
+        );
     }
 
     #[test]
@@ -209,20 +232,50 @@ mod tests {
         assert!(ok(r#"{"access_token":"t","expires_in":"3600","token_type":"bearer"}"#).is_ok());
         let bad: &[(&str, &str)] = &[
             ("<html>hi</html>", "not a JSON object"),
-            (r#"{"expires_in":1,"token_type":"Bearer"}"#, "no access_token"),
-            (r#"{"access_token":"TOKEN_CANARY_2","token_type":"Bearer"}"#, "no expires_in"),
-            (r#"{"access_token":"TOKEN_CANARY_2","expires_in":0,"token_type":"Bearer"}"#, "positive"),
-            (r#"{"access_token":"TOKEN_CANARY_2","expires_in":-5,"token_type":"Bearer"}"#, "positive"),
-            (r#"{"access_token":"TOKEN_CANARY_2","expires_in":1.5,"token_type":"Bearer"}"#, "positive"),
-            (r#"{"access_token":"TOKEN_CANARY_2","expires_in":60,"token_type":"mac"}"#, "not Bearer"),
-            (r#"{"access_token":"TOKEN_CANARY_2","expires_in":60}"#, "no token_type"),
-            (r#"{"access_token":"TOKEN CANARY","expires_in":60,"token_type":"Bearer"}"#, "header cannot carry"),
-            (r#"{"access_token":"","expires_in":60,"token_type":"Bearer"}"#, "empty"),
+            (
+                r#"{"expires_in":1,"token_type":"Bearer"}"#,
+                "no access_token",
+            ),
+            (
+                r#"{"access_token":"TOKEN_CANARY_2","token_type":"Bearer"}"#,
+                "no expires_in",
+            ),
+            (
+                r#"{"access_token":"TOKEN_CANARY_2","expires_in":0,"token_type":"Bearer"}"#,
+                "positive",
+            ),
+            (
+                r#"{"access_token":"TOKEN_CANARY_2","expires_in":-5,"token_type":"Bearer"}"#,
+                "positive",
+            ),
+            (
+                r#"{"access_token":"TOKEN_CANARY_2","expires_in":1.5,"token_type":"Bearer"}"#,
+                "positive",
+            ),
+            (
+                r#"{"access_token":"TOKEN_CANARY_2","expires_in":60,"token_type":"mac"}"#,
+                "not Bearer",
+            ),
+            (
+                r#"{"access_token":"TOKEN_CANARY_2","expires_in":60}"#,
+                "no token_type",
+            ),
+            (
+                r#"{"access_token":"TOKEN CANARY","expires_in":60,"token_type":"Bearer"}"#,
+                "header cannot carry",
+            ),
+            (
+                r#"{"access_token":"","expires_in":60,"token_type":"Bearer"}"#,
+                "empty",
+            ),
         ];
         for (body, want) in bad {
             let err = ok(body).unwrap_err().to_string();
             assert!(err.contains(want), "{body}: {err}");
-            assert!(!err.contains("CANARY"), "{body}: error echoes the token: {err}");
+            assert!(
+                !err.contains("CANARY"),
+                "{body}: error echoes the token: {err}"
+            );
         }
     }
 
@@ -234,10 +287,23 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(rejected, FetchError::Rejected { status: 401, .. }));
-        assert!(rejected.to_string().contains("invalid_client: Invalid authorization header"));
-        let rfc = parse_response(StatusCode::BAD_REQUEST, br#"{"error":"unauthorized_client"}"#).unwrap_err();
+        assert!(rejected
+            .to_string()
+            .contains("invalid_client: Invalid authorization header"));
+        let rfc = parse_response(
+            StatusCode::BAD_REQUEST,
+            br#"{"error":"unauthorized_client"}"#,
+        )
+        .unwrap_err();
         assert!(rfc.to_string().contains("unauthorized_client"), "{rfc}");
-        let outage = parse_response(StatusCode::SERVICE_UNAVAILABLE, b"<html>down</html>").unwrap_err();
-        assert!(matches!(outage, FetchError::Status { status: 503, error: None }));
+        let outage =
+            parse_response(StatusCode::SERVICE_UNAVAILABLE, b"<html>down</html>").unwrap_err();
+        assert!(matches!(
+            outage,
+            FetchError::Status {
+                status: 503,
+                error: None
+            }
+        ));
     }
 }

@@ -65,7 +65,8 @@ where
     fn call(&mut self, mut req: Request<Body>) -> Self::Future {
         // The common case: a valid token is held, nothing to wait for.
         if let Some(token) = self.tokens.valid() {
-            req.headers_mut().insert(AUTHORIZATION, token.header().clone());
+            req.headers_mut()
+                .insert(AUTHORIZATION, token.header().clone());
             return ResponseFuture::Calling {
                 inner: self.inner.call(req),
             };
@@ -110,7 +111,11 @@ where
         loop {
             let (mut service, mut req, token) = match self.as_mut().project() {
                 Proj::Calling { inner } => return inner.poll(cx),
-                Proj::Waiting { fetch, service, req } => match ready!(Pin::new(fetch).poll(cx)) {
+                Proj::Waiting {
+                    fetch,
+                    service,
+                    req,
+                } => match ready!(Pin::new(fetch).poll(cx)) {
                     Err(err) => return Poll::Ready(Err(unavailable(err).into())),
                     Ok(token) => (
                         service.take().expect("polled after completion"),
@@ -119,7 +124,8 @@ where
                     ),
                 },
             };
-            req.headers_mut().insert(AUTHORIZATION, token.header().clone());
+            req.headers_mut()
+                .insert(AUTHORIZATION, token.header().clone());
             self.set(ResponseFuture::Calling {
                 inner: service.call(req),
             });

@@ -123,7 +123,11 @@ impl TokenSource {
             expires_at: sent + grant.expires_in,
             generation,
         });
-        tracing::info!(generation, expires_in = grant.expires_in.as_secs(), "access token fetched");
+        tracing::info!(
+            generation,
+            expires_in = grant.expires_in.as_secs(),
+            "access token fetched"
+        );
         self.current.store(Some(Arc::clone(&token)));
         Ok(token)
     }

@@ -51,7 +51,9 @@ pub fn sim_config() -> SimConfig {
 }
 
 pub async fn bind() -> TcpListener {
-    TcpListener::bind("127.0.0.1:0").await.expect("bind loopback")
+    TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback")
 }
 
 /// Serves `sim` plainly or over TLS with a fresh CA; returns the handle and
@@ -69,8 +71,15 @@ pub async fn serve(sim: &Sim, transport: Transport) -> (ServerHandle, Option<Tes
 /// The config a test starts from: upstream and token endpoint on `handle`,
 /// admin off; `extra` is appended as raw TOML sections (keys may repeat
 /// sections: pass whole `[section]` blocks only for sections not listed here).
-pub fn config_toml(handle: &ServerHandle, ca_file: Option<&Path>, listen_extra: &str, upstream_extra: &str) -> String {
-    let ca = ca_file.map(|p| format!("ca_file = {:?}\n", p.display().to_string())).unwrap_or_default();
+pub fn config_toml(
+    handle: &ServerHandle,
+    ca_file: Option<&Path>,
+    listen_extra: &str,
+    upstream_extra: &str,
+) -> String {
+    let ca = ca_file
+        .map(|p| format!("ca_file = {:?}\n", p.display().to_string()))
+        .unwrap_or_default();
     format!(
         r#"
 [listen]
@@ -95,7 +104,8 @@ expires_in = 3600
 
 pub fn parse_config(toml: &str, dir: &Path) -> Config {
     let env = |name: &str| (name == SECRET_ENV).then(|| SECRET.to_string());
-    Config::from_toml_str_with_env(toml, &dir.join("test.toml"), &env).unwrap_or_else(|e| panic!("test config invalid:\n{e}\n{toml}"))
+    Config::from_toml_str_with_env(toml, &dir.join("test.toml"), &env)
+        .unwrap_or_else(|e| panic!("test config invalid:\n{e}\n{toml}"))
 }
 
 /// Writes the CA's PEM into `dir` for `upstream.ca_file`.
@@ -158,7 +168,12 @@ impl Setup {
         let (upstream, ca) = serve(&sim, self.transport).await;
         let dir = tempfile::tempdir().unwrap();
         let ca_file = ca.as_ref().map(|ca| write_ca(dir.path(), ca));
-        let toml = config_toml(&upstream, ca_file.as_deref(), &self.listen_extra, &self.upstream_extra);
+        let toml = config_toml(
+            &upstream,
+            ca_file.as_deref(),
+            &self.listen_extra,
+            &self.upstream_extra,
+        );
         let config = parse_config(&toml, dir.path());
         let (proxy, stop, task) = spawn_proxy(config.clone()).await;
         Harness {
@@ -194,7 +209,9 @@ pub fn http1_client() -> TestClient {
 }
 
 pub fn h2c_client() -> TestClient {
-    Client::builder(TokioExecutor::new()).http2_only(true).build_http()
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
 }
 
 pub fn get(uri: &str) -> Request<Full<Bytes>> {
@@ -203,7 +220,10 @@ pub fn get(uri: &str) -> Request<Full<Bytes>> {
 
 /// Sends and collects the whole answer.
 pub async fn send(client: &TestClient, req: Request<Full<Bytes>>) -> (Response<()>, Bytes) {
-    let res = client.request(req).await.expect("request reaches the proxy");
+    let res = client
+        .request(req)
+        .await
+        .expect("request reaches the proxy");
     let (parts, body) = res.into_parts();
     let bytes = body.collect().await.expect("body").to_bytes();
     (Response::from_parts(parts, ()), bytes)
@@ -211,7 +231,9 @@ pub async fn send(client: &TestClient, req: Request<Full<Bytes>>) -> (Response<(
 
 /// The `x-fitbit-proxy-error` code of a proxy-generated answer.
 pub fn proxy_error(res: &Response<()>) -> Option<&str> {
-    res.headers().get("x-fitbit-proxy-error").map(|v| v.to_str().unwrap())
+    res.headers()
+        .get("x-fitbit-proxy-error")
+        .map(|v| v.to_str().unwrap())
 }
 
 /// Asserts the body is in Fitbit's error shape with `code` as errorType.
@@ -219,20 +241,39 @@ pub fn assert_fitbit_error(body: &[u8], code: &str) {
     let v: serde_json::Value = serde_json::from_slice(body).expect("JSON error body");
     assert_eq!(v["success"], false, "{v}");
     assert_eq!(v["errors"][0]["errorType"], code, "{v}");
-    assert!(v["errors"][0]["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+    assert!(
+        v["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{v}"
+    );
 }
 
-/// Writes raw bytes on a fresh connection and reads until the peer closes
-/// (or `limit` passes), for requests a normal client would refuse to send.
+/// Writes raw bytes on a fresh connection and reads until the peer closes,
+/// for requests a normal client would refuse to send. Panics if the peer
+/// keeps the connection open: callers send `Connection: close` or expect
+/// the proxy to close.
 pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> String {
     let mut stream = TcpStream::connect(addr).await.unwrap();
     stream.write_all(bytes).await.unwrap();
     let mut out = Vec::new();
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read_to_end(&mut out)).await;
-    String::from_utf8_lossy(&out).into_owned()
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut out),
+    )
+    .await;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    assert!(
+        read.is_ok(),
+        "the proxy kept the connection open after: {text}"
+    );
+    text
 }
 
 /// The status code of the first response in a raw HTTP/1 exchange.
 pub fn first_status(raw: &str) -> u16 {
-    raw.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("no status line in {raw:?}"))
+    raw.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {raw:?}"))
 }
