@@ -1,6 +1,8 @@
 //! Log output: `tracing` with a human format by default or JSON lines
 //! (`log.format = "json"`), level from `RUST_LOG` (default `info`).
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
