@@ -17,7 +17,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::body::{self, Body, BoxError};
+use crate::body::{Body, BoxError};
 use crate::headers;
 use crate::paths::PathRules;
 use crate::respond::ProxyError;
@@ -148,7 +148,7 @@ where
     B::Error: Into<BoxError>,
 {
     let cap = usize::try_from(limit).unwrap_or(usize::MAX);
-    body::boxed(Limited::new(body, cap).map_err(move |err| {
+    Body::new(Limited::new(body, cap).map_err(move |err| {
         if err.is::<LengthLimitError>() {
             Box::new(ProxyError::PayloadTooLarge { limit }) as BoxError
         } else {

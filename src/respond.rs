@@ -13,7 +13,7 @@ use http::{HeaderValue, Request, Response, StatusCode, Version};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::body::{self, Body, BoxError};
+use crate::body::{Body, BoxError};
 use crate::fitbit;
 
 /// The causes a layer may fail a request with. Each maps to one row of
@@ -67,7 +67,7 @@ impl ProxyError {
     /// The Fitbit-shaped response for this error.
     pub fn into_response(self) -> Response<Body> {
         let (status, code) = self.status_and_code();
-        let mut res = Response::new(body::full(fitbit::error_body(code, &self.to_string())));
+        let mut res = Response::new(Body::full(fitbit::error_body(code, &self.to_string())));
         *res.status_mut() = status;
         let headers = res.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

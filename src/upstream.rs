@@ -22,7 +22,7 @@ use rustls::{ClientConfig, RootCertStore};
 use tokio::net::TcpStream;
 use tower_service::Service;
 
-use crate::body::{self, Body, BoxError};
+use crate::body::{Body, BoxError};
 use crate::config::UpstreamConfig;
 use crate::headers;
 use crate::respond::ProxyError;
@@ -213,7 +213,7 @@ impl Service<Request<Body>> for Upstream {
                 Ok(Ok(res)) => res,
             };
             headers::strip_hop_by_hop(res.headers_mut());
-            Ok(res.map(body::boxed))
+            Ok(res.map(Body::new))
         })
     }
 }

@@ -11,7 +11,7 @@ use http::{HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Limited};
 use serde::Deserialize;
 
-use crate::body;
+use crate::body::Body;
 use crate::config::CredentialsConfig;
 use crate::fitbit::{self, ApiError};
 use crate::respond::describe_chain;
@@ -101,7 +101,7 @@ impl Exchange {
             .header(AUTHORIZATION, self.basic.clone())
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(ACCEPT, "application/json")
-            .body(body::full(self.form.clone()))
+            .body(Body::full(self.form.clone()))
             .expect("static parts are valid");
         let res = self
             .client
