@@ -23,7 +23,11 @@ impl Body {
     }
 
     pub fn full(bytes: impl Into<Bytes>) -> Body {
-        Body(Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync())
+        Body(
+            Full::new(bytes.into())
+                .map_err(|never| match never {})
+                .boxed_unsync(),
+        )
     }
 
     /// Wraps any body whose error converts into `BoxError`.
@@ -52,7 +56,10 @@ impl http_body::Body for Body {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         Pin::new(&mut self.0).poll_frame(cx)
     }
 

@@ -14,6 +14,12 @@ pub const PROXY_ERROR_HEADER: &str = "x-fitbit-proxy-error";
 /// Token lifetimes the token endpoint accepts for `expires_in` (seconds).
 pub const TOKEN_LIFETIMES: [u32; 6] = [3600, 28800, 86400, 604800, 2592000, 31536000];
 
+/// Upstream 401 error types that mean "this token is no good any more"
+/// (T6), as opposed to a request the token may not make.
+pub fn is_token_rejection(error_type: &str) -> bool {
+    matches!(error_type, "invalid_token" | "expired_token")
+}
+
 /// Builds a body in Fitbit's error shape:
 /// `{"errors":[{"errorType":…,"fieldName":"","message":…}],"success":false}`.
 pub fn error_body(error_type: &str, message: &str) -> Vec<u8> {

@@ -59,16 +59,26 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     let client = upstream::build_client(&config.upstream)?;
-    let exchange = Exchange::new(
-        client.clone(),
-        &config.credentials,
-        config.upstream.request_timeout,
-    );
-    let tokens = TokenSource::new(exchange);
+    // One bound for a token fetch and for a request waiting on one.
+    let fetch_timeout = config.upstream.request_timeout;
+    let exchange = Exchange::new(client.clone(), &config.credentials, fetch_timeout);
+    let tokens = TokenSource::new(fetch_timeout);
+    let margin = config.credentials.refresh_before_expiry;
+    let refresher = AbortOnDrop(tokens.spawn_refresher(exchange, margin));
     let service = stack::build(&config, client, tokens);
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, upstream = %config.upstream.url, "proxy listening");
     }
     server::serve(listener, service, &config.listen, shutdown).await;
+    drop(refresher);
     Ok(())
+}
+
+/// Stops a background task when the proxy stops, however `run` ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

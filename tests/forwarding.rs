@@ -138,7 +138,7 @@ async fn untrusted_upstream_certificate_fails_closed() {
     let api = sim.serve_tls(bind().await, &fitbit_proxy::sim::TestCa::new());
     let dir = tempfile::tempdir().unwrap();
     let other_ca = write_ca(dir.path(), &fitbit_proxy::sim::TestCa::new());
-    let toml = config_toml(&api, Some(&other_ca), "", "")
+    let toml = config_toml(&api, Some(&other_ca), &Extras::default())
         .replace(&api.token_url(), &token_server.token_url());
     let (proxy, _stop, _task) = spawn_proxy(parse_config(&toml, dir.path())).await;
     let (res, body) = send(&http1_client(), get(&format!("http://{proxy}/1/x.json"))).await;
@@ -357,7 +357,7 @@ async fn closed_upstream_port_gets_502() {
     let token_server = sim.serve_plain(bind().await);
     let closed = bind().await.local_addr().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let toml = config_toml(&token_server, None, "", "").replacen(
+    let toml = config_toml(&token_server, None, &Extras::default()).replacen(
         &token_server.base_url(),
         &format!("http://{closed}"),
         1,
@@ -385,8 +385,10 @@ async fn connect_deadline_covers_the_tls_handshake() {
     let toml = config_toml(
         &token_server,
         None,
-        "",
-        "connect_timeout = \"1s\"\nrequest_timeout = \"30s\"",
+        &Extras {
+            upstream: "connect_timeout = \"1s\"\nrequest_timeout = \"30s\"".into(),
+            ..Extras::default()
+        },
     )
     .replacen(
         &token_server.base_url(),
@@ -411,7 +413,7 @@ async fn client_disconnect_cancels_the_upstream_request() {
     let upstream = bind().await;
     let upstream_addr = upstream.local_addr().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let toml = config_toml(&token_server, None, "", "").replacen(
+    let toml = config_toml(&token_server, None, &Extras::default()).replacen(
         &token_server.base_url(),
         &format!("http://{upstream_addr}"),
         1,

@@ -33,6 +33,7 @@ enum Route {
 
 pub(crate) async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<SimBody> {
     let (parts, body) = req.into_parts();
+    shared.lock().api_started += 1;
     let body_len = drain(body).await;
     let route = route(parts.uri.path(), parts.uri.query());
     let view = match admit(shared, &parts, body_len, &route) {

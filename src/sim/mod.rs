@@ -154,6 +154,11 @@ impl Sim {
         self.shared.lock().failure = failure;
     }
 
+    /// Makes the token endpoint take `delay` before answering.
+    pub fn set_token_delay(&self, delay: Duration) {
+        self.shared.lock().token_delay = delay;
+    }
+
     /// API requests in arrival order (the newest 10 000; counters go on).
     pub fn received(&self) -> Vec<Received> {
         self.shared.lock().received.iter().cloned().collect()
@@ -165,6 +170,11 @@ impl Sim {
     }
 
     /// API requests received, whatever the answer.
+    /// API requests whose head has arrived, finished or not.
+    pub fn api_started(&self) -> u64 {
+        self.shared.lock().api_started
+    }
+
     pub fn api_requests(&self) -> u64 {
         self.shared.lock().api_requests
     }

@@ -38,6 +38,8 @@ pub struct ReceivedToken {
     pub client_id: Option<String>,
     /// The secret from Basic auth, decoded; prints as `<redacted>`.
     pub client_secret: Option<Secret>,
+    /// When it arrived (tokio's clock, so paused-time tests can read gaps).
+    pub at: tokio::time::Instant,
 }
 
 impl ReceivedToken {
@@ -134,6 +136,7 @@ mod tests {
             form: vec![("grant_type".into(), "client_credentials".into())],
             client_id: Some("id".into()),
             client_secret: Some(Secret::new("SECRET_CANARY")),
+            at: tokio::time::Instant::now(),
         };
         let printed = format!("{received:?} {token:?} {received:#?}");
         assert!(!printed.contains("CANARY"), "{printed}");

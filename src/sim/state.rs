@@ -32,12 +32,14 @@ impl Shared {
                 tokens: HashMap::new(),
                 newest: None,
                 failure: None,
+                token_delay: std::time::Duration::ZERO,
                 quota,
                 received: VecDeque::new(),
                 token_requests: VecDeque::new(),
                 token_fetches: 0,
                 tokens_issued: 0,
                 api_requests: 0,
+                api_started: 0,
                 rate_limited: 0,
             }),
         }
@@ -68,12 +70,16 @@ pub(crate) struct State {
     tokens: HashMap<String, IssuedToken>,
     pub(crate) newest: Option<String>,
     pub(crate) failure: Option<TokenFailure>,
+    /// How long the token endpoint takes to answer (scripted by tests).
+    pub(crate) token_delay: std::time::Duration,
     pub(crate) quota: Quota,
     pub(crate) received: VecDeque<Received>,
     pub(crate) token_requests: VecDeque<ReceivedToken>,
     pub(crate) token_fetches: u64,
     pub(crate) tokens_issued: u64,
     pub(crate) api_requests: u64,
+    /// API requests whose head has arrived (their body may still be coming).
+    pub(crate) api_started: u64,
     pub(crate) rate_limited: u64,
 }
 

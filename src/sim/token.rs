@@ -34,6 +34,10 @@ pub(crate) async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<
     let fields = form.as_ref().map(parse_form).unwrap_or_default();
     let credentials = basic_credentials(&parts.headers);
     let failure = record(shared, &parts, &fields, credentials.as_ref());
+    let delay = shared.lock().token_delay;
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     if let Some(failure) = failure {
         return scripted_failure(failure, shared).await;
     }
@@ -62,6 +66,7 @@ fn record(
         form: form.to_vec(),
         client_id: credentials.map(|(id, _)| id.clone()),
         client_secret: credentials.map(|(_, secret)| Secret::new(secret.as_str())),
+        at: tokio::time::Instant::now(),
     });
     state.failure.clone()
 }

@@ -1,27 +1,34 @@
 //! The auth layer: attaches the current token as `Authorization: Bearer …`
-//! (marked sensitive). Requests wait only when no valid token is held, and
-//! then all share one fetch; a failed fetch becomes 503 `token_unavailable`.
+//! (marked sensitive), and handles an upstream `401` that says the token
+//! was revoked or expired (T6): that token is invalidated, and the request
+//! is replayed once with the next one when its body could be kept.
 
 use std::future::Future;
 use std::mem;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
-use std::time::Duration;
+use std::task::{Context, Poll};
 
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use http::header::AUTHORIZATION;
-use http::{Request, Response};
+use http::{Request, Response, StatusCode};
+use http_body::Body as _;
+use http_body_util::{BodyExt, Limited};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::{Fetch, FetchError, TokenSource};
+use super::{Token, TokenSource, Unavailable};
 use crate::body::{Body, BoxError};
+use crate::fitbit;
 use crate::respond::ProxyError;
 
-/// How long a client is told to wait after the credentials were refused,
-/// and after any other failure to get a token.
-const RETRY_AFTER_REJECTED: Duration = Duration::from_secs(60);
-const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
+/// Bodies up to this size are kept so that the request can be replayed
+/// with a new token; larger or unsized bodies stream and are not replayed.
+pub const MAX_REPLAY_BODY: u64 = 64 * 1024;
+
+/// A 401 body larger than this is not a token error; it is passed on unread.
+const MAX_401_BODY: u64 = 64 * 1024;
 
 #[derive(Clone)]
 pub struct AuthLayer {
@@ -52,84 +59,123 @@ pub struct Auth<S> {
 
 impl<S> Service<Request<Body>> for Auth<S>
 where
-    S: Service<Request<Body>, Response = Response<Body>, Error = BoxError> + Clone,
+    S: Service<Request<Body>, Response = Response<Body>, Error = BoxError> + Clone + Send + 'static,
+    S::Future: Send + 'static,
 {
     type Response = Response<Body>;
     type Error = BoxError;
-    type Future = ResponseFuture<S, S::Future>;
+    type Future = ResponseFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
-        // The common case: a valid token is held, nothing to wait for.
-        if let Some(token) = self.tokens.valid() {
-            req.headers_mut()
-                .insert(AUTHORIZATION, token.header().clone());
-            return ResponseFuture::Calling {
-                inner: self.inner.call(req),
-            };
-        }
+    fn call(&mut self, req: Request<Body>) -> ResponseFuture {
         let clone = self.inner.clone();
-        ResponseFuture::Waiting {
-            fetch: self.tokens.fetch(),
-            service: Some(mem::replace(&mut self.inner, clone)),
-            req: Some(req),
+        let inner = mem::replace(&mut self.inner, clone);
+        ResponseFuture {
+            inner: Box::pin(authorize(Arc::clone(&self.tokens), inner, req)),
         }
     }
 }
 
-fn unavailable(err: FetchError) -> ProxyError {
-    let retry_after = match err {
-        FetchError::Rejected { .. } => RETRY_AFTER_REJECTED,
-        _ => RETRY_AFTER_FAILURE,
-    };
-    ProxyError::TokenUnavailable {
-        reason: err.to_string(),
-        retry_after,
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// Either waiting for the shared token fetch (then calling the inner
-    /// service it holds, already ready), or calling it.
-    #[project = Proj]
-    pub enum ResponseFuture<S, F> {
-        Waiting { fetch: Fetch, service: Option<S>, req: Option<Request<Body>> },
-        Calling { #[pin] inner: F },
-    }
-}
-
-impl<S> Future for ResponseFuture<S, S::Future>
+async fn authorize<S>(
+    tokens: Arc<TokenSource>,
+    mut inner: S,
+    req: Request<Body>,
+) -> Result<Response<Body>, BoxError>
 where
-    S: Service<Request<Body>, Response = Response<Body>, Error = BoxError>,
+    S: Service<Request<Body>, Response = Response<Body>, Error = BoxError> + Clone + Send,
+    S::Future: Send,
 {
+    let token = tokens.acquire().await.map_err(unavailable)?;
+    let (parts, body) = req.into_parts();
+    let kept = keep_if_small(body).await?;
+    let replay = kept
+        .as_ref()
+        .ok()
+        .map(|bytes| (copy_head(&parts), bytes.clone()));
+    let body = kept.map_or_else(|b| b, Body::full);
+    let res = inner
+        .call(with_token(Request::from_parts(parts, body), &token))
+        .await?;
+    if res.status() != StatusCode::UNAUTHORIZED {
+        return Ok(res);
+    }
+    let (res, revoked) = read_401(res).await?;
+    if !revoked {
+        return Ok(res);
+    }
+    tokens.invalidate(&token);
+    let Some((head, bytes)) = replay else {
+        tracing::debug!("token revoked; request body not kept, so the 401 goes back to the client");
+        return Ok(res);
+    };
+    let fresh = tokens.acquire().await.map_err(unavailable)?;
+    let again = Request::from_parts(head, Body::full(bytes));
+    // Ready the clone again: tower services must be polled before each call.
+    std::future::poll_fn(|cx| inner.poll_ready(cx)).await?;
+    inner.call(with_token(again, &fresh)).await
+}
+
+fn with_token(mut req: Request<Body>, token: &Token) -> Request<Body> {
+    req.headers_mut()
+        .insert(AUTHORIZATION, token.header().clone());
+    req
+}
+
+/// `Ok(Ok(bytes))` when the body is known to be at most
+/// [`MAX_REPLAY_BODY`] and was read whole; `Ok(Err(body))` to stream it.
+async fn keep_if_small(body: Body) -> Result<Result<Bytes, Body>, BoxError> {
+    match body.size_hint().exact() {
+        Some(len) if len <= MAX_REPLAY_BODY => Ok(Ok(body.collect().await?.to_bytes())),
+        _ => Ok(Err(body)),
+    }
+}
+
+/// The request head again, for a replay (extensions are not carried).
+fn copy_head(parts: &http::request::Parts) -> http::request::Parts {
+    let mut head = Request::new(()).into_parts().0;
+    head.method = parts.method.clone();
+    head.uri = parts.uri.clone();
+    head.version = parts.version;
+    head.headers = parts.headers.clone();
+    head
+}
+
+/// Reads a small 401 body to see whether it says the token was revoked or
+/// expired; returns the response rebuilt around the bytes it read.
+async fn read_401(res: Response<Body>) -> Result<(Response<Body>, bool), BoxError> {
+    if res.body().size_hint().lower() > MAX_401_BODY {
+        return Ok((res, false));
+    }
+    let (parts, body) = res.into_parts();
+    let bytes = Limited::new(body, MAX_401_BODY as usize)
+        .collect()
+        .await?
+        .to_bytes();
+    let revoked =
+        fitbit::parse_error(&bytes).is_some_and(|e| fitbit::is_token_rejection(&e.error_type));
+    Ok((Response::from_parts(parts, Body::full(bytes)), revoked))
+}
+
+fn unavailable(err: Unavailable) -> ProxyError {
+    ProxyError::TokenUnavailable {
+        retry_after: err.retry_after(),
+        reason: err.to_string(),
+    }
+}
+
+/// The auth layer's future: waiting for a token, the upstream, and perhaps
+/// a replay, boxed once per request.
+pub struct ResponseFuture {
+    inner: BoxFuture<'static, Result<Response<Body>, BoxError>>,
+}
+
+impl Future for ResponseFuture {
     type Output = Result<Response<Body>, BoxError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        loop {
-            let (mut service, mut req, token) = match self.as_mut().project() {
-                Proj::Calling { inner } => return inner.poll(cx),
-                Proj::Waiting {
-                    fetch,
-                    service,
-                    req,
-                } => match ready!(Pin::new(fetch).poll(cx)) {
-                    Err(err) => return Poll::Ready(Err(unavailable(err).into())),
-                    Ok(token) => (
-                        service.take().expect("polled after completion"),
-                        req.take().expect("polled after completion"),
-                        token,
-                    ),
-                },
-            };
-            req.headers_mut()
-                .insert(AUTHORIZATION, token.header().clone());
-            self.set(ResponseFuture::Calling {
-                inner: service.call(req),
-            });
-        }
+        self.inner.as_mut().poll(cx)
     }
 }
-

@@ -1,19 +1,24 @@
-//! The access token: fetched with the client-credentials grant
-//! ([`exchange`]), cached until it expires, fetched by at most one request at
-//! a time however many wait (SPEC T1–T3), and attached by the [`layer`].
+//! The access token. A background [`refresh`] task owns every fetch through
+//! the client-credentials [`exchange`]; requests read the current token
+//! without a lock and wait only while a fetch they need is under way
+//! (start-up, a revoked token); the [`layer`] attaches it and replays a
+//! request once when the upstream says the token was revoked (SPEC T1–T8).
 
 pub mod exchange;
 pub mod layer;
+pub mod refresh;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use futures_util::future::{BoxFuture, FutureExt, Shared};
 use http::HeaderValue;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-pub use exchange::{Exchange, FetchError};
+pub use exchange::{Exchange, FetchError, Grant};
 pub use layer::AuthLayer;
 
 /// A token in use: the ready-made header and when it stops being valid.
@@ -37,10 +42,6 @@ impl Token {
     pub fn generation(&self) -> u64 {
         self.generation
     }
-
-    fn is_valid_at(&self, now: Instant) -> bool {
-        now < self.expires_at
-    }
 }
 
 impl std::fmt::Debug for Token {
@@ -53,82 +54,170 @@ impl std::fmt::Debug for Token {
     }
 }
 
-/// One token fetch, awaited by every request that needs it.
-pub type Fetch = Shared<BoxFuture<'static, Result<Arc<Token>, FetchError>>>;
+/// What the refresher is doing, for waiting requests and `/readyz`.
+#[derive(Debug, Clone)]
+pub struct Status {
+    /// A fetch is under way.
+    pub fetching: bool,
+    /// The last attempt failed (cleared by the next success).
+    pub failure: Option<Failure>,
+}
 
-/// The cache: requests read the current token without a lock; when there is
-/// none, they all await the same single fetch.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub error: FetchError,
+    /// When the refresher tries again.
+    pub retry_at: Instant,
+}
+
+/// Why a request cannot have a token now.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Unavailable {
+    #[error("{error}")]
+    Failed {
+        error: FetchError,
+        retry_after: Duration,
+    },
+    #[error("no token within {0:?} (the token endpoint is slow to answer)")]
+    TimedOut(Duration),
+}
+
+impl Unavailable {
+    pub fn retry_after(&self) -> Duration {
+        match self {
+            Unavailable::Failed { retry_after, .. } => *retry_after,
+            Unavailable::TimedOut(_) => Duration::from_secs(1),
+        }
+    }
+}
+
+/// The shared token state. Cheap to read on every request.
 pub struct TokenSource {
-    exchange: Exchange,
     current: ArcSwapOption<Token>,
-    in_flight: Mutex<Option<Fetch>>,
+    status: watch::Sender<Status>,
+    /// Wakes the refresher early: a token was invalidated or none is held.
+    wake: Notify,
+    /// The longest a request waits for a fetch under way.
+    wait_limit: Duration,
     generations: AtomicU64,
 }
 
 impl TokenSource {
-    pub fn new(exchange: Exchange) -> Arc<Self> {
+    /// A source whose first fetch is about to start: until it ends,
+    /// requests wait for it (T8).
+    pub fn new(wait_limit: Duration) -> Arc<Self> {
+        let (status, _) = watch::channel(Status {
+            fetching: true,
+            failure: None,
+        });
         Arc::new(TokenSource {
-            exchange,
             current: ArcSwapOption::empty(),
-            in_flight: Mutex::new(None),
+            status,
+            wake: Notify::new(),
+            wait_limit,
             generations: AtomicU64::new(0),
         })
     }
 
-    /// The current token if it is still valid; never waits.
-    pub fn valid(&self) -> Option<Arc<Token>> {
-        let token = self.current.load_full()?;
-        token.is_valid_at(Instant::now()).then_some(token)
+    /// Starts the refresher; the first fetch begins at once. Abort the
+    /// handle to stop it.
+    pub fn spawn_refresher(
+        self: &Arc<Self>,
+        exchange: Exchange,
+        margin: Duration,
+    ) -> JoinHandle<()> {
+        tokio::spawn(refresh::run(Arc::clone(self), exchange, margin))
     }
 
-    /// A valid token, fetching one if needed. Concurrent callers share one
-    /// fetch, which runs in its own task so that a caller giving up does not
-    /// cancel it for the others.
-    pub async fn get(self: &Arc<Self>) -> Result<Arc<Token>, FetchError> {
+    /// The current token if it is still valid; never waits, never locks.
+    pub fn valid(&self) -> Option<Arc<Token>> {
+        let token = self.current.load_full()?;
+        (Instant::now() < token.expires_at).then_some(token)
+    }
+
+    /// The refresher's state, for readiness and diagnostics.
+    pub fn status(&self) -> Status {
+        self.status.borrow().clone()
+    }
+
+    /// A valid token: at once if one is held; after the fetch under way if
+    /// the last attempt did not fail (bounded by the wait limit); otherwise
+    /// an immediate refusal that says when to come back (T5).
+    pub async fn acquire(&self) -> Result<Arc<Token>, Unavailable> {
         if let Some(token) = self.valid() {
             return Ok(token);
         }
-        self.fetch().await
+        let deadline = Instant::now() + self.wait_limit;
+        let mut status = self.status.subscribe();
+        loop {
+            if let Some(token) = self.valid() {
+                return Ok(token);
+            }
+            let (fetching, failure) = {
+                let s = status.borrow_and_update();
+                (s.fetching, s.failure.clone())
+            };
+            if let Some(f) = failure {
+                let retry_after = f.retry_at.saturating_duration_since(Instant::now());
+                return Err(Unavailable::Failed {
+                    error: f.error,
+                    retry_after,
+                });
+            }
+            if !fetching {
+                self.wake.notify_one();
+            }
+            match tokio::time::timeout_at(deadline, status.changed()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) | Err(_) => return Err(Unavailable::TimedOut(self.wait_limit)),
+            }
+        }
     }
 
-    /// The fetch in flight, or a new one. Starting it never waits.
-    pub fn fetch(self: &Arc<Self>) -> Fetch {
-        let mut slot = self.in_flight.lock().expect("token fetch slot poisoned");
-        if let Some(fetch) = slot.as_ref() {
-            return fetch.clone();
+    /// The upstream refused `used` as revoked or expired (T6): drop it if it
+    /// is still the current token and wake the refresher. However many
+    /// requests report the same token, only the first has any effect.
+    pub fn invalidate(&self, used: &Arc<Token>) {
+        let previous = self.current.compare_and_swap(used, None);
+        if previous.as_ref().is_some_and(|p| Arc::ptr_eq(p, used)) {
+            tracing::info!(
+                generation = used.generation,
+                "upstream rejected the access token; fetching a new one"
+            );
+            self.wake.notify_one();
         }
-        let this = Arc::clone(self);
-        let task = tokio::spawn(async move {
-            let result = this.fetch_and_store().await;
-            *this.in_flight.lock().expect("token fetch slot poisoned") = None;
-            result
-        });
-        let fetch = async move {
-            task.await
-                .unwrap_or_else(|_| Err(FetchError::Transport("token fetch task failed".into())))
-        }
-        .boxed()
-        .shared();
-        *slot = Some(fetch.clone());
-        fetch
     }
 
-    async fn fetch_and_store(&self) -> Result<Arc<Token>, FetchError> {
-        // Expiry counts from when the request left, so it errs early.
-        let sent = Instant::now();
-        let grant = self.exchange.fetch().await?;
+    fn begin_fetch(&self) {
+        self.status.send_modify(|s| s.fetching = true);
+    }
+
+    /// Publishes a new token; the token first, then the status, so that a
+    /// request woken by the status always finds the token.
+    fn install(&self, grant: Grant, sent: Instant) {
         let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
-        let token = Arc::new(Token {
+        // Expiry counts from when the request left, so it errs early.
+        let expires_at = sent + grant.expires_in;
+        self.current.store(Some(Arc::new(Token {
             header: grant.header,
-            expires_at: sent + grant.expires_in,
+            expires_at,
             generation,
+        })));
+        self.status.send_replace(Status {
+            fetching: false,
+            failure: None,
         });
         tracing::info!(
             generation,
             expires_in = grant.expires_in.as_secs(),
             "access token fetched"
         );
-        self.current.store(Some(Arc::clone(&token)));
-        Ok(token)
+    }
+
+    fn fail(&self, error: FetchError, retry_at: Instant) {
+        self.status.send_replace(Status {
+            fetching: false,
+            failure: Some(Failure { error, retry_at }),
+        });
     }
 }

@@ -68,15 +68,18 @@ pub async fn serve(sim: &Sim, transport: Transport) -> (ServerHandle, Option<Tes
     }
 }
 
+/// Extra TOML lines for each section of the generated config.
+#[derive(Default, Clone)]
+pub struct Extras {
+    pub listen: String,
+    pub upstream: String,
+    pub credentials: String,
+    pub rate_limit: String,
+}
+
 /// The config a test starts from: upstream and token endpoint on `handle`,
-/// admin off; `extra` is appended as raw TOML sections (keys may repeat
-/// sections: pass whole `[section]` blocks only for sections not listed here).
-pub fn config_toml(
-    handle: &ServerHandle,
-    ca_file: Option<&Path>,
-    listen_extra: &str,
-    upstream_extra: &str,
-) -> String {
+/// admin off, plus `extra` lines per section.
+pub fn config_toml(handle: &ServerHandle, ca_file: Option<&Path>, extra: &Extras) -> String {
     let ca = ca_file
         .map(|p| format!("ca_file = {:?}\n", p.display().to_string()))
         .unwrap_or_default();
@@ -84,21 +87,31 @@ pub fn config_toml(
         r#"
 [listen]
 addr = "127.0.0.1:0"
-{listen_extra}
+{listen}
 [admin]
 addr = ""
 
 [upstream]
 url = "{url}"
-{ca}{upstream_extra}
+{ca}{upstream}
 [credentials]
 token_url = "{token_url}"
 client_id = "{CLIENT_ID}"
 client_secret_env = "{SECRET_ENV}"
-expires_in = 3600
+{credentials}
+[rate_limit]
+{rate_limit}
 "#,
         url = handle.base_url(),
         token_url = handle.token_url(),
+        listen = extra.listen,
+        upstream = extra.upstream,
+        credentials = if extra.credentials.contains("expires_in") {
+            extra.credentials.clone()
+        } else {
+            format!("expires_in = 3600\n{}", extra.credentials)
+        },
+        rate_limit = extra.rate_limit,
     )
 }
 
@@ -134,8 +147,7 @@ pub async fn spawn_proxy(config: Config) -> (SocketAddr, oneshot::Sender<()>, Jo
 pub struct Setup {
     pub sim_config: SimConfig,
     pub transport: Transport,
-    pub listen_extra: String,
-    pub upstream_extra: String,
+    pub extra: Extras,
 }
 
 impl Default for Setup {
@@ -143,8 +155,7 @@ impl Default for Setup {
         Setup {
             sim_config: sim_config(),
             transport: Transport::Plain,
-            listen_extra: String::new(),
-            upstream_extra: String::new(),
+            extra: Extras::default(),
         }
     }
 }
@@ -155,25 +166,39 @@ impl Setup {
         self
     }
     pub fn listen(mut self, extra: &str) -> Self {
-        self.listen_extra = extra.to_owned();
+        self.extra.listen = extra.to_owned();
         self
     }
     pub fn upstream(mut self, extra: &str) -> Self {
-        self.upstream_extra = extra.to_owned();
+        self.extra.upstream = extra.to_owned();
+        self
+    }
+    pub fn credentials(mut self, extra: &str) -> Self {
+        self.extra.credentials = extra.to_owned();
+        self
+    }
+    pub fn rate_limit(mut self, extra: &str) -> Self {
+        self.extra.rate_limit = extra.to_owned();
+        self
+    }
+
+    pub fn sim(mut self, sim_config: SimConfig) -> Self {
+        self.sim_config = sim_config;
         self
     }
 
     pub async fn start(self) -> Harness {
+        self.start_with(|_| {}).await
+    }
+
+    /// Starts, scripting the simulator before the proxy's first token fetch.
+    pub async fn start_with(self, script: impl FnOnce(&Sim)) -> Harness {
         let sim = Sim::new(self.sim_config);
+        script(&sim);
         let (upstream, ca) = serve(&sim, self.transport).await;
         let dir = tempfile::tempdir().unwrap();
         let ca_file = ca.as_ref().map(|ca| write_ca(dir.path(), ca));
-        let toml = config_toml(
-            &upstream,
-            ca_file.as_deref(),
-            &self.listen_extra,
-            &self.upstream_extra,
-        );
+        let toml = config_toml(&upstream, ca_file.as_deref(), &self.extra);
         let config = parse_config(&toml, dir.path());
         let (proxy, stop, task) = spawn_proxy(config.clone()).await;
         Harness {
@@ -276,4 +301,18 @@ pub fn first_status(raw: &str) -> u16 {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no status line in {raw:?}"))
+}
+
+/// Waits (in small steps of tokio time) until `cond` holds; panics after
+/// `limit` of tokio time. Under paused time each step also lets I/O run.
+pub async fn eventually(limit: std::time::Duration, mut cond: impl FnMut() -> bool) {
+    let step = std::time::Duration::from_millis(1);
+    let deadline = tokio::time::Instant::now() + limit;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met within {limit:?}"
+        );
+        tokio::time::sleep(step).await;
+    }
 }

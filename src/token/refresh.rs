@@ -1,0 +1,178 @@
+//! The refresher: one background task owns every token fetch (model:
+//! linkerd2-proxy's certificate refresher). It fetches at start-up, again
+//! ahead of expiry (T4), backs off on failure (T5), and wakes early when a
+//! token is invalidated or none is held. Timing lives in pure functions.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::exchange::{Exchange, FetchError};
+use super::TokenSource;
+
+/// Backoff after a failed fetch: 1 s doubling up to 60 s.
+const BACKOFF_FIRST: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// Rejected credentials are not retried faster than this (T5).
+const REJECTED_RETRY: Duration = Duration::from_secs(60);
+/// Jitter takes up to this share off a refresh's margin (so replicas that
+/// started together spread out), and up to this share off a backoff delay.
+const REFRESH_JITTER: f64 = 0.1;
+const BACKOFF_JITTER: f64 = 0.2;
+const REJECTED_JITTER: f64 = 0.1;
+
+/// When to refresh a token granted for `lifetime` (T4): `margin` before it
+/// expires, or at half-life when the lifetime is shorter than twice the
+/// margin; `jitter` in [0, 1) moves it earlier by up to a tenth of that
+/// margin. The granted lifetime rules, whatever was asked.
+pub fn refresh_delay(lifetime: Duration, margin: Duration, jitter: f64) -> Duration {
+    let window = if lifetime >= margin * 2 {
+        margin
+    } else {
+        lifetime / 2
+    };
+    lifetime - window - window.mul_f64(REFRESH_JITTER * jitter.clamp(0.0, 1.0))
+}
+
+/// How long to wait after the `failures`-th failure in a row (T5).
+pub fn backoff_delay(failures: u32, rejected: bool, jitter: f64) -> Duration {
+    let jitter = jitter.clamp(0.0, 1.0);
+    if rejected {
+        return REJECTED_RETRY.mul_f64(1.0 + REJECTED_JITTER * jitter);
+    }
+    let doublings = failures.saturating_sub(1).min(16);
+    let nominal = BACKOFF_FIRST
+        .saturating_mul(1 << doublings)
+        .min(BACKOFF_MAX);
+    nominal.mul_f64(1.0 - BACKOFF_JITTER * jitter)
+}
+
+/// Runs until the proxy stops (the task is aborted with it).
+pub(super) async fn run(source: Arc<TokenSource>, exchange: Exchange, margin: Duration) {
+    let mut failures: u32 = 0;
+    loop {
+        source.begin_fetch();
+        let sent = Instant::now();
+        let (next, hold) = match exchange.fetch().await {
+            Ok(grant) => {
+                failures = 0;
+                let lifetime = grant.expires_in;
+                source.install(grant, sent);
+                (refresh_delay(lifetime, margin, rand::random()), false)
+            }
+            Err(error) => {
+                failures += 1;
+                let rejected = matches!(error, FetchError::Rejected { .. });
+                let delay = backoff_delay(failures, rejected, rand::random());
+                log_failure(&error, failures, delay, source.valid().is_some());
+                source.fail(error, Instant::now() + delay);
+                (delay, rejected)
+            }
+        };
+        wait(&source, Instant::now() + next, hold).await;
+    }
+}
+
+/// Sleeps until `due`, or until woken because no valid token is held
+/// (invalidated, or a request found none). A rejection of the credentials
+/// holds for its full minute whatever wakes it.
+async fn wait(source: &TokenSource, due: Instant, hold: bool) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep_until(due) => return,
+            () = source.wake.notified() => {
+                if !hold && source.valid().is_none() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn log_failure(error: &FetchError, failures: u32, retry_in: Duration, still_valid: bool) {
+    let retry_in_secs = retry_in.as_secs_f64().ceil() as u64;
+    match error {
+        FetchError::Rejected { .. } => tracing::error!(
+            failures,
+            retry_in_secs,
+            still_valid,
+            "{error}; check credentials.client_id and the client secret"
+        ),
+        _ => tracing::warn!(
+            failures,
+            retry_in_secs,
+            still_valid,
+            "token fetch failed: {error}"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: Duration = Duration::from_secs(60);
+
+    fn s(secs: u64) -> Duration {
+        Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn refresh_ahead_by_the_margin_or_at_half_life() {
+        // (lifetime, margin, earliest, latest)
+        let cases = [
+            (s(28800), 5 * MIN, s(28800 - 300 - 30), s(28800 - 300)),
+            (s(3600), 5 * MIN, s(3600 - 300 - 30), s(3600 - 300)),
+            (s(600), 5 * MIN, s(300 - 30), s(300)),
+            (
+                s(599),
+                5 * MIN,
+                Duration::from_millis(299_500 - 29_950),
+                Duration::from_millis(299_500),
+            ),
+            (s(10), 5 * MIN, s(5) - Duration::from_millis(500), s(5)),
+            (s(4), s(0), s(4), s(4)),
+            (s(31536000), 5 * MIN, s(31536000 - 330), s(31536000 - 300)),
+        ];
+        for (lifetime, margin, earliest, latest) in cases {
+            for jitter in [0.0, 0.25, 0.5, 0.999, 1.0] {
+                let d = refresh_delay(lifetime, margin, jitter);
+                assert!(
+                    d >= earliest && d <= latest,
+                    "{lifetime:?}/{margin:?} jitter {jitter}: {d:?}"
+                );
+            }
+            assert_eq!(refresh_delay(lifetime, margin, 0.0), latest);
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_from_one_second_to_a_minute() {
+        let nominal = [1, 2, 4, 8, 16, 32, 60, 60, 60];
+        for (i, want) in nominal.iter().enumerate() {
+            let failures = i as u32 + 1;
+            assert_eq!(
+                backoff_delay(failures, false, 0.0),
+                s(*want),
+                "failure {failures}"
+            );
+            let jittered = backoff_delay(failures, false, 1.0);
+            assert!(
+                jittered >= s(*want).mul_f64(0.8) && jittered <= s(*want),
+                "{jittered:?}"
+            );
+        }
+        assert_eq!(backoff_delay(u32::MAX, false, 0.0), s(60));
+    }
+
+    #[test]
+    fn rejected_credentials_wait_at_least_a_minute() {
+        for failures in [1, 2, 10] {
+            for jitter in [0.0, 0.5, 1.0] {
+                let d = backoff_delay(failures, true, jitter);
+                assert!(d >= MIN && d <= MIN.mul_f64(1.1), "{d:?}");
+            }
+        }
+    }
+}
