@@ -16,7 +16,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use tower_service::Service;
 
 use crate::body::Body;
@@ -57,6 +57,9 @@ pub async fn serve<S>(
     let builder = Arc::new(http_builder(cfg));
     let slots = Arc::new(Semaphore::new(cfg.max_connections));
     let graceful = GracefulShutdown::new();
+    // Connections still in their first-bytes phase have no request to
+    // finish: draining closes them at once instead of waiting them out.
+    let (draining, drain_signal) = watch::channel(false);
     let first_bytes_deadline = cfg.header_read_timeout;
     tokio::pin!(shutdown);
     loop {
@@ -76,12 +79,17 @@ pub async fn serve<S>(
         };
         let builder = Arc::clone(&builder);
         let watcher = graceful.watcher();
+        let mut drain_signal = drain_signal.clone();
         let service = service.clone();
         tokio::spawn(async move {
             let _slot = slot;
             let mut stream = stream;
             let _ = stream.set_nodelay(true);
-            let Some(prefix) = read_first_bytes(&mut stream, first_bytes_deadline).await else {
+            let prefix = tokio::select! {
+                prefix = read_first_bytes(&mut stream, first_bytes_deadline) => prefix,
+                _ = drain_signal.wait_for(|draining| *draining) => None,
+            };
+            let Some(prefix) = prefix else {
                 return;
             };
             let io = TokioIo::new(Rewind::new(prefix, stream));
@@ -92,6 +100,7 @@ pub async fn serve<S>(
         });
     }
     drop(listener);
+    let _ = draining.send(true);
     drain(graceful, cfg.shutdown_grace).await;
 }
 

@@ -490,3 +490,18 @@ async fn connections_past_max_connections_are_closed_at_once() {
     drop(held);
     h.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn draining_does_not_wait_for_connections_that_never_sent_a_request() {
+    let h = Setup::default().start().await;
+    let _silent = tokio::net::TcpStream::connect(h.proxy).await.unwrap();
+    // Let the proxy accept it.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let started = tokio::time::Instant::now();
+    h.stop().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "drain waited {:?}",
+        started.elapsed()
+    );
+}
