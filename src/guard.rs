@@ -6,12 +6,13 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
-use http::header::CONTENT_LENGTH;
-use http::uri::Authority;
+use http::header::{CONTENT_LENGTH, EXPECT};
+use http::uri::{Authority, Scheme};
 use http::{Method, Request, Response, Version};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tower_layer::Layer;
@@ -19,7 +20,7 @@ use tower_service::Service;
 
 use crate::body::{Body, BoxError};
 use crate::headers;
-use crate::paths::PathRules;
+use crate::paths::{PathRules, Refusal};
 use crate::respond::ProxyError;
 
 /// What the guard checks against, built once from the config.
@@ -27,6 +28,7 @@ use crate::respond::ProxyError;
 pub struct Admission {
     pub rules: PathRules,
     pub upstream: Authority,
+    pub upstream_scheme: Scheme,
     pub max_request_body: u64,
 }
 
@@ -83,9 +85,14 @@ where
         let (mut parts, body) = req.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
         headers::strip_client_credentials(&mut parts.headers);
-        let body = limited(body, limit);
+        // hyper already answered `Expect: 100-continue` toward the client.
+        parts.headers.remove(EXPECT);
+        let over_limit = Arc::new(AtomicBool::new(false));
+        let body = limited(body, limit, Arc::clone(&over_limit));
         ResponseFuture::Admitted {
             inner: self.inner.call(Request::from_parts(parts, body)),
+            over_limit,
+            limit,
         }
     }
 }
@@ -96,10 +103,14 @@ impl Admission {
             return Err(ProxyError::MethodNotAllowed);
         }
         self.check_target(req)?;
-        if !self.rules.permits(req.uri().path()) {
-            return Err(ProxyError::Forbidden(
-                "this path is not forwarded by the proxy",
-            ));
+        match self.rules.check(req.uri().path()) {
+            Ok(()) => {}
+            Err(Refusal::Ambiguous(why)) => return Err(ProxyError::BadRequest(why)),
+            Err(Refusal::NotForwarded) => {
+                return Err(ProxyError::Forbidden(
+                    "this path is not forwarded by the proxy",
+                ))
+            }
         }
         let declared = req
             .headers()
@@ -120,29 +131,46 @@ impl Admission {
         let uri = req.uri();
         if req.version() <= Version::HTTP_11 {
             if let Some(authority) = uri.authority() {
-                if !same_authority(authority, &self.upstream) {
+                if !same_authority(
+                    authority,
+                    uri.scheme(),
+                    &self.upstream,
+                    &self.upstream_scheme,
+                ) {
                     return Err(ProxyError::BadRequest(
                         "the request target names another host",
                     ));
                 }
             }
         }
-        if !uri.path().starts_with('/') {
-            return Err(ProxyError::BadRequest(
-                "the request target must be a path starting with /",
-            ));
-        }
         Ok(())
     }
 }
 
-fn same_authority(a: &Authority, b: &Authority) -> bool {
-    a.host().eq_ignore_ascii_case(b.host()) && a.port_u16() == b.port_u16()
+/// Same host and port; a port left out is the scheme's default, so
+/// `https://api.fitbit.com:443` names `https://api.fitbit.com`.
+fn same_authority(
+    a: &Authority,
+    a_scheme: Option<&Scheme>,
+    b: &Authority,
+    b_scheme: &Scheme,
+) -> bool {
+    let port = |auth: &Authority, scheme: Option<&Scheme>| {
+        auth.port_u16()
+            .or_else(|| match scheme.map(Scheme::as_str) {
+                Some("https") => Some(443),
+                Some("http") => Some(80),
+                _ => None,
+            })
+    };
+    a.host().eq_ignore_ascii_case(b.host()) && port(a, a_scheme) == port(b, Some(b_scheme))
 }
 
 /// The body, cut off with `payload_too_large` past the limit (for bodies
-/// whose length was not declared up front).
-fn limited<B>(body: B, limit: u64) -> Body
+/// whose length was not declared up front). `over_limit` is raised too:
+/// an HTTP/2 upstream connection resets the stream and drops the body's
+/// own error, so the flag is what tells the answer apart from a 502.
+fn limited<B>(body: B, limit: u64, over_limit: Arc<AtomicBool>) -> Body
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
@@ -150,6 +178,7 @@ where
     let cap = usize::try_from(limit).unwrap_or(usize::MAX);
     Body::new(Limited::new(body, cap).map_err(move |err| {
         if err.is::<LengthLimitError>() {
+            over_limit.store(true, Ordering::Relaxed);
             Box::new(ProxyError::PayloadTooLarge { limit }) as BoxError
         } else {
             err
@@ -161,7 +190,7 @@ pin_project_lite::pin_project! {
     #[project = Proj]
     pub enum ResponseFuture<F> {
         Refused { error: Option<ProxyError> },
-        Admitted { #[pin] inner: F },
+        Admitted { #[pin] inner: F, over_limit: Arc<AtomicBool>, limit: u64 },
     }
 }
 
@@ -176,7 +205,16 @@ where
             Proj::Refused { error } => {
                 Poll::Ready(Err(error.take().expect("polled after completion").into()))
             }
-            Proj::Admitted { inner } => inner.poll(cx),
+            Proj::Admitted {
+                inner,
+                over_limit,
+                limit,
+            } => match ready!(inner.poll(cx)) {
+                Err(_) if over_limit.load(Ordering::Relaxed) => {
+                    Poll::Ready(Err(ProxyError::PayloadTooLarge { limit: *limit }.into()))
+                }
+                other => Poll::Ready(other),
+            },
         }
     }
 }

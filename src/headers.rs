@@ -16,12 +16,13 @@ const ALWAYS_HOP_BY_HOP: [&str; 2] = ["keep-alive", "proxy-connection"];
 /// second line must not survive).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if headers.contains_key(CONNECTION) {
+        // Split the raw bytes: a line with obs-text is not valid UTF-8 but
+        // the names on it must go all the same.
         let named: Vec<HeaderName> = headers
             .get_all(CONNECTION)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim_ascii()).ok())
             .collect();
         for name in named {
             headers.remove(name);
@@ -93,6 +94,18 @@ mod tests {
                 "fitbit-rate-limit-remaining"
             ]
         );
+    }
+
+    #[test]
+    fn a_connection_line_with_obs_text_still_names_its_fields() {
+        let mut h = HeaderMap::new();
+        h.append(
+            CONNECTION,
+            http::HeaderValue::from_bytes(b"x-internal, \xff").unwrap(),
+        );
+        h.append("x-internal", "secret-ish".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert!(h.is_empty(), "{h:?}");
     }
 
     #[test]

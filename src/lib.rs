@@ -34,6 +34,7 @@ pub mod secret;
 pub mod server;
 pub mod sim;
 pub mod stack;
+pub mod tls;
 pub mod token;
 pub mod upstream;
 
@@ -50,6 +51,8 @@ use token::{Exchange, TokenSource};
 pub enum RunError {
     #[error(transparent)]
     Client(#[from] upstream::ClientBuildError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }
 
 /// Runs the proxy on `listener` until `shutdown` resolves, then drains.
@@ -59,6 +62,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     let client = upstream::build_client(&config.upstream)?;
+    let inbound_tls = config.listen.tls.as_ref().map(tls::acceptor).transpose()?;
     // One bound for a token fetch and for a request waiting on one.
     let fetch_timeout = config.upstream.request_timeout;
     let exchange = Exchange::new(client.clone(), &config.credentials, fetch_timeout);
@@ -69,7 +73,7 @@ pub async fn run(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, upstream = %config.upstream.url, "proxy listening");
     }
-    server::serve(listener, service, &config.listen, shutdown).await;
+    server::serve(listener, service, &config.listen, inbound_tls, shutdown).await;
     drop(refresher);
     Ok(())
 }

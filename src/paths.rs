@@ -1,48 +1,54 @@
-//! Path rules (`upstream.deny_paths`, `upstream.allow_paths`), matched on a
-//! normalised path so that `//oauth2/`, `/./oauth2/`, `/1/../oauth2/`,
-//! `%2Foauth2` or `/OAuth2/` cannot slip past a rule. Pure functions.
+//! Path rules (`upstream.deny_paths`, `upstream.allow_paths`). A path is
+//! forwarded exactly as it came, so it must read the same to every server:
+//! paths with dot segments, empty segments, `;` parameters, backslashes,
+//! control characters or encoded separators (`%2F`, `%2E`, `%25`…) are
+//! refused outright, and the rules match the decoded, lowercased rest.
+//! Pure functions.
 
 use percent_encoding::percent_decode_str;
 
-/// How many rounds of percent-decoding are applied before matching: enough
-/// to see through `%252F` (double encoding) without looping on hostile input.
-const DECODE_ROUNDS: usize = 3;
+/// Percent-escapes whose decoded form could change how a server splits or
+/// resolves the path (separators, dots, `%` itself, `;`, NUL, `?`, `#`).
+const AMBIGUOUS_ESCAPES: [&str; 8] = ["%2f", "%5c", "%2e", "%25", "%3b", "%00", "%3f", "%23"];
 
-/// The most permissive reading any server could give `raw`: percent-decoded
-/// (repeatedly), `\` taken as `/`, empty and `.` segments dropped, `..`
-/// resolved, ASCII-lowercased. Always starts with `/`.
-pub fn normalise(raw: &str) -> String {
-    let mut decoded = raw.to_owned();
-    for _ in 0..DECODE_ROUNDS {
-        let next = percent_decode_str(&decoded)
-            .decode_utf8_lossy()
-            .into_owned();
-        if next == decoded {
-            break;
-        }
-        decoded = next;
+/// Why a path was refused before any rule was consulted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The path could be read differently by different servers (400).
+    Ambiguous(&'static str),
+    /// A deny rule matched, or no allow rule did (403).
+    NotForwarded,
+}
+
+/// The form rules are matched against: percent-decoded once and
+/// ASCII-lowercased, after checking the raw path is unambiguous.
+pub fn canonical(raw: &str) -> Result<String, &'static str> {
+    if !raw.starts_with('/') {
+        return Err("the request target must be a path starting with /");
     }
-    let mut segments: Vec<&str> = Vec::new();
-    for segment in decoded.split(['/', '\\']) {
-        match segment {
-            "" | "." => {}
-            ".." => {
-                segments.pop();
-            }
-            s => segments.push(s),
-        }
+    let lower = raw.to_ascii_lowercase();
+    if AMBIGUOUS_ESCAPES.iter().any(|e| lower.contains(e)) {
+        return Err("the path encodes a separator, a dot or a percent sign");
     }
-    let trailing = decoded.ends_with(['/', '\\']) && !segments.is_empty();
-    let mut out = String::with_capacity(decoded.len() + 1);
-    for s in &segments {
-        out.push('/');
-        out.push_str(s);
+    let decoded = percent_decode_str(raw)
+        .decode_utf8()
+        .map_err(|_| "the path does not decode to UTF-8")?;
+    if decoded
+        .chars()
+        .any(|c| c.is_control() || c == '\\' || c == ';' || c.is_whitespace())
+    {
+        return Err("the path holds a control character, whitespace, ';' or '\\'");
     }
-    if trailing || out.is_empty() {
-        out.push('/');
+    // One trailing slash is fine; any other empty segment is not.
+    let body = decoded.strip_suffix('/').unwrap_or(&decoded);
+    if !body.is_empty()
+        && body[1..]
+            .split('/')
+            .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+    {
+        return Err("the path has an empty, '.' or '..' segment");
     }
-    out.make_ascii_lowercase();
-    out
+    Ok(decoded.to_ascii_lowercase())
 }
 
 /// The deny and allow prefixes, lowercased once at start-up.
@@ -61,15 +67,15 @@ impl PathRules {
         }
     }
 
-    /// Whether a request for `raw_path` may be forwarded.
-    pub fn permits(&self, raw_path: &str) -> bool {
-        let path = normalise(raw_path);
+    /// Whether a request for `raw_path` may be forwarded as it is.
+    pub fn check(&self, raw_path: &str) -> Result<(), Refusal> {
+        let path = canonical(raw_path).map_err(Refusal::Ambiguous)?;
         if self.deny.iter().any(|p| under(&path, p)) {
-            return false;
+            return Err(Refusal::NotForwarded);
         }
         match &self.allow {
-            Some(allow) => allow.iter().any(|p| under(&path, p)),
-            None => true,
+            Some(allow) if !allow.iter().any(|p| under(&path, p)) => Err(Refusal::NotForwarded),
+            _ => Ok(()),
         }
     }
 }
@@ -86,28 +92,57 @@ mod tests {
     use super::*;
 
     #[test]
-    fn normalises_like_the_most_permissive_server() {
-        let cases = [
+    fn canonical_paths_and_refusals() {
+        let ok = [
             ("/", "/"),
-            ("", "/"),
             ("/1/user/-/profile.json", "/1/user/-/profile.json"),
-            ("//oauth2/token", "/oauth2/token"),
-            ("/./oauth2/token", "/oauth2/token"),
-            ("/1/../oauth2/token", "/oauth2/token"),
-            ("/../../oauth2/", "/oauth2/"),
-            ("/%2Foauth2/token", "/oauth2/token"),
-            ("/%2foauth2%2ftoken", "/oauth2/token"),
-            ("/%252Foauth2/token", "/oauth2/token"),
-            ("/%2e/oauth2", "/oauth2"),
-            ("/%2E%2E/oauth2/", "/oauth2/"),
-            ("/OAuth2/Token", "/oauth2/token"),
-            ("/\\oauth2\\token", "/oauth2/token"),
+            (
+                "/1/user/-/activities/date/2026-11-23.json",
+                "/1/user/-/activities/date/2026-11-23.json",
+            ),
             ("/1/x/", "/1/x/"),
-            ("/1//x", "/1/x"),
-            ("/%ff%fe", "/\u{fffd}\u{fffd}"),
+            ("/OAuth2/Token", "/oauth2/token"),
+            ("/1/foods/search%C3%A9.json", "/1/foods/searché.json"),
+            ("/1/a%41b", "/1/aab"),
         ];
-        for (raw, want) in cases {
-            assert_eq!(normalise(raw), want, "raw: {raw:?}");
+        for (raw, want) in ok {
+            assert_eq!(canonical(raw).as_deref(), Ok(want), "{raw:?}");
+        }
+        let refused = [
+            "",
+            "*",
+            "x/y",
+            "//oauth2/token",
+            "/1//x",
+            "/./oauth2/token",
+            "/1/../oauth2/token",
+            "/..",
+            "/1/.",
+            "/%2Foauth2/token",
+            "/%2foauth2",
+            "/%252Foauth2/token",
+            "/%2e/oauth2",
+            "/%2E%2E/oauth2/",
+            "/oauth2;x/token",
+            "/oauth2%3bx/token",
+            "/1/..;/oauth2/token",
+            "/oauth2%00/token",
+            "/oauth2%20/token",
+            "/oauth2%09/token",
+            "/oauth2%3F/token",
+            "/1/%c0%ae%c0%ae/oauth2/token",
+            "/\\oauth2\\token",
+            "/oauth2/x/../../1/user",
+            "/oauth2/%2e%2e/1/user",
+            "/%2525252foauth2/token",
+            "/%ff%fe",
+        ];
+        for raw in refused {
+            assert!(
+                canonical(raw).is_err(),
+                "{raw:?} was accepted as {:?}",
+                canonical(raw)
+            );
         }
     }
 
@@ -117,23 +152,29 @@ mod tests {
         let allow = vec!["/1/".to_string(), "/1.2/".to_string()];
         let deny_only = PathRules::new(&deny, None);
         let both = PathRules::new(&deny, Some(&allow));
-        let cases = [
-            ("/1/user/-/profile.json", true, true),
-            ("/oauth2/token", false, false),
-            ("/oauth2", false, false),
-            ("//oauth2/token", false, false),
-            ("/1/../oauth2/token", false, false),
-            ("/%2Foauth2/token", false, false),
-            ("/OAUTH2/token", false, false),
-            ("/oauth2x", true, false),
-            ("/1.2/x", true, true),
-            ("/2/x", true, false),
-            ("/1", true, true),
-            ("/1/%2e%2e/2/x", true, false),
+        use Refusal::NotForwarded as No;
+        type Verdict = Result<(), Refusal>;
+        let cases: [(&str, Verdict, Verdict); 8] = [
+            ("/1/user/-/profile.json", Ok(()), Ok(())),
+            ("/oauth2/token", Err(No), Err(No)),
+            ("/oauth2", Err(No), Err(No)),
+            ("/OAUTH2/token", Err(No), Err(No)),
+            ("/oauth2x", Ok(()), Err(No)),
+            ("/1.2/x", Ok(()), Ok(())),
+            ("/2/x", Ok(()), Err(No)),
+            ("/1", Ok(()), Ok(())),
         ];
-        for (path, deny_ok, both_ok) in cases {
-            assert_eq!(deny_only.permits(path), deny_ok, "deny only: {path}");
-            assert_eq!(both.permits(path), both_ok, "deny + allow: {path}");
+        for (path, deny_want, both_want) in cases {
+            assert_eq!(deny_only.check(path), deny_want, "deny only: {path}");
+            assert_eq!(both.check(path), both_want, "deny + allow: {path}");
         }
+        assert!(matches!(
+            both.check("/2/x/../../1/user"),
+            Err(Refusal::Ambiguous(_))
+        ));
+        assert!(matches!(
+            both.check("/2%2f..%2f1/user"),
+            Err(Refusal::Ambiguous(_))
+        ));
     }
 }

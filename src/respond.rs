@@ -141,13 +141,28 @@ pub struct RespondLayer;
 impl<S> Layer<S> for RespondLayer {
     type Service = Respond<S>;
     fn layer(&self, inner: S) -> Respond<S> {
-        Respond { inner }
+        Respond {
+            inner,
+            not_ready: None,
+        }
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Respond<S> {
     inner: S,
+    /// An error from the inner `poll_ready`, answered by the next call:
+    /// this layer itself is always ready, since it answers every error.
+    not_ready: Option<BoxError>,
+}
+
+impl<S: Clone> Clone for Respond<S> {
+    fn clone(&self) -> Self {
+        Respond {
+            inner: self.inner.clone(),
+            not_ready: None,
+        }
+    }
 }
 
 impl<S, B> Service<Request<B>> for Respond<S>
@@ -159,20 +174,23 @@ where
     type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // The inner stack is always ready (hyper-util clones the service per
-        // request); an error here could only be answered as a 502 anyway.
-        match self.inner.poll_ready(cx) {
-            Poll::Ready(_) => Poll::Ready(Ok(())),
-            Poll::Pending => Poll::Pending,
+        if self.not_ready.is_none() {
+            if let Err(err) = std::task::ready!(self.inner.poll_ready(cx)) {
+                self.not_ready = Some(err);
+            }
         }
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let close_after = request_may_leave_body_unread(&req);
-        ResponseFuture {
-            inner: self.inner.call(req),
-            close_after,
-        }
+        let state = match self.not_ready.take() {
+            Some(err) => State::Failed { error: Some(err) },
+            None => State::Running {
+                inner: self.inner.call(req),
+            },
+        };
+        ResponseFuture { state, close_after }
     }
 }
 
@@ -191,8 +209,16 @@ fn request_may_leave_body_unread<B>(req: &Request<B>) -> bool {
 pin_project_lite::pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
-        inner: F,
+        state: State<F>,
         close_after: bool,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Running { #[pin] inner: F },
+        Failed { error: Option<BoxError> },
     }
 }
 
@@ -204,7 +230,11 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let err = match std::task::ready!(this.inner.poll(cx)) {
+        let result = match this.state.project() {
+            StateProj::Running { inner } => std::task::ready!(inner.poll(cx)),
+            StateProj::Failed { error } => Err(error.take().expect("polled after completion")),
+        };
+        let err = match result {
             Ok(res) => return Poll::Ready(Ok(res)),
             Err(err) => find_proxy_error(err),
         };

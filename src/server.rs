@@ -1,33 +1,46 @@
-//! The accept loop: `listen.max_connections`, a deadline on the first bytes
-//! of every connection (hyper-util's protocol detection has none), HTTP/1.1
-//! and h2c on one port via hyper-util's auto builder, and graceful draining.
+//! The accept loop: `listen.allow`, `listen.max_connections`, inbound TLS,
+//! a deadline on the first bytes of every connection (hyper-util's
+//! protocol detection has none), HTTP/1.1 and HTTP/2 on one port via
+//! hyper-util's auto builder, and graceful draining.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::Request;
+use http::header::CONNECTION;
+use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
-use tokio::io::AsyncReadExt;
+use ipnet::IpNet;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
+use tower::util::Either;
 use tower_service::Service;
 
 use crate::body::Body;
 use crate::config::ListenConfig;
+use crate::logging::Throttle;
+use crate::respond::ProxyError;
 use crate::rewind::Rewind;
 
 /// The HTTP/2 connection preface; enough of it tells h2c from HTTP/1.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// After an accept error such as EMFILE, pause instead of spinning.
+/// After an accept error that means resources ran out (EMFILE…), pause
+/// instead of spinning.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
+
+/// Refused connections are logged at most this often.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// HTTP/2 limits pinned here rather than left to library defaults.
 const H2_MAX_CONCURRENT_STREAMS: u32 = 200;
@@ -37,30 +50,42 @@ const H2_MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
 /// HTTP/1 head limits, pinned at hyper's defaults (larger heads get 431).
 const H1_MAX_HEADERS: usize = 100;
 
+/// What every connection task needs, built once.
+struct Listener {
+    builder: auto::Builder<TokioExecutor>,
+    tls: Option<TlsAcceptor>,
+    allow: Vec<IpNet>,
+    /// For the TLS handshake and the first bytes of a request.
+    first_bytes_deadline: Duration,
+}
+
 /// Serves `service` on `listener` until `shutdown` resolves, then stops
 /// accepting and waits up to `listen.shutdown_grace` for open connections.
 pub async fn serve<S>(
     listener: TcpListener,
     service: S,
     cfg: &ListenConfig,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) where
-    S: Service<
-            Request<Incoming>,
-            Response = http::Response<Body>,
-            Error = std::convert::Infallible,
-        > + Clone
+    S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
+        + Clone
         + Send
         + 'static,
     S::Future: Send + 'static,
 {
-    let builder = Arc::new(http_builder(cfg));
+    let ctx = Arc::new(Listener {
+        builder: http_builder(cfg),
+        tls,
+        allow: cfg.allow.clone(),
+        first_bytes_deadline: cfg.header_read_timeout,
+    });
     let slots = Arc::new(Semaphore::new(cfg.max_connections));
+    let refusals = Throttle::new(REFUSAL_LOG_INTERVAL);
     let graceful = GracefulShutdown::new();
     // Connections still in their first-bytes phase have no request to
     // finish: draining closes them at once instead of waiting them out.
     let (draining, drain_signal) = watch::channel(false);
-    let first_bytes_deadline = cfg.header_read_timeout;
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -74,29 +99,26 @@ pub async fn serve<S>(
             },
         };
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            tracing::warn!(%peer, limit = cfg.max_connections, "listen.max_connections reached; connection closed");
+            if let Some(suppressed) = refusals.ready() {
+                tracing::warn!(%peer, limit = cfg.max_connections, suppressed, "listen.max_connections reached; connection closed");
+            }
             continue;
         };
-        let builder = Arc::clone(&builder);
+        let ctx = Arc::clone(&ctx);
         let watcher = graceful.watcher();
-        let mut drain_signal = drain_signal.clone();
+        let drain_signal = drain_signal.clone();
         let service = service.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let mut stream = stream;
             let _ = stream.set_nodelay(true);
-            let prefix = tokio::select! {
-                prefix = read_first_bytes(&mut stream, first_bytes_deadline) => prefix,
-                _ = drain_signal.wait_for(|draining| *draining) => None,
+            let allowed = ctx.allows(peer.ip());
+            let service = if allowed {
+                Either::Left(service)
+            } else {
+                Either::Right(tower::service_fn(forbidden))
             };
-            let Some(prefix) = prefix else {
-                return;
-            };
-            let io = TokioIo::new(Rewind::new(prefix, stream));
-            let conn = builder.serve_connection(io, TowerToHyperService::new(service));
-            if let Err(err) = watcher.watch(conn.into_owned()).await {
-                tracing::debug!(%peer, error = %err, "connection ended with an error");
-            }
+            ctx.serve(stream, peer, service, watcher, drain_signal)
+                .await;
         });
     }
     drop(listener);
@@ -104,14 +126,100 @@ pub async fn serve<S>(
     drain(graceful, cfg.shutdown_grace).await;
 }
 
+/// Resolves when draining starts. Only the handshake and first-bytes
+/// phase race it: once hyper has the connection, the watcher drains it.
+async fn wait_for_drain(signal: &mut watch::Receiver<bool>) {
+    let _ = signal.wait_for(|draining| *draining).await;
+}
+
+impl Listener {
+    fn allows(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.allow.is_empty() || self.allow.iter().any(|net| net.contains(&ip))
+    }
+
+    /// TLS handshake and first bytes under the deadline, then hyper.
+    async fn serve<S>(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        service: S,
+        watcher: Watcher,
+        mut drain: watch::Receiver<bool>,
+    ) where
+        S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
+            + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        match &self.tls {
+            None => self.serve_io(stream, peer, service, watcher, drain).await,
+            Some(acceptor) => {
+                let handshake =
+                    tokio::time::timeout(self.first_bytes_deadline, acceptor.accept(stream));
+                let handshake = tokio::select! {
+                    result = handshake => result,
+                    () = wait_for_drain(&mut drain) => return,
+                };
+                match handshake {
+                    Ok(Ok(tls)) => self.serve_io(tls, peer, service, watcher, drain).await,
+                    Ok(Err(err)) => tracing::debug!(%peer, error = %err, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                }
+            }
+        }
+    }
+
+    async fn serve_io<I, S>(
+        &self,
+        mut io: I,
+        peer: SocketAddr,
+        service: S,
+        watcher: Watcher,
+        mut drain: watch::Receiver<bool>,
+    ) where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
+            + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let prefix = tokio::select! {
+            prefix = read_first_bytes(&mut io, self.first_bytes_deadline) => prefix,
+            () = wait_for_drain(&mut drain) => None,
+        };
+        let Some(prefix) = prefix else {
+            return;
+        };
+        let io = TokioIo::new(Rewind::new(prefix, io));
+        let conn = self
+            .builder
+            .serve_connection(io, TowerToHyperService::new(service));
+        if let Err(err) = watcher.watch(conn.into_owned()).await {
+            tracing::debug!(%peer, error = %err, "connection ended with an error");
+        }
+    }
+}
+
+/// The answer to every request from a source outside `listen.allow`.
+async fn forbidden(_req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let mut res =
+        ProxyError::Forbidden("this source address is not in listen.allow").into_response();
+    res.headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    Ok(res)
+}
+
 /// Reads until the bytes either are the whole h2 preface or stop matching
 /// it, whichever comes first, all within `deadline`. `None`: the peer sent
 /// nothing usable in time, or closed.
-async fn read_first_bytes(stream: &mut TcpStream, deadline: Duration) -> Option<Bytes> {
+async fn read_first_bytes<I: AsyncRead + Unpin>(io: &mut I, deadline: Duration) -> Option<Bytes> {
     let reading = async {
         let mut buf = BytesMut::with_capacity(H2_PREFACE.len());
         loop {
-            let n = stream.read_buf(&mut buf).await.ok()?;
+            let n = io.read_buf(&mut buf).await.ok()?;
             if n == 0 {
                 return None;
             }
@@ -138,13 +246,32 @@ fn http_builder(cfg: &ListenConfig) -> auto::Builder<TokioExecutor> {
         .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
         .max_header_list_size(H2_MAX_HEADER_LIST_SIZE)
         .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESET_STREAMS)
-        .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESET_STREAMS);
+        .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESET_STREAMS)
+        // A peer that stops answering PINGs is gone: close its connection
+        // rather than hold a max_connections slot forever.
+        .keep_alive_interval(cfg.header_read_timeout)
+        .keep_alive_timeout(cfg.header_read_timeout);
     builder
 }
 
+/// Resource exhaustion (out of file descriptors, buffers, memory) pauses
+/// the loop; anything else concerns one connection and is only logged.
 async fn accept_failed(err: &io::Error) {
-    tracing::error!(error = %err, "accept failed; pausing before accepting again");
-    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+    const EXHAUSTION: [i32; 4] = [
+        24,  /* EMFILE */
+        23,  /* ENFILE */
+        105, /* ENOBUFS */
+        12,  /* ENOMEM */
+    ];
+    if err
+        .raw_os_error()
+        .is_some_and(|code| EXHAUSTION.contains(&code))
+    {
+        tracing::error!(error = %err, "accept failed; pausing before accepting again");
+        tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+    } else {
+        tracing::debug!(error = %err, "accept failed for one connection");
+    }
 }
 
 async fn drain(graceful: GracefulShutdown, grace: Duration) {

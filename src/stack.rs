@@ -39,6 +39,12 @@ pub fn build(
             .authority()
             .cloned()
             .expect("config validated upstream.url has a host"),
+        upstream_scheme: cfg
+            .upstream
+            .url
+            .scheme()
+            .cloned()
+            .unwrap_or(http::uri::Scheme::HTTPS),
         max_request_body: cfg.listen.max_request_body,
     };
     ServiceBuilder::new()

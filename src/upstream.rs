@@ -24,8 +24,8 @@ use tower_service::Service;
 
 use crate::body::{Body, BoxError};
 use crate::config::UpstreamConfig;
-use crate::headers;
 use crate::respond::ProxyError;
+use crate::{fitbit, headers};
 
 /// The pooled client shared by forwarding and the token exchange.
 pub type HttpClient = Client<Connector, Body>;
@@ -213,6 +213,8 @@ impl Service<Request<Body>> for Upstream {
                 Ok(Ok(res)) => res,
             };
             headers::strip_hop_by_hop(res.headers_mut());
+            // Only the proxy's own answers may carry its error marker.
+            res.headers_mut().remove(fitbit::PROXY_ERROR_HEADER);
             Ok(res.map(Body::new))
         })
     }
