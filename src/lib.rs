@@ -27,6 +27,7 @@ pub mod fitbit;
 pub mod guard;
 pub mod headers;
 pub mod logging;
+pub mod pacing;
 pub mod paths;
 pub mod respond;
 mod rewind;
@@ -69,7 +70,8 @@ pub async fn run(
     let tokens = TokenSource::new(fetch_timeout);
     let margin = config.credentials.refresh_before_expiry;
     let refresher = AbortOnDrop(tokens.spawn_refresher(exchange, margin));
-    let service = stack::build(&config, client, tokens);
+    let pacer = pacing::Pacer::new(&config.rate_limit);
+    let service = stack::build(&config, client, tokens, pacer);
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, upstream = %config.upstream.url, "proxy listening");
     }

@@ -15,10 +15,11 @@ use tower_service::Service;
 
 use crate::body::{Body, BoxError};
 use crate::fitbit;
+use crate::pacing::View;
 
 /// The causes a layer may fail a request with. Each maps to one row of
 /// SPEC §7; anything else that escapes the stack is a 502.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ProxyError {
     #[error("{0}")]
     BadRequest(&'static str),
@@ -33,6 +34,10 @@ pub enum ProxyError {
         reason: String,
         retry_after: Duration,
     },
+    #[error("no pacing slot within rate_limit.max_wait: {} of {} requests left in this window, reset in {} s", .view.remaining, .view.limit, .view.reset.as_secs())]
+    RateLimited { retry_after: Duration, view: View },
+    #[error("too many requests waiting for a pacing slot (rate_limit.max_queued)")]
+    QueueFull { retry_after: Duration },
     #[error("upstream unreachable: {0}")]
     UpstreamUnreachable(String),
     #[error("no response headers from the upstream within upstream.request_timeout ({0:?})")]
@@ -52,6 +57,8 @@ impl ProxyError {
             ProxyError::TokenUnavailable { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, "token_unavailable")
             }
+            ProxyError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ProxyError::QueueFull { .. } => (StatusCode::SERVICE_UNAVAILABLE, "queue_full"),
             ProxyError::UpstreamUnreachable(_) => (StatusCode::BAD_GATEWAY, "upstream_unreachable"),
             ProxyError::UpstreamTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
         }
@@ -59,7 +66,9 @@ impl ProxyError {
 
     fn retry_after(&self) -> Option<Duration> {
         match self {
-            ProxyError::TokenUnavailable { retry_after, .. } => Some(*retry_after),
+            ProxyError::TokenUnavailable { retry_after, .. }
+            | ProxyError::RateLimited { retry_after, .. }
+            | ProxyError::QueueFull { retry_after } => Some(*retry_after),
             _ => None,
         }
     }
@@ -74,6 +83,16 @@ impl ProxyError {
         headers.insert(fitbit::PROXY_ERROR_HEADER, HeaderValue::from_static(code));
         if let Some(after) = self.retry_after() {
             headers.insert(RETRY_AFTER, retry_after_value(after));
+        }
+        if let ProxyError::RateLimited { view, .. } = &self {
+            // The proxy's own view of the quota (SPEC §7).
+            headers.insert(fitbit::RATE_LIMIT_LIMIT, HeaderValue::from(view.limit));
+            headers.insert(
+                fitbit::RATE_LIMIT_REMAINING,
+                HeaderValue::from(view.remaining),
+            );
+            let reset = view.reset.as_secs() + u64::from(view.reset.subsec_nanos() > 0);
+            headers.insert(fitbit::RATE_LIMIT_RESET, HeaderValue::from(reset));
         }
         res
     }
@@ -94,7 +113,7 @@ fn find_proxy_error(err: BoxError) -> ProxyError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err.as_ref());
     while let Some(e) = source {
         if let Some(pe) = e.downcast_ref::<ProxyError>() {
-            return clone_cause(pe);
+            return pe.clone();
         }
         source = e.source();
     }
@@ -115,24 +134,6 @@ pub(crate) fn describe_chain(err: &(dyn std::error::Error + 'static)) -> String 
         source = e.source();
     }
     text
-}
-
-fn clone_cause(e: &ProxyError) -> ProxyError {
-    match e {
-        ProxyError::BadRequest(m) => ProxyError::BadRequest(m),
-        ProxyError::Forbidden(m) => ProxyError::Forbidden(m),
-        ProxyError::MethodNotAllowed => ProxyError::MethodNotAllowed,
-        ProxyError::PayloadTooLarge { limit } => ProxyError::PayloadTooLarge { limit: *limit },
-        ProxyError::TokenUnavailable {
-            reason,
-            retry_after,
-        } => ProxyError::TokenUnavailable {
-            reason: reason.clone(),
-            retry_after: *retry_after,
-        },
-        ProxyError::UpstreamUnreachable(m) => ProxyError::UpstreamUnreachable(m.clone()),
-        ProxyError::UpstreamTimeout(d) => ProxyError::UpstreamTimeout(*d),
-    }
 }
 
 #[derive(Debug, Clone, Default)]

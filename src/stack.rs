@@ -13,6 +13,7 @@ use tower_service::Service;
 use crate::body::Body;
 use crate::config::Config;
 use crate::guard::{Admission, GuardLayer};
+use crate::pacing::{Pacer, PacingLayer};
 use crate::paths::PathRules;
 use crate::respond::RespondLayer;
 use crate::token::{AuthLayer, TokenSource};
@@ -24,6 +25,7 @@ pub fn build(
     cfg: &Config,
     client: HttpClient,
     tokens: Arc<TokenSource>,
+    pacer: Arc<Pacer>,
 ) -> impl Service<Request<Incoming>, Response = Response<Body>, Error = Infallible, Future: Send>
        + Clone
        + Send
@@ -54,6 +56,9 @@ pub fn build(
         .layer(GuardLayer::new(admission))
         // Attach the Bearer token, waiting only when none is valid.
         .layer(AuthLayer::new(tokens))
+        // Wait for a pacing slot (or be refused at once); learn from the answer.
+        // Inside auth, so a replay after a revoked token is paced too.
+        .layer(PacingLayer::new(pacer))
         // Send to upstream.url over the pooled client; stream the answer back.
         .service(Upstream::new(client, &cfg.upstream))
 }

@@ -18,7 +18,7 @@ const SEC: Duration = Duration::from_secs(1);
 fn lifetime(secs: u64) -> SimConfig {
     SimConfig {
         token_lifetime: Some(Duration::from_secs(secs)),
-        quota: 100_000,
+        quota: 1_000_000,
         ..sim_config()
     }
 }

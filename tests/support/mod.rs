@@ -46,6 +46,8 @@ pub fn sim_config() -> SimConfig {
         client_id: CLIENT_ID.into(),
         client_secret: SECRET.into(),
         token_prefix: "TOKEN_CANARY_".into(),
+        // Tests not about pacing must not be paced: pacing tests set their own.
+        quota: 1_000_000,
         ..SimConfig::default()
     }
 }
@@ -111,7 +113,11 @@ client_secret_env = "{SECRET_ENV}"
         } else {
             format!("expires_in = 3600\n{}", extra.credentials)
         },
-        rate_limit = extra.rate_limit,
+        rate_limit = if extra.rate_limit.is_empty() {
+            "hourly_quota = 1000000\nburst = 100000".to_string()
+        } else {
+            extra.rate_limit.clone()
+        },
     )
 }
 

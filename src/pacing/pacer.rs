@@ -1,0 +1,311 @@
+//! The pacer: spreads what is left of the budget over the time to the reset
+//! with a governor GCRA limiter (`burst` back to back, then one request per
+//! interval), serves waiting requests in arrival order, and refuses at once
+//! the ones whose slot is beyond `max_wait` or past `max_queued` (P1–P4).
+
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
+use tokio::time::Instant;
+
+use http::{HeaderMap, StatusCode};
+
+use super::budget::{Allowance, Budget};
+use super::clock::{TokioClock, TokioInstant};
+use super::headers::{parse, retry_after, Malformed};
+use crate::config::RateLimitConfig;
+
+type Limiter = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<TokioInstant>>;
+
+/// The limiter is rebuilt only when the pace it should keep moved by more
+/// than this share: every answer nudges the budget, and a rebuilt limiter
+/// must not hand out a fresh burst each time.
+const RESHAPE_THRESHOLD: f64 = 0.2;
+
+/// The shortest interval the limiter is given.
+const MIN_INTERVAL: Duration = Duration::from_millis(1);
+
+/// The limiter for one pace.
+struct Shape {
+    limiter: Limiter,
+    interval: Duration,
+    generation: u64,
+}
+
+/// Why a request is not sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Its slot is further away than `max_wait`.
+    RateLimited { retry_after: Duration, view: View },
+    /// `max_queued` requests are already waiting.
+    QueueFull { retry_after: Duration },
+}
+
+/// The proxy's view of the quota, as it reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct View {
+    pub limit: u32,
+    pub remaining: u32,
+    pub reset: Duration,
+}
+
+/// A request that may be sent; its number ties the answer to it.
+#[derive(Debug, Clone, Copy)]
+pub struct Permit {
+    pub(crate) seq: u64,
+}
+
+pub struct Pacer {
+    budget: Mutex<Budget>,
+    shape: Mutex<Option<Arc<Shape>>>,
+    /// Fair (FIFO) turn-taking: only the head of the line asks the limiter.
+    line: tokio::sync::Mutex<()>,
+    /// Requests admitted and not yet sent (the head included).
+    waiting: AtomicUsize,
+    /// When the head of the line will be sent, for estimating slots.
+    head_due: Mutex<Option<Instant>>,
+    cfg: RateLimitConfig,
+}
+
+impl Pacer {
+    pub fn new(cfg: &RateLimitConfig) -> Arc<Self> {
+        Arc::new(Pacer {
+            budget: Mutex::new(Budget::new(
+                cfg.hourly_quota,
+                cfg.reset_margin,
+                Instant::now(),
+            )),
+            shape: Mutex::new(None),
+            line: tokio::sync::Mutex::new(()),
+            waiting: AtomicUsize::new(0),
+            head_due: Mutex::new(None),
+            cfg: cfg.clone(),
+        })
+    }
+
+    pub fn budget(&self) -> MutexGuard<'_, Budget> {
+        lock(&self.budget)
+    }
+
+    pub fn queue_depth(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    pub fn view(&self) -> View {
+        let (limit, remaining, reset) = self.budget().view(Instant::now());
+        View {
+            limit,
+            remaining,
+            reset,
+        }
+    }
+
+    /// Waits for this request's slot, or refuses it at once (P4).
+    pub async fn admit(&self) -> Result<Permit, Refusal> {
+        let arrived = Instant::now();
+        let ahead = self.waiting.load(Ordering::Relaxed);
+        let slot = self.estimate(arrived, ahead);
+        if ahead >= self.cfg.max_queued {
+            return Err(Refusal::QueueFull { retry_after: slot });
+        }
+        if slot > self.cfg.max_wait {
+            return Err(self.rate_limited(slot));
+        }
+        let _place = Place::take(&self.waiting);
+        let deadline = arrived + self.cfg.max_wait;
+        let Ok(_turn) = tokio::time::timeout_at(deadline, self.line.lock()).await else {
+            return Err(self.rate_limited(self.estimate(Instant::now(), ahead)));
+        };
+        loop {
+            let now = Instant::now();
+            let due = match self.next_send(now) {
+                None => break,
+                Some(due) => due,
+            };
+            if due > deadline {
+                *lock(&self.head_due) = None;
+                return Err(self.rate_limited(due - now));
+            }
+            *lock(&self.head_due) = Some(due);
+            tokio::time::sleep_until(due).await;
+        }
+        *lock(&self.head_due) = None;
+        let seq = self.budget().on_send(Instant::now());
+        Ok(Permit { seq })
+    }
+
+    fn rate_limited(&self, retry_after: Duration) -> Refusal {
+        Refusal::RateLimited {
+            retry_after,
+            view: self.view(),
+        }
+    }
+
+    /// `None` if a request may go now (and takes its cell from the
+    /// limiter), else when to look again.
+    fn next_send(&self, now: Instant) -> Option<Instant> {
+        let allowance = self.budget().allowance(now);
+        match allowance {
+            Allowance::Closed { until } => Some(until),
+            Allowance::Open {
+                remaining,
+                window_end,
+                generation,
+            } => {
+                let shape = self.shape_for(now, remaining, window_end, generation);
+                match shape.limiter.check() {
+                    Ok(()) => None,
+                    Err(not_until) => Some(not_until.earliest_possible().0),
+                }
+            }
+        }
+    }
+
+    /// The limiter for the pace `remaining` over the time to `window_end`:
+    /// the current one unless the pace moved a lot or a window began.
+    fn shape_for(
+        &self,
+        now: Instant,
+        remaining: u32,
+        window_end: Instant,
+        generation: u64,
+    ) -> Arc<Shape> {
+        let interval = (window_end.saturating_duration_since(now) / remaining).max(MIN_INTERVAL);
+        let mut current = lock(&self.shape);
+        if let Some(shape) = current.as_ref() {
+            let drift = (interval.as_secs_f64() / shape.interval.as_secs_f64() - 1.0).abs();
+            if shape.generation == generation && drift <= RESHAPE_THRESHOLD {
+                return Arc::clone(shape);
+            }
+        }
+        // A new window starts with a full burst; a new pace within a window
+        // does not hand one out again.
+        let fresh_burst = current.as_ref().is_none_or(|s| s.generation != generation);
+        let shape = Arc::new(self.new_shape(interval, remaining, generation, fresh_burst));
+        *current = Some(Arc::clone(&shape));
+        shape
+    }
+
+    fn new_shape(
+        &self,
+        interval: Duration,
+        remaining: u32,
+        generation: u64,
+        fresh_burst: bool,
+    ) -> Shape {
+        let burst = NonZeroU32::new(self.cfg.burst.min(remaining).max(1)).expect("at least 1");
+        let quota = Quota::with_period(interval)
+            .expect("interval > 0")
+            .allow_burst(burst);
+        let limiter = RateLimiter::direct_with_clock(quota, TokioClock);
+        if !fresh_burst {
+            let _ = limiter.check_n(burst);
+        }
+        tracing::debug!(
+            interval_ms = interval.as_millis() as u64,
+            remaining,
+            burst = burst.get(),
+            fresh_burst,
+            "pace set"
+        );
+        Shape {
+            limiter,
+            interval,
+            generation,
+        }
+    }
+
+    /// When a request arriving now, with `ahead` waiting before it, would be
+    /// sent: the head's due time plus one interval per request ahead, or
+    /// the next window's opening when this one is spent.
+    fn estimate(&self, now: Instant, ahead: usize) -> Duration {
+        let ahead_u32 = u32::try_from(ahead).unwrap_or(u32::MAX);
+        let mut budget = self.budget();
+        let (limit, _, _) = budget.view(now);
+        let next_window_pace = budget.window_len() / limit.max(1);
+        let reopen = |until: Instant, queued: u32| {
+            until.saturating_duration_since(now)
+                + next_window_pace * queued.saturating_sub(self.cfg.burst)
+        };
+        match budget.allowance(now) {
+            Allowance::Closed { until } => reopen(until, ahead_u32),
+            Allowance::Open {
+                remaining,
+                window_end,
+                ..
+            } if ahead_u32 >= remaining => {
+                reopen(window_end + self.cfg.reset_margin, ahead_u32 - remaining)
+            }
+            Allowance::Open {
+                remaining,
+                window_end,
+                ..
+            } => {
+                if ahead == 0 {
+                    return Duration::ZERO;
+                }
+                let interval = window_end.saturating_duration_since(now) / remaining;
+                let head = lock(&self.head_due).unwrap_or(now);
+                head.saturating_duration_since(now) + interval * ahead_u32
+            }
+        }
+    }
+}
+
+impl Pacer {
+    /// Learns from an upstream answer to the request that held `permit`:
+    /// its rate-limit headers, a 429 (P5). Returns what was wrong with the
+    /// headers, if anything (P7: ignored, never fatal).
+    pub fn observe(
+        &self,
+        permit: Permit,
+        status: StatusCode,
+        headers: &HeaderMap,
+    ) -> Option<Malformed> {
+        let now = Instant::now();
+        let (reading, malformed) = match parse(headers) {
+            Ok(reading) => (reading, None),
+            Err(err) => (None, Some(err)),
+        };
+        let mut budget = self.budget();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            budget.on_rejected(now, reading, retry_after(headers));
+            let (limit, remaining, reset) = budget.view(now);
+            tracing::warn!(
+                limit,
+                remaining,
+                reset_secs = reset.as_secs(),
+                "upstream answered 429; nothing is sent until its reset"
+            );
+        } else if let Some(reading) = reading {
+            budget.observe(now, permit.seq, reading);
+        }
+        malformed
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A place in line, given back however the wait ends (sent, refused, or
+/// the client gave up and the future was dropped).
+struct Place<'a>(&'a AtomicUsize);
+
+impl<'a> Place<'a> {
+    fn take(waiting: &'a AtomicUsize) -> Self {
+        waiting.fetch_add(1, Ordering::Relaxed);
+        Place(waiting)
+    }
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
