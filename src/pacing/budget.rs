@@ -12,6 +12,11 @@ use super::headers::RateLimit;
 /// Two views of a window's end closer than this are the same window.
 const SAME_WINDOW: Duration = Duration::from_secs(3);
 
+/// The reset header is whole seconds: the true reset may be up to this
+/// much earlier than computed, so nothing is scheduled that close to it
+/// (a request sent then could count against the next window).
+const RESET_UNCERTAINTY: Duration = Duration::from_secs(1);
+
 /// Without a `Retry-After` or reset header, an upstream 429 pauses this long.
 const DEFAULT_429_PAUSE: Duration = Duration::from_secs(60);
 
@@ -30,7 +35,7 @@ pub struct Budget {
     window_end: Instant,
     /// The window's length, learned from `-reset`; assumed an hour before.
     window_len: Duration,
-    /// Requests sent in the current window, by our own count.
+    /// Requests spent in the current window, by our own count.
     sent: u32,
     /// Requests sent ever; each send gets the next number.
     seq: u64,
@@ -48,11 +53,13 @@ pub struct Budget {
 /// What the budget allows right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Allowance {
-    /// `remaining` may be spread until `window_end`.
+    /// `remaining` may be spread until `until` (the window's end less the
+    /// reset's uncertainty). `seq` counts the requests sent so far.
     Open {
         remaining: u32,
-        window_end: Instant,
+        until: Instant,
         generation: u64,
+        seq: u64,
     },
     /// Nothing may be sent before this instant.
     Closed { until: Instant },
@@ -85,7 +92,11 @@ impl Budget {
         while self.window_end + self.margin <= now {
             self.window_end += self.window_len;
         }
-        self.sent = 0;
+        self.start_window(0);
+    }
+
+    fn start_window(&mut self, spent: u32) {
+        self.sent = spent;
         self.reading = None;
         self.window_first_seq = self.seq;
         self.generation += 1;
@@ -110,15 +121,21 @@ impl Budget {
             return Allowance::Closed { until };
         }
         self.paused_until = None;
-        match self.remaining(now) {
-            0 => Allowance::Closed {
+        let remaining = self.remaining(now);
+        let until = self
+            .window_end
+            .checked_sub(RESET_UNCERTAINTY)
+            .unwrap_or(self.window_end);
+        if remaining == 0 || now >= until {
+            return Allowance::Closed {
                 until: self.window_end + self.margin,
-            },
-            remaining => Allowance::Open {
-                remaining,
-                window_end: self.window_end,
-                generation: self.generation,
-            },
+            };
+        }
+        Allowance::Open {
+            remaining,
+            until,
+            generation: self.generation,
+            seq: self.seq,
         }
     }
 
@@ -137,13 +154,22 @@ impl Budget {
             return; // sent in an earlier window: says nothing of this one
         }
         let end = now + rl.reset;
-        if end + SAME_WINDOW < self.window_end || self.window_end + SAME_WINDOW < end {
-            // The first reading of a window, or the proxy's guess was off:
-            // the upstream's reset is the truth.
-            if let Some(start) = self.window_end.checked_sub(self.window_len) {
-                if end > start {
-                    self.window_len = (end - start).max(Duration::from_secs(1));
-                }
+        if self.window_end + SAME_WINDOW < end {
+            // The upstream is already in a later window than the proxy
+            // thought (its reset came early): move there, counting from
+            // the header, which knows what that window has spent.
+            self.window_len = (end - self.window_end).max(Duration::from_secs(1));
+            self.seq_window_from(seq);
+            self.sent = rl.limit.saturating_sub(rl.remaining);
+        } else if end + SAME_WINDOW < self.window_end {
+            // The first reading (the hour was only assumed), or the guess
+            // was long: the upstream's reset is the truth.
+            if let Some(start) = self
+                .window_end
+                .checked_sub(self.window_len)
+                .filter(|s| end > *s)
+            {
+                self.window_len = (end - start).max(Duration::from_secs(1));
             }
         }
         self.window_end = end;
@@ -154,6 +180,12 @@ impl Budget {
                 seq,
             });
         }
+    }
+
+    /// A new window that began just before request `seq` was answered.
+    fn seq_window_from(&mut self, seq: u64) {
+        self.start_window(0);
+        self.window_first_seq = seq - 1;
     }
 
     /// An upstream 429 (P5): nothing more until the reset (from the
@@ -270,18 +302,16 @@ mod tests {
         ));
         let Allowance::Open {
             remaining,
-            window_end,
+            until,
             generation,
+            ..
         } = b.allowance(t0 + secs(12))
         else {
             panic!("window did not roll");
         };
         assert_eq!((remaining, generation), (3, 1));
-        assert_eq!(
-            window_end,
-            t0 + secs(20),
-            "the next window is as long as the last"
-        );
+        // The next window is as long as the last; the last second is kept free.
+        assert_eq!(until, t0 + secs(19));
         // An answer to a request of the old window says nothing of this one.
         b.observe(t0 + secs(12), s, rl(3, 0, 0));
         assert_eq!(b.remaining(t0 + secs(12)), 3);
@@ -297,10 +327,38 @@ mod tests {
         for _ in 0..19 {
             b.on_send(t0);
         }
-        let Allowance::Open { window_end, .. } = b.allowance(t0 + secs(47)) else {
+        let Allowance::Open { until, .. } = b.allowance(t0 + secs(47)) else {
             panic!()
         };
-        assert_eq!(window_end, t0 + secs(90));
+        assert_eq!(until, t0 + secs(89));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_early_reset_moves_to_the_new_window_counting_from_the_header() {
+        let t0 = Instant::now();
+        let mut b = Budget::new(30, MARGIN, t0);
+        let s = b.on_send(t0);
+        b.observe(t0, s, rl(30, 29, 10));
+        let gen = match b.allowance(t0) {
+            Allowance::Open { generation, .. } => generation,
+            other => panic!("{other:?}"),
+        };
+        // 9.5 s later a request finds the upstream in its next window.
+        let late = t0 + Duration::from_millis(9500);
+        let s = b.on_send(late);
+        b.observe(late, s, rl(30, 29, 60));
+        let Allowance::Open {
+            remaining,
+            generation,
+            until,
+            ..
+        } = b.allowance(late)
+        else {
+            panic!()
+        };
+        assert_eq!(remaining, 29);
+        assert_eq!(generation, gen + 1);
+        assert_eq!(until, late + secs(59));
     }
 
     #[tokio::test(start_paused = true)]

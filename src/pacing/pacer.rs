@@ -22,19 +22,48 @@ use crate::config::RateLimitConfig;
 
 type Limiter = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<TokioInstant>>;
 
-/// The limiter is rebuilt only when the pace it should keep moved by more
-/// than this share: every answer nudges the budget, and a rebuilt limiter
-/// must not hand out a fresh burst each time.
-const RESHAPE_THRESHOLD: f64 = 0.2;
+/// The limiter is rebuilt when the budget falls short of plan by more than
+/// this share (or by more than one request): every answer nudges the
+/// budget a little, and a rebuilt limiter costs an interval.
+const RESHAPE_SHORTFALL: f64 = 0.1;
+
+/// A window end that moved less than this is the same plan.
+const SAME_END: Duration = Duration::from_secs(2);
 
 /// The shortest interval the limiter is given.
 const MIN_INTERVAL: Duration = Duration::from_millis(1);
 
-/// The limiter for one pace.
+/// The limiter for one pace, and the budget it was planned for.
 struct Shape {
     limiter: Limiter,
     interval: Duration,
+    plan: Plan,
+}
+
+/// A budget as the pacer planned for it.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    remaining: u32,
+    until: Instant,
     generation: u64,
+    /// Requests sent when the plan was made.
+    seq: u64,
+}
+
+impl Plan {
+    /// `now` is what became of `self`: same window, same end, and no more
+    /// missing than the sends since explain.
+    fn still_holds(&self, now: &Plan) -> bool {
+        let sent_since = u32::try_from(now.seq - self.seq).unwrap_or(u32::MAX);
+        let expected = self.remaining.saturating_sub(sent_since);
+        let slack = ((f64::from(expected) * RESHAPE_SHORTFALL) as u32).max(1);
+        let moved = if now.until > self.until {
+            now.until - self.until
+        } else {
+            self.until - now.until
+        };
+        self.generation == now.generation && moved < SAME_END && now.remaining + slack >= expected
+    }
 }
 
 /// Why a request is not sent.
@@ -154,10 +183,19 @@ impl Pacer {
             Allowance::Closed { until } => Some(until),
             Allowance::Open {
                 remaining,
-                window_end,
+                until,
                 generation,
+                seq,
             } => {
-                let shape = self.shape_for(now, remaining, window_end, generation);
+                let shape = self.shape_for(
+                    now,
+                    Plan {
+                        remaining,
+                        until,
+                        generation,
+                        seq,
+                    },
+                );
                 match shape.limiter.check() {
                     Ok(()) => None,
                     Err(not_until) => Some(not_until.earliest_possible().0),
@@ -166,39 +204,34 @@ impl Pacer {
         }
     }
 
-    /// The limiter for the pace `remaining` over the time to `window_end`:
-    /// the current one unless the pace moved a lot or a window began.
-    fn shape_for(
-        &self,
-        now: Instant,
-        remaining: u32,
-        window_end: Instant,
-        generation: u64,
-    ) -> Arc<Shape> {
-        let interval = (window_end.saturating_duration_since(now) / remaining).max(MIN_INTERVAL);
+    /// The limiter for the budget as it stands: the current one while the
+    /// budget goes as planned, a new one when it really changed (a new
+    /// window, a different reset, less left than our own sends explain).
+    /// Time passing alone never re-shapes, so the pace holds steady.
+    fn shape_for(&self, now: Instant, plan: Plan) -> Arc<Shape> {
         let mut current = lock(&self.shape);
-        if let Some(shape) = current.as_ref() {
-            let drift = (interval.as_secs_f64() / shape.interval.as_secs_f64() - 1.0).abs();
-            if shape.generation == generation && drift <= RESHAPE_THRESHOLD {
-                return Arc::clone(shape);
-            }
+        if let Some(shape) = current.as_ref().filter(|s| s.plan.still_holds(&plan)) {
+            return Arc::clone(shape);
         }
         // A new window starts with a full burst; a new pace within a window
         // does not hand one out again.
-        let fresh_burst = current.as_ref().is_none_or(|s| s.generation != generation);
-        let shape = Arc::new(self.new_shape(interval, remaining, generation, fresh_burst));
+        let fresh_burst = current
+            .as_ref()
+            .is_none_or(|s| s.plan.generation != plan.generation);
+        let shape = Arc::new(self.new_shape(now, plan, fresh_burst));
         *current = Some(Arc::clone(&shape));
         shape
     }
 
-    fn new_shape(
-        &self,
-        interval: Duration,
-        remaining: u32,
-        generation: u64,
-        fresh_burst: bool,
-    ) -> Shape {
-        let burst = NonZeroU32::new(self.cfg.burst.min(remaining).max(1)).expect("at least 1");
+    fn new_shape(&self, now: Instant, plan: Plan, fresh_burst: bool) -> Shape {
+        let burst = NonZeroU32::new(self.cfg.burst.min(plan.remaining).max(1)).expect("at least 1");
+        // A fresh burst goes at once; the rest is spread to the end.
+        let spread = if fresh_burst {
+            plan.remaining - burst.get() + 1
+        } else {
+            plan.remaining
+        };
+        let interval = (plan.until.saturating_duration_since(now) / spread).max(MIN_INTERVAL);
         let quota = Quota::with_period(interval)
             .expect("interval > 0")
             .allow_burst(burst);
@@ -208,7 +241,7 @@ impl Pacer {
         }
         tracing::debug!(
             interval_ms = interval.as_millis() as u64,
-            remaining,
+            remaining = plan.remaining,
             burst = burst.get(),
             fresh_burst,
             "pace set"
@@ -216,7 +249,7 @@ impl Pacer {
         Shape {
             limiter,
             interval,
-            generation,
+            plan,
         }
     }
 
@@ -235,21 +268,20 @@ impl Pacer {
         match budget.allowance(now) {
             Allowance::Closed { until } => reopen(until, ahead_u32),
             Allowance::Open {
-                remaining,
-                window_end,
-                ..
+                remaining, until, ..
             } if ahead_u32 >= remaining => {
-                reopen(window_end + self.cfg.reset_margin, ahead_u32 - remaining)
+                // Past this window: it closes a second early and reopens a
+                // margin after its end.
+                let reopens = until + Duration::from_secs(1) + self.cfg.reset_margin;
+                reopen(reopens, ahead_u32 - remaining)
             }
+            Allowance::Open { .. } if ahead == 0 => Duration::ZERO,
             Allowance::Open {
-                remaining,
-                window_end,
-                ..
+                remaining, until, ..
             } => {
-                if ahead == 0 {
-                    return Duration::ZERO;
-                }
-                let interval = window_end.saturating_duration_since(now) / remaining;
+                drop(budget);
+                let planned = until.saturating_duration_since(now) / remaining;
+                let interval = lock(&self.shape).as_ref().map_or(planned, |s| s.interval);
                 let head = lock(&self.head_due).unwrap_or(now);
                 head.saturating_duration_since(now) + interval * ahead_u32
             }

@@ -134,6 +134,7 @@ fn admit(
         body_len,
         authorization: header_str(&parts.headers, AUTHORIZATION.as_str()).map(str::to_owned),
         status,
+        at: now,
     });
     verdict
 }

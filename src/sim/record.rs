@@ -23,6 +23,8 @@ pub struct Received {
     pub authorization: Option<String>,
     /// The status the simulator answered.
     pub status: StatusCode,
+    /// When its head arrived and the quota decision was made (tokio's clock).
+    pub at: tokio::time::Instant,
 }
 
 /// One request to the token endpoint.
@@ -128,6 +130,7 @@ mod tests {
             body_len: 0,
             authorization: Some("Bearer TOKEN_CANARY_1".into()),
             status: StatusCode::OK,
+            at: tokio::time::Instant::now(),
         };
         let token = ReceivedToken {
             method: Method::POST,
