@@ -1,0 +1,156 @@
+//! Pacing report: drives the simulated Fitbit API through the proxy with
+//! saturating demand for many simulated quota windows (tokio's paused
+//! clock: hours of windows in seconds) and prints, per scenario, the share
+//! of each window's quota used, upstream 429s, and the p50/p99 time a
+//! request waited for its slot.
+//!
+//! `cargo bench --bench pacing_report` (env `WINDOWS`, default 20).
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use fitbit_proxy::sim::{Sim, SimConfig};
+use fitbit_proxy::Config;
+use http::StatusCode;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+
+const QUOTA: u32 = 150;
+const WINDOW: Duration = Duration::from_secs(3600);
+const CLIENTS: usize = 16;
+
+struct Scenario {
+    name: &'static str,
+    lag: u32,
+    other_per_window: u32,
+}
+
+struct Outcome {
+    used: Vec<u32>,
+    upstream_429: u64,
+    refused: u64,
+    waits: Vec<Duration>,
+}
+
+fn main() {
+    let windows: u32 = std::env::var("WINDOWS").ok().and_then(|w| w.parse().ok()).unwrap_or(20);
+    let scenarios = [
+        Scenario { name: "accurate headers", lag: 0, other_per_window: 0 },
+        Scenario { name: "headers lag by 5", lag: 5, other_per_window: 0 },
+        Scenario { name: "second consumer, 30/window", lag: 0, other_per_window: 30 },
+    ];
+    println!("pacing report: quota {QUOTA} per {}s window, burst 10, {CLIENTS} saturating clients, {windows} windows", WINDOW.as_secs());
+    println!();
+    println!("| scenario | windows | quota used (min / mean) | upstream 429s | proxy 429s | wait p50 | wait p99 |");
+    println!("|---|---|---|---|---|---|---|");
+    for s in &scenarios {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
+        let o = rt.block_on(run(s, windows));
+        let available = f64::from(QUOTA - s.other_per_window);
+        let shares: Vec<f64> = o.used.iter().map(|u| f64::from(*u) / available * 100.0).collect();
+        let min = shares.iter().cloned().fold(f64::INFINITY, f64::min);
+        let mean = shares.iter().sum::<f64>() / shares.len() as f64;
+        let mut waits = o.waits;
+        waits.sort();
+        let pct = |p: f64| waits.get(((waits.len() as f64 - 1.0) * p) as usize).copied().unwrap_or_default();
+        println!(
+            "| {} | {} | {min:.1} % / {mean:.1} % | {} | {} | {:.1} s | {:.1} s |",
+            s.name,
+            o.used.len(),
+            o.upstream_429,
+            o.refused,
+            pct(0.5).as_secs_f64(),
+            pct(0.99).as_secs_f64()
+        );
+    }
+}
+
+async fn run(s: &Scenario, windows: u32) -> Outcome {
+    let sim = Sim::new(SimConfig {
+        quota: QUOTA,
+        window: WINDOW,
+        token_lifetime: Some(Duration::from_secs(31536000)),
+        ..SimConfig::default()
+    });
+    sim.set_reported_lag(s.lag);
+    let upstream = sim.serve_plain(TcpListener::bind("127.0.0.1:0").await.unwrap());
+    let toml = format!(
+        "[admin]\naddr = \"\"\n[upstream]\nurl = \"{}\"\n[credentials]\ntoken_url = \"{}\"\nclient_id = \"sim-client\"\nclient_secret_env = \"S\"\n[rate_limit]\nmax_wait = \"30m\"\n",
+        upstream.base_url(),
+        upstream.token_url()
+    );
+    let env = |_: &str| Some("sim-secret".to_string());
+    let config = Config::from_toml_str_with_env(&toml, Path::new("report.toml"), &env).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy = listener.local_addr().unwrap();
+    let (stop_proxy, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(fitbit_proxy::run(listener, config, async {
+        let _ = stopped.await;
+    }));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let waits = Arc::new(Mutex::new(Vec::new()));
+    let refused = Arc::new(Mutex::new(0u64));
+    let mut tasks = Vec::new();
+    for c in 0..CLIENTS {
+        let (stop, waits, refused) = (Arc::clone(&stop), Arc::clone(&waits), Arc::clone(&refused));
+        let url = format!("http://{proxy}/1/report/{c}");
+        tasks.push(tokio::spawn(async move {
+            let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                let Ok(res) = client.get(url.parse().unwrap()).await else { continue };
+                let status = res.status();
+                let _ = res.into_body().collect().await;
+                if status == StatusCode::OK {
+                    waits.lock().unwrap().push(started.elapsed());
+                } else {
+                    *refused.lock().unwrap() += 1;
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+            }
+        }));
+    }
+    let other = {
+        let sim = sim.clone();
+        let n = s.other_per_window;
+        tokio::spawn(async move {
+            if n == 0 {
+                return;
+            }
+            tokio::time::sleep(WINDOW / 3).await;
+            loop {
+                sim.spend_quota(n);
+                tokio::time::sleep(WINDOW).await;
+            }
+        })
+    };
+    tokio::time::sleep(WINDOW * windows).await;
+    stop.store(true, Ordering::Relaxed);
+    other.abort();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let _ = stop_proxy.send(());
+    let _ = server.await;
+
+    let seen = sim.received();
+    let start = seen[0].at;
+    let full = windows.saturating_sub(1) as usize;
+    let mut used = vec![0u32; full];
+    for r in seen.iter().filter(|r| r.status == StatusCode::OK) {
+        let i = ((r.at - start).as_secs_f64() / WINDOW.as_secs_f64()) as usize;
+        if i < full {
+            used[i] += 1;
+        }
+    }
+    let waits = std::mem::take(&mut *waits.lock().unwrap());
+    let refused = *refused.lock().unwrap();
+    Outcome { used, upstream_429: sim.rate_limited(), refused, waits }
+}
