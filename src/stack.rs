@@ -10,9 +10,11 @@ use hyper::body::Incoming;
 use tower::ServiceBuilder;
 use tower_service::Service;
 
+use crate::access::AccessLayer;
 use crate::body::Body;
 use crate::config::Config;
 use crate::guard::{Admission, GuardLayer};
+use crate::metrics::Metrics;
 use crate::paths::PathRules;
 use crate::respond::RespondLayer;
 use crate::token::{AuthLayer, TokenSource};
@@ -24,6 +26,7 @@ pub fn build(
     cfg: &Config,
     client: HttpClient,
     tokens: Arc<TokenSource>,
+    metrics: Arc<Metrics>,
 ) -> impl Service<Request<Incoming>, Response = Response<Body>, Error = Infallible, Future: Send>
        + Clone
        + Send
@@ -48,6 +51,8 @@ pub fn build(
         max_request_body: cfg.listen.max_request_body,
     };
     ServiceBuilder::new()
+        // Request id, metrics and the access log, for every answer.
+        .layer(AccessLayer::new(metrics))
         // Errors from any layer below become Fitbit-shaped answers (SPEC §7).
         .layer(RespondLayer)
         // Refuse what must never leave; strip hop-by-hop and client credentials.
