@@ -39,26 +39,54 @@ struct Outcome {
 }
 
 fn main() {
-    let windows: u32 = std::env::var("WINDOWS").ok().and_then(|w| w.parse().ok()).unwrap_or(20);
+    let windows: u32 = std::env::var("WINDOWS")
+        .ok()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(20);
     let scenarios = [
-        Scenario { name: "accurate headers", lag: 0, other_per_window: 0 },
-        Scenario { name: "headers lag by 5", lag: 5, other_per_window: 0 },
-        Scenario { name: "second consumer, 30/window", lag: 0, other_per_window: 30 },
+        Scenario {
+            name: "accurate headers",
+            lag: 0,
+            other_per_window: 0,
+        },
+        Scenario {
+            name: "headers lag by 5",
+            lag: 5,
+            other_per_window: 0,
+        },
+        Scenario {
+            name: "second consumer, 30/window",
+            lag: 0,
+            other_per_window: 30,
+        },
     ];
     println!("pacing report: quota {QUOTA} per {}s window, burst 10, {CLIENTS} saturating clients, {windows} windows", WINDOW.as_secs());
     println!();
     println!("| scenario | windows | quota used (min / mean) | upstream 429s | proxy 429s | wait p50 | wait p99 |");
     println!("|---|---|---|---|---|---|---|");
     for s in &scenarios {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
         let o = rt.block_on(run(s, windows));
         let available = f64::from(QUOTA - s.other_per_window);
-        let shares: Vec<f64> = o.used.iter().map(|u| f64::from(*u) / available * 100.0).collect();
+        let shares: Vec<f64> = o
+            .used
+            .iter()
+            .map(|u| f64::from(*u) / available * 100.0)
+            .collect();
         let min = shares.iter().cloned().fold(f64::INFINITY, f64::min);
         let mean = shares.iter().sum::<f64>() / shares.len() as f64;
         let mut waits = o.waits;
         waits.sort();
-        let pct = |p: f64| waits.get(((waits.len() as f64 - 1.0) * p) as usize).copied().unwrap_or_default();
+        let pct = |p: f64| {
+            waits
+                .get(((waits.len() as f64 - 1.0) * p) as usize)
+                .copied()
+                .unwrap_or_default()
+        };
         println!(
             "| {} | {} | {min:.1} % / {mean:.1} % | {} | {} | {:.1} s | {:.1} s |",
             s.name,
@@ -105,7 +133,9 @@ async fn run(s: &Scenario, windows: u32) -> Outcome {
             let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
             while !stop.load(Ordering::Relaxed) {
                 let started = Instant::now();
-                let Ok(res) = client.get(url.parse().unwrap()).await else { continue };
+                let Ok(res) = client.get(url.parse().unwrap()).await else {
+                    continue;
+                };
                 let status = res.status();
                 let _ = res.into_body().collect().await;
                 if status == StatusCode::OK {
@@ -152,5 +182,10 @@ async fn run(s: &Scenario, windows: u32) -> Outcome {
     }
     let waits = std::mem::take(&mut *waits.lock().unwrap());
     let refused = *refused.lock().unwrap();
-    Outcome { used, upstream_429: sim.rate_limited(), refused, waits }
+    Outcome {
+        used,
+        upstream_429: sim.rate_limited(),
+        refused,
+        waits,
+    }
 }

@@ -1,6 +1,6 @@
 //! `fitbit-proxy demo` and `fitbit-proxy simulate`: the simulated Fitbit API
-//! on loopback, with (demo) or without (simulate) the proxy in front of it.
-//! Needs no credentials and no network.
+//! on loopback, with (demo) or without (simulate) the proxy and its admin
+//! listener in front of it. Needs no credentials and no network.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -13,6 +13,9 @@ use crate::sim::{Sim, SimConfig};
 
 /// The demo's client secret lives only in this process.
 const DEMO_SECRET_ENV: &str = "FITBIT_PROXY_DEMO_SECRET";
+
+/// The admin listener's usual port, used by the demo when it is free.
+const DEMO_ADMIN_PORT: u16 = 9090;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
@@ -33,6 +36,20 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, DemoError> {
         .map_err(|source| DemoError::Bind { addr, source })
 }
 
+/// The admin listener on loopback: port 9090 if free, else any port.
+async fn bind_admin() -> Result<(TcpListener, SocketAddr), DemoError> {
+    let usual = SocketAddr::from(([127, 0, 0, 1], DEMO_ADMIN_PORT));
+    let listener = match TcpListener::bind(usual).await {
+        Ok(listener) => listener,
+        Err(_) => bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?,
+    };
+    let addr = listener.local_addr().map_err(|source| DemoError::Bind {
+        addr: usual,
+        source,
+    })?;
+    Ok((listener, addr))
+}
+
 /// Runs the simulator and the proxy until `shutdown` resolves.
 pub async fn demo(listen: SocketAddr, shutdown: impl Future<Output = ()>) -> Result<(), DemoError> {
     let sim_config = SimConfig::default();
@@ -44,12 +61,13 @@ pub async fn demo(listen: SocketAddr, shutdown: impl Future<Output = ()>) -> Res
         addr: listen,
         source,
     })?;
+    let (admin_listener, admin) = bind_admin().await?;
     let toml = format!(
         r#"
 [listen]
 addr = "{proxy}"
 [admin]
-addr = ""
+addr = "{admin}"
 [upstream]
 url = "{url}"
 [credentials]
@@ -63,24 +81,30 @@ client_secret_env = "{DEMO_SECRET_ENV}"
     );
     let env = move |name: &str| (name == DEMO_SECRET_ENV).then(|| secret.clone());
     let config = Config::from_toml_str_with_env(&toml, Path::new("<demo>"), &env)?;
-    println!("{}", demo_banner(proxy, &upstream.base_url()));
-    crate::run(listener, config, shutdown).await?;
+    println!("{}", demo_banner(proxy, admin, &upstream.base_url()));
+    crate::run_with_admin(listener, Some(admin_listener), config, shutdown).await?;
     Ok(())
 }
 
-fn demo_banner(proxy: SocketAddr, upstream: &str) -> String {
+fn demo_banner(proxy: SocketAddr, admin: SocketAddr, upstream: &str) -> String {
     format!(
         "fitbit-proxy demo\n\
          \x20 simulated Fitbit API: {upstream}\n\
          \x20 proxy:                http://{proxy}\n\
+         \x20 admin:                http://{admin}\n\
          \n\
          Try, in another terminal:\n\
          \x20 curl -s http://{proxy}/1/user/-/profile.json\n\
          \x20 curl -si http://{proxy}/1/activities/date/today.json\n\
          \x20 curl -si http://{proxy}/oauth2/token\n\
+         \x20 curl -s http://{admin}/healthz\n\
+         \x20 curl -s http://{admin}/readyz\n\
+         \x20 curl -s http://{admin}/metrics\n\
          \n\
          The first two are answered by the simulated API with a token the proxy fetched;\n\
          the third is refused (403 forbidden): the proxy owns the credentials.\n\
+         The last three are the admin listener: liveness, readiness (is a token held?)\n\
+         and Prometheus metrics. Every answer carries an x-request-id, logged with it.\n\
          Press Ctrl-C to stop."
     )
 }

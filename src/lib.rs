@@ -8,6 +8,7 @@
 //!  client ──► server.rs        accept, max_connections, first-bytes deadline,
 //!                              HTTP/1.1 + h2c (hyper-util auto), draining
 //!             stack.rs         the layer order, written once:
+//!             ├─ access.rs     x-request-id, request metrics, access log
 //!             ├─ respond.rs    errors → Fitbit-shaped 4xx/5xx + x-fitbit-proxy-error
 //!             ├─ guard.rs      CONNECT, absolute-form, deny/allow paths (paths.rs),
 //!             │                body limit, hop-by-hop + client credentials (headers.rs)
@@ -18,8 +19,11 @@
 //!
 //! `config.rs` turns `proxy.toml` into a validated [`Config`]; `fitbit.rs`
 //! holds everything Fitbit-specific; `sim/` is the simulated Fitbit API used
-//! by the tests and the `demo` command.
+//! by the tests and the `demo` command. Beside the stack, `admin.rs` serves
+//! `/healthz`, `/readyz` and `/metrics` (`metrics.rs`) on `admin.addr`.
 
+pub mod access;
+pub mod admin;
 pub mod body;
 pub mod config;
 pub mod demo;
@@ -27,6 +31,7 @@ pub mod fitbit;
 pub mod guard;
 pub mod headers;
 pub mod logging;
+pub mod metrics;
 pub mod pacing;
 pub mod paths;
 pub mod respond;
@@ -40,6 +45,7 @@ pub mod token;
 pub mod upstream;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
@@ -54,14 +60,29 @@ pub enum RunError {
     Client(#[from] upstream::ClientBuildError),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    AdminBind(#[from] admin::AdminBindError),
 }
 
 /// Runs the proxy on `listener` until `shutdown` resolves, then drains.
+/// Binds `admin.addr` itself; failing that is an error.
 pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
+    let admin = admin::bind(&config.admin).await?;
+    run_with_admin(listener, admin, config, shutdown).await
+}
+
+/// [`run`] with the admin listener bound by the caller (`None`: disabled).
+pub async fn run_with_admin(
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    let metrics = Arc::new(metrics::Metrics::new());
     let client = upstream::build_client(&config.upstream)?;
     let inbound_tls = config.listen.tls.as_ref().map(tls::acceptor).transpose()?;
     // One bound for a token fetch and for a request waiting on one.
@@ -69,14 +90,19 @@ pub async fn run(
     let exchange = Exchange::new(client.clone(), &config.credentials, fetch_timeout);
     let tokens = TokenSource::new(fetch_timeout);
     let margin = config.credentials.refresh_before_expiry;
-    let refresher = AbortOnDrop(tokens.spawn_refresher(exchange, margin));
+    let refresher = AbortOnDrop(tokens.spawn_refresher(exchange, margin, Arc::clone(&metrics)));
+    let health = admin::Health::new(Arc::clone(&tokens));
+    let admin =
+        admin.map(|l| AbortOnDrop(admin::spawn(l, Arc::clone(&health), Arc::clone(&metrics))));
+    let shutdown = health.drain_on(shutdown);
     let pacer = pacing::Pacer::new(&config.rate_limit);
-    let service = stack::build(&config, client, tokens, pacer);
+    let service = stack::build(&config, client, tokens, pacer, metrics);
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, upstream = %config.upstream.url, "proxy listening");
     }
     server::serve(listener, service, &config.listen, inbound_tls, shutdown).await;
     drop(refresher);
+    drop(admin);
     Ok(())
 }
 

@@ -10,9 +10,11 @@ use hyper::body::Incoming;
 use tower::ServiceBuilder;
 use tower_service::Service;
 
+use crate::access::AccessLayer;
 use crate::body::Body;
 use crate::config::Config;
 use crate::guard::{Admission, GuardLayer};
+use crate::metrics::Metrics;
 use crate::pacing::{Pacer, PacingLayer};
 use crate::paths::PathRules;
 use crate::respond::RespondLayer;
@@ -26,6 +28,7 @@ pub fn build(
     client: HttpClient,
     tokens: Arc<TokenSource>,
     pacer: Arc<Pacer>,
+    metrics: Arc<Metrics>,
 ) -> impl Service<Request<Incoming>, Response = Response<Body>, Error = Infallible, Future: Send>
        + Clone
        + Send
@@ -50,6 +53,8 @@ pub fn build(
         max_request_body: cfg.listen.max_request_body,
     };
     ServiceBuilder::new()
+        // Request id, metrics and the access log, for every answer.
+        .layer(AccessLayer::new(Arc::clone(&metrics)))
         // Errors from any layer below become Fitbit-shaped answers (SPEC §7).
         .layer(RespondLayer)
         // Refuse what must never leave; strip hop-by-hop and client credentials.
@@ -58,7 +63,7 @@ pub fn build(
         .layer(AuthLayer::new(tokens))
         // Wait for a pacing slot (or be refused at once); learn from the answer.
         // Inside auth, so a replay after a revoked token is paced too.
-        .layer(PacingLayer::new(pacer))
+        .layer(PacingLayer::new(pacer, Arc::clone(&metrics)))
         // Send to upstream.url over the pooled client; stream the answer back.
         .service(Upstream::new(client, &cfg.upstream))
 }

@@ -14,9 +14,10 @@ use http::{Request, Response, StatusCode};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::pacer::{Pacer, Refusal};
+use super::pacer::{Pacer, Permit, Refusal};
 use crate::body::{Body, BoxError};
 use crate::logging::Throttle;
+use crate::metrics::Metrics;
 use crate::respond::ProxyError;
 
 /// An upstream 410 is logged at most this often.
@@ -29,14 +30,16 @@ pub struct PacingLayer {
 
 struct Shared {
     pacer: Arc<Pacer>,
+    metrics: Arc<Metrics>,
     gone: Throttle,
 }
 
 impl PacingLayer {
-    pub fn new(pacer: Arc<Pacer>) -> Self {
+    pub fn new(pacer: Arc<Pacer>, metrics: Arc<Metrics>) -> Self {
         PacingLayer {
             shared: Arc::new(Shared {
                 pacer,
+                metrics,
                 gone: Throttle::new(GONE_LOG_INTERVAL),
             }),
         }
@@ -90,27 +93,74 @@ where
     S: Service<Request<Body>, Response = Response<Body>, Error = BoxError>,
     S::Future: Send,
 {
-    let permit = shared.pacer.admit().await.map_err(refused)?;
+    let admitted = {
+        let _depth = QueueDepth::enter(&shared);
+        shared.pacer.admit().await
+    };
+    let permit = admitted.map_err(|refusal| shared.refused(refusal))?;
     let res = inner.call(req).await?;
-    if let Some(err) = shared.pacer.observe(permit, res.status(), res.headers()) {
-        tracing::debug!(error = %err, "malformed rate-limit headers ignored");
-    }
-    if res.status() == StatusCode::GONE {
-        if let Some(suppressed) = shared.gone.ready() {
-            tracing::error!(
-                suppressed,
-                "upstream answered 410 Gone: the legacy Fitbit Web API is being retired; \
-                 move this client to its replacement API"
-            );
-        }
-    }
+    shared.learn(permit, &res);
     Ok(res)
 }
 
-fn refused(refusal: Refusal) -> ProxyError {
-    match refusal {
-        Refusal::RateLimited { retry_after, view } => ProxyError::RateLimited { retry_after, view },
-        Refusal::QueueFull { retry_after } => ProxyError::QueueFull { retry_after },
+impl Shared {
+    fn refused(&self, refusal: Refusal) -> ProxyError {
+        match refusal {
+            Refusal::RateLimited { retry_after, view } => {
+                self.metrics.paced_rejection("rate_limited");
+                ProxyError::RateLimited { retry_after, view }
+            }
+            Refusal::QueueFull { retry_after } => {
+                self.metrics.paced_rejection("queue_full");
+                ProxyError::QueueFull { retry_after }
+            }
+        }
+    }
+
+    /// Feeds an answer to the budget, and the budget to the metrics.
+    fn learn(&self, permit: Permit, res: &Response<Body>) {
+        let m = &self.metrics;
+        if let Some(err) = self.pacer.observe(permit, res.status(), res.headers()) {
+            m.rate_limit_header_errors_total.inc();
+            tracing::debug!(error = %err, "malformed rate-limit headers ignored");
+        }
+        match res.status() {
+            StatusCode::TOO_MANY_REQUESTS => {
+                m.upstream_rate_limited_total.inc();
+            }
+            StatusCode::GONE => {
+                m.upstream_gone_total.inc();
+                if let Some(suppressed) = self.gone.ready() {
+                    tracing::error!(
+                        suppressed,
+                        "upstream answered 410 Gone: the legacy Fitbit Web API is being retired; \
+                         move this client to its replacement API"
+                    );
+                }
+            }
+            _ => {}
+        }
+        let view = self.pacer.view();
+        m.rate_limit_limit.set(i64::from(view.limit));
+        m.rate_limit_remaining.set(i64::from(view.remaining));
+        m.rate_limit_reset_seconds.set(view.reset.as_secs_f64());
+    }
+}
+
+/// Keeps the queue-depth gauge current while a request waits for its slot
+/// (however the wait ends).
+struct QueueDepth<'a>(&'a Shared);
+
+impl<'a> QueueDepth<'a> {
+    fn enter(shared: &'a Shared) -> Self {
+        shared.metrics.queue_depth.inc();
+        QueueDepth(shared)
+    }
+}
+
+impl Drop for QueueDepth<'_> {
+    fn drop(&mut self) {
+        self.0.metrics.queue_depth.dec();
     }
 }
 

@@ -125,8 +125,9 @@ impl TokenSource {
         self: &Arc<Self>,
         exchange: Exchange,
         margin: Duration,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> JoinHandle<()> {
-        tokio::spawn(refresh::run(Arc::clone(self), exchange, margin))
+        tokio::spawn(refresh::run(Arc::clone(self), exchange, margin, metrics))
     }
 
     /// The current token if it is still valid; never waits, never locks.

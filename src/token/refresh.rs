@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use super::exchange::{Exchange, FetchError};
 use super::TokenSource;
+use crate::metrics::Metrics;
 
 /// Backoff after a failed fetch: 1 s doubling up to 60 s.
 const BACKOFF_FIRST: Duration = Duration::from_secs(1);
@@ -49,12 +50,19 @@ pub fn backoff_delay(failures: u32, rejected: bool, jitter: f64) -> Duration {
 }
 
 /// Runs until the proxy stops (the task is aborted with it).
-pub(super) async fn run(source: Arc<TokenSource>, exchange: Exchange, margin: Duration) {
+pub(super) async fn run(
+    source: Arc<TokenSource>,
+    exchange: Exchange,
+    margin: Duration,
+    metrics: Arc<Metrics>,
+) {
     let mut failures: u32 = 0;
     loop {
         source.begin_fetch();
         let sent = Instant::now();
-        let (next, hold) = match exchange.fetch().await {
+        let result = exchange.fetch().await;
+        metrics.token_fetch(&result);
+        let (next, hold) = match result {
             Ok(grant) => {
                 failures = 0;
                 let lifetime = grant.expires_in;

@@ -35,6 +35,8 @@ pub struct Harness {
     pub sim: Sim,
     pub upstream: ServerHandle,
     pub proxy: SocketAddr,
+    /// The admin listener, when the setup asked for one.
+    pub admin: Option<SocketAddr>,
     pub config: Config,
     pub dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
@@ -77,6 +79,8 @@ pub struct Extras {
     pub upstream: String,
     pub credentials: String,
     pub rate_limit: String,
+    /// Replaces the `[admin]` section's `addr = ""` when set.
+    pub admin: Option<String>,
 }
 
 /// The config a test starts from: upstream and token endpoint on `handle`,
@@ -91,7 +95,7 @@ pub fn config_toml(handle: &ServerHandle, ca_file: Option<&Path>, extra: &Extras
 addr = "127.0.0.1:0"
 {listen}
 [admin]
-addr = ""
+{admin}
 
 [upstream]
 url = "{url}"
@@ -118,6 +122,7 @@ client_secret_env = "{SECRET_ENV}"
         } else {
             extra.rate_limit.clone()
         },
+        admin = extra.admin.as_deref().unwrap_or("addr = \"\""),
     )
 }
 
@@ -136,11 +141,19 @@ pub fn write_ca(dir: &Path, ca: &TestCa) -> PathBuf {
 
 /// Starts the proxy with `config` on a fresh loopback listener.
 pub async fn spawn_proxy(config: Config) -> (SocketAddr, oneshot::Sender<()>, JoinHandle<()>) {
+    spawn_proxy_with_admin(config, None).await
+}
+
+/// Starts the proxy with `config` and an admin listener bound by the caller.
+pub async fn spawn_proxy_with_admin(
+    config: Config,
+    admin: Option<TcpListener>,
+) -> (SocketAddr, oneshot::Sender<()>, JoinHandle<()>) {
     let listener = bind().await;
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        fitbit_proxy::run(listener, config, async {
+        fitbit_proxy::run_with_admin(listener, admin, config, async {
             let _ = stopped.await;
         })
         .await
@@ -154,6 +167,8 @@ pub struct Setup {
     pub sim_config: SimConfig,
     pub transport: Transport,
     pub extra: Extras,
+    /// Serve the admin listener on a fresh loopback port.
+    pub admin: bool,
 }
 
 impl Default for Setup {
@@ -162,6 +177,7 @@ impl Default for Setup {
             sim_config: sim_config(),
             transport: Transport::Plain,
             extra: Extras::default(),
+            admin: false,
         }
     }
 }
@@ -188,6 +204,12 @@ impl Setup {
         self
     }
 
+    /// Turns the admin listener on (`Harness::admin`).
+    pub fn admin(mut self) -> Self {
+        self.admin = true;
+        self
+    }
+
     pub fn sim(mut self, sim_config: SimConfig) -> Self {
         self.sim_config = sim_config;
         self
@@ -198,7 +220,12 @@ impl Setup {
     }
 
     /// Starts, scripting the simulator before the proxy's first token fetch.
-    pub async fn start_with(self, script: impl FnOnce(&Sim)) -> Harness {
+    pub async fn start_with(mut self, script: impl FnOnce(&Sim)) -> Harness {
+        let admin_listener = if self.admin { Some(bind().await) } else { None };
+        let admin = admin_listener.as_ref().map(|l| l.local_addr().unwrap());
+        if let Some(addr) = admin {
+            self.extra.admin = Some(format!("addr = \"{addr}\""));
+        }
         let sim = Sim::new(self.sim_config);
         script(&sim);
         let (upstream, ca) = serve(&sim, self.transport).await;
@@ -206,11 +233,12 @@ impl Setup {
         let ca_file = ca.as_ref().map(|ca| write_ca(dir.path(), ca));
         let toml = config_toml(&upstream, ca_file.as_deref(), &self.extra);
         let config = parse_config(&toml, dir.path());
-        let (proxy, stop, task) = spawn_proxy(config.clone()).await;
+        let (proxy, stop, task) = spawn_proxy_with_admin(config.clone(), admin_listener).await;
         Harness {
             sim,
             upstream,
             proxy,
+            admin,
             config,
             dir,
             stop: Some(stop),
@@ -224,12 +252,28 @@ impl Harness {
         format!("http://{}{}", self.proxy, path)
     }
 
-    /// Stops the proxy and waits for it to drain.
-    pub async fn stop(mut self) {
+    /// The admin listener's URL for `path`; panics without `Setup::admin`.
+    pub fn admin_url(&self, path: &str) -> String {
+        let addr = self.admin.expect("started with Setup::admin()");
+        format!("http://{addr}{path}")
+    }
+
+    /// Signals shutdown without waiting for the drain.
+    pub fn begin_stop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+    }
+
+    /// Stops the proxy and waits for it to drain.
+    pub async fn stop(mut self) {
+        self.begin_stop();
         let _ = (&mut self.task).await;
+    }
+
+    /// Whether `run` has returned (the drain is over).
+    pub fn finished(&self) -> bool {
+        self.task.is_finished()
     }
 }
 

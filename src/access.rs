@@ -1,0 +1,283 @@
+//! The access layer, outermost in the stack: gives every request an
+//! `x-request-id` (kept from the client when sane), passes it upstream and
+//! back, counts every answer in the metrics and writes one access-log line
+//! per request when its response body ends.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Method, Request, Response};
+use http_body::{Frame, SizeHint};
+use tokio::time::Instant;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::body::{Body, BoxError};
+use crate::fitbit;
+use crate::metrics::{Metrics, Origin};
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Longest client-sent request id kept as is.
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Logged for a request whose client went away before the answer was ready
+/// (nginx's convention); nothing was sent.
+const CLIENT_CLOSED: u16 = 499;
+
+/// `Some(id)` if the client's id can be kept: exactly one value, 1 to 128
+/// visible ASCII characters (no spaces, no controls), so that it is safe to
+/// log and to pass on.
+pub fn client_request_id(req_headers: &http::HeaderMap) -> Option<HeaderValue> {
+    let mut values = req_headers.get_all(&REQUEST_ID).iter();
+    let id = values.next()?;
+    let bytes = id.as_bytes();
+    let sane = values.next().is_none()
+        && !bytes.is_empty()
+        && bytes.len() <= MAX_REQUEST_ID_LEN
+        && bytes.iter().all(|b| (0x21..=0x7e).contains(b));
+    sane.then(|| id.clone())
+}
+
+/// 16 random bytes as 32 lowercase hex digits.
+pub fn new_request_id() -> HeaderValue {
+    let id = format!("{:032x}", rand::random::<u128>());
+    HeaderValue::try_from(id).expect("hex digits are a valid header value")
+}
+
+#[derive(Clone)]
+pub struct AccessLayer {
+    metrics: Arc<Metrics>,
+}
+
+impl AccessLayer {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        AccessLayer { metrics }
+    }
+}
+
+impl<S> Layer<S> for AccessLayer {
+    type Service = Access<S>;
+    fn layer(&self, inner: S) -> Access<S> {
+        Access {
+            inner,
+            metrics: Arc::clone(&self.metrics),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Access<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl<S, B> Service<Request<B>> for Access<S>
+where
+    S: Service<Request<B>, Response = Response<Body>, Error = Infallible>,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let request_id = client_request_id(req.headers()).unwrap_or_else(new_request_id);
+        req.headers_mut().insert(REQUEST_ID, request_id.clone());
+        let record = Record {
+            metrics: Arc::clone(&self.metrics),
+            method: req.method().clone(),
+            // Only the path: a query string may carry user data.
+            path: req.uri().path().to_owned(),
+            request_id,
+            start: Instant::now(),
+            answer: None,
+            bytes: 0,
+            complete: false,
+        };
+        ResponseFuture {
+            inner: self.inner.call(req),
+            record: Some(record),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        // Dropped unanswered when the client goes away first: logged then.
+        record: Option<Record>,
+    }
+}
+
+impl<F> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<Body>, Infallible>>,
+{
+    type Output = Result<Response<Body>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Ok(res) = std::task::ready!(this.inner.poll(cx));
+        let mut record = this.record.take().expect("polled after completion");
+        let (mut parts, body) = res.into_parts();
+        let origin = if parts.headers.contains_key(fitbit::PROXY_ERROR_HEADER) {
+            Origin::Proxy
+        } else {
+            Origin::Upstream
+        };
+        let elapsed = record.start.elapsed();
+        record.answer = Some((parts.status.as_u16(), origin));
+        record
+            .metrics
+            .request(origin, parts.status.as_u16(), elapsed);
+        parts.headers.insert(REQUEST_ID, record.request_id.clone());
+        let body = Body::new(Counted {
+            inner: body,
+            record,
+        });
+        Poll::Ready(Ok(Response::from_parts(parts, body)))
+    }
+}
+
+/// One request's access-log line, written when it is dropped: with the
+/// response body (sent, or cut off), or unanswered.
+struct Record {
+    metrics: Arc<Metrics>,
+    method: Method,
+    path: String,
+    request_id: HeaderValue,
+    start: Instant,
+    /// Status and origin, once the response headers are ready.
+    answer: Option<(u16, Origin)>,
+    /// Response body bytes handed to the connection so far.
+    bytes: u64,
+    /// The response body reached its end.
+    complete: bool,
+}
+
+impl Drop for Record {
+    fn drop(&mut self) {
+        let (status, origin) = match self.answer {
+            Some((status, origin)) => (status, origin.as_str()),
+            None => {
+                self.metrics.requests_cancelled.inc();
+                (CLIENT_CLOSED, "client")
+            }
+        };
+        let duration_ms = self.start.elapsed().as_micros() as f64 / 1000.0;
+        tracing::info!(
+            method = %self.method,
+            path = %self.path,
+            status,
+            origin,
+            duration_ms,
+            request_id = self.request_id.to_str().unwrap_or_default(),
+            bytes = self.bytes,
+            complete = self.complete,
+            "request"
+        );
+    }
+}
+
+/// The response body, counting what passes through.
+struct Counted {
+    inner: Body,
+    record: Record,
+}
+
+impl http_body::Body for Counted {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let frame = std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        match &frame {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    this.record.bytes += data.len() as u64;
+                }
+            }
+            None => this.record.complete = true,
+            Some(Err(_)) => {}
+        }
+        if this.inner.is_end_stream() {
+            this.record.complete = true;
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_ids(ids: &[&[u8]]) -> http::HeaderMap {
+        let mut headers = http::HeaderMap::new();
+        for id in ids {
+            headers.append(REQUEST_ID, HeaderValue::from_bytes(id).unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn a_sane_client_id_is_kept_anything_else_replaced() {
+        let long = vec![b'a'; 128];
+        let too_long = vec![b'a'; 129];
+        let cases: &[(&[&[u8]], bool)] = &[
+            (&[b"abc-123"], true),
+            (&[b"0f3a9c2e-5b1d-4e7a-9c0d-1a2b3c4d5e6f"], true),
+            (&[b"a=b;c/d:e~!"], true),
+            (&[&long], true),
+            (&[&too_long], false),
+            (&[b""], false),
+            (&[b"has space"], false),
+            (&[b"tab\there"], false),
+            (&[b"caf\xc3\xa9"], false),
+            (&[b"one", b"two"], false),
+            (&[], false),
+        ];
+        for (ids, kept) in cases {
+            let got = client_request_id(&with_ids(ids));
+            assert_eq!(got.is_some(), *kept, "{ids:?}");
+            if *kept {
+                assert_eq!(got.unwrap().as_bytes(), ids[0]);
+            }
+        }
+    }
+
+    #[test]
+    fn generated_ids_are_32_hex_digits_and_differ() {
+        let a = new_request_id();
+        let b = new_request_id();
+        assert_ne!(a, b);
+        for id in [a, b] {
+            let s = id.to_str().unwrap();
+            assert_eq!(s.len(), 32, "{s}");
+            assert!(s
+                .bytes()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+            assert!(client_request_id(&with_ids(&[s.as_bytes()])).is_some());
+        }
+    }
+}

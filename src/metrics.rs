@@ -1,0 +1,305 @@
+//! The proxy's metrics (SPEC §8): one [`Metrics`] created by `run`, shared as
+//! `Arc<Metrics>` by the access layer, the token refresher and the pacing
+//! layer, and rendered by the admin listener's `/metrics`.
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::token::{FetchError, Grant};
+
+/// Every metric name starts with this and an underscore.
+pub const PREFIX: &str = "fitbit_proxy";
+
+/// The `Content-Type` of [`Metrics::render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Bounds of the request duration histogram, in seconds: sub-millisecond
+/// local refusals up to answers that waited for a pacing slot (`max_wait`)
+/// or for a slow upstream (`request_timeout`).
+const DURATION_BUCKETS: [f64; 14] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// Who produced an answer: the upstream, or the proxy itself (one of the
+/// SPEC §7 errors, recognised by its `x-fitbit-proxy-error` header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Origin {
+    Upstream,
+    Proxy,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Upstream => "upstream",
+            Origin::Proxy => "proxy",
+        }
+    }
+}
+
+impl EncodeLabelValue for Origin {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
+}
+
+/// Labels of `fitbit_proxy_requests_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub origin: Origin,
+    pub code: u16,
+}
+
+/// Labels of `fitbit_proxy_token_fetches_total`: `result` is `ok`,
+/// `rejected` (the credentials were refused) or `failed` (anything else).
+pub type FetchLabels = [(&'static str, &'static str); 1];
+
+/// Labels of `fitbit_proxy_paced_rejections_total`: `reason` is
+/// `rate_limited` or `queue_full`.
+pub type ReasonLabels = [(&'static str, String); 1];
+
+/// All metrics. Each field is a cheap handle (an `Arc` inside); updating one
+/// never locks anything but, for a new label set, the family's map.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Answers by origin and status code.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Seconds from a request's arrival to its response headers.
+    pub request_duration: Histogram,
+    /// Requests whose client went away before the answer was ready.
+    pub requests_cancelled: Counter,
+    /// Token fetches by result (`ok`, `rejected`, `failed`).
+    pub token_fetches: Family<FetchLabels, Counter>,
+    /// Seconds until the current token expires; set at scrape time.
+    pub token_expires_in: Gauge<f64, AtomicU64>,
+    /// The upstream's `fitbit-rate-limit-limit`, as last seen.
+    pub rate_limit_limit: Gauge,
+    /// Requests left in the current window, as the pacer reckons them.
+    pub rate_limit_remaining: Gauge,
+    /// Seconds until the current window resets.
+    pub rate_limit_reset_seconds: Gauge<f64, AtomicU64>,
+    /// Requests waiting for a pacing slot.
+    pub queue_depth: Gauge,
+    /// 429 answers from the upstream.
+    pub upstream_rate_limited_total: Counter,
+    /// 410 answers from the upstream.
+    pub upstream_gone_total: Counter,
+    /// Malformed `fitbit-rate-limit-*` headers ignored.
+    pub rate_limit_header_errors_total: Counter,
+    /// Requests the pacer answered itself, by reason.
+    pub paced_rejections_total: Family<ReasonLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let m = Metrics {
+            registry: Registry::default(),
+            requests: Family::default(),
+            request_duration: Histogram::new(DURATION_BUCKETS),
+            requests_cancelled: Counter::default(),
+            token_fetches: Family::default(),
+            token_expires_in: Gauge::default(),
+            rate_limit_limit: Gauge::default(),
+            rate_limit_remaining: Gauge::default(),
+            rate_limit_reset_seconds: Gauge::default(),
+            queue_depth: Gauge::default(),
+            upstream_rate_limited_total: Counter::default(),
+            upstream_gone_total: Counter::default(),
+            rate_limit_header_errors_total: Counter::default(),
+            paced_rejections_total: Family::default(),
+        };
+        // Known label values start at zero, so that a rate of them can be
+        // computed before the first one happens.
+        for result in ["ok", "rejected", "failed"] {
+            m.token_fetches.get_or_create_owned(&[("result", result)]);
+        }
+        for reason in ["rate_limited", "queue_full"] {
+            m.paced_rejections_total
+                .get_or_create_owned(&[("reason", reason.to_owned())]);
+        }
+        m.register()
+    }
+
+    /// The registry holds clones of the handles; the fields stay usable.
+    fn register(mut self) -> Metrics {
+        let r = self.registry.sub_registry_with_prefix(PREFIX);
+        r.register(
+            "requests",
+            "Answers by origin (upstream or proxy) and status code",
+            self.requests.clone(),
+        );
+        r.register_with_unit(
+            "request_duration",
+            "Time from a request's arrival to its response headers",
+            Unit::Seconds,
+            self.request_duration.clone(),
+        );
+        r.register(
+            "requests_cancelled",
+            "Requests whose client went away before the answer was ready",
+            self.requests_cancelled.clone(),
+        );
+        r.register(
+            "token_fetches",
+            "Token fetches by result (ok, rejected, failed)",
+            self.token_fetches.clone(),
+        );
+        r.register_with_unit(
+            "token_expires_in",
+            "Time until the current access token expires (0 when none is valid)",
+            Unit::Seconds,
+            self.token_expires_in.clone(),
+        );
+        r.register(
+            "rate_limit_limit",
+            "The upstream's request quota per window (fitbit-rate-limit-limit)",
+            self.rate_limit_limit.clone(),
+        );
+        r.register(
+            "rate_limit_remaining",
+            "Requests left in the current quota window",
+            self.rate_limit_remaining.clone(),
+        );
+        r.register_with_unit(
+            "rate_limit_reset",
+            "Time until the current quota window resets",
+            Unit::Seconds,
+            self.rate_limit_reset_seconds.clone(),
+        );
+        r.register(
+            "queue_depth",
+            "Requests waiting for a pacing slot",
+            self.queue_depth.clone(),
+        );
+        r.register(
+            "upstream_rate_limited",
+            "429 answers from the upstream",
+            self.upstream_rate_limited_total.clone(),
+        );
+        r.register(
+            "upstream_gone",
+            "410 Gone answers from the upstream",
+            self.upstream_gone_total.clone(),
+        );
+        r.register(
+            "rate_limit_header_errors",
+            "Malformed fitbit-rate-limit-* headers that were ignored",
+            self.rate_limit_header_errors_total.clone(),
+        );
+        r.register(
+            "paced_rejections",
+            "Requests the proxy refused itself to keep within the quota, by reason",
+            self.paced_rejections_total.clone(),
+        );
+        self
+    }
+
+    /// Counts one answer and its time to response headers.
+    pub fn request(&self, origin: Origin, code: u16, to_headers: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels { origin, code })
+            .inc();
+        self.request_duration.observe(to_headers.as_secs_f64());
+    }
+
+    /// Counts one token fetch by its result.
+    pub fn token_fetch(&self, result: &Result<Grant, FetchError>) {
+        let label = match result {
+            Ok(_) => "ok",
+            Err(FetchError::Rejected { .. }) => "rejected",
+            Err(_) => "failed",
+        };
+        self.token_fetches.get_or_create(&[("result", label)]).inc();
+    }
+
+    /// Counts a request the pacer answered itself (`rate_limited`, `queue_full`).
+    pub fn paced_rejection(&self, reason: &str) {
+        self.paced_rejections_total
+            .get_or_create(&[("reason", reason.to_owned())])
+            .inc();
+    }
+
+    /// The OpenMetrics text exposition of every metric, with the token's
+    /// remaining lifetime as of now.
+    pub fn render(&self, token_expires_in: Option<Duration>) -> String {
+        self.token_expires_in
+            .set(token_expires_in.map_or(0.0, |d| d.as_secs_f64()));
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line<'a>(text: &'a str, start: &str) -> &'a str {
+        text.lines()
+            .find(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("no line starting with {start:?} in:\n{text}"))
+    }
+
+    #[test]
+    fn every_metric_is_named_with_the_prefix() {
+        let m = Metrics::new();
+        m.request(Origin::Proxy, 403, Duration::from_millis(2));
+        m.token_fetch(&Err(FetchError::Malformed("x")));
+        m.paced_rejection("queue_full");
+        m.rate_limit_reset_seconds.set(12.5);
+        let text = m.render(Some(Duration::from_secs(90)));
+        for l in text.lines().filter(|l| !l.starts_with('#')) {
+            assert!(l.starts_with("fitbit_proxy_"), "{l}");
+        }
+        for (start, value) in [
+            (
+                "fitbit_proxy_requests_total{origin=\"proxy\",code=\"403\"}",
+                "1",
+            ),
+            ("fitbit_proxy_request_duration_seconds_count", "1"),
+            ("fitbit_proxy_token_fetches_total{result=\"failed\"}", "1"),
+            ("fitbit_proxy_token_fetches_total{result=\"ok\"}", "0"),
+            ("fitbit_proxy_token_expires_in_seconds", "90.0"),
+            ("fitbit_proxy_rate_limit_reset_seconds", "12.5"),
+            ("fitbit_proxy_rate_limit_limit", "0"),
+            ("fitbit_proxy_queue_depth", "0"),
+            ("fitbit_proxy_upstream_rate_limited_total", "0"),
+            ("fitbit_proxy_upstream_gone_total", "0"),
+            ("fitbit_proxy_rate_limit_header_errors_total", "0"),
+            (
+                "fitbit_proxy_paced_rejections_total{reason=\"queue_full\"}",
+                "1",
+            ),
+        ] {
+            assert_eq!(
+                line(&text, &format!("{start} ")),
+                format!("{start} {value}")
+            );
+        }
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn no_token_renders_zero_seconds() {
+        let text = Metrics::new().render(None);
+        assert_eq!(
+            line(&text, "fitbit_proxy_token_expires_in_seconds "),
+            "fitbit_proxy_token_expires_in_seconds 0.0"
+        );
+    }
+}
