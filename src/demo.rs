@@ -112,16 +112,21 @@ fn demo_banner(proxy: SocketAddr, admin: SocketAddr, upstream: &str) -> String {
 /// Runs only the simulated API (for developing internal services).
 pub async fn simulate(
     listen: SocketAddr,
+    sim_config: SimConfig,
+    lag: u32,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DemoError> {
-    let sim_config = SimConfig::default();
     let sim = Sim::new(sim_config.clone());
+    sim.set_reported_lag(lag);
     let server = sim.serve_plain(bind(listen).await?);
     println!(
         "simulated Fitbit API on {base}\n\
          \x20 token endpoint: POST {token}\n\
          \x20 client_id = {id:?}, client secret = {secret:?} (simulator only)\n\
+         \x20 quota: {quota} requests per {window}, remaining reported {lag} high\n\
          Press Ctrl-C to stop.",
+        quota = sim_config.quota,
+        window = humantime::format_duration(sim_config.window),
         base = server.base_url(),
         token = server.token_url(),
         id = sim_config.client_id,

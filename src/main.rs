@@ -5,10 +5,12 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use fitbit_proxy::config::LogFormat;
+use fitbit_proxy::sim::SimConfig;
 use fitbit_proxy::{demo, logging, Config};
 
 #[derive(Parser)]
@@ -47,15 +49,36 @@ enum Command {
         /// Where the simulator listens.
         #[arg(long, default_value = "127.0.0.1:8081")]
         listen: SocketAddr,
+        #[command(flatten)]
+        sim: SimArgs,
     },
+}
+
+/// How the simulated API behaves (`simulate` only).
+#[derive(clap::Args)]
+struct SimArgs {
+    /// Requests allowed per quota window.
+    #[arg(long, default_value_t = 150)]
+    quota: u32,
+    /// Length of a quota window, e.g. "30s", "1h".
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    window: Duration,
+    /// Lifetime of the tokens it grants, e.g. "10s" (default: what was asked).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    token_lifetime: Option<Duration>,
+    /// Report fitbit-rate-limit-remaining this many above the truth, as
+    /// Fitbit's approximate headers may.
+    #[arg(long, default_value_t = 0)]
+    lag: u32,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Run);
-    if let Command::Demo { listen } | Command::Simulate { listen } = command {
-        let demo = matches!(command, Command::Demo { .. });
-        return exit_code(run_demo(demo, listen));
+    match command {
+        Command::Demo { listen } => return exit_code(run_demo(listen, None)),
+        Command::Simulate { listen, sim } => return exit_code(run_demo(listen, Some(sim))),
+        Command::Run | Command::Check => {}
     }
     let config = match Config::load(&cli.config) {
         Ok(config) => config,
@@ -88,12 +111,19 @@ fn exit_code(result: anyhow::Result<()>) -> ExitCode {
 }
 
 #[tokio::main]
-async fn run_demo(with_proxy: bool, listen: SocketAddr) -> anyhow::Result<()> {
+async fn run_demo(listen: SocketAddr, simulate_only: Option<SimArgs>) -> anyhow::Result<()> {
     logging::init(LogFormat::Text);
-    if with_proxy {
-        demo::demo(listen, shutdown_signal()).await?;
-    } else {
-        demo::simulate(listen, shutdown_signal()).await?;
+    match simulate_only {
+        None => demo::demo(listen, shutdown_signal()).await?,
+        Some(args) => {
+            let sim = SimConfig {
+                quota: args.quota,
+                window: args.window,
+                token_lifetime: args.token_lifetime,
+                ..SimConfig::default()
+            };
+            demo::simulate(listen, sim, args.lag, shutdown_signal()).await?;
+        }
     }
     Ok(())
 }

@@ -97,3 +97,53 @@ fn unknown_arguments_exit_2() {
     let out = fitbit_proxy(&["--no-such-flag"], dir.path());
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn simulate_takes_the_quota_window_from_the_command_line() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut child = Command::new(BIN)
+        .args([
+            "simulate",
+            "--listen",
+            "127.0.0.1:0",
+            "--quota",
+            "2",
+            "--window",
+            "30s",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let banner = lines.next().unwrap().unwrap();
+    let addr = banner.rsplit("http://").next().unwrap().trim().to_string();
+    let exchange = |request: String| {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.write_all(request.as_bytes()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    // sim-client:sim-secret, the simulator's own credentials.
+    let token = exchange(
+        "POST /oauth2/token HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Basic c2ltLWNsaWVudDpzaW0tc2VjcmV0\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 29\r\n\r\ngrant_type=client_credentials"
+            .to_string(),
+    );
+    let body: serde_json::Value =
+        serde_json::from_str(token.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    let bearer = body["access_token"].as_str().unwrap().to_string();
+    let get = || {
+        exchange(format!("GET /1/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {bearer}\r\n\r\n"))
+    };
+    let (first, second, third) = (get(), get(), get());
+    assert!(
+        first.starts_with("HTTP/1.1 200") && first.contains("fitbit-rate-limit-limit: 2"),
+        "{first}"
+    );
+    assert!(first.contains("fitbit-rate-limit-reset: 30"), "{first}");
+    assert!(second.starts_with("HTTP/1.1 200"), "{second}");
+    assert!(third.starts_with("HTTP/1.1 429"), "{third}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
