@@ -1,26 +1,32 @@
-//! fitbit-proxy: an authenticating reverse proxy for the Fitbit Web API.
+//! fitbit-proxy: an authenticating, pacing reverse proxy for the Fitbit Web API.
 //!
 //! Internal services send plain HTTP to the proxy; it attaches an OAuth 2.0
-//! access token obtained with the client-credentials grant and forwards the
-//! request to the upstream, streaming the answer back.
+//! access token obtained with the client-credentials grant, paces requests
+//! to the application's quota, and forwards them to the upstream, streaming
+//! the answer back.
 //!
 //! ```text
-//!  client ──► server.rs        accept, max_connections, first-bytes deadline,
-//!                              HTTP/1.1 + h2c (hyper-util auto), draining
+//!  client ──► server.rs        allow-list, max_connections, TLS (tls.rs), first-bytes
+//!                              deadline, HTTP/1.1 + HTTP/2 (hyper-util auto), draining
 //!             stack.rs         the layer order, written once:
 //!             ├─ access.rs     x-request-id, request metrics, access log
 //!             ├─ respond.rs    errors → Fitbit-shaped 4xx/5xx + x-fitbit-proxy-error
 //!             ├─ guard.rs      CONNECT, absolute-form, deny/allow paths (paths.rs),
 //!             │                body limit, hop-by-hop + client credentials (headers.rs)
-//!             ├─ token/        Bearer attach (layer.rs), cache + single flight (mod.rs),
-//!             │                client-credentials exchange (exchange.rs)
+//!             ├─ token/        Bearer attach + replay after a revoked token (layer.rs),
+//!             │                lock-free cache (mod.rs), background refresher
+//!             │                (refresh.rs), client-credentials exchange (exchange.rs)
+//!             ├─ pacing/       slot wait or refusal, learning from answers (layer.rs),
+//!             │                GCRA pace + FIFO line (pacer.rs), budget (budget.rs),
+//!             │                rate-limit headers (headers.rs), tokio clock (clock.rs)
 //!             └─ upstream.rs   pooled rustls client, authority rewrite ──► upstream
 //! ```
 //!
-//! `config.rs` turns `proxy.toml` into a validated [`Config`]; `fitbit.rs`
+//! `config/` turns `proxy.toml` into a validated [`Config`]; `fitbit.rs`
 //! holds everything Fitbit-specific; `sim/` is the simulated Fitbit API used
-//! by the tests and the `demo` command. Beside the stack, `admin.rs` serves
-//! `/healthz`, `/readyz` and `/metrics` (`metrics.rs`) on `admin.addr`.
+//! by the tests and the `demo` and `simulate` commands. Beside the stack,
+//! `admin.rs` serves `/healthz`, `/readyz` and `/metrics` (`metrics.rs`) on
+//! `admin.addr`.
 
 pub mod access;
 pub mod admin;
