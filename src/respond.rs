@@ -240,7 +240,13 @@ where
             Err(err) => find_proxy_error(err),
         };
         let (status, code) = err.status_and_code();
-        if status.is_server_error() {
+        // A token outage is logged by the refresher once per attempt, and
+        // pacing refusals are counted: neither needs a line per request.
+        let quiet = matches!(
+            err,
+            ProxyError::TokenUnavailable { .. } | ProxyError::QueueFull { .. }
+        );
+        if status.is_server_error() && !quiet {
             tracing::warn!(status = status.as_u16(), error = code, "{err}");
         } else {
             tracing::debug!(status = status.as_u16(), error = code, "{err}");

@@ -7,10 +7,14 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::headers::RateLimit;
+use super::headers::{RateLimit, MAX_RESET};
 
 /// Two views of a window's end closer than this are the same window.
 const SAME_WINDOW: Duration = Duration::from_secs(3);
+
+/// Windows shorter than this are not believed: a window that closes before
+/// its margin has passed would keep the budget closed for good.
+const MIN_WINDOW: Duration = Duration::from_secs(5);
 
 /// The reset header is whole seconds: the true reset may be up to this
 /// much earlier than computed, so nothing is scheduled that close to it
@@ -35,6 +39,9 @@ pub struct Budget {
     window_end: Instant,
     /// The window's length, learned from `-reset`; assumed an hour before.
     window_len: Duration,
+    /// Where the current window began, when the proxy saw that boundary
+    /// pass; taken by the first reading, which learns the length from it.
+    window_start: Option<Instant>,
     /// Requests spent in the current window, by our own count.
     sent: u32,
     /// Requests sent ever; each send gets the next number.
@@ -73,6 +80,7 @@ impl Budget {
             limit: hourly_quota,
             window_end: now + window_len,
             window_len,
+            window_start: None,
             sent: 0,
             seq: 0,
             window_first_seq: 0,
@@ -89,9 +97,12 @@ impl Budget {
         if now < self.window_end + self.margin {
             return;
         }
-        while self.window_end + self.margin <= now {
-            self.window_end += self.window_len;
+        let mut boundary = self.window_end;
+        while boundary + self.window_len + self.margin <= now {
+            boundary += self.window_len;
         }
+        self.window_start = Some(boundary);
+        self.window_end = boundary + self.window_len;
         self.start_window(0);
     }
 
@@ -154,22 +165,11 @@ impl Budget {
             return; // sent in an earlier window: says nothing of this one
         }
         let end = now + rl.reset;
-        if self.window_end + SAME_WINDOW < end {
-            // The upstream is already in a later window than the proxy
-            // thought (its reset came early): move there, counting from
-            // the header, which knows what that window has spent.
-            self.window_len = (end - self.window_end).max(Duration::from_secs(1));
-            self.seq_window_from(seq);
-            self.sent = rl.limit.saturating_sub(rl.remaining);
-        } else if end + SAME_WINDOW < self.window_end {
-            // The first reading (the hour was only assumed), or the guess
-            // was long: the upstream's reset is the truth.
-            if let Some(start) = self
-                .window_end
-                .checked_sub(self.window_len)
-                .filter(|s| end > *s)
-            {
-                self.window_len = (end - start).max(Duration::from_secs(1));
+        // The length is learned only against a boundary the proxy saw pass
+        // (a roll), never against its own start-up: that would be a guess.
+        if let Some(start) = self.window_start.take() {
+            if end > start + SAME_WINDOW {
+                self.window_len = (end - start).clamp(MIN_WINDOW, MAX_RESET);
             }
         }
         self.window_end = end;
@@ -180,12 +180,6 @@ impl Budget {
                 seq,
             });
         }
-    }
-
-    /// A new window that began just before request `seq` was answered.
-    fn seq_window_from(&mut self, seq: u64) {
-        self.start_window(0);
-        self.window_first_seq = seq - 1;
     }
 
     /// An upstream 429 (P5): nothing more until the reset (from the
@@ -310,8 +304,9 @@ mod tests {
             panic!("window did not roll");
         };
         assert_eq!((remaining, generation), (3, 1));
-        // The next window is as long as the last; the last second is kept free.
-        assert_eq!(until, t0 + secs(19));
+        // The length is not known yet (only the hour is assumed) until an
+        // answer of this window says; the last second is kept free.
+        assert_eq!(until, t0 + secs(10 + 3600 - 1));
         // An answer to a request of the old window says nothing of this one.
         b.observe(t0 + secs(12), s, rl(3, 0, 0));
         assert_eq!(b.remaining(t0 + secs(12)), 3);
@@ -327,38 +322,87 @@ mod tests {
         for _ in 0..19 {
             b.on_send(t0);
         }
-        let Allowance::Open { until, .. } = b.allowance(t0 + secs(47)) else {
+        // The next window opens at 47 s; its first answer, 43 s before its
+        // reset, shows it is 45 s long, and the one after is too.
+        let s = b.on_send(t0 + secs(47));
+        b.observe(t0 + secs(47), s, rl(20, 19, 43));
+        for _ in 0..19 {
+            b.on_send(t0 + secs(47));
+        }
+        let Allowance::Open { until, .. } = b.allowance(t0 + secs(92)) else {
             panic!()
         };
-        assert_eq!(until, t0 + secs(89));
+        assert_eq!(until, t0 + secs(135 - 1));
     }
 
     #[tokio::test(start_paused = true)]
-    async fn an_early_reset_moves_to_the_new_window_counting_from_the_header() {
+    async fn a_reading_just_before_a_reset_does_not_freeze_the_budget() {
+        // The proxy starts 28.3 s into a 30 s window; its first answer
+        // says "reset in 1 s". The window's length is not learned from the
+        // proxy's own start-up, so the next window reopens.
+        let t0 = Instant::now();
+        let mut b = Budget::new(150, MARGIN, t0);
+        let s = b.on_send(t0 + secs(1));
+        b.observe(t0 + secs(1), s, rl(30, 29, 1));
+        let reopens = t0 + secs(2) + MARGIN;
+        assert_eq!(
+            b.allowance(t0 + secs(1)),
+            Allowance::Closed { until: reopens }
+        );
+        let Allowance::Open { remaining, .. } = b.allowance(reopens) else {
+            panic!("closed after the reset")
+        };
+        assert_eq!(remaining, 30);
+        // The first answer of the new window teaches its length: 30 s.
+        let s = b.on_send(reopens);
+        b.observe(reopens, s, rl(30, 29, 28));
+        for _ in 0..29 {
+            b.on_send(reopens);
+        }
+        let next = t0 + secs(32) + MARGIN;
+        let Allowance::Open { until, .. } = b.allowance(next) else {
+            panic!()
+        };
+        assert_eq!(until, t0 + secs(62) - secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_length_learned_too_short_is_clamped_and_never_closes_for_good() {
+        let t0 = Instant::now();
+        let mut b = Budget::new(3, MARGIN, t0);
+        let s = b.on_send(t0);
+        b.observe(t0, s, rl(3, 2, 10));
+        // Roll, then a first reading that claims a 1 s window.
+        let after = t0 + secs(12);
+        let s = b.on_send(after);
+        b.observe(after, s, rl(3, 2, 0));
+        for _ in 0..5 {
+            let until = match b.allowance(after + secs(60)) {
+                Allowance::Open { until, .. } => until,
+                Allowance::Closed { until } => until,
+            };
+            assert!(until > after + secs(60), "stuck at {until:?}");
+        }
+        assert!(matches!(
+            b.allowance(after + secs(60)),
+            Allowance::Open { .. }
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reading_from_a_later_window_never_discards_the_own_count() {
+        // Lagging headers (+5) that claim a later window: the proxy keeps
+        // its own count and waits, rather than trusting an inflated header.
         let t0 = Instant::now();
         let mut b = Budget::new(30, MARGIN, t0);
         let s = b.on_send(t0);
-        b.observe(t0, s, rl(30, 29, 10));
-        let gen = match b.allowance(t0) {
-            Allowance::Open { generation, .. } => generation,
-            other => panic!("{other:?}"),
-        };
-        // 9.5 s later a request finds the upstream in its next window.
-        let late = t0 + Duration::from_millis(9500);
-        let s = b.on_send(late);
-        b.observe(late, s, rl(30, 29, 60));
-        let Allowance::Open {
-            remaining,
-            generation,
-            until,
-            ..
-        } = b.allowance(late)
-        else {
-            panic!()
-        };
-        assert_eq!(remaining, 29);
-        assert_eq!(generation, gen + 1);
-        assert_eq!(until, late + secs(59));
+        b.observe(t0, s, rl(30, 29, 30));
+        for _ in 0..29 {
+            b.on_send(t0);
+        }
+        let s = b.on_send(t0 + secs(5));
+        b.observe(t0 + secs(5), s, rl(30, 5, 60));
+        assert_eq!(b.remaining(t0 + secs(5)), 0);
     }
 
     #[tokio::test(start_paused = true)]
