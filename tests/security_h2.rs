@@ -376,7 +376,7 @@ async fn continuation_flood_is_cut_off() {
         let fields: Vec<(&str, String)> = get("/1/x");
         let fields: Vec<(&str, &str)> = fields.iter().map(|(n, v)| (*n, v.as_str())).collect();
         c.headers(1, END_STREAM, &block(&fields)).await;
-        let filler = literal("x-f", &vec![b'a'; 100]);
+        let filler = literal("x-f", &[b'a'; 100]);
         let chunk: Vec<u8> = filler.iter().cycle().take(piece).copied().collect();
         let mut written = 0usize;
         let flood = async {
