@@ -45,7 +45,9 @@ fn below_floor(lock: &toml::Table) -> Vec<String> {
     for (name, floor) in floors() {
         let versions = locked(lock, &name);
         if versions.is_empty() {
-            problems.push(format!("{name}: not in Cargo.lock (stale advisories.toml?)"));
+            problems.push(format!(
+                "{name}: not in Cargo.lock (stale advisories.toml?)"
+            ));
         }
         for v in versions {
             if version(&v) < version(&floor) {
@@ -80,7 +82,10 @@ fn a_lock_below_the_floor_is_caught() {
     .parse()
     .unwrap();
     let problems = below_floor(&lock).join("\n");
-    assert!(problems.contains("h2 0.4.16 is below the floor 0.4.17"), "{problems}");
+    assert!(
+        problems.contains("h2 0.4.16 is below the floor 0.4.17"),
+        "{problems}"
+    );
     assert!(problems.contains("rustls 0.23.44"), "{problems}");
     assert!(problems.contains("http: not in Cargo.lock"), "{problems}");
 }
