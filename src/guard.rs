@@ -11,13 +11,15 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, EXPECT};
+use http::header::{CONTENT_LENGTH, EXPECT, HOST, TRANSFER_ENCODING};
 use http::uri::{Authority, Scheme};
 use http::{Method, Request, Response, Version};
+use http_body::Frame;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::access::REQUEST_ID;
 use crate::body::{Body, BoxError};
 use crate::headers;
 use crate::paths::{PathRules, Refusal};
@@ -83,15 +85,21 @@ where
         }
         let limit = self.admission.max_request_body;
         let (mut parts, body) = req.into_parts();
+        // The request id is the proxy's own (access.rs set it): a client's
+        // `Connection: x-request-id` must not strip it (hop-by-hop abuse).
+        let request_id = parts.headers.get(REQUEST_ID).cloned();
         headers::strip_hop_by_hop(&mut parts.headers);
         headers::strip_client_credentials(&mut parts.headers);
+        if let Some(id) = request_id {
+            parts.headers.insert(REQUEST_ID, id);
+        }
         // hyper already answered `Expect: 100-continue` toward the client.
         parts.headers.remove(EXPECT);
-        let over_limit = Arc::new(AtomicBool::new(false));
-        let body = limited(body, limit, Arc::clone(&over_limit));
+        let failure = Arc::new(BodyFailure::default());
+        let body = limited(body, limit, Arc::clone(&failure));
         ResponseFuture::Admitted {
             inner: self.inner.call(Request::from_parts(parts, body)),
-            over_limit,
+            failure,
             limit,
         }
     }
@@ -100,8 +108,18 @@ where
 impl Admission {
     fn check<B>(&self, req: &Request<B>) -> Result<(), ProxyError> {
         if req.method() == Method::CONNECT {
-            return Err(ProxyError::MethodNotAllowed);
+            return Err(ProxyError::MethodNotAllowed(
+                "CONNECT is not supported: this proxy forwards requests, not tunnels",
+            ));
         }
+        // A TRACE echo would show the proxy's Bearer token (RFC 9110 §9.3.8).
+        if matches!(req.method().as_str(), "TRACE" | "TRACK") {
+            return Err(ProxyError::MethodNotAllowed(
+                "TRACE is not supported: its echo would reveal the proxy's credentials",
+            ));
+        }
+        check_host(req)?;
+        check_transfer_encoding(req)?;
         self.check_target(req)?;
         match self.rules.check(req.uri().path()) {
             Ok(()) => {}
@@ -147,6 +165,60 @@ impl Admission {
     }
 }
 
+/// RFC 9112 §3.2: an HTTP/1.1 request needs exactly one valid `Host`
+/// (400 otherwise). The value is never forwarded; the check keeps the proxy
+/// from reading a request differently than an RFC-strict server would.
+fn check_host<B>(req: &Request<B>) -> Result<(), ProxyError> {
+    let mut hosts = req.headers().get_all(HOST).iter();
+    let (first, second) = (hosts.next(), hosts.next());
+    if second.is_some() {
+        return Err(ProxyError::BadRequest("more than one Host field"));
+    }
+    let Some(host) = first else {
+        return if req.version() == Version::HTTP_11 {
+            Err(ProxyError::BadRequest(
+                "an HTTP/1.1 request needs a Host field",
+            ))
+        } else {
+            Ok(())
+        };
+    };
+    let valid = Authority::try_from(host.as_bytes()).is_ok_and(|a| {
+        // `Authority` keeps a port it cannot read as u16; refuse those.
+        let port = &a.as_str()[a.host().len()..];
+        !a.host().is_empty()
+            && !a.as_str().contains('@')
+            && (port.is_empty() || port[1..].parse::<u16>().is_ok())
+    });
+    if valid {
+        Ok(())
+    } else {
+        Err(ProxyError::BadRequest(
+            "the Host field is not a valid host[:port]",
+        ))
+    }
+}
+
+/// Only a `Transfer-Encoding` of exactly `chunked` frames a request the
+/// way every server reads it (RFC 9112 §6.1); hyper also takes lists such as
+/// `gzip, chunked` or `chunked, chunked`, which the proxy refuses.
+fn check_transfer_encoding<B>(req: &Request<B>) -> Result<(), ProxyError> {
+    let mut codings = req
+        .headers()
+        .get_all(TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|c| !c.is_empty());
+    match (codings.next(), codings.next()) {
+        (None, _) => Ok(()),
+        (Some(only), None) if only.eq_ignore_ascii_case(b"chunked") => Ok(()),
+        _ => Err(ProxyError::BadRequest(
+            "Transfer-Encoding must be exactly \"chunked\"",
+        )),
+    }
+}
+
 /// Same host and port; a port left out is the scheme's default, so
 /// `https://api.fitbit.com:443` names `https://api.fitbit.com`.
 fn same_authority(
@@ -166,31 +238,103 @@ fn same_authority(
     a.host().eq_ignore_ascii_case(b.host()) && port(a, a_scheme) == port(b, Some(b_scheme))
 }
 
+/// How the client's own body failed, if it did: the upstream connection
+/// may reset the stream and drop the body's error, so these flags are what
+/// tell the answer apart from a 502 that is the upstream's fault.
+#[derive(Default)]
+struct BodyFailure {
+    /// Past `listen.max_request_body` (413).
+    over_limit: AtomicBool,
+    /// Broken framing from the client: a bad chunk size, an over-long
+    /// chunk extension or trailer section, a truncated body (400).
+    malformed: AtomicBool,
+}
+
 /// The body, cut off with `payload_too_large` past the limit (for bodies
-/// whose length was not declared up front). `over_limit` is raised too:
-/// an HTTP/2 upstream connection resets the stream and drops the body's
-/// own error, so the flag is what tells the answer apart from a 502.
-fn limited<B>(body: B, limit: u64, over_limit: Arc<AtomicBool>) -> Body
+/// whose length was not declared up front), with its failures recorded in
+/// `failure`. Trailers are dropped: they could carry fields (credentials,
+/// framing) that the header checks above never saw.
+fn limited<B>(body: B, limit: u64, failure: Arc<BodyFailure>) -> Body
 where
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
     let cap = usize::try_from(limit).unwrap_or(usize::MAX);
-    Body::new(Limited::new(body, cap).map_err(move |err| {
-        if err.is::<LengthLimitError>() {
-            over_limit.store(true, Ordering::Relaxed);
-            Box::new(ProxyError::PayloadTooLarge { limit }) as BoxError
-        } else {
-            err
+    Body::new(
+        Limited::new(DropTrailers { inner: body }, cap).map_err(move |err| {
+            if err.is::<LengthLimitError>() {
+                failure.over_limit.store(true, Ordering::Relaxed);
+                Box::new(ProxyError::PayloadTooLarge { limit }) as BoxError
+            } else {
+                if is_malformed(err.as_ref()) {
+                    failure.malformed.store(true, Ordering::Relaxed);
+                }
+                err
+            }
+        }),
+    )
+}
+
+pin_project_lite::pin_project! {
+    /// The client's body with any trailer section turned into an empty data
+    /// frame. Unlike `BodyExt::map_frame` it keeps the size hint and
+    /// end-of-stream, which the replay after a revoked token relies on.
+    struct DropTrailers<B> {
+        #[pin]
+        inner: B,
+    }
+}
+
+impl<B: http_body::Body<Data = Bytes>> http_body::Body for DropTrailers<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let frame = ready!(self.project().inner.poll_frame(cx));
+        Poll::Ready(frame.map(|f| {
+            f.map(|frame| match frame.into_data() {
+                Ok(data) => Frame::data(data),
+                Err(_trailers) => Frame::data(Bytes::new()),
+            })
+        }))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// hyper reports broken body framing (chunk sizes, extensions, trailers)
+/// as an I/O error of kind `InvalidData` or `InvalidInput` behind its own
+/// error; a client that merely went away gives other kinds.
+fn is_malformed(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(err);
+    while let Some(e) = source {
+        if e.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput
+            )
+        }) {
+            return true;
         }
-    }))
+        source = e.source();
+    }
+    false
 }
 
 pin_project_lite::pin_project! {
     #[project = Proj]
     pub enum ResponseFuture<F> {
         Refused { error: Option<ProxyError> },
-        Admitted { #[pin] inner: F, over_limit: Arc<AtomicBool>, limit: u64 },
+        Admitted { #[pin] inner: F, failure: Arc<BodyFailure>, limit: u64 },
     }
 }
 
@@ -207,12 +351,15 @@ where
             }
             Proj::Admitted {
                 inner,
-                over_limit,
+                failure,
                 limit,
             } => match ready!(inner.poll(cx)) {
-                Err(_) if over_limit.load(Ordering::Relaxed) => {
+                Err(_) if failure.over_limit.load(Ordering::Relaxed) => {
                     Poll::Ready(Err(ProxyError::PayloadTooLarge { limit: *limit }.into()))
                 }
+                Err(_) if failure.malformed.load(Ordering::Relaxed) => Poll::Ready(Err(
+                    ProxyError::BadRequest("the request body is malformed").into(),
+                )),
                 other => Poll::Ready(other),
             },
         }

@@ -9,7 +9,9 @@ use http::header::{
 use http::HeaderMap;
 
 /// Hop-by-hop fields that are removed whether or not `Connection` names them.
-const ALWAYS_HOP_BY_HOP: [&str; 2] = ["keep-alive", "proxy-connection"];
+/// `HTTP2-Settings` belongs to the obsolete h2c upgrade (RFC 9113 §3.1) and
+/// is connection-specific even when a client forgets to list it.
+const ALWAYS_HOP_BY_HOP: [&str; 3] = ["keep-alive", "proxy-connection", "http2-settings"];
 
 /// Removes hop-by-hop fields in place. Every `Connection` line is read, and
 /// each comma-separated name on it is removed too (a field named only on the
@@ -78,6 +80,7 @@ mod tests {
             ("trailer", "x-t"),
             ("transfer-encoding", "chunked"),
             ("upgrade", "h2c"),
+            ("http2-settings", "AAMAAABkAAQAAP__"),
             ("proxy-authenticate", "Basic"),
             ("accept-language", "en_US"),
             ("accept-locale", "en_US"),

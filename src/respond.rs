@@ -25,8 +25,8 @@ pub enum ProxyError {
     BadRequest(&'static str),
     #[error("{0}")]
     Forbidden(&'static str),
-    #[error("CONNECT is not supported: this proxy forwards requests, not tunnels")]
-    MethodNotAllowed,
+    #[error("{0}")]
+    MethodNotAllowed(&'static str),
     #[error("request body exceeds listen.max_request_body ({limit} bytes)")]
     PayloadTooLarge { limit: u64 },
     #[error("no access token can be had: {reason}")]
@@ -50,7 +50,9 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ProxyError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
-            ProxyError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            ProxyError::MethodNotAllowed(_) => {
+                (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+            }
             ProxyError::PayloadTooLarge { .. } => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
             }
@@ -269,7 +271,7 @@ mod tests {
         let table: Vec<(ProxyError, u16, &str)> = vec![
             (ProxyError::BadRequest("x"), 400, "bad_request"),
             (ProxyError::Forbidden("x"), 403, "forbidden"),
-            (ProxyError::MethodNotAllowed, 405, "method_not_allowed"),
+            (ProxyError::MethodNotAllowed("x"), 405, "method_not_allowed"),
             (
                 ProxyError::PayloadTooLarge { limit: 1 },
                 413,

@@ -47,8 +47,15 @@ const H2_MAX_CONCURRENT_STREAMS: u32 = 200;
 const H2_MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
 const H2_MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
 const H2_MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
-/// HTTP/1 head limits, pinned at hyper's defaults (larger heads get 431).
+/// Response bytes buffered per h2 stream before backpressure (hyper's
+/// default, pinned so an upgrade cannot silently change it).
+const H2_MAX_SEND_BUF_SIZE: usize = 400 * 1024;
+/// HTTP/1 head limits: 100 fields (hyper's default) and a read buffer of
+/// 64 KiB (hyper's is ~400 KiB), which bounds the whole head: larger heads
+/// get 431. Four times the h2 header-list limit, so h1 is not the easier way
+/// to send a huge head.
 const H1_MAX_HEADERS: usize = 100;
+const H1_MAX_BUF_SIZE: usize = 64 * 1024;
 
 /// What every connection task needs, built once.
 struct Listener {
@@ -239,6 +246,7 @@ fn http_builder(cfg: &ListenConfig) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .header_read_timeout(cfg.header_read_timeout)
         .max_headers(H1_MAX_HEADERS)
+        .max_buf_size(H1_MAX_BUF_SIZE)
         .keep_alive(true);
     builder
         .http2()
@@ -247,6 +255,7 @@ fn http_builder(cfg: &ListenConfig) -> auto::Builder<TokioExecutor> {
         .max_header_list_size(H2_MAX_HEADER_LIST_SIZE)
         .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESET_STREAMS)
         .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESET_STREAMS)
+        .max_send_buf_size(H2_MAX_SEND_BUF_SIZE)
         // A peer that stops answering PINGs is gone: close its connection
         // rather than hold a max_connections slot forever.
         .keep_alive_interval(cfg.header_read_timeout)

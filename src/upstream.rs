@@ -72,6 +72,10 @@ pub fn build_client(cfg: &UpstreamConfig) -> Result<HttpClient, ClientBuildError
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        // Derive Host from the rewritten URI (the client's Host is removed
+        // first: hyper-util only adds one when it is missing). The default,
+        // pinned.
+        .set_host(true)
         .build(connector))
 }
 

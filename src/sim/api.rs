@@ -34,9 +34,9 @@ enum Route {
 pub(crate) async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<SimBody> {
     let (parts, body) = req.into_parts();
     shared.lock().api_started += 1;
-    let body_len = drain(body).await;
+    let (body_len, trailers) = drain(body).await;
     let route = route(parts.uri.path(), parts.uri.query());
-    let view = match admit(shared, &parts, body_len, &route) {
+    let view = match admit(shared, &parts, body_len, trailers, &route) {
         Ok(view) => view,
         Err(refusal) => return refusal.into_response(),
     };
@@ -48,15 +48,17 @@ pub(crate) async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<
     response
 }
 
-/// Reads the request body to its end, keeping only its length.
-async fn drain(mut body: Incoming) -> u64 {
+/// Reads the request body to its end, keeping its length and trailers.
+async fn drain(mut body: Incoming) -> (u64, HeaderMap) {
     let mut len = 0;
+    let mut trailers = HeaderMap::new();
     while let Some(Ok(frame)) = body.frame().await {
-        if let Some(data) = frame.data_ref() {
-            len += data.len() as u64;
+        match frame.into_data() {
+            Ok(data) => len += data.len() as u64,
+            Err(frame) => trailers.extend(frame.into_trailers().unwrap_or_default()),
         }
     }
-    len
+    (len, trailers)
 }
 
 /// Why an API request is turned away before it reaches its route.
@@ -98,6 +100,7 @@ fn admit(
     shared: &Shared,
     parts: &Parts,
     body_len: u64,
+    trailers: HeaderMap,
     route: &Route,
 ) -> Result<QuotaView, Refusal> {
     let mut state = shared.lock();
@@ -132,6 +135,7 @@ fn admit(
         version: parts.version,
         headers: parts.headers.clone(),
         body_len,
+        trailers,
         authorization: header_str(&parts.headers, AUTHORIZATION.as_str()).map(str::to_owned),
         status,
         at: now,

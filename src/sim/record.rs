@@ -19,6 +19,8 @@ pub struct Received {
     pub headers: HeaderMap,
     /// Bytes of request body read.
     pub body_len: u64,
+    /// Trailer fields that came after the body (empty when none).
+    pub trailers: HeaderMap,
     /// The whole `Authorization` value (`"Bearer …"`), if any.
     pub authorization: Option<String>,
     /// The status the simulator answered.
@@ -63,6 +65,7 @@ impl fmt::Debug for Received {
             .field("version", &self.version)
             .field("headers", &Redacted(&self.headers))
             .field("body_len", &self.body_len)
+            .field("trailers", &Redacted(&self.trailers))
             .field(
                 "authorization",
                 &self.authorization.as_ref().map(|_| "<redacted>"),
@@ -128,6 +131,7 @@ mod tests {
             version: Version::HTTP_11,
             headers: headers.clone(),
             body_len: 0,
+            trailers: headers.clone(),
             authorization: Some("Bearer TOKEN_CANARY_1".into()),
             status: StatusCode::OK,
             at: tokio::time::Instant::now(),

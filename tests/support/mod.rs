@@ -4,6 +4,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod invariants;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
