@@ -9,6 +9,9 @@
 //! Pacing is configured with a quota so large that it never holds a
 //! request back. `cargo bench --bench hot_path`.
 
+// Benches measure real time; no paused-time test runs this.
+#![allow(clippy::disallowed_types)]
+
 use std::convert::Infallible;
 use std::path::Path;
 use std::sync::Arc;

@@ -8,13 +8,16 @@
 //! (the generated CA to trust), then serves until killed. Worker threads:
 //! `TOKIO_WORKER_THREADS` (default 1).
 //!
-//! Every API answer carries `fitbit-rate-limit-*` headers with a limit of
-//! 10,000,000 per hour, so the proxy's pacing never holds a request back.
+//! API answers carry no `fitbit-rate-limit-*` headers: the proxy then
+//! paces by its configured quota (10,000,000 an hour, all of it burst in
+//! run.sh), so it never holds a request back. With headers, a proxy
+//! started a few seconds after this upstream would re-plan its pace to the
+//! reported reset, and with a quota this large run at the pacer's 1 ms
+//! minimum interval: the bench would measure pacing, not forwarding.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use fitbit_proxy::sim::TestCa;
@@ -26,9 +29,6 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-
-const LIMIT: u32 = 10_000_000;
-const WINDOW_SECS: u64 = 3600;
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -122,7 +122,6 @@ async fn serve(tls_addr: SocketAddr, plain_addr: SocketAddr, dir: String) {
 struct App {
     body: Bytes,
     token: Bytes,
-    started: Instant,
 }
 
 impl App {
@@ -132,7 +131,6 @@ impl App {
             token: Bytes::from_static(
                 br#"{"access_token":"load-test-token","expires_in":28800,"scope":"activity heartrate","token_type":"Bearer"}"#,
             ),
-            started: Instant::now(),
         }
     }
 
@@ -143,13 +141,9 @@ impl App {
             res.headers_mut().insert(http::header::CONTENT_TYPE, json);
             return Ok(res);
         }
-        let reset = WINDOW_SECS - self.started.elapsed().as_secs() % WINDOW_SECS;
         let mut res = Response::new(Full::new(self.body.clone()));
         let h = res.headers_mut();
         h.insert(http::header::CONTENT_TYPE, json);
-        h.insert("fitbit-rate-limit-limit", HeaderValue::from(LIMIT));
-        h.insert("fitbit-rate-limit-remaining", HeaderValue::from(LIMIT));
-        h.insert("fitbit-rate-limit-reset", HeaderValue::from(reset));
         Ok(res)
     }
 }
