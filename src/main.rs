@@ -104,6 +104,7 @@ fn exit_code(result: anyhow::Result<()>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("{err:#}");
+            logging::flush();
             eprintln!("fitbit-proxy: {err:#}");
             ExitCode::from(1)
         }
@@ -112,7 +113,7 @@ fn exit_code(result: anyhow::Result<()>) -> ExitCode {
 
 #[tokio::main]
 async fn run_demo(listen: SocketAddr, simulate_only: Option<SimArgs>) -> anyhow::Result<()> {
-    logging::init(LogFormat::Text);
+    let _log = logging::init(LogFormat::Text);
     match simulate_only {
         None => demo::demo(listen, shutdown_signal()).await?,
         Some(args) => {
@@ -130,7 +131,7 @@ async fn run_demo(listen: SocketAddr, simulate_only: Option<SimArgs>) -> anyhow:
 
 #[tokio::main]
 async fn run(config: Config) -> anyhow::Result<()> {
-    logging::init(config.log.format);
+    let _log = logging::init(config.log.format);
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }

@@ -128,6 +128,8 @@ fn with_token(mut req: Request<Body>, token: &Token) -> Request<Body> {
 /// [`MAX_REPLAY_BODY`] and was read whole; `Ok(Err(body))` to stream it.
 async fn keep_if_small(body: Body) -> Result<Result<Bytes, Body>, BoxError> {
     match body.size_hint().exact() {
+        // Nothing to read (most requests): no collecting, no allocation.
+        Some(0) if body.is_end_stream() => Ok(Ok(Bytes::new())),
         Some(len) if len <= MAX_REPLAY_BODY => Ok(Ok(body.collect().await?.to_bytes())),
         _ => Ok(Err(body)),
     }
