@@ -30,8 +30,9 @@ const RESHAPE_SHORTFALL: f64 = 0.1;
 /// A window end that moved less than this is the same plan.
 const SAME_END: Duration = Duration::from_secs(2);
 
-/// The shortest interval the limiter is given.
-const MIN_INTERVAL: Duration = Duration::from_millis(1);
+/// The shortest interval the limiter is given: small enough not to cap a
+/// large quota (a millisecond would hold a 10M/hour budget to 1000/s).
+const MIN_INTERVAL: Duration = Duration::from_micros(1);
 
 /// The limiter for one pace, and the budget it was planned for.
 struct Shape {
