@@ -101,6 +101,15 @@ fn assert_paced(h: &Harness, used_by_others: u32) {
             "window {i}: {used} of {available} used"
         );
         let window_start = start + WINDOW * i as u32;
+        // Each window opens with its burst (a margin after the reset).
+        let opening = sent
+            .iter()
+            .filter(|at| **at < window_start + Duration::from_secs(4))
+            .count() as u32;
+        assert!(
+            opening >= BURST.min(available),
+            "window {i}: only {opening} sent at its opening"
+        );
         let mut quarters = [0u32; 4];
         for at in sent {
             quarters
@@ -334,5 +343,34 @@ async fn gone_is_passed_through_and_malformed_headers_are_ignored() {
         send(&client, get(&h.url("/1/after-gone"))).await.0.status(),
         StatusCode::OK
     );
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_window_keeps_its_burst_when_its_first_answer_replans_the_pace() {
+    // Two clients cannot use a burst of five at once: the first answers
+    // teach the window's length and re-plan the pace, which must keep the
+    // burst's remaining cells instead of draining them.
+    let h = paced_proxy("30s", 1000).await;
+    saturate(&h, 2, WINDOW * 3).await;
+    assert_eq!(h.sim.rate_limited(), 0);
+    let seen = h.sim.received();
+    let start = seen[0].at;
+    for (i, sent) in windows(&seen, WINDOW, 2).iter().enumerate().skip(1) {
+        let window_start = start + WINDOW * i as u32;
+        let opening = sent
+            .iter()
+            .filter(|at| **at < window_start + Duration::from_secs(4))
+            .count() as u32;
+        assert!(
+            opening >= BURST,
+            "window {i}: {opening} at its opening, burst {BURST}"
+        );
+        assert!(
+            sent.len() as u32 * 100 >= QUOTA * 95,
+            "window {i}: {} used",
+            sent.len()
+        );
+    }
     h.stop().await;
 }

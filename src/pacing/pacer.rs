@@ -39,6 +39,8 @@ struct Shape {
     limiter: Limiter,
     interval: Duration,
     plan: Plan,
+    /// Burst cells it started with (what the window's burst had left).
+    burst_left: u32,
 }
 
 /// A budget as the pacer planned for it.
@@ -215,42 +217,52 @@ impl Pacer {
             return Arc::clone(shape);
         }
         // A new window starts with a full burst; a new pace within a window
-        // does not hand one out again.
-        let fresh_burst = current
-            .as_ref()
-            .is_none_or(|s| s.plan.generation != plan.generation);
-        let shape = Arc::new(self.new_shape(now, plan, fresh_burst));
+        // keeps what was left of it and never hands one out again.
+        let burst_left = match current.as_ref() {
+            Some(s) if s.plan.generation == plan.generation => {
+                let sent = u32::try_from(plan.seq - s.plan.seq).unwrap_or(u32::MAX);
+                s.burst_left.saturating_sub(sent)
+            }
+            _ => u32::MAX,
+        };
+        let shape = Arc::new(self.new_shape(now, plan, burst_left));
         *current = Some(Arc::clone(&shape));
         shape
     }
 
-    fn new_shape(&self, now: Instant, plan: Plan, fresh_burst: bool) -> Shape {
+    fn new_shape(&self, now: Instant, plan: Plan, burst_left: u32) -> Shape {
         let burst = NonZeroU32::new(self.cfg.burst.min(plan.remaining).max(1)).expect("at least 1");
-        // A fresh burst goes at once; the rest is spread to the end.
-        let spread = if fresh_burst {
-            plan.remaining - burst.get() + 1
+        let left = burst_left.min(burst.get());
+        // What is left of the burst goes at once; the rest is spread to the
+        // end, less a little slack so that a reset read a second earlier
+        // later on does not push the last slot out of the window.
+        let spread = if left > 0 {
+            plan.remaining - left + 1
         } else {
             plan.remaining
         };
-        let interval = (plan.until.saturating_duration_since(now) / spread).max(MIN_INTERVAL);
+        let time_left = plan.until.saturating_duration_since(now);
+        let slack = (time_left / 10).min(Duration::from_secs(1));
+        let interval = ((time_left - slack) / spread).max(MIN_INTERVAL);
         let quota = Quota::with_period(interval)
             .expect("interval > 0")
             .allow_burst(burst);
         let limiter = RateLimiter::direct_with_clock(quota, TokioClock);
-        if !fresh_burst {
-            let _ = limiter.check_n(burst);
+        if let Some(used) = NonZeroU32::new(burst.get() - left) {
+            let _ = limiter.check_n(used);
         }
         tracing::debug!(
             interval_ms = interval.as_millis() as u64,
             remaining = plan.remaining,
             burst = burst.get(),
-            fresh_burst,
+            burst_left = left,
             "pace set"
         );
         Shape {
             limiter,
             interval,
             plan,
+            burst_left: left,
         }
     }
 
