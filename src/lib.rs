@@ -32,6 +32,7 @@ pub mod access;
 pub mod admin;
 pub mod body;
 pub mod config;
+pub mod deadline;
 pub mod demo;
 pub mod fitbit;
 pub mod guard;
