@@ -1,7 +1,8 @@
 //! The admission layer: refuses what must never reach the upstream
 //! (`CONNECT`, absolute-form targets for another host, denied paths, bodies
 //! over `listen.max_request_body`) and removes what a client must not pass
-//! on (hop-by-hop fields, its own credentials). Runs before any waiting, so
+//! on (hop-by-hop fields, its own credentials, forwarding-identity fields
+//! such as `X-Forwarded-For`). Runs before any waiting, so
 //! a refused request costs neither a token fetch nor quota.
 
 use std::future::Future;
@@ -95,6 +96,7 @@ where
         let request_id = parts.headers.get(REQUEST_ID).cloned();
         headers::strip_hop_by_hop(&mut parts.headers);
         headers::strip_client_credentials(&mut parts.headers);
+        headers::strip_forwarding_identity(&mut parts.headers);
         if let Some(id) = request_id {
             parts.headers.insert(REQUEST_ID, id);
         }
