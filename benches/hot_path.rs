@@ -156,6 +156,7 @@ fn hot_path(c: &mut Criterion) {
         upstream: cfg.upstream.url.authority().cloned().unwrap(),
         upstream_scheme: http::uri::Scheme::HTTP,
         max_request_body: cfg.listen.max_request_body,
+        body_idle_timeout: cfg.listen.header_read_timeout,
     };
     let pacer = Pacer::new(&cfg.rate_limit);
     let start = std::time::Instant::now();

@@ -1,7 +1,8 @@
 //! The admission layer: refuses what must never reach the upstream
 //! (`CONNECT`, absolute-form targets for another host, denied paths, bodies
 //! over `listen.max_request_body`) and removes what a client must not pass
-//! on (hop-by-hop fields, its own credentials). Runs before any waiting, so
+//! on (hop-by-hop fields, its own credentials, forwarding-identity fields
+//! such as `X-Forwarded-For`). Runs before any waiting, so
 //! a refused request costs neither a token fetch nor quota.
 
 use std::future::Future;
@@ -9,6 +10,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, EXPECT, HOST, TRANSFER_ENCODING};
@@ -21,6 +23,7 @@ use tower_service::Service;
 
 use crate::access::REQUEST_ID;
 use crate::body::{Body, BoxError};
+use crate::deadline::{BodyStalled, IdleTimeout, Side};
 use crate::headers;
 use crate::paths::{PathRules, Refusal};
 use crate::respond::ProxyError;
@@ -32,6 +35,9 @@ pub struct Admission {
     pub upstream: Authority,
     pub upstream_scheme: Scheme,
     pub max_request_body: u64,
+    /// Longest wait for the next frame of the client's body
+    /// (`listen.header_read_timeout`, catalog 3.05).
+    pub body_idle_timeout: Duration,
 }
 
 #[derive(Clone)]
@@ -90,17 +96,21 @@ where
         let request_id = parts.headers.get(REQUEST_ID).cloned();
         headers::strip_hop_by_hop(&mut parts.headers);
         headers::strip_client_credentials(&mut parts.headers);
+        headers::strip_forwarding_identity(&mut parts.headers);
         if let Some(id) = request_id {
             parts.headers.insert(REQUEST_ID, id);
         }
         // hyper already answered `Expect: 100-continue` toward the client.
         parts.headers.remove(EXPECT);
         let failure = Arc::new(BodyFailure::default());
+        let idle = self.admission.body_idle_timeout;
+        let body = IdleTimeout::new(body, idle, Side::Client);
         let body = limited(body, limit, Arc::clone(&failure));
         ResponseFuture::Admitted {
             inner: self.inner.call(Request::from_parts(parts, body)),
             failure,
             limit,
+            idle,
         }
     }
 }
@@ -246,8 +256,13 @@ struct BodyFailure {
     /// Past `listen.max_request_body` (413).
     over_limit: AtomicBool,
     /// Broken framing from the client: a bad chunk size, an over-long
-    /// chunk extension or trailer section, a truncated body (400).
+    /// chunk extension or trailer section (400).
     malformed: AtomicBool,
+    /// No body data for `listen.header_read_timeout` (408).
+    stalled: AtomicBool,
+    /// Any other error of the client's body: the client cut its upload
+    /// short or its connection broke (400, never the upstream's 502).
+    ended_early: AtomicBool,
 }
 
 /// The body, cut off with `payload_too_large` past the limit (for bodies
@@ -266,9 +281,14 @@ where
                 failure.over_limit.store(true, Ordering::Relaxed);
                 Box::new(ProxyError::PayloadTooLarge { limit }) as BoxError
             } else {
-                if is_malformed(err.as_ref()) {
-                    failure.malformed.store(true, Ordering::Relaxed);
-                }
+                let flag = if err.is::<BodyStalled>() {
+                    &failure.stalled
+                } else if is_malformed(err.as_ref()) {
+                    &failure.malformed
+                } else {
+                    &failure.ended_early
+                };
+                flag.store(true, Ordering::Relaxed);
                 err
             }
         }),
@@ -334,7 +354,7 @@ pin_project_lite::pin_project! {
     #[project = Proj]
     pub enum ResponseFuture<F> {
         Refused { error: Option<ProxyError> },
-        Admitted { #[pin] inner: F, failure: Arc<BodyFailure>, limit: u64 },
+        Admitted { #[pin] inner: F, failure: Arc<BodyFailure>, limit: u64, idle: Duration },
     }
 }
 
@@ -353,12 +373,19 @@ where
                 inner,
                 failure,
                 limit,
+                idle,
             } => match ready!(inner.poll(cx)) {
                 Err(_) if failure.over_limit.load(Ordering::Relaxed) => {
                     Poll::Ready(Err(ProxyError::PayloadTooLarge { limit: *limit }.into()))
                 }
                 Err(_) if failure.malformed.load(Ordering::Relaxed) => Poll::Ready(Err(
                     ProxyError::BadRequest("the request body is malformed").into(),
+                )),
+                Err(_) if failure.stalled.load(Ordering::Relaxed) => {
+                    Poll::Ready(Err(ProxyError::ClientTimeout(*idle).into()))
+                }
+                Err(_) if failure.ended_early.load(Ordering::Relaxed) => Poll::Ready(Err(
+                    ProxyError::BadRequest("the request body ended early").into(),
                 )),
                 other => Poll::Ready(other),
             },

@@ -52,6 +52,47 @@ pub fn strip_client_credentials(headers: &mut HeaderMap) {
     headers.remove(PROXY_AUTHORIZATION);
 }
 
+/// Fields by which a client could claim an identity, an origin or a target
+/// for the request (catalog 2.13). The upstream is a third party: a client
+/// must not spoof them to it, and an internal load balancer's values (its
+/// addresses, host names) must not leak to it (RFC 7239 §8, RFC 9110
+/// §7.6.3). The proxy adds none of its own.
+const FORWARDING_IDENTITY: [&str; 19] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
+    "x-forwarded-ssl",
+    "x-original-forwarded-for",
+    "x-real-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "true-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-original-url",
+    "x-original-host",
+    "x-rewrite-url",
+    "via",
+];
+
+/// Removes every forwarding-identity field ([`FORWARDING_IDENTITY`]).
+/// One pass over the names present (usually none match, and nothing is
+/// allocated), rather than one lookup per listed name.
+pub fn strip_forwarding_identity(headers: &mut HeaderMap) {
+    let found: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| FORWARDING_IDENTITY.contains(&name.as_str()))
+        .cloned()
+        .collect();
+    for name in found {
+        headers.remove(name);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,6 +160,28 @@ mod tests {
         ]);
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
+    }
+
+    #[test]
+    fn strips_forwarding_identity_and_nothing_else() {
+        let mut h = map(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("X-Forwarded-For", "5.6.7.8"),
+            ("forwarded", "for=10.0.0.1"),
+            ("x-real-ip", "10.0.0.2"),
+            ("x-forwarded-host", "evil"),
+            ("x-forwarded-proto", "http"),
+            ("x-original-url", "/oauth2/revoke"),
+            ("x-rewrite-url", "/oauth2/revoke"),
+            ("true-client-ip", "10.0.0.3"),
+            ("via", "1.1 lb.corp.internal"),
+            ("accept-language", "en_US"),
+            ("x-forwarded-something-else", "kept"),
+        ]);
+        strip_forwarding_identity(&mut h);
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["accept-language", "x-forwarded-something-else"]);
     }
 
     #[test]

@@ -12,14 +12,16 @@
 //!             ├─ access.rs     x-request-id, request metrics, access log
 //!             ├─ respond.rs    errors → Fitbit-shaped 4xx/5xx + x-fitbit-proxy-error
 //!             ├─ guard.rs      CONNECT, absolute-form, deny/allow paths (paths.rs),
-//!             │                body limit, hop-by-hop + client credentials (headers.rs)
+//!             │                body limit and idle timeout (deadline.rs), hop-by-hop,
+//!             │                client credentials, forwarding-identity fields (headers.rs)
 //!             ├─ token/        Bearer attach + replay after a revoked token (layer.rs),
 //!             │                lock-free cache (mod.rs), background refresher
 //!             │                (refresh.rs), client-credentials exchange (exchange.rs)
 //!             ├─ pacing/       slot wait or refusal, learning from answers (layer.rs),
 //!             │                GCRA pace + FIFO line (pacer.rs), budget (budget.rs),
 //!             │                rate-limit headers (headers.rs), tokio clock (clock.rs)
-//!             └─ upstream.rs   pooled rustls client, authority rewrite ──► upstream
+//!             └─ upstream.rs   pooled rustls client, authority rewrite, response body
+//!                              idle timeout (deadline.rs) ──► upstream
 //! ```
 //!
 //! `config/` turns `proxy.toml` into a validated [`Config`]; `fitbit.rs`
@@ -32,6 +34,7 @@ pub mod access;
 pub mod admin;
 pub mod body;
 pub mod config;
+pub mod deadline;
 pub mod demo;
 pub mod fitbit;
 pub mod guard;

@@ -27,6 +27,8 @@ pub enum ProxyError {
     Forbidden(&'static str),
     #[error("{0}")]
     MethodNotAllowed(&'static str),
+    #[error("no request body data from the client within listen.header_read_timeout ({0:?})")]
+    ClientTimeout(Duration),
     #[error("request body exceeds listen.max_request_body ({limit} bytes)")]
     PayloadTooLarge { limit: u64 },
     #[error("no access token can be had: {reason}")]
@@ -53,6 +55,7 @@ impl ProxyError {
             ProxyError::MethodNotAllowed(_) => {
                 (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
             }
+            ProxyError::ClientTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             ProxyError::PayloadTooLarge { .. } => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
             }
@@ -272,6 +275,11 @@ mod tests {
             (ProxyError::BadRequest("x"), 400, "bad_request"),
             (ProxyError::Forbidden("x"), 403, "forbidden"),
             (ProxyError::MethodNotAllowed("x"), 405, "method_not_allowed"),
+            (
+                ProxyError::ClientTimeout(Duration::from_secs(1)),
+                408,
+                "request_timeout",
+            ),
             (
                 ProxyError::PayloadTooLarge { limit: 1 },
                 413,

@@ -51,6 +51,7 @@ pub fn build(
             .cloned()
             .unwrap_or(http::uri::Scheme::HTTPS),
         max_request_body: cfg.listen.max_request_body,
+        body_idle_timeout: cfg.listen.header_read_timeout,
     };
     ServiceBuilder::new()
         // Request id, metrics and the access log, for every answer.

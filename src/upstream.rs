@@ -24,6 +24,7 @@ use tower_service::Service;
 
 use crate::body::{Body, BoxError};
 use crate::config::UpstreamConfig;
+use crate::deadline::{IdleTimeout, Side};
 use crate::respond::ProxyError;
 use crate::{fitbit, headers};
 
@@ -219,7 +220,10 @@ impl Service<Request<Body>> for Upstream {
             headers::strip_hop_by_hop(res.headers_mut());
             // Only the proxy's own answers may carry its error marker.
             res.headers_mut().remove(fitbit::PROXY_ERROR_HEADER);
-            Ok(res.map(Body::new))
+            // An upstream that stalls its body is cut off after the same
+            // bound (catalog 3.06): the client sees a reset, and the
+            // upstream connection is dropped rather than pooled.
+            Ok(res.map(|body| Body::new(IdleTimeout::new(body, timeout, Side::Upstream))))
         })
     }
 }

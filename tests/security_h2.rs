@@ -459,3 +459,86 @@ async fn hpack_bomb_is_refused() {
     assert_eq!(h.sim.api_started(), 0);
     assert_invariants(&h);
 }
+
+/// 1.25 MadeYouReset (CVE-2025-8671): each stream is a valid request,
+/// then the client makes the *server* reset it, 10 000 times on one
+/// connection. h2 treats a WINDOW_UPDATE of 0, DATA after END_STREAM and
+/// an upper-case field name as connection errors (GOAWAY PROTOCOL_ERROR at
+/// the first, which RFC 9113 §5.4 allows); a stream window pushed past
+/// 2^31-1 is a stream error, counted against the pinned
+/// `max_local_error_reset_streams` (1024): GOAWAY ENHANCE_YOUR_CALM. Either way the connection ends long
+/// before 10 000 streams, and other clients are served.
+#[tokio::test]
+async fn made_you_reset_is_bounded() {
+    const WINDOW_UPDATE: u8 = 0x8;
+    const ENHANCE_YOUR_CALM: u32 = 0xb;
+    let h = start().await;
+    let fields: Vec<(&str, String)> = get("/1/x");
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let hb = block(&fields);
+    let mut bad_fields = fields.clone();
+    bad_fields.push(("X-Upper", "1"));
+    let bad_hb = block(&bad_fields);
+    type Provoke = fn(u32, &[u8], &[u8]) -> Vec<u8>;
+    let cases: [(&str, Provoke, Option<u32>); 4] = [
+        (
+            "WINDOW_UPDATE 0",
+            |id, hb, _| {
+                let mut out = frame(HEADERS, END_STREAM | END_HEADERS, id, hb);
+                out.extend(frame(WINDOW_UPDATE, 0, id, &0u32.to_be_bytes()));
+                out
+            },
+            None,
+        ),
+        (
+            "DATA after END_STREAM",
+            |id, hb, _| {
+                let mut out = frame(HEADERS, END_STREAM | END_HEADERS, id, hb);
+                out.extend(frame(DATA, 0, id, b"x"));
+                out
+            },
+            None,
+        ),
+        (
+            "stream window overflow",
+            |id, hb, _| {
+                let mut out = frame(HEADERS, END_STREAM | END_HEADERS, id, hb);
+                for _ in 0..2 {
+                    out.extend(frame(WINDOW_UPDATE, 0, id, &0x7fff_ffffu32.to_be_bytes()));
+                }
+                out
+            },
+            Some(ENHANCE_YOUR_CALM),
+        ),
+        (
+            "invalid field",
+            |id, _, bad| frame(HEADERS, END_STREAM | END_HEADERS, id, bad),
+            None,
+        ),
+    ];
+    for (name, provoke, code) in cases {
+        let before = h.sim.api_started();
+        let mut c = Conn::open(&h).await;
+        let batch: Vec<u8> = (0..10_000u32)
+            .flat_map(|i| provoke(2 * i + 1, &hb, &bad_hb))
+            .collect();
+        let sent = tokio::time::timeout(Duration::from_secs(10), c.send(&batch)).await;
+        let seen = c.read(Duration::from_secs(5), |_| false).await;
+        assert!(
+            seen.goaway.is_some() || seen.closed,
+            "{name}: 10 000 server-side resets without a GOAWAY: resets={} sent={sent:?}",
+            seen.resets.len(),
+        );
+        if let (Some(want), Some(got)) = (code, seen.goaway) {
+            assert_eq!(got, want, "{name}: GOAWAY code");
+        }
+        let started = h.sim.api_started() - before;
+        assert!(
+            started < 2000,
+            "{name}: {started} made-to-reset streams reached U"
+        );
+    }
+    let (res, _) = send(&h2c_client(), support::get(&h.url("/1/after"))).await;
+    assert_eq!(res.status(), 200);
+    assert_invariants(&h);
+}

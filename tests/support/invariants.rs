@@ -31,9 +31,23 @@ pub const HOP_BY_HOP: [&str; 9] = [
     "http2-settings",
 ];
 
+/// Fields by which a client claims an identity or origin (catalog 2.13);
+/// the proxy strips them and adds none.
+const FORWARDING_IDENTITY: [&str; 8] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-real-ip",
+    "true-client-ip",
+    "x-original-url",
+    "via",
+];
+
 /// G1: every request the upstream saw carries exactly one
 /// `authorization: Bearer TOKEN_CANARY_…`, the upstream's own `Host`, and
-/// nothing of the client's credentials or of the hop-by-hop set.
+/// nothing of the client's credentials, of the hop-by-hop set or of the
+/// forwarding-identity fields.
 pub fn assert_upstream_clean(h: &Harness) {
     let upstream = h.upstream.addr.to_string();
     for r in h.sim.received() {
@@ -60,6 +74,9 @@ pub fn assert_upstream_clean(h: &Harness) {
             );
         }
         for name in HOP_BY_HOP {
+            assert!(!r.headers.contains_key(name), "G1: {name} reached U: {r:?}");
+        }
+        for name in FORWARDING_IDENTITY {
             assert!(!r.headers.contains_key(name), "G1: {name} reached U: {r:?}");
         }
         assert!(

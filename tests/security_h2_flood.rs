@@ -1,0 +1,206 @@
+//! Catalog §1C (RELIABILITY.md), floods from HTTP/2 clients that never read
+//! what the proxy sends back: 1.29 (PING, SETTINGS, empty DATA, tiny
+//! WINDOW_UPDATE, PRIORITY churn; CVE-2019-9511…9518) and 1.31 (thousands
+//! of requests the proxy answers itself). One test in its own binary, so
+//! that the resident-set measurement sees only these connections.
+//!
+//! Each flood is far larger than the kernel's socket buffers can hold in
+//! replies (`tcp_wmem` max here is 4 MiB): a server that kept reading and
+//! queued its replies in memory would grow by tens of MiB. The proxy must
+//! instead stop reading (back-pressure) or close the connection, stay
+//! within a small memory budget, and keep serving other clients.
+
+mod support;
+
+use std::time::Duration;
+
+use support::invariants::*;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const DATA: u8 = 0x0;
+const HEADERS: u8 = 0x1;
+const PRIORITY: u8 = 0x2;
+const SETTINGS: u8 = 0x4;
+const PING: u8 = 0x6;
+const WINDOW_UPDATE: u8 = 0x8;
+const END_STREAM: u8 = 0x1;
+const END_HEADERS: u8 = 0x4;
+
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut out = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// A header block of literal fields without indexing (all values < 127).
+fn block(method: &str, path: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (n, v) in [
+        (":method", method),
+        (":scheme", "http"),
+        (":authority", "proxy"),
+        (":path", path),
+    ] {
+        out.push(0x00);
+        out.push(n.len() as u8);
+        out.extend_from_slice(n.as_bytes());
+        out.push(v.len() as u8);
+        out.extend_from_slice(v.as_bytes());
+    }
+    out
+}
+
+/// Resident set of this process (the proxy runs in it), in bytes.
+fn rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("procfs");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    kb * 1024
+}
+
+/// The floods, each built up front (so their own buffers are in the
+/// baseline): `(name, bytes after the preface and SETTINGS)`.
+fn floods() -> Vec<(&'static str, Vec<u8>)> {
+    const N: usize = 1 << 20;
+    let repeat = |one: Vec<u8>| one.repeat(N);
+    let mut empty_data = frame(HEADERS, END_HEADERS, 1, &block("POST", "/1/x"));
+    empty_data.extend(repeat(frame(DATA, 0, 1, &[])));
+    let mut priority = Vec::with_capacity(N * 14);
+    for i in 0..N as u32 {
+        // Churn over idle streams, each depending on the one before.
+        priority.extend(frame(PRIORITY, 0, 2 * i + 1, &[0, 0, 0, 0, 16]));
+    }
+    // 1.31: requests the proxy refuses itself (a denied path, 403); ids go
+    // up to 2^18, each one answered and never read.
+    let denied = block("GET", "/oauth2/token");
+    let mut answered = Vec::new();
+    for i in 0..(1u32 << 17) {
+        answered.extend(frame(HEADERS, END_STREAM | END_HEADERS, 2 * i + 1, &denied));
+    }
+    vec![
+        // 34 MiB: more than every socket buffer on the path could hold.
+        ("PING", repeat(frame(PING, 0, 0, &[7; 8])).repeat(2)),
+        ("SETTINGS", repeat(frame(SETTINGS, 0, 0, &[]))),
+        ("empty DATA", empty_data),
+        (
+            "WINDOW_UPDATE",
+            repeat(frame(WINDOW_UPDATE, 0, 0, &[0, 0, 0, 1])),
+        ),
+        ("PRIORITY", priority),
+        ("403 answers", answered),
+    ]
+}
+
+/// 1.29, 1.31: six floods at once, none of them read back. Each is cut
+/// off by back-pressure (the write does not finish) or by the proxy
+/// closing, and every such connection is closed by the unanswered
+/// keep-alive PING; the process grows by less than 8 MiB over all six (a server
+/// that queued its PING acks alone would hold 17 MiB, its 403 answers
+/// far more); another client is served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn floods_from_clients_that_never_read_stay_bounded() {
+    count_panics();
+    // `header_read_timeout` is also the h2 keep-alive PING interval and
+    // timeout: a client that never reads never acknowledges one. 3 s, so
+    // that the floods (2 s each) are measured before the first PING.
+    let h = Setup::default()
+        .listen("header_read_timeout = \"3s\"")
+        .start()
+        .await;
+    // Warm up the proxy and the client pool, so the baseline includes them.
+    let client = h2c_client();
+    let (res, _) = send(&client, get(&h.url("/1/warm"))).await;
+    assert_eq!(res.status(), 200);
+    let floods = floods();
+    let before = rss();
+
+    let mut tasks = Vec::new();
+    for (name, bytes) in floods {
+        let mut conn = TcpStream::connect(h.proxy).await.unwrap();
+        tasks.push(tokio::spawn(async move {
+            let mut start = PREFACE.to_vec();
+            start.extend(frame(SETTINGS, 0, 0, &[]));
+            let _ = conn.write_all(&start).await;
+            let finished = tokio::time::timeout(Duration::from_secs(2), conn.write_all(&bytes))
+                .await
+                .is_ok_and(|r| r.is_ok());
+            // The connection stays open and unread until the end, and the
+            // flood's buffer stays allocated (it is in the baseline).
+            (name, bytes, finished, conn)
+        }));
+    }
+    // Meanwhile, another client is served promptly.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (res, _) = tokio::time::timeout(
+        Duration::from_secs(5),
+        send(&client, get(&h.url("/1/during"))),
+    )
+    .await
+    .expect("another client is served during the floods");
+    assert_eq!(res.status(), 200);
+
+    let mut conns = Vec::new();
+    for task in tasks {
+        conns.push(task.await.unwrap());
+    }
+    let grown = rss().saturating_sub(before);
+    eprintln!("grown by {} KiB", grown >> 10);
+    for (name, bytes, finished, _) in &conns {
+        eprintln!(
+            "{name}: {} bytes, whole flood taken: {finished}",
+            bytes.len()
+        );
+    }
+    assert!(
+        grown < 8 << 20,
+        "the proxy grew by {} MiB while six clients did not read",
+        grown >> 20
+    );
+    // The PING flood and the requests need replies: with nothing read, the
+    // proxy must stop taking them (their replies cannot all fit in the
+    // kernel's buffers, on either side). The other floods are held to the
+    // memory bound only.
+    for (name, bytes, finished, _) in &conns {
+        if matches!(*name, "PING" | "403 answers") {
+            assert!(
+                !finished,
+                "{name}: all {} bytes were taken with nothing read",
+                bytes.len()
+            );
+        }
+    }
+    // None of them is held forever: the unacknowledged keep-alive PING
+    // closes each connection (read here only to see the end).
+    for (name, _, _, mut conn) in conns {
+        let drained = tokio::time::timeout(Duration::from_secs(10), async {
+            let mut buf = vec![0u8; 64 * 1024];
+            while let Ok(n) = conn.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        })
+        .await;
+        assert!(drained.is_ok(), "{name}: still open 10 s later");
+    }
+    let (res, _) = send(&client, get(&h.url("/1/after"))).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        h.sim
+            .received()
+            .iter()
+            .filter(|r| r.path.starts_with("/oauth2"))
+            .count(),
+        0
+    );
+    assert_invariants(&h);
+    h.stop().await;
+}
