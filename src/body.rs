@@ -3,40 +3,57 @@
 //! proxy's own small answers. A named type rather than an alias, so that
 //! services generic over it stay `Send` in async code (rust#102211).
 
+use std::any::Any;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 
 /// Errors that cross layer boundaries inside the stack.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// A streaming body.
-pub struct Body(UnsyncBoxBody<Bytes, BoxError>);
+/// A streaming body: the common kinds inline (no allocation, no dynamic
+/// call), anything else boxed.
+pub struct Body(Kind);
+
+enum Kind {
+    Empty,
+    Full(Full<Bytes>),
+    /// Straight from hyper (an upstream answer).
+    Incoming(Incoming),
+    Boxed(UnsyncBoxBody<Bytes, BoxError>),
+}
 
 impl Body {
     pub fn empty() -> Body {
-        Body(Empty::new().map_err(|never| match never {}).boxed_unsync())
+        Body(Kind::Empty)
     }
 
     pub fn full(bytes: impl Into<Bytes>) -> Body {
-        Body(
-            Full::new(bytes.into())
-                .map_err(|never| match never {})
-                .boxed_unsync(),
-        )
+        Body(Kind::Full(Full::new(bytes.into())))
     }
 
-    /// Wraps any body whose error converts into `BoxError`.
+    /// Wraps any body whose error converts into `BoxError`; a hyper
+    /// `Incoming` or a `Body` is kept as is, anything else boxed.
     pub fn new<B>(body: B) -> Body
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        Body(body.map_err(Into::into).boxed_unsync())
+        let mut slot = Some(body);
+        let any = &mut slot as &mut dyn Any;
+        if let Some(incoming) = any.downcast_mut::<Option<Incoming>>() {
+            return Body(Kind::Incoming(incoming.take().expect("just put there")));
+        }
+        if let Some(body) = any.downcast_mut::<Option<Body>>() {
+            return body.take().expect("just put there");
+        }
+        let body = slot.take().expect("just put there");
+        Body(Kind::Boxed(body.map_err(Into::into).boxed_unsync()))
     }
 }
 
@@ -57,17 +74,34 @@ impl http_body::Body for Body {
     type Error = BoxError;
 
     fn poll_frame(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.0).poll_frame(cx)
+        match &mut self.get_mut().0 {
+            Kind::Empty => Poll::Ready(None),
+            Kind::Full(full) => Pin::new(full)
+                .poll_frame(cx)
+                .map_err(|never| match never {}),
+            Kind::Incoming(incoming) => Pin::new(incoming).poll_frame(cx).map_err(Into::into),
+            Kind::Boxed(boxed) => Pin::new(boxed).poll_frame(cx),
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.0.is_end_stream()
+        match &self.0 {
+            Kind::Empty => true,
+            Kind::Full(full) => full.is_end_stream(),
+            Kind::Incoming(incoming) => incoming.is_end_stream(),
+            Kind::Boxed(boxed) => boxed.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.0.size_hint()
+        match &self.0 {
+            Kind::Empty => SizeHint::with_exact(0),
+            Kind::Full(full) => full.size_hint(),
+            Kind::Incoming(incoming) => incoming.size_hint(),
+            Kind::Boxed(boxed) => boxed.size_hint(),
+        }
     }
 }

@@ -69,17 +69,30 @@ where
 {
     type Response = Response<Body>;
     type Error = BoxError;
-    type Future = ResponseFuture;
+    type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<Body>) -> ResponseFuture {
+    fn call(&mut self, req: Request<Body>) -> ResponseFuture<S::Future> {
+        // Nobody waiting and a slot free now (nearly every request): no
+        // line, no box, and `self.inner` (readied by `poll_ready`) is used
+        // as is.
+        if let Some(permit) = self.shared.pacer.try_admit_now() {
+            return ResponseFuture {
+                state: State::Sent {
+                    sending: self.inner.call(req),
+                    learn: Some((Arc::clone(&self.shared), permit)),
+                },
+            };
+        }
         let clone = self.inner.clone();
         let inner = mem::replace(&mut self.inner, clone);
         ResponseFuture {
-            inner: Box::pin(paced(Arc::clone(&self.shared), inner, req)),
+            state: State::Waiting {
+                paced: Box::pin(paced(Arc::clone(&self.shared), inner, req)),
+            },
         }
     }
 }
@@ -164,15 +177,44 @@ impl Drop for QueueDepth<'_> {
     }
 }
 
-/// Waiting for a slot, then the upstream.
-pub struct ResponseFuture {
-    inner: BoxFuture<'static, Result<Response<Body>, BoxError>>,
+pin_project_lite::pin_project! {
+    /// Admitted at once and sent (learning from the answer), or waiting for
+    /// a slot then sent, boxed.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        state: State<F>,
+    }
 }
 
-impl Future for ResponseFuture {
+pin_project_lite::pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Sent {
+            #[pin]
+            sending: F,
+            learn: Option<(Arc<Shared>, Permit)>,
+        },
+        Waiting {
+            paced: BoxFuture<'static, Result<Response<Body>, BoxError>>,
+        },
+    }
+}
+
+impl<F> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<Body>, BoxError>>,
+{
     type Output = Result<Response<Body>, BoxError>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.inner.as_mut().poll(cx)
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Sent { sending, learn } => {
+                let res = std::task::ready!(sending.poll(cx))?;
+                let (shared, permit) = learn.take().expect("polled after completion");
+                shared.learn(permit, &res);
+                Poll::Ready(Ok(res))
+            }
+            StateProj::Waiting { paced } => paced.as_mut().poll(cx),
+        }
     }
 }

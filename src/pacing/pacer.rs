@@ -139,6 +139,9 @@ impl Pacer {
 
     /// Waits for this request's slot, or refuses it at once (P4).
     pub async fn admit(&self) -> Result<Permit, Refusal> {
+        if let Some(permit) = self.try_admit_now() {
+            return Ok(permit);
+        }
         let arrived = Instant::now();
         let ahead = self.waiting.load(Ordering::Relaxed);
         let slot = self.estimate(arrived, ahead);
@@ -169,6 +172,24 @@ impl Pacer {
         *lock(&self.head_due) = None;
         let seq = self.budget().on_send(Instant::now());
         Ok(Permit { seq })
+    }
+
+    /// The common case without the line: nobody is waiting and the budget
+    /// and the limiter let a request go now. `None` means "take the line"
+    /// ([`Pacer::admit`]), which then decides (wait, or refuse).
+    ///
+    /// Order is kept: a request takes this path only while `waiting` is 0,
+    /// and it holds a place (so `waiting` is at least 1) while it asks the
+    /// limiter, so nobody who already waits (and holds a place until sent)
+    /// can be overtaken, and anyone arriving meanwhile takes the line.
+    pub fn try_admit_now(&self) -> Option<Permit> {
+        let _place = Place::take_if_first(&self.waiting)?;
+        // `None`: may go now, and the limiter's cell is taken.
+        if self.next_send(Instant::now()).is_some() {
+            return None;
+        }
+        let seq = self.budget().on_send(Instant::now());
+        Some(Permit { seq })
     }
 
     fn rate_limited(&self, retry_after: Duration) -> Refusal {
@@ -346,6 +367,16 @@ impl<'a> Place<'a> {
     fn take(waiting: &'a AtomicUsize) -> Self {
         waiting.fetch_add(1, Ordering::Relaxed);
         Place(waiting)
+    }
+}
+
+impl<'a> Place<'a> {
+    /// A place only if the line is empty (nobody admitted and not yet sent).
+    fn take_if_first(waiting: &'a AtomicUsize) -> Option<Self> {
+        waiting
+            .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed)
+            .ok()
+            .map(|_| Place(waiting))
     }
 }
 

@@ -64,19 +64,49 @@ where
 {
     type Response = Response<Body>;
     type Error = BoxError;
-    type Future = ResponseFuture;
+    type Future = ResponseFuture<S>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<Body>) -> ResponseFuture {
+    fn call(&mut self, req: Request<Body>) -> ResponseFuture<S> {
+        // A token at hand and no body (nearly every request): sent from
+        // here, with no box; only a 401 goes on to the async path. The
+        // request can still be replayed: its head is kept, its body is empty.
+        if is_empty(req.body()) {
+            if let Some(token) = self.tokens.valid() {
+                let head = copy_head(&req);
+                let sending = self.inner.call(with_token(req, &token));
+                return ResponseFuture {
+                    state: State::Sent {
+                        sending,
+                        replay: Some(Replay {
+                            tokens: Arc::clone(&self.tokens),
+                            inner: self.inner.clone(),
+                            token,
+                            head,
+                        }),
+                    },
+                };
+            }
+        }
         let clone = self.inner.clone();
         let inner = mem::replace(&mut self.inner, clone);
         ResponseFuture {
-            inner: Box::pin(authorize(Arc::clone(&self.tokens), inner, req)),
+            state: State::Boxed {
+                inner: Box::pin(authorize(Arc::clone(&self.tokens), inner, req)),
+            },
         }
     }
+}
+
+/// What a request sent on the fast path needs to be replayed after a 401.
+struct Replay<S> {
+    tokens: Arc<TokenSource>,
+    inner: S,
+    token: Arc<Token>,
+    head: http::request::Parts,
 }
 
 async fn authorize<S>(
@@ -94,7 +124,7 @@ where
     let replay = kept
         .as_ref()
         .ok()
-        .map(|bytes| (copy_head(&parts), bytes.clone()));
+        .map(|bytes| (copy_head_of(&parts), bytes.clone()));
     let body = kept.map_or_else(|b| b, Body::full);
     let res = inner
         .call(with_token(Request::from_parts(parts, body), &token))
@@ -102,6 +132,22 @@ where
     if res.status() != StatusCode::UNAUTHORIZED {
         return Ok(res);
     }
+    after_401(tokens, inner, token, replay, res).await
+}
+
+/// An upstream 401: if it says the token was revoked or expired, that
+/// token is invalidated and the request replayed once (when it was kept).
+async fn after_401<S>(
+    tokens: Arc<TokenSource>,
+    mut inner: S,
+    token: Arc<Token>,
+    replay: Option<(http::request::Parts, Bytes)>,
+    res: Response<Body>,
+) -> Result<Response<Body>, BoxError>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = BoxError> + Clone + Send,
+    S::Future: Send,
+{
     let (res, revoked) = read_401(res).await?;
     if !revoked {
         return Ok(res);
@@ -118,6 +164,11 @@ where
     inner.call(with_token(again, &fresh)).await
 }
 
+/// Known to be empty and ended: nothing to read or keep.
+fn is_empty(body: &Body) -> bool {
+    body.size_hint().exact() == Some(0) && body.is_end_stream()
+}
+
 fn with_token(mut req: Request<Body>, token: &Token) -> Request<Body> {
     req.headers_mut()
         .insert(AUTHORIZATION, token.header().clone());
@@ -128,7 +179,7 @@ fn with_token(mut req: Request<Body>, token: &Token) -> Request<Body> {
 /// [`MAX_REPLAY_BODY`] and was read whole; `Ok(Err(body))` to stream it.
 async fn keep_if_small(body: Body) -> Result<Result<Bytes, Body>, BoxError> {
     match body.size_hint().exact() {
-        // Nothing to read (most requests): no collecting, no allocation.
+        // Nothing to read: no collecting, no allocation.
         Some(0) if body.is_end_stream() => Ok(Ok(Bytes::new())),
         Some(len) if len <= MAX_REPLAY_BODY => Ok(Ok(body.collect().await?.to_bytes())),
         _ => Ok(Err(body)),
@@ -136,7 +187,16 @@ async fn keep_if_small(body: Body) -> Result<Result<Bytes, Body>, BoxError> {
 }
 
 /// The request head again, for a replay (extensions are not carried).
-fn copy_head(parts: &http::request::Parts) -> http::request::Parts {
+fn copy_head(req: &Request<Body>) -> http::request::Parts {
+    let mut head = Request::new(()).into_parts().0;
+    head.method = req.method().clone();
+    head.uri = req.uri().clone();
+    head.version = req.version();
+    head.headers = req.headers().clone();
+    head
+}
+
+fn copy_head_of(parts: &http::request::Parts) -> http::request::Parts {
     let mut head = Request::new(()).into_parts().0;
     head.method = parts.method.clone();
     head.uri = parts.uri.clone();
@@ -168,16 +228,57 @@ fn unavailable(err: Unavailable) -> ProxyError {
     }
 }
 
-/// The auth layer's future: waiting for a token, the upstream, and perhaps
-/// a replay, boxed once per request.
-pub struct ResponseFuture {
-    inner: BoxFuture<'static, Result<Response<Body>, BoxError>>,
+pin_project_lite::pin_project! {
+    /// The auth layer's future: sent at once (a 401 then goes on boxed), or
+    /// boxed from the start when it must wait for a token or keep a body.
+    pub struct ResponseFuture<S: Service<Request<Body>>> {
+        #[pin]
+        state: State<S>,
+    }
 }
 
-impl Future for ResponseFuture {
+pin_project_lite::pin_project! {
+    #[project = StateProj]
+    enum State<S: Service<Request<Body>>> {
+        Sent {
+            #[pin]
+            sending: S::Future,
+            replay: Option<Replay<S>>,
+        },
+        Boxed {
+            inner: BoxFuture<'static, Result<Response<Body>, BoxError>>,
+        },
+    }
+}
+
+impl<S> Future for ResponseFuture<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = BoxError> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
     type Output = Result<Response<Body>, BoxError>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.inner.as_mut().poll(cx)
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            let next = match this.state.as_mut().project() {
+                StateProj::Sent { sending, replay } => {
+                    let res = std::task::ready!(sending.poll(cx))?;
+                    if res.status() != StatusCode::UNAUTHORIZED {
+                        return Poll::Ready(Ok(res));
+                    }
+                    let Replay {
+                        tokens,
+                        inner,
+                        token,
+                        head,
+                    } = replay.take().expect("polled after completion");
+                    let replay = Some((head, Bytes::new()));
+                    Box::pin(after_401(tokens, inner, token, replay, res))
+                }
+                StateProj::Boxed { inner } => return inner.as_mut().poll(cx),
+            };
+            this.state.set(State::Boxed { inner: next });
+        }
     }
 }
