@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -52,14 +51,7 @@ async fn inbound_tls_serves_http2_and_http1_by_alpn() {
         .listen(&tls_listen_lines(certs.path(), &ca))
         .start()
         .await;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.cert_der()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let tls = ca.client_config();
     let url = format!("https://localhost:{}/1/tls.json", h.proxy.port());
     for (h2, want) in [(true, Version::HTTP_2), (false, Version::HTTP_11)] {
         let builder = hyper_rustls::HttpsConnectorBuilder::new()

@@ -55,6 +55,20 @@ impl TestCa {
         self.cert.clone()
     }
 
+    /// A client configuration that trusts this CA and nothing else, for
+    /// test clients of servers whose certificates it issued.
+    pub fn client_config(&self) -> rustls::ClientConfig {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(self.cert_der())
+            .expect("a certificate this CA made is a valid trust anchor");
+        rustls::ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the safe default versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth()
+    }
+
     /// A server certificate for `names` (DNS names or IP addresses) signed by
     /// this CA: the chain (leaf only) and its PKCS#8 key.
     ///

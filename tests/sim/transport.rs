@@ -92,14 +92,7 @@ async fn shutdown_stops_accepting_and_drop_aborts() {
 
 /// A TLS client that offers only `http/1.1` by ALPN.
 fn http1_tls_client(ca: &TestCa) -> TestClient {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(ca.cert_der()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let tls = ca.client_config();
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_only()
