@@ -57,6 +57,32 @@ const H2_MAX_SEND_BUF_SIZE: usize = 400 * 1024;
 const H1_MAX_HEADERS: usize = 100;
 const H1_MAX_BUF_SIZE: usize = 64 * 1024;
 
+/// What the listener serves on every connection: the whole stack, cloned
+/// per connection, its futures sent to tokio's workers.
+pub trait ConnectionService:
+    Service<
+        Request<Incoming>,
+        Response = Response<Body>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> ConnectionService for S where
+    S: Service<
+            Request<Incoming>,
+            Response = Response<Body>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
 /// What every connection task needs, built once.
 struct Listener {
     builder: auto::Builder<TokioExecutor>,
@@ -75,11 +101,7 @@ pub async fn serve<S>(
     tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) where
-    S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: ConnectionService,
 {
     let ctx = Arc::new(Listener {
         builder: http_builder(cfg),
@@ -154,11 +176,7 @@ impl Listener {
         watcher: Watcher,
         mut drain: watch::Receiver<bool>,
     ) where
-        S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
-            + Clone
-            + Send
-            + 'static,
-        S::Future: Send + 'static,
+        S: ConnectionService,
     {
         match &self.tls {
             None => self.serve_io(stream, peer, service, watcher, drain).await,
@@ -187,11 +205,7 @@ impl Listener {
         mut drain: watch::Receiver<bool>,
     ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-        S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
-            + Clone
-            + Send
-            + 'static,
-        S::Future: Send + 'static,
+        S: ConnectionService,
     {
         let prefix = tokio::select! {
             prefix = read_first_bytes(&mut io, self.first_bytes_deadline) => prefix,

@@ -2,22 +2,18 @@
 //! below, outermost first. Every box of the diagram in `lib.rs` is one
 //! `.layer(…)` line here.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
-use http::{Request, Response};
-use hyper::body::Incoming;
 use tower::ServiceBuilder;
-use tower_service::Service;
 
 use crate::access::AccessLayer;
-use crate::body::Body;
 use crate::config::Config;
 use crate::guard::{Admission, GuardLayer};
 use crate::metrics::Metrics;
 use crate::pacing::{Pacer, PacingLayer};
 use crate::paths::PathRules;
 use crate::respond::RespondLayer;
+use crate::server::ConnectionService;
 use crate::token::{AuthLayer, TokenSource};
 use crate::upstream::{HttpClient, Upstream};
 
@@ -29,10 +25,7 @@ pub fn build(
     tokens: Arc<TokenSource>,
     pacer: Arc<Pacer>,
     metrics: Arc<Metrics>,
-) -> impl Service<Request<Incoming>, Response = Response<Body>, Error = Infallible, Future: Send>
-       + Clone
-       + Send
-       + 'static {
+) -> impl ConnectionService {
     let admission = Admission {
         rules: PathRules::new(
             &cfg.upstream.deny_paths,
