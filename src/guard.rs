@@ -1,6 +1,7 @@
 //! The admission layer: refuses what must never reach the upstream
 //! (`CONNECT`, absolute-form targets for another host, denied paths, bodies
-//! over `listen.max_request_body`) and removes what a client must not pass
+//! over `listen.max_request_body`, methods over 32 bytes, an `access_token`
+//! in the query) and removes what a client must not pass
 //! on (hop-by-hop fields, its own credentials, forwarding-identity fields
 //! such as `X-Forwarded-For`). Runs before any waiting, so
 //! a refused request costs neither a token fetch nor quota.
@@ -27,6 +28,11 @@ use crate::deadline::{BodyStalled, IdleTimeout, Side};
 use crate::headers;
 use crate::paths::{PathRules, Refusal};
 use crate::respond::ProxyError;
+
+/// Longest method accepted. The longest registered method
+/// (`UPDATEREDIRECTREF`, IANA's method registry) has 17 characters;
+/// hyper takes a method of any length, which would otherwise be forwarded.
+pub const MAX_METHOD_LEN: usize = 32;
 
 /// What the guard checks against, built once from the config.
 #[derive(Debug)]
@@ -128,8 +134,14 @@ impl Admission {
                 "TRACE is not supported: its echo would reveal the proxy's credentials",
             ));
         }
+        if req.method().as_str().len() > MAX_METHOD_LEN {
+            return Err(ProxyError::BadRequest(
+                "the method is longer than any HTTP method",
+            ));
+        }
         check_host(req)?;
         check_transfer_encoding(req)?;
+        check_query(req)?;
         self.check_target(req)?;
         match self.rules.check(req.uri().path()) {
             Ok(()) => {}
@@ -206,6 +218,28 @@ fn check_host<B>(req: &Request<B>) -> Result<(), ProxyError> {
         Err(ProxyError::BadRequest(
             "the Host field is not a valid host[:port]",
         ))
+    }
+}
+
+/// A bearer token in the query (`access_token`, RFC 6750 §2.3) would let a
+/// client act under another identity than the proxy's, and would end up
+/// in logs along the way (RFC 6750 §5.3): 400, whatever its case or
+/// percent-encoding.
+fn check_query<B>(req: &Request<B>) -> Result<(), ProxyError> {
+    let Some(query) = req.uri().query() else {
+        return Ok(());
+    };
+    let carries_token = query.split('&').any(|pair| {
+        let name = pair.split('=').next().unwrap_or_default().replace('+', " ");
+        let name = percent_encoding::percent_decode_str(&name).decode_utf8_lossy();
+        name.trim().eq_ignore_ascii_case("access_token")
+    });
+    if carries_token {
+        Err(ProxyError::BadRequest(
+            "an access_token in the query is not accepted: the proxy supplies the credentials",
+        ))
+    } else {
+        Ok(())
     }
 }
 
@@ -387,6 +421,14 @@ where
                 Err(_) if failure.ended_early.load(Ordering::Relaxed) => Poll::Ready(Err(
                     ProxyError::BadRequest("the request body ended early").into(),
                 )),
+                // The proxy never asks to switch protocols (Upgrade is
+                // stripped): a 101 would hand the client a tunnel to U.
+                Ok(res) if res.status() == http::StatusCode::SWITCHING_PROTOCOLS => {
+                    Poll::Ready(Err(ProxyError::UpstreamUnreachable(
+                        "the upstream switched protocols, which the proxy never asks for".into(),
+                    )
+                    .into()))
+                }
                 other => Poll::Ready(other),
             },
         }

@@ -636,3 +636,201 @@ async fn every_answer_is_counted_once() {
     .await;
     assert_invariants(&h);
 }
+
+/// A proxy paced at one request a second with a burst of one (the
+/// simulator reports a quota of 3600 an hour), so that a second request
+/// meets the pacer's refusals.
+async fn start_paced(rate_limit: &str) -> Harness {
+    count_panics();
+    Setup::default()
+        .admin()
+        .listen("header_read_timeout = \"1s\"")
+        .rate_limit(rate_limit)
+        .sim(fitbit_proxy::sim::SimConfig {
+            quota: 3600,
+            window: Duration::from_secs(3600),
+            ..sim_config()
+        })
+        .start()
+        .await
+}
+
+/// A POST declaring a 1 MiB body whose first bytes are complete requests
+/// (then nothing more is sent), followed by a request of its own.
+fn refused_post_with_embedded_requests() -> String {
+    let embedded = "GET /1/user/-/profile.json HTTP/1.1\r\nHost: x\r\n\r\n".repeat(20);
+    format!("POST /1/x HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n\r\n{embedded}{SMUGGLED}")
+}
+
+/// 1.10 (c) with the pacer's refusals: a POST refused with 429 (`max_wait`)
+/// or 503 (`max_queued`) before its body is read. Its body holds complete
+/// requests; none of them is parsed as a request: the connection closes
+/// after the one answer, and only the request that took the slot reached U.
+#[tokio::test]
+async fn pacing_refusals_leave_no_body_to_be_read_as_a_request() {
+    // 429: the next slot is a second away, max_wait is 10 ms.
+    let h = start_paced("hourly_quota = 3600\nburst = 1\nmax_wait = \"10ms\"").await;
+    let p = probe(&h, request_line("GET /1/first HTTP/1.1").as_bytes()).await;
+    assert_eq!(p.statuses, [200], "{p:?}");
+    let p = probe(&h, refused_post_with_embedded_requests().as_bytes()).await;
+    assert_eq!(p.statuses, [429], "{p:?}");
+    assert!(
+        p.raw.contains("x-fitbit-proxy-error: rate_limited"),
+        "{p:?}"
+    );
+    assert!(p.closed, "{p:?}");
+    assert_eq!(h.sim.api_started(), 1);
+    assert!(!smuggled_reached(&h));
+    assert_invariants(&h);
+    h.stop().await;
+
+    // 503: one request waits for the next slot (max_queued = 1), so the
+    // POST is one too many.
+    let h = start_paced("hourly_quota = 3600\nburst = 1\nmax_wait = \"1h\"\nmax_queued = 1").await;
+    let p = probe(&h, request_line("GET /1/first HTTP/1.1").as_bytes()).await;
+    assert_eq!(p.statuses, [200], "{p:?}");
+    let mut waiting = TcpStream::connect(h.proxy).await.unwrap();
+    waiting
+        .write_all(b"GET /1/waiting HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut queued = false;
+    for _ in 0..500 {
+        let (_, metrics) = send(&http1_client(), support::get(&h.admin_url("/metrics"))).await;
+        queued = String::from_utf8_lossy(&metrics).contains("fitbit_proxy_queue_depth 1");
+        if queued {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(queued, "the waiting request never reached the pacing queue");
+    let p = probe(&h, refused_post_with_embedded_requests().as_bytes()).await;
+    assert_eq!(p.statuses, [503], "{p:?}");
+    assert!(p.raw.contains("x-fitbit-proxy-error: queue_full"), "{p:?}");
+    assert!(p.closed, "{p:?}");
+    assert!(!smuggled_reached(&h));
+    assert!(h
+        .sim
+        .received()
+        .iter()
+        .all(|r| r.path != "/1/user/-/profile.json"));
+    drop(waiting);
+    assert_invariants(&h);
+}
+
+/// 1.11 (c): an upstream that answers `101 Switching Protocols` to a plain
+/// GET (and then sends bytes of another protocol) opens no tunnel: the
+/// client gets 502 `upstream_unreachable`, never the 101 or those bytes.
+#[tokio::test]
+async fn an_unasked_101_from_the_upstream_opens_no_tunnel() {
+    count_panics();
+    let (listener, addr) = raw_upstream::listener().await;
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if raw_upstream::read_head(&mut conn).await.is_some() {
+                    let _ = conn
+                        .write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nTUNNEL_BYTES")
+                        .await;
+                    let mut sink = [0u8; 1024];
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(5), conn.read(&mut sink)).await;
+                }
+            });
+        }
+    });
+    let h = raw_upstream::start_proxy(&format!("http://{addr}"), None, &Extras::default()).await;
+    let p = probe(&h, request_line("GET /1/x HTTP/1.1").as_bytes()).await;
+    assert_eq!(p.statuses, [502], "{p:?}");
+    assert!(
+        p.raw.contains("x-fitbit-proxy-error: upstream_unreachable"),
+        "{p:?}"
+    );
+    assert!(!p.raw.contains("TUNNEL_BYTES"), "{p:?}");
+    let (res, body) = send(&h2c_client(), support::get(&h.url("/1/x"))).await;
+    assert_eq!(res.status(), 502);
+    assert!(!body.windows(6).any(|w| w == b"TUNNEL"));
+    assert_invariants(&h);
+}
+
+/// 1.18: a method longer than any HTTP method (a 10 KiB one, or 33
+/// characters) is 400 and never forwarded; 32 characters still pass.
+#[tokio::test]
+async fn overlong_methods_are_400_and_never_forwarded() {
+    let h = start().await;
+    for len in [33, 10 * 1024] {
+        let line = format!("{} /1/x HTTP/1.1", "M".repeat(len));
+        assert_refused(
+            &h,
+            &format!("a {len}-byte method"),
+            request_line(&line).as_bytes(),
+            &[400, 501],
+        )
+        .await;
+    }
+    let p = probe(
+        &h,
+        request_line(&format!("{} /1/x HTTP/1.1", "M".repeat(32))).as_bytes(),
+    )
+    .await;
+    assert_eq!(p.statuses, [200], "{p:?}");
+    assert_eq!(h.sim.received()[0].method.as_str().len(), 32);
+    assert_invariants(&h);
+}
+
+/// 3.07: `Expect: 100-continue`. With a declared length over
+/// `max_request_body` the answer is 413 at once, without a 100 Continue
+/// and without reading the body; under the limit the proxy says 100
+/// Continue, reads the body, forwards it, and the upstream never sees
+/// `Expect`.
+#[tokio::test]
+async fn expect_100_continue_is_answered_by_the_proxy() {
+    count_panics();
+    let h = Setup::default()
+        .listen("header_read_timeout = \"1s\"\nmax_request_body = 1000")
+        .start()
+        .await;
+    let p = probe(
+        &h,
+        post("Content-Length: 10737418240\r\nExpect: 100-continue", "").as_bytes(),
+    )
+    .await;
+    assert_eq!(p.statuses, [413], "{p:?}");
+    assert!(!p.raw.contains("100 Continue"), "{p:?}");
+    assert!(p.closed, "{p:?}");
+    assert_eq!(h.sim.api_started(), 0);
+
+    let mut stream = TcpStream::connect(h.proxy).await.unwrap();
+    stream
+        .write_all(
+            post(
+                "Content-Length: 5\r\nExpect: 100-continue\r\nConnection: close",
+                "",
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut got = vec![0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut got))
+        .await
+        .expect("100 Continue")
+        .unwrap();
+    let interim = String::from_utf8_lossy(&got[..n]).into_owned();
+    assert!(
+        interim.starts_with("HTTP/1.1 100 Continue\r\n"),
+        "{interim:?}"
+    );
+    stream.write_all(b"hello").await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest))
+        .await
+        .expect("the answer")
+        .unwrap();
+    assert_eq!(statuses(&String::from_utf8_lossy(&rest)), [200]);
+    let seen = h.sim.received();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].body_len, 5);
+    assert!(!seen[0].headers.contains_key("expect"), "{:?}", seen[0]);
+    assert_invariants(&h);
+}

@@ -6,6 +6,7 @@
 
 pub mod h2frames;
 pub mod invariants;
+pub mod raw_upstream;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
