@@ -521,3 +521,405 @@ async fn made_you_reset_is_bounded() {
     assert_eq!(res.status(), 200);
     assert_invariants(&h);
 }
+
+/// One request as raw frames on a fresh connection; what came back on it.
+async fn exchange(h: &Harness, fields: &[(&str, String)]) -> Seen {
+    let mut c = Conn::open(h).await;
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    c.headers(1, END_STREAM | END_HEADERS, &block(&fields))
+        .await;
+    c.read(Duration::from_secs(5), |s| {
+        !s.resets.is_empty() || !s.answered.is_empty()
+    })
+    .await
+}
+
+/// 1.15 over HTTP/2: the catalog's `deny_paths` bypass targets sent as
+/// `:path`, then `allow_paths = ["/1/"]`. Each is answered by the proxy
+/// (403 when it names the denied prefix, 400 when it is ambiguous, counted
+/// by the admin listener) and none reaches the upstream.
+#[tokio::test]
+async fn h2_path_normalisation_cannot_reach_denied_paths() {
+    count_panics();
+    let h = Setup::default().admin().start().await;
+    let forbidden = [
+        "/oauth2/revoke",
+        "/OAUTH2/revoke",
+        "/%6Fauth2/revoke",
+        "/oauth2",
+    ];
+    let ambiguous = [
+        "//oauth2/revoke",
+        "/./oauth2/revoke",
+        "/1/../oauth2/revoke",
+        "/1/..;x/oauth2/revoke",
+        "/1%2F..%2Foauth2/revoke",
+        "/1%5C..%5Coauth2/revoke",
+        "/oauth2%2Frevoke",
+    ];
+    for path in forbidden.iter().chain(&ambiguous) {
+        let seen = exchange(&h, &get(path)).await;
+        assert!(seen.answered.contains(&1), "{path}: {seen:?}");
+    }
+    // A fragment is not part of a `:path`: refused one way or another.
+    let seen = exchange(&h, &get("/oauth2/revoke#x")).await;
+    assert!(
+        seen.answered.contains(&1) || !seen.resets.is_empty() || seen.goaway.is_some(),
+        "{seen:?}"
+    );
+    assert_eq!(h.sim.api_started(), 0, "a bypass reached U");
+    let got = request_outcomes(&h).await;
+    let count = |code: &str| got.get(&("proxy".to_owned(), code.to_owned())).copied();
+    assert_eq!(
+        count("403").unwrap_or(0.0) as usize,
+        forbidden.len() + 1,
+        "{got:?}"
+    );
+    assert!(
+        count("400").unwrap_or(0.0) as usize >= ambiguous.len(),
+        "{got:?}"
+    );
+    assert_invariants(&h);
+    h.stop().await;
+
+    let h = Setup::default()
+        .admin()
+        .upstream("allow_paths = [\"/1/\"]")
+        .start()
+        .await;
+    for path in ["/1/../oauth2/token", "/oauth2/token", "/2/x"] {
+        let seen = exchange(&h, &get(path)).await;
+        assert!(seen.answered.contains(&1), "{path}: {seen:?}");
+    }
+    assert_eq!(h.sim.api_started(), 0);
+    assert_outcomes(&h, &[(("proxy", "400"), 1.0), (("proxy", "403"), 2.0)]).await;
+    assert_invariants(&h);
+}
+
+/// 1.22: `te: trailers` is the one TE an h2 request may carry (RFC 9113
+/// §8.2.2): accepted, and not forwarded to an HTTP/1.1 upstream.
+#[tokio::test]
+async fn h2_te_trailers_is_accepted_and_not_forwarded() {
+    let h = start().await;
+    let mut fields = get("/1/te");
+    fields.push(("te", "trailers".into()));
+    let seen = exchange(&h, &fields).await;
+    assert!(seen.answered.contains(&1), "{seen:?}");
+    let received = h.sim.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].version, http::Version::HTTP_11);
+    assert!(!received[0].headers.contains_key("te"), "{:?}", received[0]);
+    assert_invariants(&h);
+}
+
+/// 2.05: an `authorization` field the client put in the HPACK dynamic
+/// table on one stream and reuses by index on the next never reaches U:
+/// both requests arrive with the proxy's Bearer token only.
+#[tokio::test]
+async fn hpack_indexed_authorization_reused_on_a_second_stream_never_reaches_u() {
+    let h = start().await;
+    let mut c = Conn::open(&h).await;
+    let pseudo: Vec<(&str, String)> = get("/1/first");
+    let pseudo: Vec<(&str, &str)> = pseudo.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let mut first = block(&pseudo);
+    first.extend(indexed_literal(
+        "authorization",
+        b"Bearer CLIENTAUTH_CANARY",
+    ));
+    c.headers(1, END_STREAM | END_HEADERS, &first).await;
+    let mut second = block(&[
+        (":method", "GET"),
+        (":scheme", "http"),
+        (":authority", "proxy"),
+        (":path", "/1/second"),
+    ]);
+    // Index 62: the newest dynamic-table entry, the client's authorization.
+    second.push(0x80 | 62);
+    c.headers(3, END_STREAM | END_HEADERS, &second).await;
+    let seen = c
+        .read(Duration::from_secs(5), |s| s.answered.len() >= 2)
+        .await;
+    let mut answered = seen.answered.clone();
+    answered.sort_unstable();
+    assert_eq!(answered, [1, 3], "{seen:?}");
+    let received = h.sim.received();
+    assert_eq!(received.len(), 2);
+    for r in &received {
+        assert_eq!(
+            r.headers.get_all("authorization").iter().count(),
+            1,
+            "{r:?}"
+        );
+    }
+    assert_invariants(&h);
+}
+
+/// 1.30: streams past the advertised `max_concurrent_streams` (200) are
+/// refused with RST_STREAM(REFUSED_STREAM) and never processed. The
+/// client opens 250 streams that stay open (no END_STREAM).
+#[tokio::test]
+async fn streams_past_the_concurrency_limit_are_refused() {
+    const REFUSED_STREAM: u32 = 0x7;
+    let h = start().await;
+    let mut c = Conn::open(&h).await;
+    let mut fields = get("/1/open");
+    fields[0].1 = "POST".into();
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let hb = block(&fields);
+    let batch: Vec<u8> = (0..250u32)
+        .flat_map(|i| frame(HEADERS, END_HEADERS, 2 * i + 1, &hb))
+        .collect();
+    c.send(&batch).await;
+    let seen = c
+        .read(Duration::from_secs(5), |s| s.resets.len() >= 50)
+        .await;
+    let refused: Vec<u32> = seen
+        .resets
+        .iter()
+        .filter(|(_, code)| *code == REFUSED_STREAM)
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(refused.len(), 50, "{seen:?}");
+    assert!(refused.iter().all(|id| *id > 2 * 200), "{refused:?}");
+    // The refused streams were never processed: at most the 200 admitted
+    // ones can have started upstream.
+    assert!(h.sim.api_started() <= 200);
+    let refused_reached = h.sim.received().len();
+    assert!(refused_reached <= 200);
+    assert_invariants(&h);
+}
+
+/// 1.28: a 1 MiB header block right after the preface, before the client
+/// has acknowledged the server's SETTINGS: the 16 KiB header-list limit
+/// already holds (431, RST or GOAWAY); nothing reaches the upstream.
+#[tokio::test]
+async fn a_huge_header_block_before_the_settings_ack_is_refused() {
+    let h = start().await;
+    let mut stream = TcpStream::connect(h.proxy).await.unwrap();
+    stream.write_all(PREFACE).await.unwrap();
+    stream.write_all(&frame(SETTINGS, 0, 0, &[])).await.unwrap();
+    let mut c = Conn { stream };
+    let fields: Vec<(&str, String)> = get("/1/x");
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let mut hb = block(&fields);
+    while hb.len() < 1 << 20 {
+        hb.extend(literal("x-f", &[b'a'; 1000]));
+    }
+    let mut written = 0;
+    let flood = async {
+        for (i, part) in hb.chunks(16 * 1024 - 9).enumerate() {
+            let kind = if i == 0 { HEADERS } else { CONTINUATION };
+            if !c.send(&frame(kind, END_STREAM, 1, part)).await {
+                return;
+            }
+            written += part.len();
+        }
+        c.send(&frame(CONTINUATION, END_HEADERS, 1, &[])).await;
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(10), flood).await;
+    let seen = c
+        .read(Duration::from_secs(5), |s| {
+            !s.resets.is_empty() || !s.answered.is_empty()
+        })
+        .await;
+    assert!(
+        seen.goaway.is_some()
+            || seen.closed
+            || !seen.resets.is_empty()
+            || seen.answered.contains(&1),
+        "wrote {written}: {seen:?}"
+    );
+    assert_eq!(h.sim.api_started(), 0, "the huge head reached U");
+    assert_invariants(&h);
+}
+
+/// Resident set of this process (the proxy runs in it), in bytes.
+fn rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("procfs");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .expect("VmRSS")
+        * 1024
+}
+
+/// 1.27 (b), the "HTTP/2 Bomb": a client that holds its flow-control
+/// window at 0 (SETTINGS_INITIAL_WINDOW_SIZE = 0, nothing read) sends, on
+/// 100 streams each, small references to one dynamic-table entry.
+/// Over the 16 KiB decoded limit (200 × 100 B) every stream is refused;
+/// far over (4 000 × 4 KiB, 1.6 GB decoded in all) the connection is cut;
+/// under it (90 × 100 B) the requests are forwarded and the answers wait
+/// on the closed window. Nothing over the limit reaches U, and the process
+/// grows by far less than one stream's decoded size.
+#[tokio::test]
+async fn hpack_bomb_with_the_window_held_at_zero_is_bounded() {
+    let h = start().await;
+    let before = rss();
+    let pseudo: Vec<(&str, String)> = get("/1/bomb");
+    let pseudo: Vec<(&str, &str)> = pseudo.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let pseudo = block(&pseudo);
+    for (refs, size, forwarded) in [(200, 100, false), (4000, 4096, false), (90, 100, true)] {
+        let started = h.sim.api_started();
+        let mut stream = TcpStream::connect(h.proxy).await.unwrap();
+        stream.write_all(PREFACE).await.unwrap();
+        let zero_window = [0, 4, 0, 0, 0, 0];
+        stream
+            .write_all(&frame(SETTINGS, 0, 0, &zero_window))
+            .await
+            .unwrap();
+        stream
+            .write_all(&frame(SETTINGS, 0x1, 0, &[]))
+            .await
+            .unwrap();
+        let mut c = Conn { stream };
+        let mut first = pseudo.clone();
+        first.extend(indexed_literal("x-bomb", &vec![b'a'; size]));
+        let indexed = std::iter::repeat_n(0x80 | 62, refs);
+        let sending = async {
+            for i in 0..100u32 {
+                let mut hb = if i == 0 {
+                    first.clone()
+                } else {
+                    pseudo.clone()
+                };
+                hb.extend(indexed.clone());
+                let mut parts = hb.chunks(16 * 1024 - 9).peekable();
+                let mut kind = HEADERS;
+                while let Some(part) = parts.next() {
+                    let flags = if parts.peek().is_none() {
+                        END_HEADERS
+                    } else {
+                        0
+                    };
+                    if !c
+                        .send(&frame(kind, END_STREAM | flags, 2 * i + 1, part))
+                        .await
+                    {
+                        return;
+                    }
+                    kind = CONTINUATION;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(10), sending).await;
+        let seen = c
+            .read(Duration::from_secs(10), |s| {
+                s.answered.len() + s.resets.len() >= 100
+            })
+            .await;
+        let reached = h.sim.api_started() - started;
+        if forwarded {
+            assert_eq!(seen.answered.len(), 100, "{refs} × {size}: {seen:?}");
+            assert_eq!(reached, 100);
+        } else {
+            assert_eq!(reached, 0, "{refs} × {size}: over the limit, reached U");
+            assert!(
+                seen.goaway.is_some()
+                    || seen.closed
+                    || seen.answered.len() + seen.resets.len() == 100,
+                "{refs} × {size}: {seen:?}"
+            );
+        }
+        eprintln!(
+            "{refs} refs × {size} B: answered {}, reset {}, goaway {:?}, closed {}",
+            seen.answered.len(),
+            seen.resets.len(),
+            seen.goaway,
+            seen.closed
+        );
+    }
+    for r in h.sim.received() {
+        let size: usize = r
+            .headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 32)
+            .sum();
+        assert!(size <= 16 * 1024, "a {size}-byte head reached U");
+    }
+    let grown = rss().saturating_sub(before);
+    eprintln!("grown by {} KiB", grown >> 10);
+    assert!(grown < 64 << 20, "grew by {} MiB", grown >> 20);
+    assert_invariants(&h);
+}
+
+/// `fitbit_proxy_queue_depth` from the admin listener.
+async fn queue_depth(h: &Harness) -> usize {
+    let (_, body) = send(&http1_client(), support::get(&h.admin_url("/metrics"))).await;
+    let text = String::from_utf8_lossy(&body).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix("fitbit_proxy_queue_depth "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .expect("queue depth metric") as usize
+}
+
+/// Polls the queue depth until `want` (bounded: 10 s of 10 ms steps).
+async fn wait_for_queue(h: &Harness, want: usize) {
+    for _ in 0..1000 {
+        if queue_depth(h).await == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("queue depth never reached {want}: {}", queue_depth(h).await);
+}
+
+/// 1.24, resets after acceptance: ten rounds of 100 streams on one
+/// connection, each round reset only once all its requests wait in the
+/// pacing queue (paced at one a second). Every reset request leaves the
+/// queue (no ghost holds a place or a slot), none of them is sent
+/// upstream afterwards, and a new client is then served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resets_after_acceptance_stay_bounded() {
+    count_panics();
+    let h = Setup::default()
+        .admin()
+        .rate_limit("hourly_quota = 3600\nburst = 1\nmax_wait = \"1h\"\nmax_queued = 1000")
+        .sim(fitbit_proxy::sim::SimConfig {
+            quota: 3600,
+            window: Duration::from_secs(3600),
+            ..sim_config()
+        })
+        .start()
+        .await;
+    // Spend the burst, so that every stream below waits.
+    let (res, _) = send(&h2c_client(), support::get(&h.url("/1/first"))).await;
+    assert_eq!(res.status(), 200);
+    let mut c = Conn::open(&h).await;
+    let fields: Vec<(&str, String)> = get("/1/reset");
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let hb = block(&fields);
+    let mut next = 1u32;
+    for _round in 0..10 {
+        let ids: Vec<u32> = (0..100).map(|i| next + 2 * i).collect();
+        next += 200;
+        let opened: Vec<u8> = ids
+            .iter()
+            .flat_map(|id| frame(HEADERS, END_STREAM | END_HEADERS, *id, &hb))
+            .collect();
+        assert!(c.send(&opened).await);
+        wait_for_queue(&h, 100).await;
+        let reset: Vec<u8> = ids
+            .iter()
+            .flat_map(|id| frame(RST_STREAM, 0, *id, &CANCEL.to_be_bytes()))
+            .collect();
+        assert!(c.send(&reset).await);
+        wait_for_queue(&h, 0).await;
+    }
+    let reached = h
+        .sim
+        .received()
+        .iter()
+        .filter(|r| r.path == "/1/reset")
+        .count();
+    assert!(reached <= 1, "{reached} reset requests were sent upstream");
+    // Had the reset requests kept their pacing slots, this one would wait
+    // 1 000 s; it waits about one.
+    let client = h2c_client();
+    let after = send(&client, support::get(&h.url("/1/after")));
+    let (res, _) = tokio::time::timeout(Duration::from_secs(10), after)
+        .await
+        .expect("served after the resets, not behind their slots");
+    assert_eq!(res.status(), 200);
+    assert_invariants(&h);
+}
