@@ -1,6 +1,7 @@
 //! Catalog §1C (RELIABILITY.md), floods from HTTP/2 clients that never read
-//! what the proxy sends back: 1.29 (PING, SETTINGS, empty DATA, tiny
-//! WINDOW_UPDATE, PRIORITY churn; CVE-2019-9511…9518) and 1.31 (thousands
+//! what the proxy sends back: 1.29 (PING, SETTINGS, empty DATA, padded
+//! empty DATA, zero-length HEADERS, tiny WINDOW_UPDATE, PRIORITY churn;
+//! CVE-2019-9511…9518) and 1.31 (thousands
 //! of requests the proxy answers itself). One test in its own binary, so
 //! that the resident-set measurement sees only these connections.
 //!
@@ -68,6 +69,16 @@ fn floods() -> Vec<(&'static str, Vec<u8>)> {
     for i in 0..(1u32 << 17) {
         answered.extend(frame(HEADERS, END_STREAM | END_HEADERS, 2 * i + 1, &denied));
     }
+    // Padded, empty DATA (PADDED flag, pad length 0): no data, one byte of
+    // flow control each (CVE-2019-9518 with padding).
+    let mut padded = frame(HEADERS, END_HEADERS, 1, &block("POST", "/1/x"));
+    padded.extend(repeat(frame(DATA, PADDED, 1, &[0])));
+    // Zero-length HEADERS on ever new streams (CVE-2019-9516): each an
+    // empty, malformed header block.
+    let mut zero_headers = Vec::with_capacity(N * 9);
+    for i in 0..N as u32 {
+        zero_headers.extend(frame(HEADERS, END_STREAM | END_HEADERS, 2 * i + 1, &[]));
+    }
     vec![
         // 34 MiB: more than every socket buffer on the path could hold.
         ("PING", repeat(frame(PING, 0, 0, &[7; 8])).repeat(2)),
@@ -78,14 +89,16 @@ fn floods() -> Vec<(&'static str, Vec<u8>)> {
             repeat(frame(WINDOW_UPDATE, 0, 0, &[0, 0, 0, 1])),
         ),
         ("PRIORITY", priority),
+        ("padded empty DATA", padded),
+        ("zero-length HEADERS", zero_headers),
         ("403 answers", answered),
     ]
 }
 
-/// 1.29, 1.31: six floods at once, none of them read back. Each is cut
+/// 1.29, 1.31: eight floods at once, none of them read back. Each is cut
 /// off by back-pressure (the write does not finish) or by the proxy
 /// closing, and every such connection is closed by the unanswered
-/// keep-alive PING; the process grows by less than 8 MiB over all six (a server
+/// keep-alive PING; the process grows by less than 8 MiB over all eight (a server
 /// that queued its PING acks alone would hold 17 MiB, its 403 answers
 /// far more); another client is served meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,7 +157,7 @@ async fn floods_from_clients_that_never_read_stay_bounded() {
     }
     assert!(
         grown < 8 << 20,
-        "the proxy grew by {} MiB while six clients did not read",
+        "the proxy grew by {} MiB while eight clients did not read",
         grown >> 20
     );
     // The PING flood and the requests need replies: with nothing read, the

@@ -15,6 +15,7 @@ pub const CONTINUATION: u8 = 0x9;
 
 pub const END_STREAM: u8 = 0x1;
 pub const END_HEADERS: u8 = 0x4;
+pub const PADDED: u8 = 0x8;
 
 /// RST_STREAM / GOAWAY error code CANCEL.
 pub const CANCEL: u32 = 0x8;
