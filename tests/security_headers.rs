@@ -97,3 +97,306 @@ async fn forwarding_identity_fields_do_not_sway_allow_or_deny() {
     assert_invariants(&h);
     h.stop().await;
 }
+
+/// How one header field was represented in HPACK (RFC 7541 §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Repr {
+    Indexed(usize),
+    /// Literal with incremental indexing (enters the dynamic table).
+    Incremental,
+    WithoutIndexing,
+    NeverIndexed,
+}
+
+fn hpack_int(block: &[u8], at: &mut usize, prefix: u8) -> usize {
+    let max = (1usize << prefix) - 1;
+    let mut value = (block[*at] as usize) & max;
+    *at += 1;
+    if value == max {
+        let mut shift = 0;
+        loop {
+            let b = block[*at];
+            *at += 1;
+            value += ((b & 0x7f) as usize) << shift;
+            shift += 7;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+    }
+    value
+}
+
+fn skip_string(block: &[u8], at: &mut usize) {
+    let len = hpack_int(block, at, 7);
+    *at += len;
+}
+
+/// Every field of a header block as `(representation, name index)`; a
+/// literal name counts as index 0. Strings are skipped, not decoded.
+fn representations(block: &[u8]) -> Vec<(Repr, usize)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < block.len() {
+        let b = block[at];
+        let (repr, prefix) = match b {
+            _ if b & 0x80 != 0 => {
+                let idx = hpack_int(block, &mut at, 7);
+                out.push((Repr::Indexed(idx), idx));
+                continue;
+            }
+            _ if b & 0xc0 == 0x40 => (Repr::Incremental, 6),
+            _ if b & 0xe0 == 0x20 => {
+                hpack_int(block, &mut at, 5); // dynamic table size update
+                continue;
+            }
+            _ if b & 0xf0 == 0x10 => (Repr::NeverIndexed, 4),
+            _ => (Repr::WithoutIndexing, 4),
+        };
+        let name = hpack_int(block, &mut at, prefix);
+        if name == 0 {
+            skip_string(block, &mut at);
+        }
+        skip_string(block, &mut at);
+        out.push((repr, name));
+    }
+    out
+}
+
+/// A TLS upstream speaking raw HTTP/2: records the SNI of every handshake
+/// and the HPACK representations of every request's header block, and
+/// answers each request `200` with no body.
+async fn hpack_upstream(
+    ca: &fitbit_proxy::sim::TestCa,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<(Option<String>, Vec<(Repr, usize)>)>,
+) {
+    use support::h2frames::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (chain, key) = ca.issue(&["localhost"]);
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let (listener, addr) = support::raw_upstream::listener().await;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let sni = tls.get_ref().1.server_name().map(str::to_owned);
+                let mut preface = [0u8; 24];
+                if tls.read_exact(&mut preface).await.is_err() {
+                    return;
+                }
+                let _ = tls.write_all(&frame(SETTINGS, 0, 0, &[])).await;
+                loop {
+                    let mut head = [0u8; 9];
+                    if tls.read_exact(&mut head).await.is_err() {
+                        return;
+                    }
+                    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+                    let id = u32::from_be_bytes([head[5], head[6], head[7], head[8]]);
+                    let mut payload = vec![0u8; len];
+                    if tls.read_exact(&mut payload).await.is_err() {
+                        return;
+                    }
+                    match head[3] {
+                        SETTINGS if head[4] & 0x1 == 0 => {
+                            let _ = tls.write_all(&frame(SETTINGS, 0x1, 0, &[])).await;
+                        }
+                        HEADERS => {
+                            // No padding or priority from hyper's client.
+                            let _ = tx.send((sni.clone(), representations(&payload)));
+                            // 0x88: indexed `:status: 200`.
+                            let answer = frame(HEADERS, END_STREAM | END_HEADERS, id, &[0x88]);
+                            let _ = tls.write_all(&answer).await;
+                        }
+                        _ => {}
+                    }
+                }
+            });
+        }
+    });
+    (addr, rx)
+}
+
+/// 2.07, 2.08: toward an HTTP/2 upstream the Bearer token goes out as a
+/// never-indexed literal (`0001xxxx`, RFC 7541 §6.2.3) on every request,
+/// so it never enters HPACK's dynamic table; the TLS SNI is the upstream's
+/// host (`localhost` here), whatever the client's `Host` said.
+#[tokio::test]
+async fn the_token_is_never_indexed_and_sni_names_the_upstream() {
+    count_panics();
+    let ca = fitbit_proxy::sim::TestCa::new();
+    let (addr, mut seen) = hpack_upstream(&ca).await;
+    let url = format!("https://localhost:{}", addr.port());
+    let h = support::raw_upstream::start_proxy(&url, Some(&ca), &Extras::default()).await;
+    for client in [http1_client(), h2c_client()] {
+        for _ in 0..2 {
+            let mut req = get(&h.url("/1/x"));
+            req.headers_mut()
+                .insert("host", "fitbit-proxy.internal".parse().unwrap());
+            let (res, _) = send(&client, req).await;
+            assert_eq!(res.status(), StatusCode::OK);
+        }
+    }
+    const AUTHORIZATION: usize = 23; // RFC 7541 Appendix A
+    for _ in 0..4 {
+        let (sni, fields) = seen.recv().await.expect("a request reached U");
+        assert_eq!(sni.as_deref(), Some("localhost"));
+        let auth: Vec<_> = fields.iter().filter(|(_, n)| *n == AUTHORIZATION).collect();
+        assert_eq!(auth, [&(Repr::NeverIndexed, AUTHORIZATION)], "{fields:?}");
+    }
+    assert_invariants(&h);
+}
+
+/// 2.06: a bearer token in the query (`access_token`, RFC 6750 §2.3),
+/// however spelled, is 400 and never forwarded: a client cannot act under
+/// another identity. Names that only resemble it pass.
+#[tokio::test]
+async fn an_access_token_in_the_query_is_refused() {
+    count_panics();
+    let h = Setup::default().start().await;
+    for client in [http1_client(), h2c_client()] {
+        let before = h.sim.api_started();
+        for query in [
+            "access_token=CLIENTAUTH_CANARY",
+            "a=1&access_token=CLIENTAUTH_CANARY",
+            "ACCESS_TOKEN=CLIENTAUTH_CANARY",
+            "access%5Ftoken=CLIENTAUTH_CANARY",
+            "access_token",
+        ] {
+            let (res, body) = send(&client, get(&h.url(&format!("/1/x?{query}")))).await;
+            assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{query}");
+            assert_fitbit_error(&body, "bad_request");
+            assert_no_canary(query, &body);
+        }
+        assert_nothing_forwarded_since(&h, before, "access_token in the query");
+        for query in ["access_tokens=1", "x=access_token", "token=1"] {
+            let (res, _) = send(&client, get(&h.url(&format!("/1/x?{query}")))).await;
+            assert_eq!(res.status(), StatusCode::OK, "{query}");
+        }
+    }
+    assert_eq!(h.sim.received().len(), 6);
+    assert_invariants(&h);
+}
+
+/// 2.15: repeated fields keep their order both ways (RFC 9110 §5.3), and
+/// several `Set-Cookie` lines reach the client as they left the upstream,
+/// to an HTTP/1.1 and an HTTP/2 client alike.
+#[tokio::test]
+async fn repeated_fields_and_set_cookie_keep_their_order() {
+    use tokio::io::AsyncWriteExt;
+    count_panics();
+    let (listener, addr) = support::raw_upstream::listener().await;
+    let (tx, mut heads) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                while let Some(head) = support::raw_upstream::read_head(&mut conn).await {
+                    let _ = tx.send(head);
+                    let answer = "HTTP/1.1 200 OK\r\nSet-Cookie: a=1; Path=/\r\nX-Rep: 1\r\nSet-Cookie: b=2, c\r\nX-Rep: 2\r\nSet-Cookie: d=4\r\nAccept-Locale: en_GB\r\nContent-Length: 0\r\n\r\n";
+                    if conn.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let h = support::raw_upstream::start_proxy(&format!("http://{addr}"), None, &Extras::default())
+        .await;
+    for client in [http1_client(), h2c_client()] {
+        let mut req = get(&h.url("/1/x"));
+        for v in ["3", "1", "2"] {
+            req.headers_mut().append("x-rep", v.parse().unwrap());
+        }
+        req.headers_mut()
+            .insert("accept-language", "fr_FR".parse().unwrap());
+        let (res, _) = send(&client, req).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        let all = |name: &str| -> Vec<String> {
+            res.headers()
+                .get_all(name)
+                .iter()
+                .map(|v| v.to_str().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(all("set-cookie"), ["a=1; Path=/", "b=2, c", "d=4"]);
+        assert_eq!(all("x-rep"), ["1", "2"]);
+        assert_eq!(all("accept-locale"), ["en_GB"]);
+        let head = heads.recv().await.unwrap().to_ascii_lowercase();
+        let reps: Vec<&str> = head
+            .lines()
+            .filter_map(|l| l.strip_prefix("x-rep: "))
+            .collect();
+        assert_eq!(reps, ["3", "1", "2"], "{head}");
+        assert!(head.contains("accept-language: fr_fr"), "{head}");
+    }
+    assert_invariants(&h);
+}
+
+/// Every series `/metrics` shows (name and labels, without the value).
+async fn series(h: &Harness) -> std::collections::BTreeSet<String> {
+    let (_, body) = send(&http1_client(), get(&h.admin_url("/metrics"))).await;
+    String::from_utf8_lossy(&body)
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| l.rsplit_once(' ').map_or(l, |(s, _)| s).to_owned())
+        .collect()
+}
+
+/// 2.11: 10 000 distinct paths, queries, `Host`s and user agents (forwarded
+/// and refused alike) add no series to `/metrics`: no label holds a raw
+/// path, host, query or user agent. The SPEC §8 metrics stay present.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn distinct_paths_add_no_metric_series() {
+    count_panics();
+    let h = Setup::default().admin().start().await;
+    let client = h2c_client();
+    let request = |i: usize| {
+        // Mostly refused (403, answered by the proxy: cheap), some forwarded.
+        let path = if i % 10 == 0 { "/1/user" } else { "/oauth2/x" };
+        let mut req = get(&h.url(&format!("{path}/{i}?q={i}")));
+        let headers = req.headers_mut();
+        headers.insert("user-agent", format!("agent-{i}").parse().unwrap());
+        headers.insert("host", format!("host-{i}.internal").parse().unwrap());
+        req
+    };
+    // Warm-up: one answer of each kind, so that their series exist.
+    for i in [1, 10] {
+        send(&client, request(i)).await;
+    }
+    let before = series(&h).await;
+    for chunk in (0..10_000).collect::<Vec<_>>().chunks(100) {
+        let batch: Vec<_> = chunk.iter().map(|i| send(&client, request(*i))).collect();
+        for (res, _) in futures_util::future::join_all(batch).await {
+            assert!(matches!(res.status().as_u16(), 200 | 403));
+        }
+    }
+    let after = series(&h).await;
+    assert_eq!(
+        after.difference(&before).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "new series after 10 000 distinct paths"
+    );
+    for name in [
+        "fitbit_proxy_requests_total",
+        "fitbit_proxy_request_duration_seconds_bucket",
+        "fitbit_proxy_queue_depth",
+        "fitbit_proxy_token_expires_in_seconds",
+    ] {
+        assert!(after.iter().any(|s| s.starts_with(name)), "{name} missing");
+    }
+    assert_invariants(&h);
+}
