@@ -400,3 +400,125 @@ async fn distinct_paths_add_no_metric_series() {
     }
     assert_invariants(&h);
 }
+
+/// Runs the real binary with `log.format = format` in front of a
+/// simulator, sends `requests` (raw HTTP/1 bytes, each on its own
+/// connection), then stops it with SIGTERM. Returns, per request, whether
+/// the stack answered it (it carries the proxy's `x-request-id`), and the
+/// log the binary wrote.
+async fn log_of(format: &str, requests: &[Vec<u8>]) -> (Vec<bool>, String) {
+    use std::process::{Command, Stdio};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sim = fitbit_proxy::sim::Sim::new(sim_config());
+    let upstream = sim.serve_plain(bind().await);
+    let dir = tempfile::tempdir().unwrap();
+    let proxy_addr = bind().await.local_addr().unwrap();
+    let toml = config_toml(&upstream, None, &Extras::default()).replace(
+        "addr = \"127.0.0.1:0\"",
+        &format!("addr = \"{proxy_addr}\""),
+    ) + &format!("\n[log]\nformat = \"{format}\"\n");
+    let path = dir.path().join("proxy.toml");
+    std::fs::write(&path, &toml).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_fitbit-proxy"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .env(SECRET_ENV, SECRET)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The proxy binds right after start; retry until it answers.
+    let client = http1_client();
+    for _ in 0..400 {
+        if client
+            .request(get(&format!("http://{proxy_addr}/1/ready")))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let mut through_stack = Vec::new();
+    for bytes in requests {
+        let mut conn = tokio::net::TcpStream::connect(proxy_addr).await.unwrap();
+        conn.write_all(bytes).await.unwrap();
+        let mut answer = Vec::new();
+        let read = std::time::Duration::from_secs(5);
+        let _ = tokio::time::timeout(read, conn.read_to_end(&mut answer)).await;
+        let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+        assert!(answer.starts_with("http/1.1 "), "{answer:?}");
+        through_stack.push(answer.contains("x-request-id:"));
+    }
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let log =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    (through_stack, log)
+}
+
+/// 2.10: CR, LF, ESC and quotes sent in the path, the method, the request
+/// id and other fields never break the access log: the parser refuses raw
+/// CR, LF and ESC before anything is logged; what is logged (quotes,
+/// backslashes, braces, percent-encoded CR LF ESC) stays inside one line
+/// per request, in text and in JSON (each line parses, the path and the
+/// request id round-trip).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_control_characters_and_quotes_never_break_a_log_line() {
+    let requests: Vec<Vec<u8>> = [
+        &b"GET /1/inj0/%0d%0a%1b%5b31m%22%7d HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"[..],
+        b"GET /1/inj1/\"}{\\ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"GET /1/inj2 HTTP/1.1\r\nHost: x\r\nX-Request-Id: inj2\"}\\n{\"level\":\"ERROR\"\r\nConnection: close\r\n\r\n",
+        b"GET /1/inj3 HTTP/1.1\r\nHost: x\r\nUser-Agent: \"}\x1b[31m\r\nConnection: close\r\n\r\n",
+        b"GET /1/inj4\x1b[31m HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"GET /1/inj5\r\nX-Forged: 1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"G\"ET /1/inj6 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"X-INJ7'!#$%&*+.^_`|~ /1/inj7 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"GET /1/inj8 HTTP/1.1\r\nHost: x\r\nUser-Agent: a\rb\r\nConnection: close\r\n\r\n",
+    ]
+    .iter()
+    .map(|b| b.to_vec())
+    .collect();
+    for format in ["text", "json"] {
+        let (through_stack, log) = log_of(format, &requests).await;
+        assert!(!log.contains('\x1b'), "{format}: a raw ESC in the log");
+        assert!(!log.contains('\r'), "{format}: a raw CR in the log");
+        let lines: Vec<&str> = log.lines().collect();
+        for (i, logged) in through_stack.iter().enumerate() {
+            let marker = format!("inj{i}");
+            let found: Vec<&&str> = lines.iter().filter(|l| l.contains(&marker)).collect();
+            let want = usize::from(*logged);
+            assert_eq!(found.len(), want, "{format}: request {i}: {found:#?}");
+            for line in found {
+                assert!(line.contains("request"), "{format}: {line}");
+                if format == "json" {
+                    let v: serde_json::Value = serde_json::from_str(line)
+                        .unwrap_or_else(|e| panic!("not one JSON record: {e}: {line}"));
+                    assert!(v["path"].as_str().unwrap().starts_with("/1/inj"), "{v}");
+                    if i == 2 {
+                        assert_eq!(v["request_id"], "inj2\"}\\n{\"level\":\"ERROR\"", "{v}");
+                    }
+                }
+            }
+        }
+        // The quoted request id and the path with quotes went through.
+        assert!(through_stack[0] && through_stack[2], "{through_stack:?}");
+        if format == "json" {
+            for line in lines.iter().filter(|l| l.starts_with('{')) {
+                serde_json::from_str::<serde_json::Value>(line)
+                    .unwrap_or_else(|e| panic!("not one JSON record: {e}: {line}"));
+            }
+        }
+        eprintln!("{format}: through the stack: {through_stack:?}");
+    }
+}
