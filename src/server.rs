@@ -86,6 +86,10 @@ impl<S> ConnectionService for S where
 /// What every connection task needs, built once.
 struct Listener {
     builder: auto::Builder<TokioExecutor>,
+    /// For TLS connections that did not negotiate `h2` by ALPN: HTTP/2 over
+    /// TLS is chosen by ALPN only (RFC 9113 §3.2), never by sniffing the
+    /// preface.
+    h1_builder: auto::Builder<TokioExecutor>,
     tls: Option<TlsAcceptor>,
     allow: Vec<IpNet>,
     /// For the TLS handshake and the first bytes of a request.
@@ -105,6 +109,7 @@ pub async fn serve<S>(
 {
     let ctx = Arc::new(Listener {
         builder: http_builder(cfg),
+        h1_builder: http_builder(cfg).http1_only(),
         tls,
         allow: cfg.allow.clone(),
         first_bytes_deadline: cfg.header_read_timeout,
@@ -179,7 +184,11 @@ impl Listener {
         S: ConnectionService,
     {
         match &self.tls {
-            None => self.serve_io(stream, peer, service, watcher, drain).await,
+            None => {
+                let builder = &self.builder;
+                self.serve_io(builder, stream, peer, service, watcher, drain)
+                    .await
+            }
             Some(acceptor) => {
                 let handshake =
                     tokio::time::timeout(self.first_bytes_deadline, acceptor.accept(stream));
@@ -188,7 +197,15 @@ impl Listener {
                     () = wait_for_drain(&mut drain) => return,
                 };
                 match handshake {
-                    Ok(Ok(tls)) => self.serve_io(tls, peer, service, watcher, drain).await,
+                    Ok(Ok(tls)) => {
+                        let builder = if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                            &self.builder
+                        } else {
+                            &self.h1_builder
+                        };
+                        self.serve_io(builder, tls, peer, service, watcher, drain)
+                            .await
+                    }
                     Ok(Err(err)) => tracing::debug!(%peer, error = %err, "TLS handshake failed"),
                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                 }
@@ -198,6 +215,7 @@ impl Listener {
 
     async fn serve_io<I, S>(
         &self,
+        builder: &auto::Builder<TokioExecutor>,
         mut io: I,
         peer: SocketAddr,
         service: S,
@@ -215,9 +233,7 @@ impl Listener {
             return;
         };
         let io = TokioIo::new(Rewind::new(prefix, io));
-        let conn = self
-            .builder
-            .serve_connection(io, TowerToHyperService::new(service));
+        let conn = builder.serve_connection(io, TowerToHyperService::new(service));
         if let Err(err) = watcher.watch(conn.into_owned()).await {
             tracing::debug!(%peer, error = %err, "connection ended with an error");
         }

@@ -923,3 +923,82 @@ async fn resets_after_acceptance_stay_bounded() {
     assert_eq!(res.status(), 200);
     assert_invariants(&h);
 }
+
+fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
+}
+
+/// 1.32 (a): on a TLS listener, HTTP/2 is chosen by ALPN only (RFC 9113
+/// §3.2, §3.3). A client that negotiated `http/1.1`, or no ALPN at all,
+/// and then sends the h2 preface is not served as HTTP/2: no SETTINGS, no
+/// answer on a stream, nothing upstream. One that negotiated `h2` is.
+#[tokio::test]
+async fn h2_preface_over_tls_without_alpn_h2_is_not_served_as_h2() {
+    count_panics();
+    let ca = fitbit_proxy::sim::TestCa::new();
+    let certs = tempfile::tempdir().unwrap();
+    let (chain, key) = ca.issue(&["localhost"]);
+    std::fs::write(certs.path().join("p.pem"), pem("CERTIFICATE", &chain[0])).unwrap();
+    std::fs::write(
+        certs.path().join("p.key"),
+        pem("PRIVATE KEY", key.secret_der()),
+    )
+    .unwrap();
+    let h = Setup::default()
+        .listen(&format!(
+            "tls_cert = {:?}\ntls_key = {:?}\nheader_read_timeout = \"1s\"",
+            certs.path().join("p.pem"),
+            certs.path().join("p.key")
+        ))
+        .start()
+        .await;
+    let fields: Vec<(&str, String)> = get("/1/x");
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let mut request = PREFACE.to_vec();
+    request.extend(frame(SETTINGS, 0, 0, &[]));
+    request.extend(frame(HEADERS, END_STREAM | END_HEADERS, 1, &block(&fields)));
+    for alpn in [vec![b"http/1.1".to_vec()], vec![], vec![b"h2".to_vec()]] {
+        let mut config = ca.client_config();
+        config.alpn_protocols = alpn.clone();
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+        let tcp = TcpStream::connect(h.proxy).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = connector.connect(name, tcp).await.unwrap();
+        tls.write_all(&request).await.unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(3), async {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = tls.read(&mut buf).await {
+                if n == 0 {
+                    return;
+                }
+                answer.extend_from_slice(&buf[..n]);
+            }
+        })
+        .await;
+        let h2_settings = answer.len() >= 9 && answer[3] == SETTINGS;
+        if alpn == [b"h2".to_vec()] {
+            assert!(h2_settings, "h2 by ALPN is served: {answer:?}");
+            assert_eq!(h.sim.api_started(), 1);
+        } else {
+            assert!(!h2_settings, "{alpn:?}: served as h2: {answer:?}");
+            let text = String::from_utf8_lossy(&answer);
+            assert!(
+                answer.is_empty() || text.starts_with("HTTP/1.1 4"),
+                "{alpn:?}: {text}"
+            );
+            assert_eq!(h.sim.api_started(), 0, "{alpn:?}");
+        }
+    }
+    assert_invariants(&h);
+}
