@@ -230,9 +230,14 @@ fn check_query<B>(req: &Request<B>) -> Result<(), ProxyError> {
         return Ok(());
     };
     let carries_token = query.split('&').any(|pair| {
-        let name = pair.split('=').next().unwrap_or_default().replace('+', " ");
-        let name = percent_encoding::percent_decode_str(&name).decode_utf8_lossy();
-        name.trim().eq_ignore_ascii_case("access_token")
+        let name = pair.split('=').next().unwrap_or_default();
+        if name.contains(['%', '+']) {
+            let name = name.replace('+', " ");
+            let name = percent_encoding::percent_decode_str(&name).decode_utf8_lossy();
+            name.trim().eq_ignore_ascii_case("access_token")
+        } else {
+            name.eq_ignore_ascii_case("access_token")
+        }
     });
     if carries_token {
         Err(ProxyError::BadRequest(

@@ -687,8 +687,6 @@ async fn streams_past_the_concurrency_limit_are_refused() {
     // The refused streams were never processed: at most the 200 admitted
     // ones can have started upstream.
     assert!(h.sim.api_started() <= 200);
-    let refused_reached = h.sim.received().len();
-    assert!(refused_reached <= 200);
     assert_invariants(&h);
 }
 

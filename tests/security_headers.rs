@@ -272,6 +272,7 @@ async fn an_access_token_in_the_query_is_refused() {
         for query in [
             "access_token=CLIENTAUTH_CANARY",
             "a=1&access_token=CLIENTAUTH_CANARY",
+            "a=1&+access%5Ftoken+=CLIENTAUTH_CANARY",
             "ACCESS_TOKEN=CLIENTAUTH_CANARY",
             "access%5Ftoken=CLIENTAUTH_CANARY",
             "access_token",
