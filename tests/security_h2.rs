@@ -745,91 +745,92 @@ fn rss() -> u64 {
         * 1024
 }
 
-/// 1.27 (b), the "HTTP/2 Bomb": a client that holds its flow-control
-/// window at 0 (SETTINGS_INITIAL_WINDOW_SIZE = 0, nothing read) sends, on
-/// 100 streams each, small references to one dynamic-table entry.
-/// Over the 16 KiB decoded limit (200 × 100 B) every stream is refused;
-/// far over (4 000 × 4 KiB, 1.6 GB decoded in all) the connection is cut;
-/// under it (90 × 100 B) the requests are forwarded and the answers wait
-/// on the closed window. Nothing over the limit reaches U, and the process
-/// grows by far less than one stream's decoded size.
-#[tokio::test]
-async fn hpack_bomb_with_the_window_held_at_zero_is_bounded() {
-    let h = start().await;
-    let before = rss();
+/// One connection of the "HTTP/2 Bomb": the window held at 0
+/// (SETTINGS_INITIAL_WINDOW_SIZE = 0, nothing read until the end), a
+/// `size`-byte field put in the dynamic table, then 100 streams of `refs`
+/// one-byte references to it each.
+async fn bomb_connection(h: &Harness, refs: usize, size: usize) -> Seen {
     let pseudo: Vec<(&str, String)> = get("/1/bomb");
     let pseudo: Vec<(&str, &str)> = pseudo.iter().map(|(n, v)| (*n, v.as_str())).collect();
     let pseudo = block(&pseudo);
-    for (refs, size, forwarded) in [(200, 100, false), (4000, 4096, false), (90, 100, true)] {
-        let started = h.sim.api_started();
-        let mut stream = TcpStream::connect(h.proxy).await.unwrap();
-        stream.write_all(PREFACE).await.unwrap();
-        let zero_window = [0, 4, 0, 0, 0, 0];
-        stream
-            .write_all(&frame(SETTINGS, 0, 0, &zero_window))
-            .await
-            .unwrap();
-        stream
-            .write_all(&frame(SETTINGS, 0x1, 0, &[]))
-            .await
-            .unwrap();
-        let mut c = Conn { stream };
-        let mut first = pseudo.clone();
-        first.extend(indexed_literal("x-bomb", &vec![b'a'; size]));
-        let indexed = std::iter::repeat_n(0x80 | 62, refs);
-        let sending = async {
-            for i in 0..100u32 {
-                let mut hb = if i == 0 {
-                    first.clone()
+    let mut stream = TcpStream::connect(h.proxy).await.unwrap();
+    let zero_window = [0, 4, 0, 0, 0, 0];
+    let mut start = PREFACE.to_vec();
+    start.extend(frame(SETTINGS, 0, 0, &zero_window));
+    start.extend(frame(SETTINGS, 0x1, 0, &[]));
+    stream.write_all(&start).await.unwrap();
+    let mut c = Conn { stream };
+    let mut first = pseudo.clone();
+    first.extend(indexed_literal("x-bomb", &vec![b'a'; size]));
+    let indexed = std::iter::repeat_n(0x80 | 62, refs);
+    let sending = async {
+        for i in 0..100u32 {
+            let mut hb = if i == 0 {
+                first.clone()
+            } else {
+                pseudo.clone()
+            };
+            hb.extend(indexed.clone());
+            let mut parts = hb.chunks(16 * 1024 - 9).peekable();
+            let mut kind = HEADERS;
+            while let Some(part) = parts.next() {
+                let flags = if parts.peek().is_none() {
+                    END_HEADERS
                 } else {
-                    pseudo.clone()
+                    0
                 };
-                hb.extend(indexed.clone());
-                let mut parts = hb.chunks(16 * 1024 - 9).peekable();
-                let mut kind = HEADERS;
-                while let Some(part) = parts.next() {
-                    let flags = if parts.peek().is_none() {
-                        END_HEADERS
-                    } else {
-                        0
-                    };
-                    if !c
-                        .send(&frame(kind, END_STREAM | flags, 2 * i + 1, part))
-                        .await
-                    {
-                        return;
-                    }
-                    kind = CONTINUATION;
+                if !c
+                    .send(&frame(kind, END_STREAM | flags, 2 * i + 1, part))
+                    .await
+                {
+                    return;
                 }
+                kind = CONTINUATION;
             }
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(10), sending).await;
-        let seen = c
-            .read(Duration::from_secs(10), |s| {
-                s.answered.len() + s.resets.len() >= 100
-            })
-            .await;
-        let reached = h.sim.api_started() - started;
-        if forwarded {
-            assert_eq!(seen.answered.len(), 100, "{refs} × {size}: {seen:?}");
-            assert_eq!(reached, 100);
-        } else {
-            assert_eq!(reached, 0, "{refs} × {size}: over the limit, reached U");
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(10), sending).await;
+    c.read(Duration::from_secs(10), |s| {
+        s.answered.len() + s.resets.len() >= 100
+    })
+    .await
+}
+
+/// 1.27 (b), the "HTTP/2 Bomb", on 100 connections at once: each holds
+/// its window at 0 and sends, on 100 streams, small references to one
+/// dynamic-table entry. Over the 16 KiB decoded limit (200 × 100 B per
+/// stream) every stream is refused; far over it (4 000 × 4 KiB, 1.6 GB
+/// decoded per connection) each connection is cut. Under it (90 × 100 B,
+/// one connection) the requests are forwarded and the answers wait on the
+/// closed window. Nothing over the limit reaches U, and the process grows
+/// by a few MiB, not by the decoded sizes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hpack_bomb_with_the_window_held_at_zero_is_bounded() {
+    let h = start().await;
+    let before = rss();
+    for (refs, size) in [(200, 100), (4000, 4096)] {
+        let conns = (0..100).map(|_| bomb_connection(&h, refs, size));
+        let seen = futures_util::future::join_all(conns).await;
+        assert_eq!(
+            h.sim.api_started(),
+            0,
+            "{refs} × {size}: over the limit, reached U"
+        );
+        for s in &seen {
             assert!(
-                seen.goaway.is_some()
-                    || seen.closed
-                    || seen.answered.len() + seen.resets.len() == 100,
-                "{refs} × {size}: {seen:?}"
+                s.goaway.is_some() || s.closed || s.answered.len() + s.resets.len() == 100,
+                "{refs} × {size}: {s:?}"
             );
         }
-        eprintln!(
-            "{refs} refs × {size} B: answered {}, reset {}, goaway {:?}, closed {}",
-            seen.answered.len(),
-            seen.resets.len(),
-            seen.goaway,
-            seen.closed
-        );
+        let cut = seen
+            .iter()
+            .filter(|s| s.goaway.is_some() || s.closed)
+            .count();
+        eprintln!("{refs} refs × {size} B on 100 connections: {cut} cut off");
     }
+    let seen = bomb_connection(&h, 90, 100).await;
+    assert_eq!(seen.answered.len(), 100, "90 × 100: {seen:?}");
+    assert_eq!(h.sim.api_started(), 100);
     for r in h.sim.received() {
         let size: usize = r
             .headers
