@@ -1,35 +1,53 @@
 //! The innermost service: sends the request to `upstream.url` over a pooled
 //! keep-alive client (rustls, ALPN h2 + http/1.1), with the authority
 //! rewritten, the response's hop-by-hop fields removed, and the response body
-//! streamed back. The same client fetches tokens.
+//! streamed back. The same client fetches tokens. A request lost to the
+//! keep-alive race (the upstream closed a pooled connection as it was
+//! reused) is sent once more on a fresh connection when that is safe.
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::header::HOST;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, Uri, Version};
+use http::{Extensions, Method, Request, Response, Uri, Version};
+use http_body::Body as _;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder, MaybeHttpsStream};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use rustls::{ClientConfig, RootCertStore};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tower_service::Service;
 
 use crate::body::{Body, BoxError};
 use crate::config::UpstreamConfig;
 use crate::deadline::{IdleTimeout, Side};
-use crate::respond::ProxyError;
+use crate::respond::{describe_chain, ProxyError};
 use crate::{fitbit, headers};
 
-/// The pooled client shared by forwarding and the token exchange.
-pub type HttpClient = Client<Connector, Body>;
+/// The pooled client shared by forwarding and the token exchange, plus an
+/// unpooled twin over the same connector for the one retry that must not
+/// land on another stale pooled connection.
+#[derive(Clone)]
+pub struct HttpClient {
+    pooled: Client<Connector, Body>,
+    fresh: Client<Connector, Body>,
+}
+
+impl HttpClient {
+    /// Sends `req` over a pooled connection.
+    pub fn request(&self, req: Request<Body>) -> ResponseFuture {
+        self.pooled.request(req)
+    }
+}
 
 /// Idle upstream connections are kept this long: long enough to carry a
 /// steady trickle of paced requests, short enough to drop dead peers.
@@ -69,15 +87,21 @@ pub fn build_client(cfg: &UpstreamConfig) -> Result<HttpClient, ClientBuildError
         inner: https,
         timeout: cfg.connect_timeout,
     };
-    Ok(Client::builder(TokioExecutor::new())
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        // A request queued for a pooled connection that closed before the
+        // request was written is sent on another one. The default, pinned.
+        .retry_canceled_requests(true)
         // Derive Host from the rewritten URI (the client's Host is removed
         // first: hyper-util only adds one when it is missing). The default,
         // pinned.
-        .set_host(true)
-        .build(connector))
+        .set_host(true);
+    let pooled = builder.build(connector.clone());
+    let fresh = builder.pool_max_idle_per_host(0).build(connector);
+    Ok(HttpClient { pooled, fresh })
 }
 
 fn tls_config(cfg: &UpstreamConfig) -> Result<ClientConfig, ClientBuildError> {
@@ -121,11 +145,13 @@ pub struct Connector {
 #[error("connect timed out after {0:?} (DNS, TCP and TLS together)")]
 pub struct ConnectTimedOut(Duration);
 
-type ConnectFuture =
-    Pin<Box<dyn Future<Output = Result<MaybeHttpsStream<TokioIo<TcpStream>>, BoxError>> + Send>>;
+/// An upstream connection as the client sees it.
+pub type UpstreamIo = TokioIo<Tracked<TokioIo<MaybeHttpsStream<TokioIo<TcpStream>>>>>;
+
+type ConnectFuture = Pin<Box<dyn Future<Output = Result<UpstreamIo, BoxError>> + Send>>;
 
 impl Service<Uri> for Connector {
-    type Response = MaybeHttpsStream<TokioIo<TcpStream>>;
+    type Response = UpstreamIo;
     type Error = BoxError;
     type Future = ConnectFuture;
 
@@ -138,7 +164,7 @@ impl Service<Uri> for Connector {
         let timeout = self.timeout;
         Box::pin(async move {
             match tokio::time::timeout(timeout, connecting).await {
-                Ok(result) => result,
+                Ok(result) => result.map(|io| TokioIo::new(Tracked::new(TokioIo::new(io)))),
                 Err(_) => Err(ConnectTimedOut(timeout).into()),
             }
         })
@@ -209,7 +235,23 @@ impl Service<Request<Body>> for Upstream {
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let sending = self.client.request(self.rewrite(req));
+        let req = self.rewrite(req);
+        let retry = (is_safe_to_repeat(req.method()) && req.body().is_end_stream())
+            .then(|| bodiless_copy(&req));
+        let client = self.client.clone();
+        let sending = async move {
+            let err = match client.pooled.request(req).await {
+                Ok(res) => return Ok(res),
+                Err(err) => err,
+            };
+            match retry {
+                Some(again) if lost_to_keep_alive_race(&err) => {
+                    tracing::debug!(error = %describe_chain(&err), "reused upstream connection closed unanswered; retrying once on a fresh one");
+                    client.fresh.request(again).await
+                }
+                _ => Err(err),
+            }
+        };
         let timeout = self.target.request_timeout;
         Box::pin(async move {
             let mut res = match tokio::time::timeout(timeout, sending).await {
@@ -225,5 +267,228 @@ impl Service<Request<Body>> for Upstream {
             // upstream connection is dropped rather than pooled.
             Ok(res.map(|body| Body::new(IdleTimeout::new(body, timeout, Side::Upstream))))
         })
+    }
+}
+
+/// RFC 9110 §9.2.2: methods a proxy may repeat on its own.
+fn is_safe_to_repeat(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// The same request with an empty body, for the one retry.
+fn bodiless_copy(req: &Request<Body>) -> Request<Body> {
+    let mut copy = Request::new(Body::empty());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy
+}
+
+/// How an attempt on one upstream connection ended, as far as a retry cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Attempt {
+    /// The connection had carried an earlier request and its answer.
+    reused: bool,
+    /// Some byte of this request's answer had arrived.
+    answered: bool,
+    /// The connection closed or reset under the request.
+    closed: bool,
+}
+
+/// The keep-alive race (RFC 9112 §9.3.1): the upstream closed an idle
+/// pooled connection just as it was reused, so it never read the request
+/// and spent no quota on it. Only then is a (safe, bodiless) request sent
+/// again; a fresh connection that closes, or any answer begun, is final.
+fn should_retry(attempt: Attempt) -> bool {
+    attempt.reused && !attempt.answered && attempt.closed
+}
+
+fn lost_to_keep_alive_race(err: &hyper_util::client::legacy::Error) -> bool {
+    if err.is_connect() {
+        return false;
+    }
+    let Some(connected) = err.connect_info() else {
+        return false;
+    };
+    let mut extras = Extensions::new();
+    connected.get_extras(&mut extras);
+    let Some(wire) = extras.get::<Arc<Wire>>() else {
+        return false;
+    };
+    // HTTP/2 multiplexes, so turns mean nothing there; hyper-util already
+    // resends what a GOAWAY refused before it was written.
+    let attempt = Attempt {
+        reused: !connected.is_negotiated_h2() && wire.turns.load(Ordering::Relaxed) > 1,
+        answered: wire.answered.load(Ordering::Relaxed),
+        closed: closed_under_request(err),
+    };
+    should_retry(attempt)
+}
+
+/// The connection ended (EOF or reset) while a request was in flight.
+fn closed_under_request(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(err);
+    while let Some(e) = source {
+        if let Some(e) = e.downcast_ref::<hyper::Error>() {
+            if e.is_incomplete_message() || e.is_canceled() {
+                return true;
+            }
+        }
+        if let Some(e) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            return matches!(e.kind(), ConnectionReset | ConnectionAborted | BrokenPipe);
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// What one HTTP/1 connection has carried: request/response turns begun
+/// (a write after a read starts a new one) and whether the current turn has
+/// read any answer yet. Shared with the client through `Connected::extra`.
+#[derive(Debug, Default)]
+struct Wire {
+    turns: AtomicU32,
+    answered: AtomicBool,
+}
+
+impl Wire {
+    /// A write after an answer (or the first write) begins a new turn.
+    fn wrote(&self) {
+        if self.answered.swap(false, Ordering::Relaxed) || self.turns.load(Ordering::Relaxed) == 0 {
+            self.turns.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// An upstream stream that keeps its [`Wire`] up to date (above TLS, so
+/// only HTTP bytes count).
+pub struct Tracked<T> {
+    inner: T,
+    wire: Arc<Wire>,
+}
+
+impl<T> Tracked<T> {
+    fn new(inner: T) -> Self {
+        Tracked {
+            inner,
+            wire: Arc::default(),
+        }
+    }
+}
+
+impl<T: Connection> Connection for Tracked<T> {
+    fn connected(&self) -> Connected {
+        self.inner.connected().extra(Arc::clone(&self.wire))
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.wire.answered.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.wire.wrote();
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.wire.wrote();
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_only_the_keep_alive_race() {
+        let race = Attempt {
+            reused: true,
+            answered: false,
+            closed: true,
+        };
+        let cases = [
+            (race, true),
+            (
+                Attempt {
+                    reused: false,
+                    ..race
+                },
+                false,
+            ),
+            (
+                Attempt {
+                    answered: true,
+                    ..race
+                },
+                false,
+            ),
+            (
+                Attempt {
+                    closed: false,
+                    ..race
+                },
+                false,
+            ),
+        ];
+        for (attempt, want) in cases {
+            assert_eq!(should_retry(attempt), want, "{attempt:?}");
+        }
+    }
+
+    #[test]
+    fn only_safe_methods_are_repeated() {
+        for (method, want) in [
+            (Method::GET, true),
+            (Method::HEAD, true),
+            (Method::OPTIONS, true),
+            (Method::POST, false),
+            (Method::PUT, false),
+            (Method::DELETE, false),
+            (Method::PATCH, false),
+        ] {
+            assert_eq!(is_safe_to_repeat(&method), want, "{method}");
+        }
     }
 }
