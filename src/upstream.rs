@@ -259,6 +259,9 @@ impl Service<Request<Body>> for Upstream {
                 Ok(Err(err)) => return Err(err.into()),
                 Ok(Ok(res)) => res,
             };
+            if let Some(problem) = bad_framing(res.status(), res.headers()) {
+                return Err(ProxyError::UpstreamUnreachable(problem.into()).into());
+            }
             headers::strip_hop_by_hop(res.headers_mut());
             // Only the proxy's own answers may carry its error marker.
             res.headers_mut().remove(fitbit::PROXY_ERROR_HEADER);
@@ -268,6 +271,28 @@ impl Service<Request<Body>> for Upstream {
             Ok(res.map(|body| Body::new(IdleTimeout::new(body, timeout, Side::Upstream))))
         })
     }
+}
+
+/// An answer whose framing the proxy must not pass on (RFC 9112 §6.3):
+/// both framings at once (a smuggling attempt, or a broken upstream), a
+/// transfer coding other than plain `chunked` (hyper would leave it applied
+/// to a body the client could no longer decode once the hop-by-hop
+/// `Transfer-Encoding` is stripped), or a `101` nobody asked for (the proxy
+/// never forwards `Upgrade`, RFC 9110 §15.2.2).
+fn bad_framing(status: http::StatusCode, headers: &http::HeaderMap) -> Option<&'static str> {
+    if status == http::StatusCode::SWITCHING_PROTOCOLS {
+        return Some("the upstream switched protocols unasked");
+    }
+    let mut codings = headers.get_all(http::header::TRANSFER_ENCODING).iter();
+    let first = codings.next()?;
+    if headers.contains_key(http::header::CONTENT_LENGTH) {
+        return Some("the upstream answered with both Transfer-Encoding and Content-Length");
+    }
+    let only_chunked = codings.next().is_none()
+        && first
+            .to_str()
+            .is_ok_and(|v| v.trim().eq_ignore_ascii_case("chunked"));
+    (!only_chunked).then_some("the upstream answered with a transfer coding other than chunked")
 }
 
 /// RFC 9110 §9.2.2: methods a proxy may repeat on its own.
@@ -475,6 +500,43 @@ mod tests {
         for (attempt, want) in cases {
             assert_eq!(should_retry(attempt), want, "{attempt:?}");
         }
+    }
+
+    #[test]
+    fn framing_the_proxy_will_not_pass_on() {
+        let cases: &[(&[(&str, &str)], bool)] = &[
+            (&[], false),
+            (&[("content-length", "5")], false),
+            (&[("transfer-encoding", "chunked")], false),
+            (&[("transfer-encoding", "Chunked ")], false),
+            (
+                &[("transfer-encoding", "chunked"), ("content-length", "5")],
+                true,
+            ),
+            (&[("transfer-encoding", "chunked, gzip")], true),
+            (&[("transfer-encoding", "gzip, chunked")], true),
+            (
+                &[
+                    ("transfer-encoding", "gzip"),
+                    ("transfer-encoding", "chunked"),
+                ],
+                true,
+            ),
+            (&[("transfer-encoding", "identity")], true),
+        ];
+        for (fields, bad) in cases {
+            let mut headers = http::HeaderMap::new();
+            for (name, value) in *fields {
+                headers.append(*name, value.parse().unwrap());
+            }
+            assert_eq!(
+                bad_framing(http::StatusCode::OK, &headers).is_some(),
+                *bad,
+                "{fields:?}"
+            );
+        }
+        let switching = http::StatusCode::SWITCHING_PROTOCOLS;
+        assert!(bad_framing(switching, &http::HeaderMap::new()).is_some());
     }
 
     #[test]

@@ -161,3 +161,85 @@ async fn a_stale_pooled_connection_is_retried_once_for_safe_requests_only() {
     assert_invariants(&h);
     h.stop().await;
 }
+
+// ---- 4.19: answers that do not parse ----
+
+/// 4.19: what a broken upstream may send, and whether the proxy answers
+/// 502 (`true`) or passes a response cleaned of the bad framing (`false`;
+/// only the bare-LF answer is sound enough to keep its connection).
+const UNPARSABLE: &[(&str, &[u8], bool)] = &[
+    ("content-length abc", b"HTTP/1.1 200 OK\r\ncontent-length: abc\r\n\r\n{}", true),
+    ("two content-lengths", b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 5\r\n\r\n{}abc", true),
+    ("te and cl, smuggled", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 30\r\n\r\n0\r\n\r\nResponse splitting attach", true),
+    ("chunked not last", b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, gzip\r\n\r\n2\r\n{}\r\n0\r\n\r\n", true),
+    ("obs-fold", b"HTTP/1.1 200 OK\r\nx-a: 1\r\n  folded\r\ncontent-length: 2\r\n\r\n{}", true),
+    ("bare lf", b"HTTP/1.1 200 OK\ncontent-length: 2\n\n{}", false),
+    ("huge head", b"", true),
+    ("204 with a body", b"HTTP/1.1 204 No Content\r\ncontent-length: 5\r\n\r\nSMUGGLED", false),
+    ("bytes after the body", b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\nSMUGGLED", false),
+    ("101 unasked", b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\nSMUGGLED", true),
+    ("status 2000", b"HTTP/1.1 2000 OK\r\ncontent-length: 2\r\n\r\n{}", true),
+    ("garbage", b"HELLO THERE\r\n\r\n", true),
+];
+
+fn huge_head() -> Vec<u8> {
+    let mut head = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n".to_vec();
+    for i in 0..300 {
+        head.extend(format!("x-filler-{i}: {}\r\n", "a".repeat(1000)).as_bytes());
+    }
+    head.extend(b"\r\n{}");
+    head
+}
+
+/// 4.19: each broken answer gives 502 `upstream_unreachable` in Fitbit's
+/// shape, or (where hyper can frame it safely) a clean answer; the bytes
+/// beyond the framing never reach the client, and the connection it came on
+/// carries no other request.
+#[tokio::test]
+async fn unparsable_answers_get_502_and_their_connection_is_not_reused() {
+    let raw = RawUpstream::start(|s| {
+        let Some(i) = s.path().strip_prefix("/bad/") else {
+            return vec![faulty::send(OK)];
+        };
+        let answer = match UNPARSABLE[i.parse::<usize>().unwrap()] {
+            ("huge head", ..) => huge_head(),
+            (_, bytes, _) => bytes.to_vec(),
+        };
+        // Left open: only the proxy decides not to reuse it.
+        vec![Step::Send(answer)]
+    })
+    .await;
+    let h = start(&raw).await;
+    let client = http1_client();
+    for (i, (what, _, is_502)) in UNPARSABLE.iter().enumerate() {
+        let path = format!("/bad/{i}");
+        let got = exchange(&h, &get_close(&path)).await;
+        let text = String::from_utf8_lossy(&got);
+        println!("{what}: {}", text.lines().next().unwrap_or_default());
+        if *is_502 {
+            assert_502(&got, what);
+        } else {
+            assert_ne!(first_status(&text), 502, "{what}: {text}");
+        }
+        assert!(
+            !text.contains("SMUGGLED") && !text.contains("splitting"),
+            "{what}: {text}"
+        );
+        // The next request does not land on the broken connection.
+        let (res, _) = send(&client, get(&h.url("/ok"))).await;
+        assert_eq!(res.status(), 200, "{what}");
+        let seen = raw.seen();
+        let bad: Vec<_> = seen.iter().filter(|s| s.path() == path).collect();
+        assert_eq!(bad.len(), 1, "{what}");
+        let reused = seen
+            .iter()
+            .any(|s| s.conn == bad[0].conn && s.nth > bad[0].nth);
+        assert!(
+            !reused || *what == "bare lf",
+            "{what}: its connection was reused"
+        );
+    }
+    raw.assert_clean();
+    assert_invariants(&h);
+    h.stop().await;
+}
