@@ -243,3 +243,248 @@ async fn unparsable_answers_get_502_and_their_connection_is_not_reused() {
     assert_invariants(&h);
     h.stop().await;
 }
+
+// ---- 4.20: interim answers, HEAD and 304 ----
+
+/// 4.20: `103 Early Hints` and `100 Continue` before the answer are dropped
+/// (hyper's client consumes 1xx; the proxy passes only the final answer),
+/// which arrives intact. A HEAD answer's `Content-Length: 1000` and a 304's
+/// are passed on without a body and without waiting for one, and the
+/// upstream connection stays usable.
+#[tokio::test]
+async fn interim_answers_are_dropped_and_head_and_304_come_back_bodiless() {
+    let raw = RawUpstream::start(|s| {
+        let answer: &[u8] = match s.path() {
+            "/early" => b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello",
+            "/head" => b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n",
+            "/304" => b"HTTP/1.1 304 Not Modified\r\netag: \"v1\"\r\ncontent-length: 1000\r\n\r\n",
+            _ => OK,
+        };
+        vec![faulty::send(answer)]
+    })
+    .await;
+    let h = start(&raw).await;
+
+    let got = exchange(&h, &get_close("/early")).await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(
+        !text.contains("HTTP/1.1 103") && !text.contains("HTTP/1.1 100"),
+        "{text}"
+    );
+    assert_eq!(split(&got).1, b"hello");
+
+    let got = exchange(
+        &h,
+        "HEAD /head HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let (head, body) = split(&got);
+    assert!(head.starts_with("http/1.1 200 ok"), "{head}");
+    assert!(head.contains("content-length: 1000"), "{head}");
+    assert!(body.is_empty(), "{body:?}");
+
+    let got = exchange(&h, &get_close("/304")).await;
+    let (head, body) = split(&got);
+    assert!(head.starts_with("http/1.1 304"), "{head}");
+    assert!(head.contains("etag: \"v1\""), "{head}");
+    assert!(body.is_empty(), "{body:?}");
+
+    // One connection carried all three, then a fourth request.
+    let (res, _) = send(&http1_client(), get(&h.url("/ok"))).await;
+    assert_eq!(res.status(), 200);
+    let conns: Vec<_> = raw.seen().iter().map(|s| s.conn).collect();
+    assert_eq!(conns, [0, 0, 0, 0], "{conns:?}");
+    assert_outcomes(
+        &h,
+        &[(("upstream", "200"), 3.0), (("upstream", "304"), 1.0)],
+    )
+    .await;
+    raw.assert_clean();
+    assert_invariants(&h);
+    h.stop().await;
+}
+
+// ---- 4.22, 4.25: answers cut in the middle of the body ----
+
+/// The proxy's log lines, captured by one process-wide subscriber (a
+/// per-thread one races with tracing's callsite cache when tests run in
+/// parallel). Tests look up their own lines by a path no other test uses.
+#[derive(Clone, Default)]
+struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    fn capture() -> Logs {
+        static LOGS: std::sync::OnceLock<Logs> = std::sync::OnceLock::new();
+        LOGS.get_or_init(|| {
+            let logs = Logs::default();
+            let writer = logs.clone();
+            tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::INFO)
+                .with_ansi(false)
+                .with_writer(move || writer.clone())
+                .init();
+            logs
+        })
+        .clone()
+    }
+
+    /// The one access-log line for `path`, written when the connection
+    /// lets go of the answer (waits up to 5 s for it).
+    async fn access_line(&self, path: &str) -> String {
+        let lines = || {
+            let text = String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned();
+            text.lines()
+                .filter(|l| l.contains(&format!("path={path} ")) && l.contains("request"))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        eventually(Duration::from_secs(5), || !lines().is_empty()).await;
+        let lines = lines();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        lines[0].clone()
+    }
+}
+
+/// A head announcing 1000 bytes, and 10 of them.
+const CL_PART: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n0123456789";
+/// A chunked head and one chunk, no last chunk.
+const CHUNK_PART: &[u8] =
+    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\na\r\n0123456789\r\n";
+/// A close-delimited head and some body.
+const EOF_PART: &[u8] = b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n0123456789";
+
+/// The client saw a 200 whose body is visibly incomplete: fewer bytes than
+/// its Content-Length, or chunked with no last chunk.
+fn assert_cut_short(raw: &[u8], what: &str) {
+    let text = String::from_utf8_lossy(raw);
+    assert_eq!(first_status(&text), 200, "{what}: {text}");
+    let (head, body) = split(raw);
+    if head.contains("content-length: 1000") {
+        assert!(body.len() < 1000, "{what}: {text}");
+    } else {
+        assert!(
+            head.contains("transfer-encoding: chunked"),
+            "{what}: {text}"
+        );
+        assert!(!body.ends_with(b"0\r\n\r\n"), "{what}: a clean end: {text}");
+    }
+    assert!(text.contains("0123456789"), "{what}: {text}");
+}
+
+/// 4.22: the upstream sends the head and part of the body, then a TCP
+/// RST. The client's answer is cut short, never ended cleanly; the access
+/// log marks it `complete=false`; the proxy goes on serving.
+#[tokio::test]
+async fn a_reset_mid_body_reaches_the_client_as_a_cut_answer() {
+    let logs = Logs::capture();
+    let raw = RawUpstream::start(|s| match s.path() {
+        "/cl" => vec![faulty::send(CL_PART), Step::Reset],
+        "/chunked" => vec![faulty::send(CHUNK_PART), Step::Reset],
+        _ => vec![faulty::send(OK)],
+    })
+    .await;
+    let h = start(&raw).await;
+    for path in ["/cl", "/chunked"] {
+        assert_cut_short(&exchange(&h, &get_close(path)).await, path);
+        let (res, _) = send(&http1_client(), get(&h.url("/ok"))).await;
+        assert_eq!(res.status(), 200, "healthy after {path}");
+        let line = logs.access_line(path).await;
+        assert!(
+            line.contains("status=200") && line.contains("complete=false"),
+            "{line}"
+        );
+    }
+    assert_outcomes(&h, &[(("upstream", "200"), 4.0)]).await;
+    raw.assert_clean();
+    assert_invariants(&h);
+    h.stop().await;
+}
+
+/// 4.25: over TLS, the upstream closes TCP without `close_notify` in the
+/// middle of a body with Content-Length, and of a close-delimited body.
+/// Neither is reported as complete.
+#[tokio::test]
+async fn a_tls_close_without_close_notify_is_a_cut_answer() {
+    let logs = Logs::capture();
+    let pki = faulty::Pki::new();
+    let (chain, key) = pki.leaf(faulty::Leaf {
+        names: &["localhost"],
+        validity: None,
+        by_intermediate: false,
+    });
+    let raw = RawUpstream::start_tls(chain, key, |s| match s.path() {
+        "/tls-cl" => vec![faulty::send(CL_PART), Step::Close],
+        "/tls-eof" => vec![faulty::send(EOF_PART), Step::Close],
+        _ => vec![faulty::send(OK)],
+    })
+    .await;
+    count_panics();
+    let h = Setup::default()
+        .admin()
+        .start_against(&raw.url(), Some(&pki.root_pem))
+        .await;
+    for path in ["/tls-cl", "/tls-eof"] {
+        assert_cut_short(&exchange(&h, &get_close(path)).await, path);
+        let line = logs.access_line(path).await;
+        assert!(
+            line.contains("status=200") && line.contains("complete=false"),
+            "{line}"
+        );
+    }
+    let (res, _) = send(&http1_client(), get(&h.url("/ok"))).await;
+    assert_eq!(res.status(), 200);
+    raw.assert_clean();
+    assert_invariants(&h);
+    h.stop().await;
+}
+
+// ---- 4.23: a trickling body ----
+
+/// 4.23 under paused time, `request_timeout = "1s"` (also the upstream
+/// body's idle bound): a body whose bytes come 900 ms apart (4.5 s in all)
+/// flows to its end; one whose bytes come 1100 ms apart is cut after the
+/// first.
+#[tokio::test(start_paused = true)]
+async fn a_body_trickling_just_under_the_idle_bound_flows_just_over_is_cut() {
+    let trickle = |gap: u64| {
+        let mut steps = vec![faulty::send(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n1",
+        )];
+        for byte in b"2345" {
+            steps.push(Step::Pause(Duration::from_millis(gap)));
+            steps.push(faulty::send([*byte]));
+        }
+        steps
+    };
+    let raw = RawUpstream::start(move |s| match s.path() {
+        "/under" => trickle(900),
+        _ => trickle(1100),
+    })
+    .await;
+    count_panics();
+    let h = Setup::default()
+        .upstream("request_timeout = \"1s\"")
+        .admin()
+        .start_against(&raw.url(), None)
+        .await;
+    let got = exchange(&h, &get_close("/under")).await;
+    assert_eq!(split(&got).1, b"12345");
+    let got = exchange(&h, &get_close("/over")).await;
+    let (head, body) = split(&got);
+    assert!(head.contains("content-length: 5"), "{head}");
+    assert_eq!(body, b"1", "cut after the first byte");
+    raw.assert_clean();
+    assert_invariants(&h);
+    h.stop().await;
+}
