@@ -488,3 +488,206 @@ async fn a_body_trickling_just_under_the_idle_bound_flows_just_over_is_cut() {
     assert_invariants(&h);
     h.stop().await;
 }
+
+// ---- 4.24: certificates that must not verify ----
+
+/// 4.24: an upstream whose certificate is for another name, expired, for
+/// an IP address only (the URL names `localhost`), or sent without its
+/// intermediate. The handshake fails: 502 `upstream_unreachable`, and not
+/// one HTTP byte (so no token) reaches it. The same PKI with the full chain
+/// works, so each failure is the defect's.
+#[tokio::test]
+async fn bad_upstream_certificates_fail_closed_before_any_request() {
+    use faulty::Leaf;
+    let pki = faulty::Pki::new();
+    let leaf = |names, validity, by_intermediate| Leaf {
+        names,
+        validity,
+        by_intermediate,
+    };
+    let cases = [
+        ("wrong name", leaf(&["other.test"], None, false), 502),
+        (
+            "expired",
+            leaf(&["localhost"], Some([(2020, 1, 1), (2021, 1, 1)]), false),
+            502,
+        ),
+        (
+            "not yet valid",
+            leaf(&["localhost"], Some([(2099, 1, 1), (2100, 1, 1)]), false),
+            502,
+        ),
+        ("ip only", leaf(&["127.0.0.1"], None, false), 502),
+        ("no intermediate", leaf(&["localhost"], None, true), 502),
+        ("full chain", leaf(&["localhost"], None, true), 200),
+    ];
+    count_panics();
+    for (what, leaf, want) in cases {
+        let (mut chain, key) = pki.leaf(leaf);
+        if what == "full chain" {
+            chain.push(pki.intermediate());
+        }
+        let raw = RawUpstream::start_tls(chain, key, |_| vec![faulty::send(OK)]).await;
+        let h = Setup::default()
+            .start_against(&raw.url(), Some(&pki.root_pem))
+            .await;
+        let (res, body) = send(&http1_client(), get(&h.url("/1/x"))).await;
+        assert_eq!(res.status(), want, "{what}: {body:?}");
+        assert_no_canary(what, &body);
+        if want == 502 {
+            assert_eq!(proxy_error(&res), Some("upstream_unreachable"), "{what}");
+            assert_fitbit_error(&body, "upstream_unreachable");
+            assert!(raw.seen().is_empty(), "{what}: a request reached U");
+            assert!(raw.connections() >= 1, "{what}: never connected");
+        }
+        println!("{what}: {}", String::from_utf8_lossy(&body));
+        raw.assert_clean();
+        assert_invariants(&h);
+        h.stop().await;
+    }
+}
+
+// ---- 2.04, 2.16, 3.17: what comes back is the upstream's, minus hops ----
+
+const HOP_ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\nConnection: close, X-Internal\r\nX-Internal: 1\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nProxy-Authenticate: Basic realm=x\r\nUpgrade: h2c\r\nTrailer: X-T\r\nX-Kept: yes\r\ncontent-length: 2\r\n\r\n{}";
+
+/// 2.04: an answer full of hop-by-hop fields, to an HTTP/1.1 and an h2c
+/// client: neither sees any of them (the end-to-end `X-Kept` passes). The
+/// upstream said `Connection: close` but leaves the socket open: the proxy
+/// does not pool it, so the next request arrives on a new connection.
+#[tokio::test]
+async fn hop_by_hop_answer_fields_are_stripped_and_connection_close_is_not_pooled() {
+    let raw = RawUpstream::start(|_| vec![faulty::send(HOP_ANSWER)]).await;
+    let h = start(&raw).await;
+    let hop = [
+        "connection",
+        "x-internal",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "upgrade",
+        "trailer",
+        "transfer-encoding",
+    ];
+    for (client, name) in [(http1_client(), "h1"), (h2c_client(), "h2c")] {
+        for _ in 0..2 {
+            let (res, body) = send(&client, get(&h.url("/1/x"))).await;
+            assert_eq!(res.status(), 200, "{name}");
+            assert_eq!(&body[..], b"{}");
+            assert_eq!(res.headers()["x-kept"], "yes", "{name}");
+            for field in hop {
+                assert!(
+                    !res.headers().contains_key(field),
+                    "{name}: {field} reached C"
+                );
+            }
+        }
+    }
+    let conns: Vec<_> = raw.seen().iter().map(|s| (s.conn, s.nth)).collect();
+    assert_eq!(
+        conns,
+        [(0, 0), (1, 0), (2, 0), (3, 0)],
+        "a closed connection was reused"
+    );
+    assert_outcomes(&h, &[(("upstream", "200"), 4.0)]).await;
+    raw.assert_clean();
+    assert_invariants(&h);
+    h.stop().await;
+}
+
+/// 2.16: redirects from the upstream go back to the client verbatim and
+/// are never followed: one request reaches the upstream per redirect, and
+/// nothing connects to the redirect's target.
+#[tokio::test]
+async fn upstream_redirects_are_passed_back_not_followed() {
+    let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    elsewhere.set_nonblocking(true).unwrap();
+    let target = format!("http://{}/steal", elsewhere.local_addr().unwrap());
+    let (r302, r307) = (
+        format!("HTTP/1.1 302 Found\r\nlocation: {target}\r\ncontent-length: 0\r\n\r\n"),
+        "HTTP/1.1 307 Temporary Redirect\r\nlocation: /1/y\r\ncontent-length: 3\r\n\r\nabc"
+            .to_owned(),
+    );
+    let raw = RawUpstream::start(move |s| match s.path() {
+        "/302" => vec![faulty::send(&r302)],
+        _ => vec![faulty::send(&r307)],
+    })
+    .await;
+    let h = start(&raw).await;
+    let client = http1_client();
+    for (path, status, location) in [("/302", 302, target.as_str()), ("/307", 307, "/1/y")] {
+        let (res, _) = send(&client, get(&h.url(path))).await;
+        assert_eq!(res.status(), status);
+        assert_eq!(res.headers()["location"], location);
+        assert_eq!(conns_of(&raw.seen(), path).len(), 1, "{path}");
+    }
+    assert_eq!(raw.seen().len(), 2, "a redirect was followed");
+    // Following it would have connected before the answer came back.
+    let accepted = elsewhere.accept().map_err(|e| e.kind());
+    assert!(
+        matches!(accepted, Err(std::io::ErrorKind::WouldBlock)),
+        "the proxy connected to the redirect target"
+    );
+    raw.assert_clean();
+    assert_invariants(&h);
+    h.stop().await;
+}
+
+/// Deterministic bytes that no coding would leave alone.
+fn noise(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+/// 3.17: bodies pass byte for byte both ways, at odd sizes, and a
+/// `Content-Encoding: gzip` answer (here bytes that are not even valid
+/// gzip, so any attempt to decode would show) is neither decoded nor
+/// re-encoded: its header and bytes arrive as sent.
+#[tokio::test]
+async fn bodies_pass_byte_for_byte_both_ways() {
+    const SIZES: [usize; 6] = [1, 7, 16_383, 16_385, 65_537, 1_048_577];
+    let raw = RawUpstream::start(|s| {
+        let len: usize = s.path().trim_start_matches('/').parse().unwrap_or(0);
+        let mut answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ncontent-type: application/json\r\ncontent-length: {len}\r\n\r\n"
+        )
+        .into_bytes();
+        answer.extend(noise(len, len as u32));
+        vec![Step::Send(answer)]
+    })
+    .await;
+    let h = start(&raw).await;
+    for (client, name) in [(http1_client(), "h1"), (h2c_client(), "h2c")] {
+        for len in SIZES {
+            let upload = noise(len, len as u32 + 1);
+            let req = Request::post(h.url(&format!("/{len}")))
+                .header("content-encoding", "gzip")
+                .body(Full::from(upload.clone()))
+                .unwrap();
+            let (res, body) = send(&client, req).await;
+            assert_eq!(res.status(), 200, "{name} {len}");
+            assert_eq!(res.headers()["content-encoding"], "gzip", "{name} {len}");
+            assert!(
+                body[..] == noise(len, len as u32)[..],
+                "{name} {len}: download changed"
+            );
+            let seen = raw.seen();
+            let got = &seen.last().unwrap();
+            assert!(got.body == upload, "{name} {len}: upload changed");
+            assert!(got
+                .head
+                .to_ascii_lowercase()
+                .contains("content-encoding: gzip"));
+        }
+    }
+    raw.assert_clean();
+    assert_invariants(&h);
+    h.stop().await;
+}
