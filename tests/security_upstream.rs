@@ -691,3 +691,131 @@ async fn bodies_pass_byte_for_byte_both_ways() {
     assert_invariants(&h);
     h.stop().await;
 }
+
+// ---- 4.02, 4.11, 4.14: the token endpoint misbehaves ----
+
+/// 4.02 under paused time, `request_timeout = "2s"` (also the token fetch
+/// timeout): a token endpoint that accepts and never answers, and one that
+/// sends its head and then one body byte every 5 s. Ten concurrent requests
+/// share the one fetch in flight and each gets 503 `token_unavailable`
+/// with `Retry-After` once the fetch times out; none hangs.
+#[tokio::test(start_paused = true)]
+async fn a_silent_or_trickling_token_endpoint_gives_503_within_the_fetch_timeout() {
+    let trickle = || {
+        let mut steps = vec![faulty::send(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n",
+        )];
+        for _ in 0..20 {
+            steps.push(Step::Pause(Duration::from_secs(5)));
+            steps.push(faulty::send(b" "));
+        }
+        steps
+    };
+    for (what, steps) in [("silent", vec![Step::Hold]), ("trickling", trickle())] {
+        let token = RawUpstream::start(move |_| steps.clone()).await;
+        count_panics();
+        let h = Setup::default()
+            .upstream("request_timeout = \"2s\"")
+            .admin()
+            .start_with_token_url(&format!("{}/oauth2/token", token.url()))
+            .await;
+        let started = tokio::time::Instant::now();
+        let requests = (0..10).map(|_| {
+            let client = http1_client();
+            let url = h.url("/1/x");
+            tokio::spawn(async move { send(&client, get(&url)).await })
+        });
+        for answer in futures_util::future::join_all(requests).await {
+            let (res, body) = answer.unwrap();
+            assert_eq!(res.status(), 503, "{what}");
+            assert_eq!(proxy_error(&res), Some("token_unavailable"), "{what}");
+            assert!(res.headers().contains_key("retry-after"), "{what}");
+            assert_fitbit_error(&body, "token_unavailable");
+            assert_no_canary(what, &body);
+        }
+        let waited = started.elapsed();
+        println!("{what}: 10 requests answered 503 after {waited:?}");
+        assert!(waited <= Duration::from_secs(3), "{what}: {waited:?}");
+        assert_eq!(token.seen().len(), 1, "{what}: one fetch shared");
+        assert!(
+            h.sim.received().is_empty(),
+            "{what}: forwarded without a token"
+        );
+        assert_outcomes(&h, &[(("proxy", "503"), 10.0)]).await;
+        assert_invariants(&h);
+        h.stop().await;
+    }
+}
+
+/// 4.11: a token endpoint answering `307` to elsewhere. The redirect is
+/// not followed (the secret goes nowhere else); requests get 503
+/// `token_unavailable` naming the 307.
+#[tokio::test]
+async fn a_redirect_from_the_token_endpoint_is_not_followed() {
+    let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    elsewhere.set_nonblocking(true).unwrap();
+    let answer = format!(
+        "HTTP/1.1 307 Temporary Redirect\r\nlocation: http://{}/oauth2/token\r\ncontent-length: 0\r\n\r\n",
+        elsewhere.local_addr().unwrap()
+    );
+    let token = RawUpstream::start(move |_| vec![faulty::send(&answer)]).await;
+    count_panics();
+    let h = Setup::default()
+        .start_with_token_url(&format!("{}/oauth2/token", token.url()))
+        .await;
+    eventually(Duration::from_secs(5), || !token.seen().is_empty()).await;
+    let (res, body) = send(&http1_client(), get(&h.url("/1/x"))).await;
+    assert_eq!(res.status(), 503);
+    assert_eq!(proxy_error(&res), Some("token_unavailable"));
+    assert!(
+        String::from_utf8_lossy(&body).contains("HTTP 307"),
+        "{body:?}"
+    );
+    assert_no_canary("the 503", &body);
+    let accepted = elsewhere.accept().map_err(|e| e.kind());
+    assert!(
+        matches!(accepted, Err(std::io::ErrorKind::WouldBlock)),
+        "the proxy followed the token endpoint's redirect"
+    );
+    assert!(h.sim.received().is_empty());
+    assert_invariants(&h);
+    h.stop().await;
+}
+
+/// 4.14: a 401 whose `errorType` is not about the token, and a 403
+/// `insufficient_scope`, go back to the client as they are: no token
+/// refresh, no replay.
+#[tokio::test]
+async fn other_401s_and_403_insufficient_scope_pass_through_without_a_refresh() {
+    count_panics();
+    let h = Setup::default().admin().start().await;
+    let client = http1_client();
+    let cases = [
+        (401, "insufficient_permissions"),
+        (401, "invalid_request"),
+        (401, "system"),
+        (403, "insufficient_scope"),
+        (403, "invalid_token"),
+    ];
+    for (status, error_type) in cases {
+        let path = format!("/sim/status/{status}?errorType={error_type}");
+        let (res, body) = send(&client, get(&h.url(&path))).await;
+        assert_eq!(res.status(), status, "{error_type}");
+        assert_eq!(proxy_error(&res), None, "{error_type}");
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["errors"][0]["errorType"], error_type);
+    }
+    assert_eq!(h.sim.token_fetches(), 1, "a token was refreshed");
+    assert_eq!(
+        h.sim.received().len(),
+        cases.len(),
+        "a request was replayed"
+    );
+    assert_outcomes(
+        &h,
+        &[(("upstream", "401"), 3.0), (("upstream", "403"), 2.0)],
+    )
+    .await;
+    assert_invariants(&h);
+    h.stop().await;
+}

@@ -379,6 +379,21 @@ impl Setup {
     /// Starts the proxy with `upstream.url` pointing at `upstream` (its
     /// certificates trusted through `ca_pem`), tokens from the simulator.
     pub async fn start_against(self, upstream: &str, ca_pem: Option<&str>) -> Harness {
+        self.start_raw(Some(upstream), None, ca_pem).await
+    }
+
+    /// Starts the proxy in front of the simulator, fetching tokens from
+    /// `token_url` instead.
+    pub async fn start_with_token_url(self, token_url: &str) -> Harness {
+        self.start_raw(None, Some(token_url), None).await
+    }
+
+    async fn start_raw(
+        self,
+        upstream: Option<&str>,
+        token_url: Option<&str>,
+        ca_pem: Option<&str>,
+    ) -> Harness {
         let admin_listener = if self.admin { Some(bind().await) } else { None };
         let admin = admin_listener.as_ref().map(|l| l.local_addr().unwrap());
         let mut extra = self.extra;
@@ -393,12 +408,20 @@ impl Setup {
             std::fs::write(&path, pem).unwrap();
             path
         });
-        let toml = config_toml(&handle, ca_file.as_deref(), &extra).replacen(
-            &format!("\nurl = \"{}\"", handle.base_url()),
-            &format!("\nurl = \"{upstream}\""),
-            1,
-        );
-        assert!(toml.contains(upstream), "{toml}");
+        let mut toml = config_toml(&handle, ca_file.as_deref(), &extra);
+        for (key, old, new) in [
+            ("url", handle.base_url(), upstream),
+            ("token_url", handle.token_url(), token_url),
+        ] {
+            if let Some(new) = new {
+                let (old, new) = (
+                    format!("\n{key} = \"{old}\""),
+                    format!("\n{key} = \"{new}\""),
+                );
+                assert!(toml.contains(&old), "{toml}");
+                toml = toml.replacen(&old, &new, 1);
+            }
+        }
         let config = parse_config(&toml, dir.path());
         let (proxy, stop, task) = spawn_proxy_with_admin(config.clone(), admin_listener).await;
         Harness {
