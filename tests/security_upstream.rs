@@ -10,7 +10,7 @@ mod support;
 use std::time::Duration;
 
 use http::Request;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use support::faulty::{self, RawUpstream, Seen, Step};
 use support::invariants::*;
 use support::*;
@@ -818,4 +818,65 @@ async fn other_401s_and_403_insufficient_scope_pass_through_without_a_refresh() 
     .await;
     assert_invariants(&h);
     h.stop().await;
+}
+
+// ---- 4.22 (h2), 4.28: an HTTP/2 upstream ----
+
+async fn start_h2(end: faulty::H2End) -> (Harness, faulty::H2Upstream) {
+    let pki = faulty::Pki::new();
+    let (chain, key) = pki.leaf(faulty::Leaf {
+        names: &["localhost"],
+        validity: None,
+        by_intermediate: false,
+    });
+    let up = faulty::H2Upstream::start(chain, key, end).await;
+    count_panics();
+    let h = Setup::default()
+        .admin()
+        .start_against(&up.url(), Some(&pki.root_pem))
+        .await;
+    (h, up)
+}
+
+/// 4.22 with an HTTP/2 upstream: headers announcing 1000 bytes, 10 of
+/// them, then RST_STREAM. An HTTP/1.1 client's connection closes short of
+/// the length; an h2c client's stream fails rather than ending. The
+/// upstream connection goes on serving.
+#[tokio::test]
+async fn an_h2_upstream_reset_mid_body_reaches_the_client_as_a_cut_answer() {
+    let (h, up) = start_h2(faulty::H2End::Never).await;
+    assert_cut_short(&exchange(&h, &get_close("/rst")).await, "h1 client");
+    let res = h2c_client().request(get(&h.url("/rst"))).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let body = res.into_body().collect().await;
+    assert!(body.is_err(), "an h2 stream reset upstream ended cleanly");
+    let (res, body) = send(&http1_client(), get(&h.url("/ok"))).await;
+    assert_eq!((res.status().as_u16(), &body[..]), (200, &b"{}"[..]));
+    let conns: Vec<_> = up.seen().iter().map(|(c, _)| *c).collect();
+    assert_eq!(conns, [0, 0, 0], "one multiplexed connection throughout");
+    assert_outcomes(&h, &[(("upstream", "200"), 3.0)]).await;
+    assert_invariants(&h);
+    h.stop().await;
+}
+
+/// 4.28: an HTTP/2 upstream that, after its first answer on a connection,
+/// sends GOAWAY(NO_ERROR, last stream id) and closes — or closes without a
+/// GOAWAY. The pooled connection is dropped: every later request succeeds,
+/// each on a new connection.
+#[tokio::test]
+async fn after_goaway_or_a_silent_close_h2_requests_go_to_a_new_connection() {
+    for end in [faulty::H2End::Goaway, faulty::H2End::Close] {
+        let (h, up) = start_h2(end).await;
+        let client = http1_client();
+        for n in 1..=3 {
+            let (res, body) = send(&client, get(&h.url("/ok"))).await;
+            assert_eq!(res.status(), 200, "{end:?} #{n}: {body:?}");
+            eventually(Duration::from_secs(5), || up.closed() >= n).await;
+        }
+        let conns: Vec<_> = up.seen().iter().map(|(c, _)| *c).collect();
+        assert_eq!(conns, [0, 1, 2], "{end:?}");
+        assert_outcomes(&h, &[(("upstream", "200"), 3.0)]).await;
+        assert_invariants(&h);
+        h.stop().await;
+    }
 }

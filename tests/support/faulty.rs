@@ -436,3 +436,128 @@ impl Setup {
         }
     }
 }
+
+/// How an HTTP/2 upstream ([`H2Upstream`]) ends a connection after its
+/// first answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum H2End {
+    /// Keeps serving.
+    Never,
+    /// GOAWAY (NO_ERROR, last stream id = the one answered), then closes
+    /// once its streams are done.
+    Goaway,
+    /// Closes the TCP connection without a GOAWAY once the answer is out.
+    Close,
+}
+
+/// An HTTP/2 upstream over TLS (ALPN `h2` only). `/rst` answers 200 with
+/// `content-length: 1000`, 10 bytes and (50 ms later) RST_STREAM(INTERNAL_ERROR);
+/// anything else `{}`. Records paths with their connection numbers.
+#[derive(Clone)]
+pub struct H2Upstream {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<(usize, String)>>>,
+    closed: Arc<AtomicUsize>,
+}
+
+impl H2Upstream {
+    pub async fn start(
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+        end: H2End,
+    ) -> Self {
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("certificate matches key");
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let acceptor = TlsAcceptor::from(Arc::new(config));
+        let listener = bind().await;
+        let up = H2Upstream {
+            addr: listener.local_addr().unwrap(),
+            seen: Arc::default(),
+            closed: Arc::default(),
+        };
+        let (seen, closed) = (up.seen.clone(), up.closed.clone());
+        tokio::spawn(async move {
+            for conn in 0.. {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let (acceptor, seen, closed) = (acceptor.clone(), seen.clone(), closed.clone());
+                tokio::spawn(async move {
+                    if let Ok(tls) = acceptor.accept(tcp).await {
+                        let _ = serve_h2(tls, conn, end, seen).await;
+                    }
+                    closed.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+        });
+        up
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://localhost:{}", self.addr.port())
+    }
+
+    /// Connections this upstream has finished with.
+    pub fn closed(&self) -> usize {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// (connection number, path) of every request, in arrival order.
+    pub fn seen(&self) -> Vec<(usize, String)> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+async fn serve_h2(
+    tls: tokio_rustls::server::TlsStream<TcpStream>,
+    conn: usize,
+    end: H2End,
+    seen: Arc<Mutex<Vec<(usize, String)>>>,
+) -> Result<(), h2::Error> {
+    use bytes::Bytes;
+    let mut h2 = h2::server::handshake(tls).await?;
+    while let Some(accepted) = h2.accept().await {
+        let (req, mut respond) = accepted?;
+        let path = req.uri().path().to_owned();
+        seen.lock().unwrap().push((conn, path.clone()));
+        if path == "/rst" {
+            let head = http::Response::builder()
+                .header("content-length", "1000")
+                .body(())
+                .unwrap();
+            let mut stream = respond.send_response(head, false)?;
+            stream.send_data(Bytes::from_static(b"0123456789"), false)?;
+            // Let the head and data go out first, so the reset lands mid-body.
+            let _ = tokio::time::timeout(
+                Duration::from_millis(50),
+                std::future::poll_fn(|cx| h2.poll_closed(cx)),
+            )
+            .await;
+            stream.send_reset(h2::Reason::INTERNAL_ERROR);
+        } else {
+            let mut stream = respond.send_response(http::Response::new(()), false)?;
+            stream.send_data(Bytes::from_static(b"{}"), true)?;
+        }
+        match end {
+            H2End::Never => {}
+            H2End::Goaway => h2.graceful_shutdown(),
+            H2End::Close => {
+                // Flush the answer, then drop the socket without a GOAWAY.
+                let _ = tokio::time::timeout(
+                    Duration::from_millis(100),
+                    std::future::poll_fn(|cx| h2.poll_closed(cx)),
+                )
+                .await;
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
