@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::header::HOST;
+use http::header::{AUTHORIZATION, HOST};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Extensions, Method, Request, Response, Uri, Version};
 use http_body::Body as _;
@@ -239,6 +239,7 @@ impl Service<Request<Body>> for Upstream {
         let retry = (is_safe_to_repeat(req.method()) && req.body().is_end_stream())
             .then(|| bodiless_copy(&req));
         let client = self.client.clone();
+        let credential = req.headers().get(AUTHORIZATION).cloned();
         let sending = async move {
             let err = match client.pooled.request(req).await {
                 Ok(res) => return Ok(res),
@@ -263,6 +264,15 @@ impl Service<Request<Body>> for Upstream {
                 return Err(ProxyError::UpstreamUnreachable(problem.into()).into());
             }
             headers::strip_hop_by_hop(res.headers_mut());
+            if let Some(credential) = &credential {
+                let dropped = drop_echoed_token(res.headers_mut(), credential);
+                if dropped > 0 {
+                    tracing::warn!(
+                        dropped,
+                        "dropped response fields that echoed the access token"
+                    );
+                }
+            }
             // Only the proxy's own answers may carry its error marker.
             res.headers_mut().remove(fitbit::PROXY_ERROR_HEADER);
             // An upstream that stalls its body is cut off after the same
@@ -293,6 +303,30 @@ fn bad_framing(status: http::StatusCode, headers: &http::HeaderMap) -> Option<&'
             .to_str()
             .is_ok_and(|v| v.trim().eq_ignore_ascii_case("chunked"));
     (!only_chunked).then_some("the upstream answered with a transfer coding other than chunked")
+}
+
+/// Catalog 2.09: an upstream that echoes the request (a debug endpoint, a
+/// misconfigured error page) must not hand the proxy's bearer token to the
+/// client. Removes every field with a value that contains the token sent
+/// (`credential` is the `Authorization` value, `Bearer <token>`); returns
+/// how many fields went. A token echoed in the body is not caught.
+fn drop_echoed_token(headers: &mut http::HeaderMap, credential: &http::HeaderValue) -> usize {
+    let Some(token) = credential.as_bytes().strip_prefix(b"Bearer ") else {
+        return 0;
+    };
+    // Short values would match too much by chance; real tokens are long.
+    if token.len() < 16 {
+        return 0;
+    }
+    let echoed: Vec<http::HeaderName> = headers
+        .iter()
+        .filter(|(_, v)| v.as_bytes().windows(token.len()).any(|w| w == token))
+        .map(|(name, _)| name.clone())
+        .collect();
+    for name in &echoed {
+        headers.remove(name);
+    }
+    echoed.len()
 }
 
 /// RFC 9110 §9.2.2: methods a proxy may repeat on its own.
@@ -537,6 +571,40 @@ mod tests {
         }
         let switching = http::StatusCode::SWITCHING_PROTOCOLS;
         assert!(bad_framing(switching, &http::HeaderMap::new()).is_some());
+    }
+
+    #[test]
+    fn fields_echoing_the_token_are_dropped() {
+        let token = "TOKEN_0123456789abcdef";
+        let credential = http::HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
+        let cases: &[(&str, bool)] = &[
+            ("Bearer TOKEN_0123456789abcdef", true),
+            ("TOKEN_0123456789abcdef", true),
+            ("x=TOKEN_0123456789abcdef;y", true),
+            ("TOKEN_0123456789abcde", false),
+            ("Bearer something-else-entirely", false),
+            ("", false),
+        ];
+        for (value, dropped) in cases {
+            let mut headers = http::HeaderMap::new();
+            headers.insert("x-echo", value.parse().unwrap());
+            headers.insert("x-kept", "1".parse().unwrap());
+            assert_eq!(
+                drop_echoed_token(&mut headers, &credential),
+                usize::from(*dropped),
+                "{value}"
+            );
+            assert_eq!(headers.contains_key("x-echo"), !dropped, "{value}");
+            assert!(headers.contains_key("x-kept"));
+        }
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-echo", "abc".parse().unwrap());
+        let short = http::HeaderValue::from_static("Bearer abc");
+        assert_eq!(
+            drop_echoed_token(&mut headers, &short),
+            0,
+            "short tokens are not matched"
+        );
     }
 
     #[test]

@@ -880,3 +880,43 @@ async fn after_goaway_or_a_silent_close_h2_requests_go_to_a_new_connection() {
         h.stop().await;
     }
 }
+
+// ---- 2.09: the token echoed back ----
+
+/// 2.09: an upstream echoing the request's `Authorization` in answer
+/// fields (one named field, one inside a longer value, one on a second
+/// `Set-Cookie` line). The proxy drops every field that contains the live
+/// token and keeps the rest; the client never sees it (G2).
+#[tokio::test]
+async fn answer_fields_echoing_the_token_are_dropped() {
+    let raw = RawUpstream::start(|s| {
+        let auth = s
+            .head
+            .lines()
+            .find_map(|l| l.strip_prefix("authorization: "))
+            .unwrap_or_default()
+            .to_owned();
+        let token = auth.trim_start_matches("Bearer ");
+        vec![faulty::send(format!(
+            "HTTP/1.1 200 OK\r\nx-echo-authorization: {auth}\r\nx-debug: req=1;tok={token};end\r\nset-cookie: a=1\r\nset-cookie: t={token}\r\nx-kept: yes\r\ncontent-length: 2\r\n\r\n{{}}"
+        ))]
+    })
+    .await;
+    let h = start(&raw).await;
+    for client in [http1_client(), h2c_client()] {
+        let got = exchange(&h, &get_close("/1/echo")).await;
+        let (head, _) = split(&got);
+        assert!(head.contains("x-kept: yes"), "{head}");
+        for field in ["x-echo-authorization", "x-debug", "set-cookie"] {
+            assert!(!head.contains(field), "{field} reached C: {head}");
+        }
+        let (res, body) = send(&client, get(&h.url("/1/echo"))).await;
+        assert_eq!(res.headers()["x-kept"], "yes");
+        let fields = format!("{:?}", res.headers());
+        assert_no_canary("h2c/h1 answer fields", fields.as_bytes());
+        assert_no_canary("the body", &body);
+    }
+    raw.assert_clean();
+    assert_invariants(&h);
+    h.stop().await;
+}
