@@ -920,3 +920,53 @@ async fn answer_fields_echoing_the_token_are_dropped() {
     assert_invariants(&h);
     h.stop().await;
 }
+
+// ---- 4.03: Retry-After from the token endpoint ----
+
+/// 4.03 under paused time: the token endpoint answers 503 with
+/// `Retry-After: 30`, then 429 with `Retry-After: 20`, then a bare 500,
+/// then a token. The refresher waits as long as each `Retry-After` asks
+/// (not its own 1 s and 2 s backoff), and its own backoff when none is
+/// given.
+#[tokio::test(start_paused = true)]
+async fn the_token_endpoints_retry_after_is_honoured() {
+    let times = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = times.clone();
+    let token = RawUpstream::start(move |_| {
+        let mut times = log.lock().unwrap();
+        times.push(tokio::time::Instant::now());
+        let answer = match times.len() {
+            1 => "HTTP/1.1 503 Service Unavailable\r\nretry-after: 30\r\ncontent-length: 0\r\n\r\n".to_owned(),
+            2 => "HTTP/1.1 429 Too Many Requests\r\nretry-after: 20\r\ncontent-length: 0\r\n\r\n".to_owned(),
+            3 => "HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n".to_owned(),
+            _ => {
+                let body = r#"{"access_token":"TOKEN_CANARY_raw0123456789abcdef","expires_in":3600,"token_type":"Bearer","scope":"x"}"#;
+                format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}", body.len())
+            }
+        };
+        vec![faulty::send(answer)]
+    })
+    .await;
+    count_panics();
+    let h = Setup::default()
+        .start_with_token_url(&format!("{}/oauth2/token", token.url()))
+        .await;
+    eventually(Duration::from_secs(120), || {
+        times.lock().unwrap().len() == 4
+    })
+    .await;
+    let times = times.lock().unwrap().clone();
+    let gaps: Vec<_> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    println!("token request gaps: {gaps:?}");
+    let within = |gap: Duration, lo: u64, hi: u64| {
+        gap >= Duration::from_secs(lo) && gap < Duration::from_secs(hi)
+    };
+    assert!(within(gaps[0], 30, 31), "{gaps:?}");
+    assert!(within(gaps[1], 20, 21), "{gaps:?}");
+    assert!(
+        within(gaps[2], 3, 5),
+        "own backoff after a bare 500: {gaps:?}"
+    );
+    assert_invariants(&h);
+    h.stop().await;
+}
