@@ -7,23 +7,21 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::header::{AUTHORIZATION, HOST};
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Extensions, Method, Request, Response, Uri, Version};
+use http::{Request, Response, Uri, Version};
 use http_body::Body as _;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder, MaybeHttpsStream};
-use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use rustls::{ClientConfig, RootCertStore};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tower_service::Service;
 
@@ -32,6 +30,13 @@ use crate::config::UpstreamConfig;
 use crate::deadline::{IdleTimeout, Side};
 use crate::respond::{describe_chain, ProxyError};
 use crate::{fitbit, headers};
+
+mod answer;
+mod retry;
+
+use answer::{bad_framing, drop_echoed_token};
+pub use retry::Tracked;
+use retry::{bodiless_copy, is_safe_to_repeat, lost_to_keep_alive_race};
 
 /// The pooled client shared by forwarding and the token exchange, plus an
 /// unpooled twin over the same connector for the one retry that must not
@@ -280,345 +285,5 @@ impl Service<Request<Body>> for Upstream {
             // upstream connection is dropped rather than pooled.
             Ok(res.map(|body| Body::new(IdleTimeout::new(body, timeout, Side::Upstream))))
         })
-    }
-}
-
-/// An answer whose framing the proxy must not pass on (RFC 9112 §6.3):
-/// both framings at once (a smuggling attempt, or a broken upstream), a
-/// transfer coding other than plain `chunked` (hyper would leave it applied
-/// to a body the client could no longer decode once the hop-by-hop
-/// `Transfer-Encoding` is stripped), or a `101` nobody asked for (the proxy
-/// never forwards `Upgrade`, RFC 9110 §15.2.2).
-fn bad_framing(status: http::StatusCode, headers: &http::HeaderMap) -> Option<&'static str> {
-    if status == http::StatusCode::SWITCHING_PROTOCOLS {
-        return Some("the upstream switched protocols unasked");
-    }
-    let mut codings = headers.get_all(http::header::TRANSFER_ENCODING).iter();
-    let first = codings.next()?;
-    if headers.contains_key(http::header::CONTENT_LENGTH) {
-        return Some("the upstream answered with both Transfer-Encoding and Content-Length");
-    }
-    let only_chunked = codings.next().is_none()
-        && first
-            .to_str()
-            .is_ok_and(|v| v.trim().eq_ignore_ascii_case("chunked"));
-    (!only_chunked).then_some("the upstream answered with a transfer coding other than chunked")
-}
-
-/// Catalog 2.09: an upstream that echoes the request (a debug endpoint, a
-/// misconfigured error page) must not hand the proxy's bearer token to the
-/// client. Removes every field with a value that contains the token sent
-/// (`credential` is the `Authorization` value, `Bearer <token>`); returns
-/// how many fields went. A token echoed in the body is not caught.
-fn drop_echoed_token(headers: &mut http::HeaderMap, credential: &http::HeaderValue) -> usize {
-    let Some(token) = credential.as_bytes().strip_prefix(b"Bearer ") else {
-        return 0;
-    };
-    // Short values would match too much by chance; real tokens are long.
-    if token.len() < 16 {
-        return 0;
-    }
-    let echoed: Vec<http::HeaderName> = headers
-        .iter()
-        .filter(|(_, v)| v.as_bytes().windows(token.len()).any(|w| w == token))
-        .map(|(name, _)| name.clone())
-        .collect();
-    for name in &echoed {
-        headers.remove(name);
-    }
-    echoed.len()
-}
-
-/// RFC 9110 §9.2.2: methods a proxy may repeat on its own.
-fn is_safe_to_repeat(method: &Method) -> bool {
-    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
-}
-
-/// The same request with an empty body, for the one retry.
-fn bodiless_copy(req: &Request<Body>) -> Request<Body> {
-    let mut copy = Request::new(Body::empty());
-    *copy.method_mut() = req.method().clone();
-    *copy.uri_mut() = req.uri().clone();
-    *copy.version_mut() = req.version();
-    *copy.headers_mut() = req.headers().clone();
-    copy
-}
-
-/// How an attempt on one upstream connection ended, as far as a retry cares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Attempt {
-    /// The connection had carried an earlier request and its answer.
-    reused: bool,
-    /// Some byte of this request's answer had arrived.
-    answered: bool,
-    /// The connection closed or reset under the request.
-    closed: bool,
-}
-
-/// The keep-alive race (RFC 9112 §9.3.1): the upstream closed an idle
-/// pooled connection just as it was reused, so it never read the request
-/// and spent no quota on it. Only then is a (safe, bodiless) request sent
-/// again; a fresh connection that closes, or any answer begun, is final.
-fn should_retry(attempt: Attempt) -> bool {
-    attempt.reused && !attempt.answered && attempt.closed
-}
-
-fn lost_to_keep_alive_race(err: &hyper_util::client::legacy::Error) -> bool {
-    if err.is_connect() {
-        return false;
-    }
-    let Some(connected) = err.connect_info() else {
-        return false;
-    };
-    let mut extras = Extensions::new();
-    connected.get_extras(&mut extras);
-    let Some(wire) = extras.get::<Arc<Wire>>() else {
-        return false;
-    };
-    // HTTP/2 multiplexes, so turns mean nothing there; hyper-util already
-    // resends what a GOAWAY refused before it was written.
-    let attempt = Attempt {
-        reused: !connected.is_negotiated_h2() && wire.turns.load(Ordering::Relaxed) > 1,
-        answered: wire.answered.load(Ordering::Relaxed),
-        closed: closed_under_request(err),
-    };
-    should_retry(attempt)
-}
-
-/// The connection ended (EOF or reset) while a request was in flight.
-fn closed_under_request(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut source = Some(err);
-    while let Some(e) = source {
-        if let Some(e) = e.downcast_ref::<hyper::Error>() {
-            if e.is_incomplete_message() || e.is_canceled() {
-                return true;
-            }
-        }
-        if let Some(e) = e.downcast_ref::<std::io::Error>() {
-            use std::io::ErrorKind::*;
-            return matches!(e.kind(), ConnectionReset | ConnectionAborted | BrokenPipe);
-        }
-        source = e.source();
-    }
-    false
-}
-
-/// What one HTTP/1 connection has carried: request/response turns begun
-/// (a write after a read starts a new one) and whether the current turn has
-/// read any answer yet. Shared with the client through `Connected::extra`.
-#[derive(Debug, Default)]
-struct Wire {
-    turns: AtomicU32,
-    answered: AtomicBool,
-}
-
-impl Wire {
-    /// A write after an answer (or the first write) begins a new turn.
-    fn wrote(&self) {
-        if self.answered.swap(false, Ordering::Relaxed) || self.turns.load(Ordering::Relaxed) == 0 {
-            self.turns.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
-
-/// An upstream stream that keeps its [`Wire`] up to date (above TLS, so
-/// only HTTP bytes count).
-pub struct Tracked<T> {
-    inner: T,
-    wire: Arc<Wire>,
-}
-
-impl<T> Tracked<T> {
-    fn new(inner: T) -> Self {
-        Tracked {
-            inner,
-            wire: Arc::default(),
-        }
-    }
-}
-
-impl<T: Connection> Connection for Tracked<T> {
-    fn connected(&self) -> Connected {
-        self.inner.connected().extra(Arc::clone(&self.wire))
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.wire.answered.store(true, Ordering::Relaxed);
-        }
-        polled
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.wire.wrote();
-        }
-        polled
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.wire.wrote();
-        }
-        polled
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retries_only_the_keep_alive_race() {
-        let race = Attempt {
-            reused: true,
-            answered: false,
-            closed: true,
-        };
-        let cases = [
-            (race, true),
-            (
-                Attempt {
-                    reused: false,
-                    ..race
-                },
-                false,
-            ),
-            (
-                Attempt {
-                    answered: true,
-                    ..race
-                },
-                false,
-            ),
-            (
-                Attempt {
-                    closed: false,
-                    ..race
-                },
-                false,
-            ),
-        ];
-        for (attempt, want) in cases {
-            assert_eq!(should_retry(attempt), want, "{attempt:?}");
-        }
-    }
-
-    #[test]
-    fn framing_the_proxy_will_not_pass_on() {
-        let cases: &[(&[(&str, &str)], bool)] = &[
-            (&[], false),
-            (&[("content-length", "5")], false),
-            (&[("transfer-encoding", "chunked")], false),
-            (&[("transfer-encoding", "Chunked ")], false),
-            (
-                &[("transfer-encoding", "chunked"), ("content-length", "5")],
-                true,
-            ),
-            (&[("transfer-encoding", "chunked, gzip")], true),
-            (&[("transfer-encoding", "gzip, chunked")], true),
-            (
-                &[
-                    ("transfer-encoding", "gzip"),
-                    ("transfer-encoding", "chunked"),
-                ],
-                true,
-            ),
-            (&[("transfer-encoding", "identity")], true),
-        ];
-        for (fields, bad) in cases {
-            let mut headers = http::HeaderMap::new();
-            for (name, value) in *fields {
-                headers.append(*name, value.parse().unwrap());
-            }
-            assert_eq!(
-                bad_framing(http::StatusCode::OK, &headers).is_some(),
-                *bad,
-                "{fields:?}"
-            );
-        }
-        let switching = http::StatusCode::SWITCHING_PROTOCOLS;
-        assert!(bad_framing(switching, &http::HeaderMap::new()).is_some());
-    }
-
-    #[test]
-    fn fields_echoing_the_token_are_dropped() {
-        let token = "TOKEN_0123456789abcdef";
-        let credential = http::HeaderValue::from_str(&format!("Bearer {token}")).unwrap();
-        let cases: &[(&str, bool)] = &[
-            ("Bearer TOKEN_0123456789abcdef", true),
-            ("TOKEN_0123456789abcdef", true),
-            ("x=TOKEN_0123456789abcdef;y", true),
-            ("TOKEN_0123456789abcde", false),
-            ("Bearer something-else-entirely", false),
-            ("", false),
-        ];
-        for (value, dropped) in cases {
-            let mut headers = http::HeaderMap::new();
-            headers.insert("x-echo", value.parse().unwrap());
-            headers.insert("x-kept", "1".parse().unwrap());
-            assert_eq!(
-                drop_echoed_token(&mut headers, &credential),
-                usize::from(*dropped),
-                "{value}"
-            );
-            assert_eq!(headers.contains_key("x-echo"), !dropped, "{value}");
-            assert!(headers.contains_key("x-kept"));
-        }
-        let mut headers = http::HeaderMap::new();
-        headers.insert("x-echo", "abc".parse().unwrap());
-        let short = http::HeaderValue::from_static("Bearer abc");
-        assert_eq!(
-            drop_echoed_token(&mut headers, &short),
-            0,
-            "short tokens are not matched"
-        );
-    }
-
-    #[test]
-    fn only_safe_methods_are_repeated() {
-        for (method, want) in [
-            (Method::GET, true),
-            (Method::HEAD, true),
-            (Method::OPTIONS, true),
-            (Method::POST, false),
-            (Method::PUT, false),
-            (Method::DELETE, false),
-            (Method::PATCH, false),
-        ] {
-            assert_eq!(is_safe_to_repeat(&method), want, "{method}");
-        }
     }
 }
