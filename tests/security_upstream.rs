@@ -970,3 +970,30 @@ async fn the_token_endpoints_retry_after_is_honoured() {
     assert_invariants(&h);
     h.stop().await;
 }
+
+/// 4.11: a token endpoint whose certificate does not verify (an untrusted
+/// root). The handshake fails closed: the secret is never sent (T reads no
+/// request) and requests get 503 `token_unavailable`.
+#[tokio::test]
+async fn an_unverifiable_token_endpoint_never_gets_the_secret() {
+    let pki = faulty::Pki::new();
+    let (chain, key) = pki.leaf(faulty::Leaf {
+        names: &["localhost"],
+        validity: None,
+        by_intermediate: false,
+    });
+    let token = RawUpstream::start_tls(chain, key, |_| vec![faulty::send(OK)]).await;
+    count_panics();
+    let h = Setup::default()
+        .start_with_token_url(&format!("{}/oauth2/token", token.url()))
+        .await;
+    eventually(Duration::from_secs(5), || token.connections() >= 1).await;
+    let (res, body) = send(&http1_client(), get(&h.url("/1/x"))).await;
+    assert_eq!(res.status(), 503);
+    assert_eq!(proxy_error(&res), Some("token_unavailable"));
+    assert_no_canary("the 503", &body);
+    assert!(token.seen().is_empty(), "a token request got through");
+    assert!(h.sim.received().is_empty());
+    assert_invariants(&h);
+    h.stop().await;
+}
