@@ -36,7 +36,7 @@ mod retry;
 
 use answer::{bad_framing, drop_echoed_token};
 pub use retry::Tracked;
-use retry::{bodiless_copy, is_safe_to_repeat, lost_to_keep_alive_race};
+use retry::{bodiless_copy, is_safe_to_repeat, never_processed};
 
 /// The pooled client shared by forwarding and the token exchange, plus an
 /// unpooled twin over the same connector for the one retry that must not
@@ -251,8 +251,8 @@ impl Service<Request<Body>> for Upstream {
                 Err(err) => err,
             };
             match retry {
-                Some(again) if lost_to_keep_alive_race(&err) => {
-                    tracing::debug!(error = %describe_chain(&err), "reused upstream connection closed unanswered; retrying once on a fresh one");
+                Some(again) if never_processed(&err) => {
+                    tracing::debug!(error = %describe_chain(&err), "the upstream never processed the request; retrying once on a fresh connection");
                     client.fresh.request(again).await
                 }
                 _ => Err(err),

@@ -9,7 +9,7 @@ mod support;
 
 use std::time::Duration;
 
-use http::Request;
+use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use support::faulty::{self, RawUpstream, Seen, Step};
 use support::invariants::*;
@@ -994,6 +994,44 @@ async fn an_unverifiable_token_endpoint_never_gets_the_secret() {
     assert_no_canary("the 503", &body);
     assert!(token.seen().is_empty(), "a token request got through");
     assert!(h.sim.received().is_empty());
+    assert_invariants(&h);
+    h.stop().await;
+}
+
+/// 4.28, streams on both sides of a GOAWAY: two requests in flight on one
+/// h2 connection (streams 1 and 3) when the upstream sends GOAWAY(NO_ERROR,
+/// last stream id 1). Stream 1 completes; stream 3, which the upstream
+/// says it never processed, is sent again on a new connection and succeeds.
+#[tokio::test]
+async fn a_stream_above_the_goaway_last_stream_id_is_retried_on_a_new_connection() {
+    let pki = faulty::Pki::new();
+    let (chain, key) = pki.leaf(faulty::Leaf {
+        names: &["localhost"],
+        validity: None,
+        by_intermediate: false,
+    });
+    let up = faulty::GoawayUpstream::start(chain, key).await;
+    count_panics();
+    let h = Setup::default()
+        .admin()
+        .start_against(&up.url(), Some(&pki.root_pem))
+        .await;
+    let (a, b) = (http1_client(), http1_client());
+    let (first, second) =
+        tokio::join!(send(&a, get(&h.url("/1/a"))), send(&b, get(&h.url("/1/b"))));
+    assert_eq!(
+        (first.0.status(), &first.1[..]),
+        (StatusCode::OK, &b"{}"[..])
+    );
+    assert_eq!(
+        (second.0.status(), &second.1[..]),
+        (StatusCode::OK, &b"{}"[..])
+    );
+    let seen = up.seen();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert_eq!(seen[..2], [(0, 1), (0, 3)], "{seen:?}");
+    assert_ne!(seen[2].0, 0, "the retry used a new connection: {seen:?}");
+    assert_outcomes(&h, &[(("upstream", "200"), 2.0)]).await;
     assert_invariants(&h);
     h.stop().await;
 }

@@ -1,8 +1,10 @@
-//! The one retry the upstream service allows itself (catalog 4.21): a
-//! safe, bodiless request lost to the keep-alive race on a reused HTTP/1
-//! connection is sent again on a fresh one. The decision is a pure
-//! function; [`Tracked`] records the facts it needs about each connection
-//! and hands them to the client through `Connected::extra`.
+//! The one retry the upstream service allows itself: a safe, bodiless
+//! request that the upstream provably never processed — lost to the
+//! keep-alive race on a reused HTTP/1 connection (catalog 4.21), or refused
+//! by an HTTP/2 GOAWAY or REFUSED_STREAM (4.28) — is sent again on a fresh
+//! connection. The decision is a pure function; [`Tracked`] records the
+//! facts it needs about each HTTP/1 connection and hands them to the client
+//! through `Connected::extra`.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -39,19 +41,31 @@ struct Attempt {
     answered: bool,
     /// The connection closed or reset under the request.
     closed: bool,
+    /// HTTP/2: the upstream said it did not process the stream (a GOAWAY
+    /// whose last stream id is below it, or REFUSED_STREAM).
+    refused: bool,
 }
 
-/// The keep-alive race (RFC 9112 §9.3.1): the upstream closed an idle
-/// pooled connection just as it was reused, so it never read the request
-/// and spent no quota on it. Only then is a (safe, bodiless) request sent
-/// again; a fresh connection that closes, or any answer begun, is final.
+/// Retry only what the upstream never processed, and so spent no quota on:
+/// an HTTP/2 stream it refused (RFC 9113 §6.8, §8.7), or the keep-alive
+/// race (RFC 9112 §9.3.1), where the upstream closed an idle pooled
+/// connection just as it was reused. A fresh connection that closes, or
+/// any answer begun, is final.
 fn should_retry(attempt: Attempt) -> bool {
-    attempt.reused && !attempt.answered && attempt.closed
+    attempt.refused || (attempt.reused && !attempt.answered && attempt.closed)
 }
 
-pub(super) fn lost_to_keep_alive_race(err: &hyper_util::client::legacy::Error) -> bool {
+pub(super) fn never_processed(err: &hyper_util::client::legacy::Error) -> bool {
     if err.is_connect() {
         return false;
+    }
+    if refused_by_h2(err) {
+        return should_retry(Attempt {
+            reused: false,
+            answered: false,
+            closed: false,
+            refused: true,
+        });
     }
     let Some(connected) = err.connect_info() else {
         return false;
@@ -67,8 +81,24 @@ pub(super) fn lost_to_keep_alive_race(err: &hyper_util::client::legacy::Error) -
         reused: !connected.is_negotiated_h2() && wire.turns.load(Ordering::Relaxed) > 1,
         answered: wire.answered.load(Ordering::Relaxed),
         closed: closed_under_request(err),
+        refused: false,
     };
     should_retry(attempt)
+}
+
+/// h2 reports a remote GOAWAY on exactly the streams above its last stream
+/// id (and on requests not yet opened); REFUSED_STREAM means the same for
+/// one stream.
+fn refused_by_h2(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(err);
+    while let Some(e) = source {
+        if let Some(e) = e.downcast_ref::<h2::Error>() {
+            return e.is_remote()
+                && (e.is_go_away() || e.reason() == Some(h2::Reason::REFUSED_STREAM));
+        }
+        source = e.source();
+    }
+    false
 }
 
 /// The connection ended (EOF or reset) while a request was in flight.
@@ -187,14 +217,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn retries_only_the_keep_alive_race() {
+    fn retries_only_what_the_upstream_never_processed() {
         let race = Attempt {
             reused: true,
             answered: false,
             closed: true,
+            refused: false,
+        };
+        let refused = Attempt {
+            reused: false,
+            answered: false,
+            closed: false,
+            refused: true,
         };
         let cases = [
             (race, true),
+            (refused, true),
             (
                 Attempt {
                     reused: false,

@@ -561,3 +561,100 @@ async fn serve_h2(
     }
     Ok(())
 }
+
+/// A frame-level HTTP/2 upstream over TLS (ALPN `h2`) for the GOAWAY case
+/// (catalog 4.28): on its first connection it waits for two requests
+/// (streams 1 and 3), sends GOAWAY(NO_ERROR, last stream id 1), answers
+/// stream 1 and never stream 3; later connections answer every stream.
+/// Answers are `:status: 200` (HPACK static index 8) and `{}`.
+pub struct GoawayUpstream {
+    pub addr: SocketAddr,
+    seen: Arc<Mutex<Vec<(usize, u32)>>>,
+}
+
+impl GoawayUpstream {
+    pub async fn start(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Self {
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("certificate matches key");
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        let acceptor = TlsAcceptor::from(Arc::new(config));
+        let listener = bind().await;
+        let up = GoawayUpstream {
+            addr: listener.local_addr().unwrap(),
+            seen: Arc::default(),
+        };
+        let seen = up.seen.clone();
+        tokio::spawn(async move {
+            for conn in 0..100 {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let (acceptor, seen) = (acceptor.clone(), seen.clone());
+                tokio::spawn(async move {
+                    if let Ok(tls) = acceptor.accept(tcp).await {
+                        let _ = serve_goaway(tls, conn, seen).await;
+                    }
+                });
+            }
+        });
+        up
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://localhost:{}", self.addr.port())
+    }
+
+    /// (connection number, stream id) of every request, in arrival order.
+    pub fn seen(&self) -> Vec<(usize, u32)> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+async fn serve_goaway(
+    mut io: tokio_rustls::server::TlsStream<TcpStream>,
+    conn: usize,
+    seen: Arc<Mutex<Vec<(usize, u32)>>>,
+) -> std::io::Result<()> {
+    use super::h2frames::*;
+    let mut preface = [0u8; 24];
+    io.read_exact(&mut preface).await?;
+    io.write_all(&frame(SETTINGS, 0, 0, &[])).await?;
+    let answer = |stream: u32| {
+        let mut out = frame(HEADERS, END_HEADERS, stream, &[0x88]);
+        out.extend(frame(DATA, END_STREAM, stream, b"{}"));
+        out
+    };
+    let mut streams = Vec::new();
+    for _ in 0..1000 {
+        let mut head = [0u8; 9];
+        io.read_exact(&mut head).await?;
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let mut payload = vec![0u8; len];
+        io.read_exact(&mut payload).await?;
+        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        match head[3] {
+            SETTINGS if head[4] & 0x1 == 0 => io.write_all(&frame(SETTINGS, 0x1, 0, &[])).await?,
+            HEADERS => {
+                seen.lock().unwrap().push((conn, stream));
+                streams.push(stream);
+                if conn > 0 {
+                    io.write_all(&answer(stream)).await?;
+                } else if streams.len() == 2 {
+                    let mut goaway = streams[0].to_be_bytes().to_vec();
+                    goaway.extend(0u32.to_be_bytes());
+                    io.write_all(&frame(GOAWAY, 0, 0, &goaway)).await?;
+                    io.write_all(&answer(streams[0])).await?;
+                }
+            }
+            _ => {}
+        }
+        io.flush().await?;
+    }
+    Ok(())
+}
