@@ -1010,7 +1010,7 @@ async fn a_stream_above_the_goaway_last_stream_id_is_retried_on_a_new_connection
         validity: None,
         by_intermediate: false,
     });
-    let up = faulty::GoawayUpstream::start(chain, key).await;
+    let up = faulty::GoawayUpstream::start(chain, key, false).await;
     count_panics();
     let h = Setup::default()
         .admin()
@@ -1032,6 +1032,39 @@ async fn a_stream_above_the_goaway_last_stream_id_is_retried_on_a_new_connection
     assert_eq!(seen[..2], [(0, 1), (0, 3)], "{seen:?}");
     assert_ne!(seen[2].0, 0, "the retry used a new connection: {seen:?}");
     assert_outcomes(&h, &[(("upstream", "200"), 2.0)]).await;
+    assert_invariants(&h);
+    h.stop().await;
+}
+
+/// 4.28, RST_STREAM followed at once by GOAWAY (Envoy CVE-2023-35945):
+/// the reset request gets 502 (the upstream may have processed it, so it
+/// is not resent), and the next requests succeed on a new connection.
+#[tokio::test]
+async fn a_reset_followed_by_goaway_gives_502_once_then_a_new_connection() {
+    let pki = faulty::Pki::new();
+    let (chain, key) = pki.leaf(faulty::Leaf {
+        names: &["localhost"],
+        validity: None,
+        by_intermediate: false,
+    });
+    let up = faulty::GoawayUpstream::start(chain, key, true).await;
+    count_panics();
+    let h = Setup::default()
+        .admin()
+        .start_against(&up.url(), Some(&pki.root_pem))
+        .await;
+    let client = http1_client();
+    let (res, body) = send(&client, get(&h.url("/1/x"))).await;
+    assert_eq!(res.status(), 502, "{body:?}");
+    assert_eq!(proxy_error(&res), Some("upstream_unreachable"));
+    for _ in 0..3 {
+        let (res, body) = send(&client, get(&h.url("/1/x"))).await;
+        assert_eq!((res.status(), &body[..]), (StatusCode::OK, &b"{}"[..]));
+    }
+    let seen = up.seen();
+    assert_eq!(seen.iter().filter(|(c, _)| *c == 0).count(), 1, "{seen:?}");
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    assert_outcomes(&h, &[(("proxy", "502"), 1.0), (("upstream", "200"), 3.0)]).await;
     assert_invariants(&h);
     h.stop().await;
 }

@@ -562,18 +562,24 @@ async fn serve_h2(
     Ok(())
 }
 
-/// A frame-level HTTP/2 upstream over TLS (ALPN `h2`) for the GOAWAY case
-/// (catalog 4.28): on its first connection it waits for two requests
+/// A frame-level HTTP/2 upstream over TLS (ALPN `h2`) for the GOAWAY cases
+/// (catalog 4.28). On its first connection it waits for two requests
 /// (streams 1 and 3), sends GOAWAY(NO_ERROR, last stream id 1), answers
-/// stream 1 and never stream 3; later connections answer every stream.
-/// Answers are `:status: 200` (HPACK static index 8) and `{}`.
+/// stream 1 and never stream 3 — or, with `rst_first`, answers the first
+/// stream with RST_STREAM(INTERNAL_ERROR) followed at once by GOAWAY. Later
+/// connections answer every stream: `:status: 200` (HPACK static index 8)
+/// and `{}`.
 pub struct GoawayUpstream {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<(usize, u32)>>>,
 }
 
 impl GoawayUpstream {
-    pub async fn start(chain: Vec<CertificateDer<'static>>, key: PrivateKeyDer<'static>) -> Self {
+    pub async fn start(
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+        rst_first: bool,
+    ) -> Self {
         let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
@@ -598,7 +604,7 @@ impl GoawayUpstream {
                 let (acceptor, seen) = (acceptor.clone(), seen.clone());
                 tokio::spawn(async move {
                     if let Ok(tls) = acceptor.accept(tcp).await {
-                        let _ = serve_goaway(tls, conn, seen).await;
+                        let _ = serve_goaway(tls, conn, rst_first, seen).await;
                     }
                 });
             }
@@ -619,6 +625,7 @@ impl GoawayUpstream {
 async fn serve_goaway(
     mut io: tokio_rustls::server::TlsStream<TcpStream>,
     conn: usize,
+    rst_first: bool,
     seen: Arc<Mutex<Vec<(usize, u32)>>>,
 ) -> std::io::Result<()> {
     use super::h2frames::*;
@@ -643,12 +650,19 @@ async fn serve_goaway(
             HEADERS => {
                 seen.lock().unwrap().push((conn, stream));
                 streams.push(stream);
+                let goaway = |last: u32| {
+                    let mut payload = last.to_be_bytes().to_vec();
+                    payload.extend(0u32.to_be_bytes());
+                    frame(GOAWAY, 0, 0, &payload)
+                };
                 if conn > 0 {
                     io.write_all(&answer(stream)).await?;
+                } else if rst_first {
+                    let mut out = frame(RST_STREAM, 0, stream, &2u32.to_be_bytes());
+                    out.extend(goaway(stream));
+                    io.write_all(&out).await?;
                 } else if streams.len() == 2 {
-                    let mut goaway = streams[0].to_be_bytes().to_vec();
-                    goaway.extend(0u32.to_be_bytes());
-                    io.write_all(&frame(GOAWAY, 0, 0, &goaway)).await?;
+                    io.write_all(&goaway(streams[0])).await?;
                     io.write_all(&answer(streams[0])).await?;
                 }
             }
