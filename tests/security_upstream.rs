@@ -239,6 +239,13 @@ async fn unparsable_answers_get_502_and_their_connection_is_not_reused() {
             "{what}: its connection was reused"
         );
     }
+    let refused = UNPARSABLE.iter().filter(|c| c.2).count() as f64;
+    let outcomes = [
+        (("proxy", "502"), refused),
+        (("upstream", "200"), UNPARSABLE.len() as f64 + 2.0),
+        (("upstream", "204"), 1.0),
+    ];
+    assert_outcomes(&h, &outcomes).await;
     raw.assert_clean();
     assert_invariants(&h);
     h.stop().await;
