@@ -1,7 +1,9 @@
 //! The innermost service: sends the request to `upstream.url` over a pooled
 //! keep-alive client (rustls, ALPN h2 + http/1.1), with the authority
 //! rewritten, the response's hop-by-hop fields removed, and the response body
-//! streamed back. The same client fetches tokens.
+//! streamed back. The same client fetches tokens. A request lost to the
+//! keep-alive race (the upstream closed a pooled connection as it was
+//! reused) is sent once more on a fresh connection when that is safe.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -9,12 +11,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::header::HOST;
+use http::header::{AUTHORIZATION, HOST};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, Uri, Version};
+use http_body::Body as _;
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder, MaybeHttpsStream};
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
@@ -25,11 +28,31 @@ use tower_service::Service;
 use crate::body::{Body, BoxError};
 use crate::config::UpstreamConfig;
 use crate::deadline::{IdleTimeout, Side};
-use crate::respond::ProxyError;
+use crate::respond::{describe_chain, ProxyError};
 use crate::{fitbit, headers};
 
-/// The pooled client shared by forwarding and the token exchange.
-pub type HttpClient = Client<Connector, Body>;
+mod answer;
+mod retry;
+
+use answer::{bad_framing, drop_echoed_token};
+pub use retry::Tracked;
+use retry::{bodiless_copy, is_safe_to_repeat, never_processed};
+
+/// The pooled client shared by forwarding and the token exchange, plus an
+/// unpooled twin over the same connector for the one retry that must not
+/// land on another stale pooled connection.
+#[derive(Clone)]
+pub struct HttpClient {
+    pooled: Client<Connector, Body>,
+    fresh: Client<Connector, Body>,
+}
+
+impl HttpClient {
+    /// Sends `req` over a pooled connection.
+    pub fn request(&self, req: Request<Body>) -> ResponseFuture {
+        self.pooled.request(req)
+    }
+}
 
 /// Idle upstream connections are kept this long: long enough to carry a
 /// steady trickle of paced requests, short enough to drop dead peers.
@@ -69,15 +92,21 @@ pub fn build_client(cfg: &UpstreamConfig) -> Result<HttpClient, ClientBuildError
         inner: https,
         timeout: cfg.connect_timeout,
     };
-    Ok(Client::builder(TokioExecutor::new())
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        // A request queued for a pooled connection that closed before the
+        // request was written is sent on another one. The default, pinned.
+        .retry_canceled_requests(true)
         // Derive Host from the rewritten URI (the client's Host is removed
         // first: hyper-util only adds one when it is missing). The default,
         // pinned.
-        .set_host(true)
-        .build(connector))
+        .set_host(true);
+    let pooled = builder.build(connector.clone());
+    let fresh = builder.pool_max_idle_per_host(0).build(connector);
+    Ok(HttpClient { pooled, fresh })
 }
 
 fn tls_config(cfg: &UpstreamConfig) -> Result<ClientConfig, ClientBuildError> {
@@ -121,11 +150,13 @@ pub struct Connector {
 #[error("connect timed out after {0:?} (DNS, TCP and TLS together)")]
 pub struct ConnectTimedOut(Duration);
 
-type ConnectFuture =
-    Pin<Box<dyn Future<Output = Result<MaybeHttpsStream<TokioIo<TcpStream>>, BoxError>> + Send>>;
+/// An upstream connection as the client sees it.
+pub type UpstreamIo = TokioIo<Tracked<TokioIo<MaybeHttpsStream<TokioIo<TcpStream>>>>>;
+
+type ConnectFuture = Pin<Box<dyn Future<Output = Result<UpstreamIo, BoxError>> + Send>>;
 
 impl Service<Uri> for Connector {
-    type Response = MaybeHttpsStream<TokioIo<TcpStream>>;
+    type Response = UpstreamIo;
     type Error = BoxError;
     type Future = ConnectFuture;
 
@@ -138,7 +169,7 @@ impl Service<Uri> for Connector {
         let timeout = self.timeout;
         Box::pin(async move {
             match tokio::time::timeout(timeout, connecting).await {
-                Ok(result) => result,
+                Ok(result) => result.map(|io| TokioIo::new(Tracked::new(TokioIo::new(io)))),
                 Err(_) => Err(ConnectTimedOut(timeout).into()),
             }
         })
@@ -209,7 +240,24 @@ impl Service<Request<Body>> for Upstream {
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let sending = self.client.request(self.rewrite(req));
+        let req = self.rewrite(req);
+        let retry = (is_safe_to_repeat(req.method()) && req.body().is_end_stream())
+            .then(|| bodiless_copy(&req));
+        let client = self.client.clone();
+        let credential = req.headers().get(AUTHORIZATION).cloned();
+        let sending = async move {
+            let err = match client.pooled.request(req).await {
+                Ok(res) => return Ok(res),
+                Err(err) => err,
+            };
+            match retry {
+                Some(again) if never_processed(&err) => {
+                    tracing::debug!(error = %describe_chain(&err), "the upstream never processed the request; retrying once on a fresh connection");
+                    client.fresh.request(again).await
+                }
+                _ => Err(err),
+            }
+        };
         let timeout = self.target.request_timeout;
         Box::pin(async move {
             let mut res = match tokio::time::timeout(timeout, sending).await {
@@ -217,7 +265,19 @@ impl Service<Request<Body>> for Upstream {
                 Ok(Err(err)) => return Err(err.into()),
                 Ok(Ok(res)) => res,
             };
+            if let Some(problem) = bad_framing(res.status(), res.headers()) {
+                return Err(ProxyError::UpstreamUnreachable(problem.into()).into());
+            }
             headers::strip_hop_by_hop(res.headers_mut());
+            if let Some(credential) = &credential {
+                let dropped = drop_echoed_token(res.headers_mut(), credential);
+                if dropped > 0 {
+                    tracing::warn!(
+                        dropped,
+                        "dropped response fields that echoed the access token"
+                    );
+                }
+            }
             // Only the proxy's own answers may carry its error marker.
             res.headers_mut().remove(fitbit::PROXY_ERROR_HEADER);
             // An upstream that stalls its body is cut off after the same

@@ -53,6 +53,9 @@ pub enum FetchError {
     Status {
         status: u16,
         error: Option<ApiError>,
+        /// The endpoint's `Retry-After` (delay-seconds), honoured by the
+        /// refresher's backoff (catalog 4.03).
+        retry_after: Option<Duration>,
     },
     #[error("token endpoint sent an unusable answer: {0}")]
     Malformed(&'static str),
@@ -109,12 +112,20 @@ impl Exchange {
             .await
             .map_err(|e| FetchError::Transport(describe_chain(&e)))?;
         let status = res.status();
+        let retry_after = crate::pacing::headers::retry_after(res.headers());
         let bytes = Limited::new(res.into_body(), MAX_RESPONSE_BYTES)
             .collect()
             .await
             .map_err(|e| FetchError::Transport(format!("reading the answer: {e}")))?
             .to_bytes();
-        parse_response(status, &bytes)
+        parse_response(status, &bytes).map_err(|e| match e {
+            FetchError::Status { status, error, .. } => FetchError::Status {
+                status,
+                error,
+                retry_after,
+            },
+            other => other,
+        })
     }
 }
 
@@ -145,7 +156,11 @@ pub fn parse_response(status: StatusCode, body: &[u8]) -> Result<Grant, FetchErr
         return Err(if status == 400 || status == 401 {
             FetchError::Rejected { status, error }
         } else {
-            FetchError::Status { status, error }
+            FetchError::Status {
+                status,
+                error,
+                retry_after: None,
+            }
         });
     }
     #[derive(Deserialize)]
@@ -302,7 +317,8 @@ mod tests {
             outage,
             FetchError::Status {
                 status: 503,
-                error: None
+                error: None,
+                retry_after: None,
             }
         ));
     }

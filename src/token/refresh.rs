@@ -49,6 +49,12 @@ pub fn backoff_delay(failures: u32, rejected: bool, jitter: f64) -> Duration {
     nominal.mul_f64(1.0 - BACKOFF_JITTER * jitter)
 }
 
+/// A token endpoint's `Retry-After` (catalog 4.03) lengthens the backoff,
+/// never shortens it, and is capped at the longest backoff.
+pub fn honour_retry_after(backoff: Duration, retry_after: Option<Duration>) -> Duration {
+    backoff.max(retry_after.unwrap_or_default().min(BACKOFF_MAX))
+}
+
 /// Runs until the proxy stops (the task is aborted with it).
 pub(super) async fn run(
     source: Arc<TokenSource>,
@@ -73,6 +79,12 @@ pub(super) async fn run(
                 failures += 1;
                 let rejected = matches!(error, FetchError::Rejected { .. });
                 let delay = backoff_delay(failures, rejected, rand::random());
+                let delay = match &error {
+                    FetchError::Status { retry_after, .. } => {
+                        honour_retry_after(delay, *retry_after)
+                    }
+                    _ => delay,
+                };
                 log_failure(&error, failures, delay, source.valid().is_some());
                 source.fail(error, Instant::now() + delay);
                 (delay, rejected)
@@ -172,6 +184,25 @@ mod tests {
             );
         }
         assert_eq!(backoff_delay(u32::MAX, false, 0.0), s(60));
+    }
+
+    #[test]
+    fn retry_after_lengthens_the_backoff_up_to_a_minute() {
+        // (backoff, retry-after, wait)
+        let cases = [
+            (s(1), None, s(1)),
+            (s(1), Some(s(30)), s(30)),
+            (s(8), Some(s(2)), s(8)),
+            (s(1), Some(s(3600)), s(60)),
+            (s(60), Some(s(0)), s(60)),
+        ];
+        for (backoff, after, want) in cases {
+            assert_eq!(
+                honour_retry_after(backoff, after),
+                want,
+                "{backoff:?} {after:?}"
+            );
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod faulty;
 pub mod h2frames;
 pub mod invariants;
 pub mod raw_upstream;

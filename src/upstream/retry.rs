@@ -1,0 +1,277 @@
+//! The one retry the upstream service allows itself: a safe, bodiless
+//! request that the upstream provably never processed — lost to the
+//! keep-alive race on a reused HTTP/1 connection (catalog 4.21), or refused
+//! by an HTTP/2 GOAWAY or REFUSED_STREAM (4.28) — is sent again on a fresh
+//! connection. The decision is a pure function; [`Tracked`] records the
+//! facts it needs about each HTTP/1 connection and hands them to the client
+//! through `Connected::extra`.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Extensions, Method, Request};
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::body::Body;
+
+/// RFC 9110 §9.2.2: methods a proxy may repeat on its own.
+pub(super) fn is_safe_to_repeat(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// The same request with an empty body, for the one retry.
+pub(super) fn bodiless_copy(req: &Request<Body>) -> Request<Body> {
+    let mut copy = Request::new(Body::empty());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy
+}
+
+/// How an attempt on one upstream connection ended, as far as a retry cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Attempt {
+    /// The connection had carried an earlier request and its answer.
+    reused: bool,
+    /// Some byte of this request's answer had arrived.
+    answered: bool,
+    /// The connection closed or reset under the request.
+    closed: bool,
+    /// HTTP/2: the upstream said it did not process the stream (a GOAWAY
+    /// whose last stream id is below it, or REFUSED_STREAM).
+    refused: bool,
+}
+
+/// Retry only what the upstream never processed, and so spent no quota on:
+/// an HTTP/2 stream it refused (RFC 9113 §6.8, §8.7), or the keep-alive
+/// race (RFC 9112 §9.3.1), where the upstream closed an idle pooled
+/// connection just as it was reused. A fresh connection that closes, or
+/// any answer begun, is final.
+fn should_retry(attempt: Attempt) -> bool {
+    attempt.refused || (attempt.reused && !attempt.answered && attempt.closed)
+}
+
+pub(super) fn never_processed(err: &hyper_util::client::legacy::Error) -> bool {
+    if err.is_connect() {
+        return false;
+    }
+    if refused_by_h2(err) {
+        return should_retry(Attempt {
+            reused: false,
+            answered: false,
+            closed: false,
+            refused: true,
+        });
+    }
+    let Some(connected) = err.connect_info() else {
+        return false;
+    };
+    let mut extras = Extensions::new();
+    connected.get_extras(&mut extras);
+    let Some(wire) = extras.get::<Arc<Wire>>() else {
+        return false;
+    };
+    // HTTP/2 multiplexes, so turns mean nothing there; hyper-util already
+    // resends what a GOAWAY refused before it was written.
+    let attempt = Attempt {
+        reused: !connected.is_negotiated_h2() && wire.turns.load(Ordering::Relaxed) > 1,
+        answered: wire.answered.load(Ordering::Relaxed),
+        closed: closed_under_request(err),
+        refused: false,
+    };
+    should_retry(attempt)
+}
+
+/// h2 reports a remote GOAWAY on exactly the streams above its last stream
+/// id (and on requests not yet opened); REFUSED_STREAM means the same for
+/// one stream.
+fn refused_by_h2(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(err);
+    while let Some(e) = source {
+        if let Some(e) = e.downcast_ref::<h2::Error>() {
+            return e.is_remote()
+                && (e.is_go_away() || e.reason() == Some(h2::Reason::REFUSED_STREAM));
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// The connection ended (EOF or reset) while a request was in flight.
+fn closed_under_request(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(err);
+    while let Some(e) = source {
+        if let Some(e) = e.downcast_ref::<hyper::Error>() {
+            if e.is_incomplete_message() || e.is_canceled() {
+                return true;
+            }
+        }
+        if let Some(e) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            return matches!(e.kind(), ConnectionReset | ConnectionAborted | BrokenPipe);
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// What one HTTP/1 connection has carried: request/response turns begun
+/// (a write after a read starts a new one) and whether the current turn has
+/// read any answer yet. Shared with the client through `Connected::extra`.
+#[derive(Debug, Default)]
+struct Wire {
+    turns: AtomicU32,
+    answered: AtomicBool,
+}
+
+impl Wire {
+    /// A write after an answer (or the first write) begins a new turn.
+    fn wrote(&self) {
+        if self.answered.swap(false, Ordering::Relaxed) || self.turns.load(Ordering::Relaxed) == 0 {
+            self.turns.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// An upstream stream that keeps its [`Wire`] up to date (above TLS, so
+/// only HTTP bytes count).
+pub struct Tracked<T> {
+    inner: T,
+    wire: Arc<Wire>,
+}
+
+impl<T> Tracked<T> {
+    pub(super) fn new(inner: T) -> Self {
+        Tracked {
+            inner,
+            wire: Arc::default(),
+        }
+    }
+}
+
+impl<T: Connection> Connection for Tracked<T> {
+    fn connected(&self) -> Connected {
+        self.inner.connected().extra(Arc::clone(&self.wire))
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.wire.answered.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.wire.wrote();
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.wire.wrote();
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_only_what_the_upstream_never_processed() {
+        let race = Attempt {
+            reused: true,
+            answered: false,
+            closed: true,
+            refused: false,
+        };
+        let refused = Attempt {
+            reused: false,
+            answered: false,
+            closed: false,
+            refused: true,
+        };
+        let cases = [
+            (race, true),
+            (refused, true),
+            (
+                Attempt {
+                    reused: false,
+                    ..race
+                },
+                false,
+            ),
+            (
+                Attempt {
+                    answered: true,
+                    ..race
+                },
+                false,
+            ),
+            (
+                Attempt {
+                    closed: false,
+                    ..race
+                },
+                false,
+            ),
+        ];
+        for (attempt, want) in cases {
+            assert_eq!(should_retry(attempt), want, "{attempt:?}");
+        }
+    }
+
+    #[test]
+    fn only_safe_methods_are_repeated() {
+        for (method, want) in [
+            (Method::GET, true),
+            (Method::HEAD, true),
+            (Method::OPTIONS, true),
+            (Method::POST, false),
+            (Method::PUT, false),
+            (Method::DELETE, false),
+            (Method::PATCH, false),
+        ] {
+            assert_eq!(is_safe_to_repeat(&method), want, "{method}");
+        }
+    }
+}
