@@ -39,6 +39,7 @@ pub mod demo;
 pub mod fitbit;
 pub mod guard;
 pub mod headers;
+mod io_deadline;
 pub mod logging;
 pub mod metrics;
 pub mod pacing;

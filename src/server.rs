@@ -28,6 +28,7 @@ use tower_service::Service;
 
 use crate::body::Body;
 use crate::config::ListenConfig;
+use crate::io_deadline::{self, Activity, Bounds, Track, TrackIo};
 use crate::logging::Throttle;
 use crate::respond::ProxyError;
 use crate::rewind::Rewind;
@@ -90,6 +91,8 @@ struct Listener {
     allow: Vec<IpNet>,
     /// For the TLS handshake and the first bytes of a request.
     first_bytes_deadline: Duration,
+    /// Idle connections and clients that stop reading (io_deadline.rs).
+    bounds: Bounds,
 }
 
 /// Serves `service` on `listener` until `shutdown` resolves, then stops
@@ -108,6 +111,10 @@ pub async fn serve<S>(
         tls,
         allow: cfg.allow.clone(),
         first_bytes_deadline: cfg.header_read_timeout,
+        bounds: Bounds {
+            idle: cfg.header_read_timeout,
+            send: cfg.send_timeout,
+        },
     });
     let slots = Arc::new(Semaphore::new(cfg.max_connections));
     let refusals = Throttle::new(REFUSAL_LOG_INTERVAL);
@@ -214,11 +221,25 @@ impl Listener {
         let Some(prefix) = prefix else {
             return;
         };
-        let io = TokioIo::new(Rewind::new(prefix, io));
+        // HTTP/2's control frames are writes too: there only response
+        // bodies pulled count as the client's progress.
+        let activity = Activity::new();
+        let h1 = !prefix.starts_with(H2_PREFACE);
+        let io = TrackIo::new(Rewind::new(prefix, io), h1.then(|| Arc::clone(&activity)));
+        let service = Track::new(service, Arc::clone(&activity));
         let conn = self
             .builder
-            .serve_connection(io, TowerToHyperService::new(service));
-        if let Err(err) = watcher.watch(conn.into_owned()).await {
+            .serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
+        // Counted by the drain until this connection ends.
+        let _watcher = watcher;
+        let served = io_deadline::supervise(
+            conn,
+            |conn| conn.graceful_shutdown(),
+            &activity,
+            self.bounds,
+            drain,
+        );
+        if let Err(err) = served.await {
             tracing::debug!(%peer, error = %err, "connection ended with an error");
         }
     }

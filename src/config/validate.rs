@@ -85,6 +85,7 @@ impl Validator<'_> {
         let max_connections = self.count("listen.max_connections", raw.max_connections, 1);
         let header_read_timeout =
             self.duration("listen.header_read_timeout", &raw.header_read_timeout);
+        let send_timeout = self.duration("listen.send_timeout", &raw.send_timeout);
         let max_request_body = self.count("listen.max_request_body", raw.max_request_body, 0);
         let shutdown_grace = self.duration("listen.shutdown_grace", &raw.shutdown_grace);
         Some(ListenConfig {
@@ -93,6 +94,7 @@ impl Validator<'_> {
             allow: allow?,
             max_connections: max_connections?,
             header_read_timeout: header_read_timeout?,
+            send_timeout: send_timeout?,
             max_request_body: max_request_body?,
             shutdown_grace: shutdown_grace?,
         })
