@@ -99,6 +99,16 @@ impl Activity {
     }
 }
 
+/// Where the listener is in its life, as each connection sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    Serving,
+    /// Close gracefully: finish what is under way, take nothing new.
+    Draining,
+    /// `shutdown_grace` is over: drop the connection now.
+    Cutting,
+}
+
 /// The bounds [`supervise`] applies.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Bounds {
@@ -111,27 +121,37 @@ pub(crate) struct Bounds {
 /// Drives `conn` to its end. `graceful` starts a graceful close (GOAWAY
 /// on HTTP/2): on draining, and once the connection has been idle for
 /// `bounds.idle`. A client that takes no response bytes for `bounds.send`
-/// has its connection dropped at once.
+/// has its connection dropped at once, and so has every connection once
+/// the phase is [`Phase::Cutting`].
 pub(crate) async fn supervise<C, E>(
     conn: C,
     graceful: impl Fn(Pin<&mut C>),
     activity: &Activity,
     bounds: Bounds,
-    mut draining: watch::Receiver<bool>,
+    mut phase: watch::Receiver<Phase>,
 ) -> Result<(), E>
 where
     C: Future<Output = Result<(), E>>,
 {
     tokio::pin!(conn);
     let mut closing = false;
+    let mut listening = true;
     let timer = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(timer);
     loop {
         tokio::select! {
             result = conn.as_mut() => return result,
-            _ = draining.wait_for(|d| *d), if !closing => {
-                closing = true;
-                graceful(conn.as_mut());
+            changed = phase.changed(), if listening => {
+                listening = changed.is_ok();
+                match *phase.borrow_and_update() {
+                    Phase::Serving => {}
+                    Phase::Draining => {
+                        if !std::mem::replace(&mut closing, true) {
+                            graceful(conn.as_mut());
+                        }
+                    }
+                    Phase::Cutting => return Ok(()),
+                }
             }
             () = timer.as_mut() => match activity.check(bounds.idle, bounds.send) {
                 Ok(next) => timer.as_mut().reset(next),

@@ -28,7 +28,7 @@ use tower_service::Service;
 
 use crate::body::Body;
 use crate::config::ListenConfig;
-use crate::io_deadline::{self, Activity, Bounds, Track, TrackIo};
+use crate::io_deadline::{self, Activity, Bounds, Phase, Track, TrackIo};
 use crate::logging::Throttle;
 use crate::respond::ProxyError;
 use crate::rewind::Rewind;
@@ -121,7 +121,7 @@ pub async fn serve<S>(
     let graceful = GracefulShutdown::new();
     // Connections still in their first-bytes phase have no request to
     // finish: draining closes them at once instead of waiting them out.
-    let (draining, drain_signal) = watch::channel(false);
+    let (draining, drain_signal) = watch::channel(Phase::Serving);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -158,14 +158,17 @@ pub async fn serve<S>(
         });
     }
     drop(listener);
-    let _ = draining.send(true);
-    drain(graceful, cfg.shutdown_grace).await;
+    let _ = draining.send(Phase::Draining);
+    let open = || cfg.max_connections - slots.available_permits();
+    drain(graceful, cfg.shutdown_grace, open).await;
+    // Whatever is left is cut now, not when the runtime goes away.
+    let _ = draining.send(Phase::Cutting);
 }
 
 /// Resolves when draining starts. Only the handshake and first-bytes
 /// phase race it: once hyper has the connection, the watcher drains it.
-async fn wait_for_drain(signal: &mut watch::Receiver<bool>) {
-    let _ = signal.wait_for(|draining| *draining).await;
+async fn wait_for_drain(signal: &mut watch::Receiver<Phase>) {
+    let _ = signal.wait_for(|phase| *phase != Phase::Serving).await;
 }
 
 impl Listener {
@@ -181,7 +184,7 @@ impl Listener {
         peer: SocketAddr,
         service: S,
         watcher: Watcher,
-        mut drain: watch::Receiver<bool>,
+        mut drain: watch::Receiver<Phase>,
     ) where
         S: ConnectionService,
     {
@@ -209,7 +212,7 @@ impl Listener {
         peer: SocketAddr,
         service: S,
         watcher: Watcher,
-        mut drain: watch::Receiver<bool>,
+        mut drain: watch::Receiver<Phase>,
     ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         S: ConnectionService,
@@ -318,15 +321,23 @@ async fn accept_failed(err: &io::Error) {
     }
 }
 
-async fn drain(graceful: GracefulShutdown, grace: Duration) {
-    let open = graceful.count();
-    if open > 0 {
-        tracing::info!(open, grace_secs = grace.as_secs(), "draining connections");
+async fn drain(graceful: GracefulShutdown, grace: Duration, open: impl Fn() -> usize) {
+    let draining = graceful.count();
+    if draining > 0 {
+        tracing::info!(
+            open = draining,
+            grace_secs = grace.as_secs(),
+            "draining connections"
+        );
     }
     if tokio::time::timeout(grace, graceful.shutdown())
         .await
         .is_err()
     {
-        tracing::warn!("shutdown_grace elapsed; closing remaining connections");
+        let cut = open();
+        tracing::warn!(
+            cut,
+            "shutdown_grace elapsed; cutting the {cut} connection(s) still open"
+        );
     }
 }

@@ -328,6 +328,8 @@ fn warnings_for_allowed_but_risky_settings() {
         ("[upstream]\nurl = \"http://fitbit.internal\"", &["proxy.toml: upstream.url = \"http://fitbit.internal\": plain http: requests and the proxy's bearer token cross the network unencrypted"]),
         ("[credentials]\ntoken_url = \"http://127.0.0.1:9/oauth2/token\"\nclient_id = \"a\"\nclient_secret_env = \"FITBIT_CLIENT_SECRET\"", &["proxy.toml: credentials.token_url = \"http://127.0.0.1:9/oauth2/token\": plain http to a loopback address: acceptable for tests and sidecars only"]),
         ("[credentials]\nclient_id = \"a\"\nclient_secret = \"SECRET_CANARY_config\"", &["proxy.toml: credentials.client_secret = \"<redacted>\": discouraged: use client_secret_env or client_secret_file"]),
+        ("[listen]\nshutdown_grace = \"30s\"\n[rate_limit]\nmax_wait = \"30s\"", &[]),
+        ("[listen]\nshutdown_grace = \"10s\"", &["proxy.toml: rate_limit.max_wait = \"30s\": longer than listen.shutdown_grace (10s): a request still waiting for its pacing slot when the grace ends is cut off unanswered"]),
     ];
     for (snippet, want) in cases {
         let config = parse(&with_credentials(snippet)).unwrap();
