@@ -121,8 +121,11 @@ pub(crate) struct Bounds {
 /// Drives `conn` to its end. `graceful` starts a graceful close (GOAWAY
 /// on HTTP/2): on draining, and once the connection has been idle for
 /// `bounds.idle`. A client that takes no response bytes for `bounds.send`
-/// has its connection dropped at once, and so has every connection once
-/// the phase is [`Phase::Cutting`].
+/// has its connection dropped at once; so has an idle connection still not
+/// closed `bounds.send` after its graceful close (HTTP/1 flushing the tail
+/// of an answer to a client that stopped reading: the body is done, so it
+/// no longer counts as waiting), and every connection once the phase is
+/// [`Phase::Cutting`].
 pub(crate) async fn supervise<C, E>(
     conn: C,
     graceful: impl Fn(Pin<&mut C>),
@@ -136,6 +139,7 @@ where
     tokio::pin!(conn);
     let mut closing = false;
     let mut listening = true;
+    let mut idle_close: Option<Instant> = None;
     let timer = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(timer);
     loop {
@@ -160,10 +164,14 @@ where
                     return Ok(());
                 }
                 Err(Verdict::Idle) => {
-                    if !closing {
-                        closing = true;
+                    let since = *idle_close.get_or_insert_with(Instant::now);
+                    if !std::mem::replace(&mut closing, true) {
                         tracing::debug!("idle connection closed");
                         graceful(conn.as_mut());
+                    }
+                    if since.elapsed() >= bounds.send {
+                        tracing::info!(after = ?bounds.send, "the client took no response bytes; connection closed (listen.send_timeout)");
+                        return Ok(());
                     }
                     // Still watch for a stall while the close completes.
                     timer.as_mut().reset(Instant::now() + bounds.send.min(bounds.idle));
@@ -379,6 +387,34 @@ mod tests {
 
     const IDLE: Duration = Duration::from_secs(10);
     const SEND: Duration = Duration::from_secs(60);
+
+    /// An idle connection whose graceful close never completes (a client
+    /// that does not read the tail of its last answer) is dropped
+    /// `send_timeout` after the close began.
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_close_that_never_completes_is_cut_after_send_timeout() {
+        let a = Activity::new();
+        let closed = std::sync::atomic::AtomicBool::new(false);
+        let (_phase, rx) = watch::channel(Phase::Serving);
+        let never = std::future::pending::<Result<(), ()>>();
+        let bounds = Bounds {
+            idle: IDLE,
+            send: SEND,
+        };
+        let started = Instant::now();
+        let graceful = |_: Pin<&mut _>| closed.store(true, Ordering::SeqCst);
+        let cut = tokio::time::timeout(IDLE + SEND * 2, supervise(never, graceful, &a, bounds, rx));
+        assert_eq!(cut.await, Ok(Ok(())), "supervise gave up");
+        assert!(
+            closed.load(Ordering::SeqCst),
+            "the graceful close came first"
+        );
+        let took = started.elapsed();
+        assert!(
+            took >= IDLE + SEND && took <= IDLE + SEND + IDLE,
+            "{took:?}"
+        );
+    }
 
     #[tokio::test(start_paused = true)]
     async fn idle_after_the_bound_with_nothing_open() {
