@@ -393,7 +393,8 @@ async fn a_panic_in_one_request_stays_in_its_connection() {
 /// forwards (nothing reaches the upstream, no token is attached); the
 /// proxy's port forwards `/healthz`, `/readyz` and `/metrics` to the
 /// upstream like any path, and never serves them itself. A slowloris
-/// connection held on the data port does not slow the admin port.
+/// connection held on the data port does not stop the admin port, nor 50
+/// on the admin port the data port.
 #[tokio::test(start_paused = true)]
 async fn the_admin_port_never_forwards_and_the_proxy_port_never_serves_admin_paths() {
     count_panics();
@@ -432,6 +433,24 @@ async fn the_admin_port_never_forwards_and_the_proxy_port_never_serves_admin_pat
         assert_eq!(res.status(), StatusCode::OK, "admin {path}");
     }
     assert_eq!(h.sim.api_started(), before + 3);
+
+    // And the other way: 50 slowloris heads held on the admin port do not
+    // touch the data port, and the admin port still answers.
+    let mut held = Vec::new();
+    for _ in 0..50 {
+        let mut conn = tokio::net::TcpStream::connect(h.admin.unwrap())
+            .await
+            .unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut conn, b"GET /metrics HTTP/1.1\r\n")
+            .await
+            .unwrap();
+        held.push(conn);
+    }
+    let (res, _) = send(&client, get(&h.url("/1/during"))).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let (res, _) = send(&client, get(&h.admin_url("/healthz"))).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    drop((held, slowloris));
     assert_invariants(&h);
     h.stop().await;
 }
