@@ -7,7 +7,8 @@
 //!
 //! ```text
 //!  client ──► server.rs        allow-list, max_connections, TLS (tls.rs), first-bytes
-//!                              deadline, HTTP/1.1 + HTTP/2 (hyper-util auto), draining
+//!                              deadline, HTTP/1.1 + HTTP/2 (hyper-util auto), draining;
+//!             io_deadline.rs   idle connections, clients that stop reading
 //!             stack.rs         the layer order, written once:
 //!             ├─ access.rs     x-request-id, request metrics, access log
 //!             ├─ respond.rs    errors → Fitbit-shaped 4xx/5xx + x-fitbit-proxy-error
@@ -39,6 +40,7 @@ pub mod demo;
 pub mod fitbit;
 pub mod guard;
 pub mod headers;
+mod io_deadline;
 pub mod logging;
 pub mod metrics;
 pub mod pacing;

@@ -28,6 +28,7 @@ use tower_service::Service;
 
 use crate::body::Body;
 use crate::config::ListenConfig;
+use crate::io_deadline::{self, Activity, Bounds, Phase, Track, TrackIo};
 use crate::logging::Throttle;
 use crate::respond::ProxyError;
 use crate::rewind::Rewind;
@@ -94,6 +95,8 @@ struct Listener {
     allow: Vec<IpNet>,
     /// For the TLS handshake and the first bytes of a request.
     first_bytes_deadline: Duration,
+    /// Idle connections and clients that stop reading (io_deadline.rs).
+    bounds: Bounds,
 }
 
 /// Serves `service` on `listener` until `shutdown` resolves, then stops
@@ -113,13 +116,17 @@ pub async fn serve<S>(
         tls,
         allow: cfg.allow.clone(),
         first_bytes_deadline: cfg.header_read_timeout,
+        bounds: Bounds {
+            idle: cfg.header_read_timeout,
+            send: cfg.send_timeout,
+        },
     });
     let slots = Arc::new(Semaphore::new(cfg.max_connections));
     let refusals = Throttle::new(REFUSAL_LOG_INTERVAL);
     let graceful = GracefulShutdown::new();
     // Connections still in their first-bytes phase have no request to
     // finish: draining closes them at once instead of waiting them out.
-    let (draining, drain_signal) = watch::channel(false);
+    let (draining, drain_signal) = watch::channel(Phase::Serving);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -156,14 +163,17 @@ pub async fn serve<S>(
         });
     }
     drop(listener);
-    let _ = draining.send(true);
-    drain(graceful, cfg.shutdown_grace).await;
+    let _ = draining.send(Phase::Draining);
+    let open = || cfg.max_connections - slots.available_permits();
+    drain(graceful, cfg.shutdown_grace, open).await;
+    // Whatever is left is cut now, not when the runtime goes away.
+    let _ = draining.send(Phase::Cutting);
 }
 
 /// Resolves when draining starts. Only the handshake and first-bytes
 /// phase race it: once hyper has the connection, the watcher drains it.
-async fn wait_for_drain(signal: &mut watch::Receiver<bool>) {
-    let _ = signal.wait_for(|draining| *draining).await;
+async fn wait_for_drain(signal: &mut watch::Receiver<Phase>) {
+    let _ = signal.wait_for(|phase| *phase != Phase::Serving).await;
 }
 
 impl Listener {
@@ -179,7 +189,7 @@ impl Listener {
         peer: SocketAddr,
         service: S,
         watcher: Watcher,
-        mut drain: watch::Receiver<bool>,
+        mut drain: watch::Receiver<Phase>,
     ) where
         S: ConnectionService,
     {
@@ -220,7 +230,7 @@ impl Listener {
         peer: SocketAddr,
         service: S,
         watcher: Watcher,
-        mut drain: watch::Receiver<bool>,
+        mut drain: watch::Receiver<Phase>,
     ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         S: ConnectionService,
@@ -232,9 +242,23 @@ impl Listener {
         let Some(prefix) = prefix else {
             return;
         };
-        let io = TokioIo::new(Rewind::new(prefix, io));
-        let conn = builder.serve_connection(io, TowerToHyperService::new(service));
-        if let Err(err) = watcher.watch(conn.into_owned()).await {
+        // HTTP/2's control frames are writes too: there only response
+        // bodies pulled count as the client's progress.
+        let activity = Activity::new();
+        let h1 = !prefix.starts_with(H2_PREFACE);
+        let io = TrackIo::new(Rewind::new(prefix, io), h1.then(|| Arc::clone(&activity)));
+        let service = Track::new(service, Arc::clone(&activity));
+        let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
+        // Counted by the drain until this connection ends.
+        let _watcher = watcher;
+        let served = io_deadline::supervise(
+            conn,
+            |conn| conn.graceful_shutdown(),
+            &activity,
+            self.bounds,
+            drain,
+        );
+        if let Err(err) = served.await {
             tracing::debug!(%peer, error = %err, "connection ended with an error");
         }
     }
@@ -313,15 +337,23 @@ async fn accept_failed(err: &io::Error) {
     }
 }
 
-async fn drain(graceful: GracefulShutdown, grace: Duration) {
-    let open = graceful.count();
-    if open > 0 {
-        tracing::info!(open, grace_secs = grace.as_secs(), "draining connections");
+async fn drain(graceful: GracefulShutdown, grace: Duration, open: impl Fn() -> usize) {
+    let draining = graceful.count();
+    if draining > 0 {
+        tracing::info!(
+            open = draining,
+            grace_secs = grace.as_secs(),
+            "draining connections"
+        );
     }
     if tokio::time::timeout(grace, graceful.shutdown())
         .await
         .is_err()
     {
-        tracing::warn!("shutdown_grace elapsed; closing remaining connections");
+        let cut = open();
+        tracing::warn!(
+            cut,
+            "shutdown_grace elapsed; cutting the {cut} connection(s) still open"
+        );
     }
 }

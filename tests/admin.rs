@@ -393,115 +393,32 @@ async fn an_admin_address_in_use_fails_run() {
 /// Child-process tests: the real binary, real time, real signals.
 mod binary {
     use std::io::{BufRead, BufReader};
-    use std::net::SocketAddr;
-    use std::process::{Child, Command, Output, Stdio};
+    use std::process::{Command, Output, Stdio};
 
+    use crate::support::binary::*;
     use fitbit_proxy::sim::Sim;
 
     use super::*;
 
-    const BIN: &str = env!("CARGO_BIN_EXE_fitbit-proxy");
-
-    /// A loopback port that was free a moment ago.
-    async fn free_addr() -> SocketAddr {
-        bind().await.local_addr().unwrap()
-    }
-
-    /// A child process, killed if the test fails before it exits.
-    struct Running(Option<Child>);
-
-    impl Running {
-        fn sigterm(&self) {
-            let pid = self.0.as_ref().expect("running").id().to_string();
-            let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-            assert!(killed.success());
-        }
-
-        /// Waits (at most 15 s) for the child to exit.
-        async fn exited(mut self) -> Output {
-            let child = self.0.take().expect("running");
-            let waiting = tokio::task::spawn_blocking(move || child.wait_with_output());
-            tokio::time::timeout(Duration::from_secs(15), waiting)
-                .await
-                .expect("the proxy exits")
-                .unwrap()
-                .unwrap()
-        }
-    }
-
-    impl Drop for Running {
-        fn drop(&mut self) {
-            if let Some(mut child) = self.0.take() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-    }
-
-    struct Proxy {
-        child: Running,
-        proxy: SocketAddr,
-        admin: SocketAddr,
-        _dir: tempfile::TempDir,
-    }
-
-    /// Runs the binary in front of `sim` with JSON logs and the admin
-    /// listener on, and waits (bounded) until `/readyz` says 200.
+    /// The binary in front of `sim` with a 10 s grace, JSON logs and the
+    /// admin listener on, once `/readyz` says 200.
     async fn start(upstream: &fitbit_proxy::sim::ServerHandle) -> Proxy {
-        let (proxy, admin) = (free_addr().await, free_addr().await);
         let extra = Extras {
-            admin: Some(format!("addr = \"{admin}\"")),
             listen: "shutdown_grace = \"10s\"".into(),
             ..Extras::default()
         };
-        let toml = config_toml(upstream, None, &extra)
-            .replace("addr = \"127.0.0.1:0\"", &format!("addr = \"{proxy}\""))
-            + "[log]\nformat = \"json\"\n";
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("proxy.toml");
-        std::fs::write(&path, toml).unwrap();
-        let child = Running(Some(
-            Command::new(BIN)
-                .args(["run", "--config"])
-                .arg(&path)
-                .env(SECRET_ENV, SECRET)
-                .env("RUST_LOG", "info")
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap(),
-        ));
-        let client = http1_client();
-        for _ in 0..200 {
-            if let Ok(res) = client.request(get(&format!("http://{admin}/readyz"))).await {
-                if res.status() == StatusCode::OK {
-                    return Proxy {
-                        child,
-                        proxy,
-                        admin,
-                        _dir: dir,
-                    };
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
+        Launch {
+            extra,
+            ..Launch::default()
         }
-        panic!("the proxy did not become ready within 5 s");
+        .start(upstream)
+        .await
     }
 
     /// Every stderr line as JSON (all of them must be), and the access lines.
     fn json_lines(out: &Output) -> (Vec<serde_json::Value>, Vec<serde_json::Value>) {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let all: Vec<serde_json::Value> = stderr
-            .lines()
-            .map(|l| {
-                serde_json::from_str(l).unwrap_or_else(|e| panic!("not one JSON object: {l}: {e}"))
-            })
-            .collect();
-        let access = all
-            .iter()
-            .filter(|v| v["target"] == "fitbit_proxy::access")
-            .cloned()
-            .collect();
+        let all = crate::support::binary::json_lines(out);
+        let access = access_lines(&all).into_iter().cloned().collect();
         (all, access)
     }
 

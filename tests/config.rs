@@ -59,6 +59,8 @@ const BAD: &[(&str, &str)] = &[
     ("[listen]\nmax_connections = 0", "proxy.toml: listen.max_connections = 0: must be at least 1"),
     ("[listen]\nmax_request_body = -1", "listen.max_request_body = -1: must not be negative"),
     ("[listen]\nheader_read_timeout = \"0s\"", r#"listen.header_read_timeout = "0s": must be greater than 0"#),
+    ("[listen]\nsend_timeout = \"0s\"", r#"proxy.toml: listen.send_timeout = "0s": must be greater than 0"#),
+    ("[listen]\nsend_timeout = \"10\"", r#"listen.send_timeout = "10": must be a duration"#),
     ("[listen]\nshutdown_grace = \"soon\"", r#"listen.shutdown_grace = "soon": must be a duration such as "250ms", "10s" or "5m""#),
     ("[listen]\nshutdown_grace = \"0s\"", r#"listen.shutdown_grace = "0s": must be greater than 0"#),
     // [admin]
@@ -180,6 +182,7 @@ fn defaults_are_those_of_the_spec() {
     assert!(c.listen.allow.is_empty());
     assert_eq!(c.listen.max_connections, 10_000);
     assert_eq!(c.listen.header_read_timeout, Duration::from_secs(10));
+    assert_eq!(c.listen.send_timeout, Duration::from_secs(60));
     assert_eq!(c.listen.max_request_body, 10_485_760);
     assert_eq!(c.listen.shutdown_grace, Duration::from_secs(30));
     assert_eq!(c.admin.addr, Some("127.0.0.1:9090".parse().unwrap()));
@@ -325,6 +328,8 @@ fn warnings_for_allowed_but_risky_settings() {
         ("[upstream]\nurl = \"http://fitbit.internal\"", &["proxy.toml: upstream.url = \"http://fitbit.internal\": plain http: requests and the proxy's bearer token cross the network unencrypted"]),
         ("[credentials]\ntoken_url = \"http://127.0.0.1:9/oauth2/token\"\nclient_id = \"a\"\nclient_secret_env = \"FITBIT_CLIENT_SECRET\"", &["proxy.toml: credentials.token_url = \"http://127.0.0.1:9/oauth2/token\": plain http to a loopback address: acceptable for tests and sidecars only"]),
         ("[credentials]\nclient_id = \"a\"\nclient_secret = \"SECRET_CANARY_config\"", &["proxy.toml: credentials.client_secret = \"<redacted>\": discouraged: use client_secret_env or client_secret_file"]),
+        ("[listen]\nshutdown_grace = \"30s\"\n[rate_limit]\nmax_wait = \"30s\"", &[]),
+        ("[listen]\nshutdown_grace = \"10s\"", &["proxy.toml: rate_limit.max_wait = \"30s\": longer than listen.shutdown_grace (10s): a request still waiting for its pacing slot when the grace ends is cut off unanswered"]),
     ];
     for (snippet, want) in cases {
         let config = parse(&with_credentials(snippet)).unwrap();
@@ -383,6 +388,7 @@ tls_cert = "ca.pem"
 tls_key = "key.pem"
 allow = ["10.0.0.0/8", "192.0.2.7", "2001:db8::/32"]
 header_read_timeout = "1s 500ms"
+send_timeout = "2m"
 [admin]
 addr = ""
 [upstream]
@@ -419,6 +425,7 @@ addr = "127.0.0.1:8080"
 allow = []
 max_connections = 10000
 header_read_timeout = "10s"
+send_timeout = "1m"
 max_request_body = 10485760
 shutdown_grace = "30s"
 

@@ -43,6 +43,8 @@ pub struct ListenConfig {
     pub allow: Vec<IpNet>,
     pub max_connections: usize,
     pub header_read_timeout: Duration,
+    /// A client that takes no response bytes for this long is cut off.
+    pub send_timeout: Duration,
     pub max_request_body: u64,
     pub shutdown_grace: Duration,
 }

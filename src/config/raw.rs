@@ -36,6 +36,8 @@ pub(super) struct RawListen {
     pub(super) max_connections: i64,
     #[serde(deserialize_with = "duration_text")]
     pub(super) header_read_timeout: String,
+    #[serde(deserialize_with = "duration_text")]
+    pub(super) send_timeout: String,
     pub(super) max_request_body: i64,
     #[serde(deserialize_with = "duration_text")]
     pub(super) shutdown_grace: String,
@@ -50,6 +52,7 @@ impl Default for RawListen {
             allow: Vec::new(),
             max_connections: 10_000,
             header_read_timeout: "10s".into(),
+            send_timeout: "60s".into(),
             max_request_body: 10_485_760,
             shutdown_grace: "30s".into(),
         }

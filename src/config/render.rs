@@ -33,11 +33,12 @@ fn listen(l: &ListenConfig) -> String {
     };
     let allow: Vec<String> = l.allow.iter().map(ToString::to_string).collect();
     format!(
-        "[listen]\naddr = {}\n{tls}\nallow = {}\nmax_connections = {}\nheader_read_timeout = {}\nmax_request_body = {}\nshutdown_grace = {}\n",
+        "[listen]\naddr = {}\n{tls}\nallow = {}\nmax_connections = {}\nheader_read_timeout = {}\nsend_timeout = {}\nmax_request_body = {}\nshutdown_grace = {}\n",
         quote(&l.addr.to_string()),
         array(&allow),
         l.max_connections,
         duration(l.header_read_timeout),
+        duration(l.send_timeout),
         l.max_request_body,
         duration(l.shutdown_grace),
     )

@@ -41,6 +41,9 @@ pub(super) fn validate(
     let credentials = v.credentials(&raw.credentials);
     let rate_limit = v.rate_limit(&raw.rate_limit);
     let log = v.log(&raw.log);
+    if let (Some(l), Some(r)) = (&listen, &rate_limit) {
+        v.waiters_fit_in_the_grace(l, r, &raw.rate_limit.max_wait);
+    }
     let sections = (listen, admin, upstream, credentials, rate_limit, log);
     match sections {
         (
@@ -85,6 +88,7 @@ impl Validator<'_> {
         let max_connections = self.count("listen.max_connections", raw.max_connections, 1);
         let header_read_timeout =
             self.duration("listen.header_read_timeout", &raw.header_read_timeout);
+        let send_timeout = self.duration("listen.send_timeout", &raw.send_timeout);
         let max_request_body = self.count("listen.max_request_body", raw.max_request_body, 0);
         let shutdown_grace = self.duration("listen.shutdown_grace", &raw.shutdown_grace);
         Some(ListenConfig {
@@ -93,6 +97,7 @@ impl Validator<'_> {
             allow: allow?,
             max_connections: max_connections?,
             header_read_timeout: header_read_timeout?,
+            send_timeout: send_timeout?,
             max_request_body: max_request_body?,
             shutdown_grace: shutdown_grace?,
         })
@@ -196,6 +201,19 @@ impl Validator<'_> {
             }
         }
         (nets.len() == entries.len()).then_some(nets)
+    }
+
+    /// A request waits at most `max_wait` for its pacing slot; if that is
+    /// longer than `shutdown_grace`, a waiter at SIGTERM may be cut without
+    /// an answer (catalog 5.03).
+    fn waiters_fit_in_the_grace(&mut self, l: &ListenConfig, r: &RateLimitConfig, raw: &str) {
+        if r.max_wait > l.shutdown_grace {
+            let message = format!(
+                "longer than listen.shutdown_grace ({}): a request still waiting for its pacing slot when the grace ends is cut off unanswered",
+                humantime::format_duration(l.shutdown_grace)
+            );
+            self.warn(Problem::new("rate_limit.max_wait", message).with_value(quote(raw)));
+        }
     }
 
     // ---- [upstream] -------------------------------------------------------

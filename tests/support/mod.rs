@@ -4,6 +4,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod binary;
 pub mod faulty;
 pub mod h2frames;
 pub mod invariants;
@@ -174,6 +175,9 @@ pub struct Setup {
     pub extra: Extras,
     /// Serve the admin listener on a fresh loopback port.
     pub admin: bool,
+    /// Forward to this address (an in-test raw upstream) instead of the
+    /// simulator, which still serves the token endpoint.
+    pub upstream_addr: Option<SocketAddr>,
 }
 
 impl Default for Setup {
@@ -183,6 +187,7 @@ impl Default for Setup {
             transport: Transport::Plain,
             extra: Extras::default(),
             admin: false,
+            upstream_addr: None,
         }
     }
 }
@@ -215,6 +220,12 @@ impl Setup {
         self
     }
 
+    /// Forwards to `addr` (plain HTTP) instead of the simulator's API.
+    pub fn upstream_at(mut self, addr: SocketAddr) -> Self {
+        self.upstream_addr = Some(addr);
+        self
+    }
+
     pub fn sim(mut self, sim_config: SimConfig) -> Self {
         self.sim_config = sim_config;
         self
@@ -236,7 +247,11 @@ impl Setup {
         let (upstream, ca) = serve(&sim, self.transport).await;
         let dir = tempfile::tempdir().unwrap();
         let ca_file = ca.as_ref().map(|ca| write_ca(dir.path(), ca));
-        let toml = config_toml(&upstream, ca_file.as_deref(), &self.extra);
+        let mut toml = config_toml(&upstream, ca_file.as_deref(), &self.extra);
+        if let Some(addr) = self.upstream_addr {
+            let sim_url = format!("\nurl = \"{}\"", upstream.base_url());
+            toml = toml.replacen(&sim_url, &format!("\nurl = \"http://{addr}\""), 1);
+        }
         let config = parse_config(&toml, dir.path());
         let (proxy, stop, task) = spawn_proxy_with_admin(config.clone(), admin_listener).await;
         Harness {

@@ -1,0 +1,157 @@
+//! The real `fitbit-proxy` binary as a child process, for what needs a
+//! process: signals, exit codes, logs, rlimits, files left behind.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use fitbit_proxy::sim::ServerHandle;
+use http::StatusCode;
+
+use super::*;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_fitbit-proxy");
+
+/// A loopback port that was free a moment ago.
+pub async fn free_addr() -> SocketAddr {
+    bind().await.local_addr().unwrap()
+}
+
+/// A child process, killed if the test fails before it exits.
+pub struct Running(pub Option<Child>);
+
+impl Running {
+    pub fn pid(&self) -> u32 {
+        self.0.as_ref().expect("running").id()
+    }
+
+    pub fn sigterm(&self) {
+        let pid = self.pid().to_string();
+        let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(killed.success());
+    }
+
+    /// Waits (at most 30 s) for the child to exit.
+    pub async fn exited(mut self) -> Output {
+        let child = self.0.take().expect("running");
+        let waiting = tokio::task::spawn_blocking(move || child.wait_with_output());
+        tokio::time::timeout(Duration::from_secs(30), waiting)
+            .await
+            .expect("the proxy exits")
+            .unwrap()
+            .unwrap()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A running binary: its ports and the directory its config is in.
+pub struct Proxy {
+    pub child: Running,
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+}
+
+/// How to start the binary; `Default` is the harness's config with the
+/// admin listener on and JSON logs.
+#[derive(Default)]
+pub struct Launch {
+    pub extra: Extras,
+    /// Run through `sh -c "ulimit -n N; exec …"`.
+    pub nofile: Option<u32>,
+    /// Working directory and `TMPDIR` of the child.
+    pub cwd: Option<std::path::PathBuf>,
+}
+
+impl Launch {
+    /// Writes the config, starts the binary in front of `upstream` and
+    /// waits (bounded, 10 s) until `/readyz` says 200.
+    pub async fn start(self, upstream: &ServerHandle) -> Proxy {
+        let (proxy, admin) = (free_addr().await, free_addr().await);
+        let mut extra = self.extra;
+        extra.admin = Some(format!("addr = \"{admin}\""));
+        let toml = config_toml(upstream, None, &extra)
+            .replace("addr = \"127.0.0.1:0\"", &format!("addr = \"{proxy}\""))
+            + "[log]\nformat = \"json\"\n";
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("proxy.toml");
+        std::fs::write(&path, toml).unwrap();
+        let mut cmd = match self.nofile {
+            None => Command::new(BIN),
+            Some(n) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(BIN);
+                sh
+            }
+        };
+        cmd.args(["run", "--config"])
+            .arg(&path)
+            .env(SECRET_ENV, SECRET)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(cwd) = &self.cwd {
+            cmd.current_dir(cwd).env("TMPDIR", cwd);
+        }
+        let child = Running(Some(cmd.spawn().unwrap()));
+        let client = http1_client();
+        for _ in 0..400 {
+            if let Ok(res) = client.request(get(&format!("http://{admin}/readyz"))).await {
+                if res.status() == StatusCode::OK {
+                    return Proxy {
+                        child,
+                        proxy,
+                        admin,
+                        dir,
+                    };
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the proxy did not become ready within 10 s");
+    }
+}
+
+/// Every stderr line as JSON (all of them must be).
+pub fn json_lines(out: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not one JSON object: {l}: {e}"))
+        })
+        .collect()
+}
+
+/// The access-log lines among `lines`.
+pub fn access_lines(lines: &[serde_json::Value]) -> Vec<&serde_json::Value> {
+    lines
+        .iter()
+        .filter(|v| v["target"] == "fitbit_proxy::access")
+        .collect()
+}
+
+/// Whether any file under `dir` contains `needle`.
+pub fn any_file_contains(dir: &Path, needle: &str) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let path = e.path();
+        if path.is_dir() {
+            any_file_contains(&path, needle)
+        } else {
+            std::fs::read(&path).is_ok_and(|b| String::from_utf8_lossy(&b).contains(needle))
+        }
+    })
+}
