@@ -74,7 +74,7 @@ async fn free_port() -> u16 {
     bind().await.local_addr().unwrap().port()
 }
 
-/// A reference server run as a child process; killed (by its own PID) on drop.
+/// A reference server run as a child process; stopped (by its own PID) on drop.
 struct Reference {
     name: &'static str,
     child: Child,
@@ -83,8 +83,14 @@ struct Reference {
 }
 
 impl Drop for Reference {
+    /// SIGTERM, not SIGKILL: nginx's master stops its worker on TERM, but a
+    /// killed master leaves the worker running, orphaned.
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        let pid = self.child.id().to_string();
+        let termed = Command::new("kill").args(["-TERM", &pid]).status();
+        if !termed.is_ok_and(|s| s.success()) {
+            let _ = self.child.kill();
+        }
         let _ = self.child.wait();
     }
 }
