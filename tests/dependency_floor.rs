@@ -1,7 +1,8 @@
 //! The dependency floor (RELIABILITY.md §0.4): every crate named in
-//! `.ci/advisories.toml` is locked at or above its patched version. An
-//! offline stand-in for `cargo audit`, which needs the RustSec DB from
-//! GitHub; see docs/hardening.md.
+//! `.ci/advisories.toml` is locked at or above its floor, and Cargo.toml
+//! requires at least that floor wherever it names the crate, so no
+//! resolution can go below it. The RustSec advisories themselves are
+//! checked by `cargo audit` in .ci/run (vendored DB in .ci/advisory-db).
 
 use std::path::Path;
 
@@ -67,6 +68,50 @@ fn every_locked_crate_is_at_or_above_its_advisory_floor() {
         .expect("Cargo.lock parses");
     let problems = below_floor(&lock);
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// The lowest version a requirement such as `"0.4.17"` or `"^1.7"` allows.
+fn requirement_floor(req: &str) -> Vec<u64> {
+    let v = version(req.trim_start_matches(['^', '=', '~', '>', ' ']));
+    (0..3).map(|i| v.get(i).copied().unwrap_or(0)).collect()
+}
+
+/// Floored crates that Cargo.toml requires below their floor.
+fn requirements_below_floor(manifest: &toml::Table) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (name, floor) in floors() {
+        for section in ["dependencies", "dev-dependencies"] {
+            let Some(dep) = manifest.get(section).and_then(|s| s.get(&name)) else {
+                continue;
+            };
+            let req = dep
+                .as_str()
+                .or_else(|| dep.get("version").and_then(|v| v.as_str()))
+                .unwrap_or("*");
+            if requirement_floor(req) < version(&floor) {
+                problems.push(format!(
+                    "{section}.{name} = {req:?} allows versions below the floor {floor}"
+                ));
+            }
+        }
+    }
+    problems
+}
+
+#[test]
+fn cargo_toml_requires_every_floor_it_names() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifest: toml::Table = std::fs::read_to_string(root.join("Cargo.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let problems = requirements_below_floor(&manifest);
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    let loose: toml::Table = "[dev-dependencies]\nh2 = \"0.4\"\n".parse().unwrap();
+    assert_eq!(
+        requirements_below_floor(&loose),
+        ["dev-dependencies.h2 = \"0.4\" allows versions below the floor 0.4.17"]
+    );
 }
 
 #[test]
