@@ -129,8 +129,25 @@ async fn run_demo(listen: SocketAddr, simulate_only: Option<SimArgs>) -> anyhow:
     Ok(())
 }
 
-#[tokio::main]
-async fn run(config: Config) -> anyhow::Result<()> {
+fn run(config: Config) -> anyhow::Result<()> {
+    runtime()?.block_on(serve(config))
+}
+
+/// tokio's multi-threaded runtime, sized by `TOKIO_WORKER_THREADS` (default:
+/// one worker per core); with one worker, the current-thread runtime: every
+/// connection, the accept loop and the token refresher share one thread
+/// with no work-stealing bookkeeping and no cross-thread wake-ups.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let one_worker = std::env::var("TOKIO_WORKER_THREADS").is_ok_and(|n| n.trim() == "1");
+    let mut builder = if one_worker {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    builder.enable_all().build()
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
     let _log = logging::init(config.log.format);
     for warning in &config.warnings {
         tracing::warn!("{warning}");
