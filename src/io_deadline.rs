@@ -127,7 +127,7 @@ pub(crate) struct Bounds {
 /// no longer counts as waiting), and every connection once the phase is
 /// [`Phase::Cutting`].
 pub(crate) async fn supervise<C, E>(
-    conn: C,
+    mut conn: Pin<&mut C>,
     graceful: impl Fn(Pin<&mut C>),
     activity: &Activity,
     bounds: Bounds,
@@ -136,7 +136,6 @@ pub(crate) async fn supervise<C, E>(
 where
     C: Future<Output = Result<(), E>>,
 {
-    tokio::pin!(conn);
     let mut closing = false;
     let mut listening = true;
     let mut idle_close: Option<Instant> = None;
@@ -194,6 +193,10 @@ impl<T> TrackIo<T> {
     /// `activity` is `None` on HTTP/2, whose control frames are writes too.
     pub(crate) fn new(inner: T, activity: Option<Arc<Activity>>) -> Self {
         TrackIo { inner, activity }
+    }
+
+    pub(crate) fn into_inner(self) -> T {
+        self.inner
     }
 }
 
@@ -396,7 +399,7 @@ mod tests {
         let a = Activity::new();
         let closed = std::sync::atomic::AtomicBool::new(false);
         let (_phase, rx) = watch::channel(Phase::Serving);
-        let never = std::future::pending::<Result<(), ()>>();
+        let never = std::pin::pin!(std::future::pending::<Result<(), ()>>());
         let bounds = Bounds {
             idle: IDLE,
             send: SEND,

@@ -35,6 +35,7 @@ pub mod access;
 pub mod admin;
 pub mod body;
 pub mod config;
+mod connection;
 pub mod deadline;
 pub mod demo;
 pub mod fitbit;

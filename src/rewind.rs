@@ -21,6 +21,11 @@ impl<T> Rewind<T> {
     pub(crate) fn new(prefix: Bytes, inner: T) -> Self {
         Rewind { prefix, inner }
     }
+
+    /// The bytes not replayed yet, and the transport.
+    pub(crate) fn into_parts(self) -> (Bytes, T) {
+        (self.prefix, self.inner)
+    }
 }
 
 impl<T: AsyncRead> AsyncRead for Rewind<T> {

@@ -14,24 +14,22 @@ use bytes::{Bytes, BytesMut};
 use http::header::CONNECTION;
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use hyper_util::service::TowerToHyperService;
+use hyper::server::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use ipnet::IpNet;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tower::util::Either;
 use tower_service::Service;
 
 use crate::body::Body;
 use crate::config::ListenConfig;
-use crate::io_deadline::{self, Activity, Bounds, Phase, Track, TrackIo};
+use crate::connection::{self, Protocols};
+use crate::io_deadline::{Bounds, Phase};
 use crate::logging::Throttle;
 use crate::respond::ProxyError;
-use crate::rewind::Rewind;
 
 /// The HTTP/2 connection preface; enough of it tells h2c from HTTP/1.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -65,9 +63,11 @@ pub trait ConnectionService:
         Request<Incoming>,
         Response = Response<Body>,
         Error = Infallible,
-        Future: Send + 'static,
+        Future: Send + Unpin + 'static,
     > + Clone
     + Send
+    + Sync
+    + Unpin
     + 'static
 {
 }
@@ -77,26 +77,24 @@ impl<S> ConnectionService for S where
             Request<Incoming>,
             Response = Response<Body>,
             Error = Infallible,
-            Future: Send + 'static,
+            Future: Send + Unpin + 'static,
         > + Clone
         + Send
+        + Sync
+        + Unpin
         + 'static
 {
 }
 
 /// What every connection task needs, built once.
 struct Listener {
-    builder: auto::Builder<TokioExecutor>,
-    /// For TLS connections that did not negotiate `h2` by ALPN: HTTP/2 over
-    /// TLS is chosen by ALPN only (RFC 9113 §3.2), never by sniffing the
-    /// preface.
-    h1_builder: auto::Builder<TokioExecutor>,
+    /// HTTP/1 and HTTP/2. Over TLS, HTTP/2 is chosen by ALPN only (RFC 9113
+    /// §3.2), never by sniffing the preface; h2c by its preface.
+    protocols: Protocols,
     tls: Option<TlsAcceptor>,
     allow: Vec<IpNet>,
     /// For the TLS handshake and the first bytes of a request.
     first_bytes_deadline: Duration,
-    /// Idle connections and clients that stop reading (io_deadline.rs).
-    bounds: Bounds,
 }
 
 /// Serves `service` on `listener` until `shutdown` resolves, then stops
@@ -111,22 +109,22 @@ pub async fn serve<S>(
     S: ConnectionService,
 {
     let ctx = Arc::new(Listener {
-        builder: http_builder(cfg),
-        h1_builder: http_builder(cfg).http1_only(),
+        protocols: protocols(cfg),
         tls,
         allow: cfg.allow.clone(),
         first_bytes_deadline: cfg.header_read_timeout,
-        bounds: Bounds {
-            idle: cfg.header_read_timeout,
-            send: cfg.send_timeout,
-        },
     });
     let slots = Arc::new(Semaphore::new(cfg.max_connections));
     let refusals = Throttle::new(REFUSAL_LOG_INTERVAL);
-    let graceful = GracefulShutdown::new();
+    // Every connection task holds a sender: when all are gone, recv() ends.
+    let (open, mut all_closed) = mpsc::channel::<Infallible>(1);
     // Connections still in their first-bytes phase have no request to
     // finish: draining closes them at once instead of waiting them out.
     let (draining, drain_signal) = watch::channel(Phase::Serving);
+    // One handle per connection, cloned into a full stack per request: a
+    // parked connection holds a pointer, not a copy of the stack.
+    let allowed = Arc::new(Either::Left(service));
+    let refused = Arc::new(Either::Right(tower::service_fn(forbidden)));
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -146,26 +144,31 @@ pub async fn serve<S>(
             continue;
         };
         let ctx = Arc::clone(&ctx);
-        let watcher = graceful.watcher();
+        let open = open.clone();
         let drain_signal = drain_signal.clone();
-        let service = service.clone();
+        let service = Arc::clone(if ctx.allows(peer.ip()) {
+            &allowed
+        } else {
+            &refused
+        });
         tokio::spawn(async move {
-            let _slot = slot;
+            let (_slot, _open) = (slot, open);
             let _ = stream.set_nodelay(true);
-            let allowed = ctx.allows(peer.ip());
-            let service = if allowed {
-                Either::Left(service)
-            } else {
-                Either::Right(tower::service_fn(forbidden))
-            };
-            ctx.serve(stream, peer, service, watcher, drain_signal)
-                .await;
+            // The task's own state is sized for the common case, a plain
+            // HTTP/1 connection parked between requests; the first bytes,
+            // TLS and HTTP/2 live in boxes of their own.
+            let opened = Box::pin(ctx.open(stream, peer, Arc::clone(&service), drain_signal));
+            if let Some((stream, prefix, drain)) = opened.await {
+                let served = connection::serve_h1(&ctx.protocols, stream, prefix, service, drain);
+                log_end(served.await, peer);
+            }
         });
     }
     drop(listener);
     let _ = draining.send(Phase::Draining);
+    drop(open);
     let open = || cfg.max_connections - slots.available_permits();
-    drain(graceful, cfg.shutdown_grace, open).await;
+    drain(all_closed.recv(), cfg.shutdown_grace, open).await;
     // Whatever is left is cut now, not when the runtime goes away.
     let _ = draining.send(Phase::Cutting);
 }
@@ -182,95 +185,80 @@ impl Listener {
         self.allow.is_empty() || self.allow.iter().any(|net| net.contains(&ip))
     }
 
-    /// TLS handshake and first bytes under the deadline, then hyper.
-    async fn serve<S>(
+    /// The TLS handshake and the first bytes, under the deadline. A plain
+    /// HTTP/1 connection is handed back to be served by the caller; TLS
+    /// and h2c connections are served here to their end. Over TLS, HTTP/2
+    /// only when ALPN chose it.
+    async fn open<S: ConnectionService>(
         &self,
-        stream: TcpStream,
+        mut stream: TcpStream,
         peer: SocketAddr,
-        service: S,
-        watcher: Watcher,
+        service: Arc<S>,
         mut drain: watch::Receiver<Phase>,
-    ) where
-        S: ConnectionService,
-    {
-        match &self.tls {
-            None => {
-                let builder = &self.builder;
-                self.serve_io(builder, stream, peer, service, watcher, drain)
-                    .await
+    ) -> Option<(TcpStream, Bytes, watch::Receiver<Phase>)> {
+        let Some(acceptor) = &self.tls else {
+            let prefix = self.first_bytes(&mut stream, &mut drain).await?;
+            if !prefix.starts_with(H2_PREFACE) {
+                return Some((stream, prefix, drain));
             }
-            Some(acceptor) => {
-                let handshake =
-                    tokio::time::timeout(self.first_bytes_deadline, acceptor.accept(stream));
-                let handshake = tokio::select! {
-                    result = handshake => result,
-                    () = wait_for_drain(&mut drain) => return,
-                };
-                match handshake {
-                    Ok(Ok(tls)) => {
-                        let builder = if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
-                            &self.builder
-                        } else {
-                            &self.h1_builder
-                        };
-                        self.serve_io(builder, tls, peer, service, watcher, drain)
-                            .await
-                    }
-                    Ok(Err(err)) => tracing::debug!(%peer, error = %err, "TLS handshake failed"),
-                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                }
+            let served = connection::serve_h2(&self.protocols, stream, prefix, service, drain);
+            log_end(served.await, peer);
+            return None;
+        };
+        let handshake = tokio::time::timeout(self.first_bytes_deadline, acceptor.accept(stream));
+        let handshake = tokio::select! {
+            result = handshake => result,
+            () = wait_for_drain(&mut drain) => return None,
+        };
+        let mut tls = match handshake {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(err)) => {
+                tracing::debug!(%peer, error = %err, "TLS handshake failed");
+                return None;
             }
-        }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return None;
+            }
+        };
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        let prefix = self.first_bytes(&mut tls, &mut drain).await?;
+        let served = if h2 {
+            connection::serve_h2(&self.protocols, tls, prefix, service, drain).await
+        } else {
+            connection::serve_h1(&self.protocols, tls, prefix, service, drain).await
+        };
+        log_end(served, peer);
+        None
     }
 
-    async fn serve_io<I, S>(
+    /// The first bytes of a connection, within the deadline, unless draining
+    /// starts first.
+    async fn first_bytes<I: AsyncRead + Unpin>(
         &self,
-        builder: &auto::Builder<TokioExecutor>,
-        mut io: I,
-        peer: SocketAddr,
-        service: S,
-        watcher: Watcher,
-        mut drain: watch::Receiver<Phase>,
-    ) where
-        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-        S: ConnectionService,
-    {
-        let prefix = tokio::select! {
-            prefix = read_first_bytes(&mut io, self.first_bytes_deadline) => prefix,
-            () = wait_for_drain(&mut drain) => None,
-        };
-        let Some(prefix) = prefix else {
-            return;
-        };
-        // HTTP/2's control frames are writes too: there only response
-        // bodies pulled count as the client's progress.
-        let activity = Activity::new();
-        let h1 = !prefix.starts_with(H2_PREFACE);
-        let io = TrackIo::new(Rewind::new(prefix, io), h1.then(|| Arc::clone(&activity)));
-        let service = Track::new(service, Arc::clone(&activity));
-        let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
-        // Counted by the drain until this connection ends.
-        let _watcher = watcher;
-        let served = io_deadline::supervise(
-            conn,
-            |conn| conn.graceful_shutdown(),
-            &activity,
-            self.bounds,
-            drain,
-        );
-        if let Err(err) = served.await {
-            tracing::debug!(%peer, error = %err, "connection ended with an error");
+        io: &mut I,
+        drain: &mut watch::Receiver<Phase>,
+    ) -> Option<Bytes> {
+        tokio::select! {
+            prefix = read_first_bytes(io, self.first_bytes_deadline) => prefix,
+            () = wait_for_drain(drain) => None,
         }
     }
 }
 
+fn log_end(served: hyper::Result<()>, peer: SocketAddr) {
+    if let Err(err) = served {
+        tracing::debug!(%peer, error = %err, "connection ended with an error");
+    }
+}
+
 /// The answer to every request from a source outside `listen.allow`.
-async fn forbidden(_req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+fn forbidden(_req: Request<Incoming>) -> std::future::Ready<Result<Response<Body>, Infallible>> {
     let mut res =
         ProxyError::Forbidden("this source address is not in listen.allow").into_response();
     res.headers_mut()
         .insert(CONNECTION, HeaderValue::from_static("close"));
-    Ok(res)
+    std::future::ready(Ok(res))
 }
 
 /// Reads until the bytes either are the whole h2 preface or stop matching
@@ -293,18 +281,15 @@ async fn read_first_bytes<I: AsyncRead + Unpin>(io: &mut I, deadline: Duration) 
     tokio::time::timeout(deadline, reading).await.ok().flatten()
 }
 
-fn http_builder(cfg: &ListenConfig) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
+fn protocols(cfg: &ListenConfig) -> Protocols {
+    let mut h1 = http1::Builder::new();
+    h1.timer(TokioTimer::new())
         .header_read_timeout(cfg.header_read_timeout)
         .max_headers(H1_MAX_HEADERS)
         .max_buf_size(H1_MAX_BUF_SIZE)
         .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
+    let mut h2 = http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new())
         .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
         .max_header_list_size(H2_MAX_HEADER_LIST_SIZE)
         .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESET_STREAMS)
@@ -314,7 +299,14 @@ fn http_builder(cfg: &ListenConfig) -> auto::Builder<TokioExecutor> {
         // rather than hold a max_connections slot forever.
         .keep_alive_interval(cfg.header_read_timeout)
         .keep_alive_timeout(cfg.header_read_timeout);
-    builder
+    Protocols {
+        h1,
+        h2,
+        bounds: Bounds {
+            idle: cfg.header_read_timeout,
+            send: cfg.send_timeout,
+        },
+    }
 }
 
 /// Resource exhaustion (out of file descriptors, buffers, memory) pauses
@@ -337,8 +329,9 @@ async fn accept_failed(err: &io::Error) {
     }
 }
 
-async fn drain(graceful: GracefulShutdown, grace: Duration, open: impl Fn() -> usize) {
-    let draining = graceful.count();
+/// Waits up to `grace` for every connection to end (`all_closed`).
+async fn drain(all_closed: impl Future, grace: Duration, open: impl Fn() -> usize) {
+    let draining = open();
     if draining > 0 {
         tracing::info!(
             open = draining,
@@ -346,10 +339,7 @@ async fn drain(graceful: GracefulShutdown, grace: Duration, open: impl Fn() -> u
             "draining connections"
         );
     }
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(grace, all_closed).await.is_err() {
         let cut = open();
         tracing::warn!(
             cut,

@@ -367,7 +367,8 @@ async fn a_panic_in_one_request_stays_in_its_connection() {
     );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
-        let service = tower::service_fn(service);
+        // The listener wants named (Unpin) futures, as the stack's are.
+        let service = tower::service_fn(|req| Box::pin(service(req)));
         fitbit_proxy::server::serve(listener, service, &config.listen, None, async {
             let _ = stopped.await;
         })

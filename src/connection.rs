@@ -1,0 +1,518 @@
+//! One accepted connection after its first bytes: h2 (prior knowledge, or
+//! after TLS) handed to hyper's HTTP/2 server for its whole life; HTTP/1
+//! served by a fresh hyper connection per request and *parked* in between.
+//!
+//! Why parked: hyper keeps an HTTP/1 connection's 8 KiB read buffer, its
+//! 8 KiB write buffer and its dispatcher state for as long as the connection
+//! is open, so thousands of idle keep-alive clients (the normal state of a
+//! gateway in front of pooled service clients) cost ~26 KB each. Between
+//! requests a parked connection is only the socket, a small task and a
+//! handle on the stack (~4 KB measured, with 5,000 idle), as nginx frees its
+//! request buffers on idle connections. The price is a new hyper connection
+//! per request, ~2 µs of CPU (benches/load, README "Performance"). Parking
+//! only after a second of idleness was tried: it saves the 2 µs, but the
+//! buffers of a burst of connections, freed a second later between
+//! long-lived allocations, stay resident (glibc), 18 KB per connection.
+//!
+//! A request ends its hyper connection only when reusing the socket is
+//! certainly what hyper itself would do: HTTP/1.1 without `Connection`
+//! tokens other than `keep-alive`, no `Upgrade`, no request body, and no
+//! `Connection: close` in the answer. Anything else (bodies, `close`, HTTP/1.0,
+//! errors) is left to hyper's own keep-alive logic on the same connection, so
+//! the bytes of an unread body are never parsed as a next request.
+
+use std::future::{poll_fn, Future};
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{CONNECTION, UPGRADE};
+use http::{HeaderMap, Request, Response, Version};
+use hyper::body::{Body as _, Incoming};
+use hyper::server::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_rustls::server::TlsStream;
+use tower_service::Service;
+
+use crate::io_deadline::{self, Activity, Phase, Track, TrackIo};
+use crate::rewind::Rewind;
+use crate::server::ConnectionService;
+
+/// A parked TLS connection reads the next request's first bytes into a
+/// buffer this large (rustls holds its own record buffers regardless).
+const TLS_PARKED_READ: usize = 1024;
+
+/// The two protocol builders, configured once by the listener.
+pub(crate) struct Protocols {
+    pub(crate) h1: http1::Builder,
+    pub(crate) h2: http2::Builder<TokioExecutor>,
+    /// Idle connections and clients that stop reading (io_deadline.rs); a
+    /// parked connection waits for its next request `bounds.idle` at most.
+    pub(crate) bounds: io_deadline::Bounds,
+}
+
+/// A transport a connection can be parked on: it waits for the next
+/// request's first bytes holding as little memory as it can.
+pub(crate) trait Park: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Resolves when the peer sent something (or closed): the bytes it had
+    /// to read to find out, possibly none.
+    fn next_bytes(&mut self) -> impl Future<Output = io::Result<Bytes>> + Send;
+}
+
+impl Park for TcpStream {
+    /// Readiness only: the bytes stay in the kernel until hyper reads them.
+    async fn next_bytes(&mut self) -> io::Result<Bytes> {
+        self.readable().await?;
+        Ok(Bytes::new())
+    }
+}
+
+impl Park for TlsStream<TcpStream> {
+    async fn next_bytes(&mut self) -> io::Result<Bytes> {
+        let mut buf = BytesMut::with_capacity(TLS_PARKED_READ);
+        self.read_buf(&mut buf).await?;
+        Ok(buf.freeze())
+    }
+}
+
+/// Serves an HTTP/2 connection whose `prefix` was already read.
+pub(crate) async fn serve_h2<I: Park, S: ConnectionService>(
+    protocols: &Protocols,
+    io: I,
+    prefix: Bytes,
+    service: Arc<S>,
+    phase: watch::Receiver<Phase>,
+) -> hyper::Result<()> {
+    // HTTP/2's control frames are writes too: there only response bodies
+    // pulled count as the client's progress.
+    let activity = Activity::new();
+    let io = TrackIo::new(Rewind::new(prefix, io), None);
+    let service = Track::new(S::clone(&service), Arc::clone(&activity));
+    let conn = protocols
+        .h2
+        .serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
+    let conn = std::pin::pin!(conn);
+    io_deadline::supervise(
+        conn,
+        |conn| conn.graceful_shutdown(),
+        &activity,
+        protocols.bounds,
+        phase,
+    )
+    .await
+}
+
+/// Serves an HTTP/1 connection whose `prefix` was already read: one hyper
+/// connection per request, parked in between.
+pub(crate) async fn serve_h1<I: Park, S: ConnectionService>(
+    protocols: &Protocols,
+    mut io: I,
+    mut prefix: Bytes,
+    service: Arc<S>,
+    phase: watch::Receiver<Phase>,
+) -> hyper::Result<()> {
+    let activity = Activity::new();
+    let turn = Arc::new(Turn::default());
+    let mut drain = Drain::new(phase.clone());
+    loop {
+        turn.reset();
+        let observed = Observed {
+            inner: Track::new(S::clone(&service), Arc::clone(&activity)),
+            turn: Arc::clone(&turn),
+        };
+        let io_tracked = Tracked {
+            inner: TrackIo::new(Rewind::new(prefix, io), Some(Arc::clone(&activity))),
+            turn: Arc::clone(&turn),
+        };
+        let mut one = OneRequest::<I, S> {
+            // Boxed: allocated for the request, freed while parked.
+            conn: Box::new(
+                protocols
+                    .h1
+                    .serve_connection(TokioIo::new(io_tracked), TowerToHyperService::new(observed)),
+            ),
+            turn: Arc::clone(&turn),
+            ending: false,
+            finished: false,
+        };
+        io_deadline::supervise(
+            Pin::new(&mut one),
+            |one| one.get_mut().end(),
+            &activity,
+            protocols.bounds,
+            phase.clone(),
+        )
+        .await?;
+        // Cut (shutdown, send_timeout) before hyper was done, done for
+        // good, or draining: closed.
+        if !one.finished || !turn.reusable() || *phase.borrow() != Phase::Serving {
+            return Ok(());
+        }
+        let parts = one.conn.into_parts();
+        let (rest, inner) = parts.io.into_inner().inner.into_inner().into_parts();
+        io = inner;
+        prefix = join(parts.read_buf, rest);
+        if prefix.is_empty() {
+            let next = poll_fn(|cx| {
+                if drain.poll_started(cx) {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            });
+            // Parked no longer than an idle connection is kept.
+            let next_bytes = tokio::time::timeout(protocols.bounds.idle, io.next_bytes());
+            prefix = tokio::select! {
+                biased;
+                () = next => return Ok(()),
+                bytes = next_bytes => match bytes {
+                    Ok(Ok(bytes)) => bytes,
+                    Ok(Err(_)) | Err(_) => return Ok(()),
+                },
+            };
+        }
+    }
+}
+
+/// hyper's unread bytes, then the rest of the replayed prefix, in a buffer
+/// of their own: a `Bytes` sliced from hyper's read buffer, even an empty
+/// one, would keep all 8 KiB of it alive while parked.
+fn join(read_ahead: Bytes, rest: Bytes) -> Bytes {
+    match (read_ahead.is_empty(), rest.is_empty()) {
+        (true, true) => Bytes::new(),
+        (true, false) => rest,
+        (false, _) => [read_ahead, rest].concat().into(),
+    }
+}
+
+type H1Connection<I, S> = http1::Connection<
+    TokioIo<Tracked<TrackIo<Rewind<I>>>>,
+    TowerToHyperService<Observed<Track<S>>>,
+>;
+
+/// One request's hyper connection, as a future that ends when hyper stops
+/// without shutting the transport down, so that it can be taken back.
+struct OneRequest<I, S: ConnectionService> {
+    conn: Box<H1Connection<I, S>>,
+    turn: Arc<Turn>,
+    ending: bool,
+    finished: bool,
+}
+
+impl<I: Park, S: ConnectionService> OneRequest<I, S> {
+    /// hyper finishes what it is doing, then stops (an idle connection at
+    /// its next poll).
+    fn end(&mut self) {
+        if !std::mem::replace(&mut self.ending, true) {
+            Pin::new(&mut *self.conn).graceful_shutdown();
+        }
+    }
+}
+
+impl<I: Park, S: ConnectionService> Future for OneRequest<I, S> {
+    type Output = hyper::Result<()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<hyper::Result<()>> {
+        let this = self.get_mut();
+        loop {
+            let polled = this.conn.poll_without_shutdown(cx);
+            // Once a reusable request's answer is written out completely,
+            // hyper is idle: stop it there, to park.
+            if polled.is_pending() && !this.ending && this.turn.can_park() {
+                this.end();
+                continue;
+            }
+            this.finished = polled.is_ready();
+            return polled;
+        }
+    }
+}
+
+/// The listener's drain signal, registered once per connection.
+struct Drain {
+    waiting: Pin<Box<dyn Future<Output = ()> + Send>>,
+    started: bool,
+}
+
+impl Drain {
+    fn new(mut signal: watch::Receiver<Phase>) -> Self {
+        Drain {
+            waiting: Box::pin(async move {
+                // A closed channel (the listener gone) counts as draining.
+                let _ = signal.wait_for(|phase| *phase != Phase::Serving).await;
+            }),
+            started: false,
+        }
+    }
+
+    /// True once draining started (and from then on); registers `cx` for it
+    /// before that.
+    fn poll_started(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.started && self.waiting.as_mut().poll(cx).is_ready() {
+            self.started = true;
+        }
+        self.started
+    }
+}
+
+/// What the driver learns of the current request from the service, the
+/// answer's body and the transport.
+#[derive(Default)]
+struct Turn {
+    flags: AtomicU8,
+}
+
+const STARTED: u8 = 1;
+const REUSABLE: u8 = 2;
+/// The answer's body reached its end (hyper has encoded all of it).
+const ANSWERED: u8 = 4;
+/// The last write hyper attempted was refused: its buffer holds bytes.
+const WRITE_BLOCKED: u8 = 8;
+
+impl Turn {
+    fn reset(&self) {
+        self.flags.store(0, Ordering::Relaxed);
+    }
+
+    /// hyper holds nothing of this request any more: it was reusable, its
+    /// answer was encoded to the end and flushed.
+    fn can_park(&self) -> bool {
+        self.flags.load(Ordering::Relaxed) == STARTED | REUSABLE | ANSWERED
+    }
+
+    fn answered(&self) {
+        self.flags.fetch_or(ANSWERED, Ordering::Relaxed);
+    }
+
+    fn write_blocked(&self, blocked: bool) {
+        let flags = self.flags.load(Ordering::Relaxed);
+        if (flags & WRITE_BLOCKED != 0) != blocked {
+            self.flags.fetch_xor(WRITE_BLOCKED, Ordering::Relaxed);
+        }
+    }
+
+    fn reusable(&self) -> bool {
+        self.flags.load(Ordering::Relaxed) & REUSABLE != 0
+    }
+
+    fn start(&self, reusable: bool) {
+        let flags = if reusable {
+            STARTED | REUSABLE
+        } else {
+            STARTED
+        };
+        let blocked = self.flags.load(Ordering::Relaxed) & WRITE_BLOCKED;
+        self.flags.store(flags | blocked, Ordering::Relaxed);
+    }
+
+    fn not_reusable(&self) {
+        self.flags.fetch_and(!REUSABLE, Ordering::Relaxed);
+    }
+}
+
+/// The stack, seen by the HTTP/1 driver: it records whether the request
+/// leaves the connection reusable.
+#[derive(Clone)]
+struct Observed<S> {
+    inner: S,
+    turn: Arc<Turn>,
+}
+
+impl<S, B> Service<Request<Incoming>> for Observed<S>
+where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = std::convert::Infallible>,
+{
+    type Response = Response<Answer<B>>;
+    type Error = std::convert::Infallible;
+    type Future = Observing<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        self.turn.start(request_keeps_connection(&req));
+        Observing {
+            inner: self.inner.call(req),
+            turn: Arc::clone(&self.turn),
+        }
+    }
+}
+
+/// HTTP/1.1, no body, no `Upgrade`, and no `Connection` tokens but
+/// `keep-alive`: the only requests after which the driver reuses the socket
+/// itself.
+fn request_keeps_connection(req: &Request<Incoming>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.body().is_end_stream()
+        && !req.headers().contains_key(UPGRADE)
+        && only_keep_alive(req.headers())
+}
+
+fn only_keep_alive(headers: &HeaderMap) -> bool {
+    headers.get_all(CONNECTION).iter().all(|value| {
+        value
+            .as_bytes()
+            .split(|&b| b == b',')
+            .all(|token| token.trim_ascii().eq_ignore_ascii_case(b"keep-alive"))
+    })
+}
+
+pin_project_lite::pin_project! {
+    struct Observing<F> {
+        #[pin]
+        inner: F,
+        turn: Arc<Turn>,
+    }
+}
+
+impl<F, B> Future for Observing<F>
+where
+    F: Future<Output = Result<Response<B>, std::convert::Infallible>>,
+{
+    type Output = Result<Response<Answer<B>>, std::convert::Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Ok(res) = std::task::ready!(this.inner.poll(cx));
+        if !only_keep_alive(res.headers()) {
+            this.turn.not_reusable();
+        }
+        let turn = Arc::clone(this.turn);
+        Poll::Ready(Ok(res.map(|body| Answer { body, turn })))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The answer's body, telling the driver when hyper has all of it.
+    struct Answer<B> {
+        #[pin]
+        body: B,
+        turn: Arc<Turn>,
+    }
+}
+
+impl<B: http_body::Body> http_body::Body for Answer<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        let this = self.project();
+        let polled = this.body.poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) {
+            this.turn.answered();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let end = self.body.is_end_stream();
+        if end {
+            self.turn.answered();
+        }
+        end
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The transport, telling the driver whether hyper's last write was
+    /// refused (then its write buffer still holds bytes).
+    struct Tracked<T> {
+        #[pin]
+        inner: T,
+        turn: Arc<Turn>,
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for Tracked<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.project().inner.poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for Tracked<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        let polled = this.inner.poll_write(cx, buf);
+        this.turn.write_blocked(polled.is_pending());
+        polled
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        let polled = this.inner.poll_write_vectored(cx, bufs);
+        this.turn.write_blocked(polled.is_pending());
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let polled = this.inner.poll_flush(cx);
+        this.turn.write_blocked(polled.is_pending());
+        polled
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_keep_alive_tokens_leave_the_connection_to_the_driver() {
+        let mut headers = HeaderMap::new();
+        assert!(only_keep_alive(&headers));
+        headers.insert(CONNECTION, "keep-alive".parse().unwrap());
+        assert!(only_keep_alive(&headers));
+        headers.insert(CONNECTION, "Keep-Alive , keep-alive".parse().unwrap());
+        assert!(only_keep_alive(&headers));
+        headers.insert(CONNECTION, "close".parse().unwrap());
+        assert!(!only_keep_alive(&headers));
+        headers.insert(CONNECTION, "keep-alive, close".parse().unwrap());
+        assert!(!only_keep_alive(&headers));
+        headers.insert(CONNECTION, "x-request-id".parse().unwrap());
+        assert!(!only_keep_alive(&headers));
+    }
+
+    #[test]
+    fn join_keeps_order() {
+        let a = Bytes::from_static(b"GET / HT");
+        let b = Bytes::from_static(b"TP/1.1\r\n");
+        assert_eq!(join(a.clone(), b), &b"GET / HTTP/1.1\r\n"[..]);
+        assert_eq!(join(a.clone(), Bytes::new()), a);
+        assert_eq!(join(Bytes::new(), a.clone()), a);
+    }
+}
