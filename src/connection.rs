@@ -41,7 +41,7 @@ use tokio::sync::watch;
 use tokio_rustls::server::TlsStream;
 use tower_service::Service;
 
-use crate::io_deadline::{self, Activity, Phase, Track, TrackIo};
+use crate::io_deadline::{self, Activity, Phase, Supervisor, Track, TrackIo};
 use crate::rewind::Rewind;
 use crate::server::ConnectionService;
 
@@ -119,6 +119,7 @@ pub(crate) async fn serve_h1<I: Park, S: ConnectionService>(
     phase: watch::Receiver<Phase>,
 ) -> hyper::Result<()> {
     let activity = Activity::new();
+    let mut supervisor = Supervisor::new(protocols.bounds, phase.clone());
     let turn = Arc::new(Turn::default());
     let mut drain = Drain::new(phase.clone());
     loop {
@@ -142,14 +143,9 @@ pub(crate) async fn serve_h1<I: Park, S: ConnectionService>(
             ending: false,
             finished: false,
         };
-        io_deadline::supervise(
-            Pin::new(&mut one),
-            |one| one.get_mut().end(),
-            &activity,
-            protocols.bounds,
-            phase.clone(),
-        )
-        .await?;
+        supervisor
+            .supervise(Pin::new(&mut one), |one| one.get_mut().end(), &activity)
+            .await?;
         // Cut (shutdown, send_timeout) before hyper was done, done for
         // good, or draining: closed.
         if !one.finished || !turn.reusable() || *phase.borrow() != Phase::Serving {

@@ -127,55 +127,95 @@ pub(crate) struct Bounds {
 /// no longer counts as waiting), and every connection once the phase is
 /// [`Phase::Cutting`].
 pub(crate) async fn supervise<C, E>(
-    mut conn: Pin<&mut C>,
+    conn: Pin<&mut C>,
     graceful: impl Fn(Pin<&mut C>),
     activity: &Activity,
     bounds: Bounds,
-    mut phase: watch::Receiver<Phase>,
+    phase: watch::Receiver<Phase>,
 ) -> Result<(), E>
 where
     C: Future<Output = Result<(), E>>,
 {
-    let mut closing = false;
-    let mut listening = true;
-    let mut idle_close: Option<Instant> = None;
-    let timer = tokio::time::sleep(Duration::ZERO);
-    tokio::pin!(timer);
-    loop {
-        tokio::select! {
-            result = conn.as_mut() => return result,
-            changed = phase.changed(), if listening => {
-                listening = changed.is_ok();
-                match *phase.borrow_and_update() {
-                    Phase::Serving => {}
-                    Phase::Draining => {
-                        if !std::mem::replace(&mut closing, true) {
-                            graceful(conn.as_mut());
+    Supervisor::new(bounds, phase)
+        .supervise(conn, graceful, activity)
+        .await
+}
+
+/// [`supervise`]'s timer and view of the listener's phase, kept across
+/// the requests of a parked HTTP/1 connection (connection.rs), so that each
+/// request does not set up a timer and a watch of its own.
+pub(crate) struct Supervisor {
+    bounds: Bounds,
+    phase: watch::Receiver<Phase>,
+    listening: bool,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Supervisor {
+    pub(crate) fn new(bounds: Bounds, phase: watch::Receiver<Phase>) -> Self {
+        Supervisor {
+            bounds,
+            phase,
+            listening: true,
+            timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+        }
+    }
+
+    /// [`supervise`], with this supervisor's timer and phase.
+    pub(crate) async fn supervise<C, E>(
+        &mut self,
+        mut conn: Pin<&mut C>,
+        graceful: impl Fn(Pin<&mut C>),
+        activity: &Activity,
+    ) -> Result<(), E>
+    where
+        C: Future<Output = Result<(), E>>,
+    {
+        let Supervisor {
+            bounds,
+            phase,
+            listening,
+            timer,
+        } = self;
+        let bounds = *bounds;
+        let mut closing = false;
+        let mut idle_close: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                result = conn.as_mut() => return result,
+                changed = phase.changed(), if *listening => {
+                    *listening = changed.is_ok();
+                    match *phase.borrow_and_update() {
+                        Phase::Serving => {}
+                        Phase::Draining => {
+                            if !std::mem::replace(&mut closing, true) {
+                                graceful(conn.as_mut());
+                            }
                         }
+                        Phase::Cutting => return Ok(()),
                     }
-                    Phase::Cutting => return Ok(()),
                 }
-            }
-            () = timer.as_mut() => match activity.check(bounds.idle, bounds.send) {
-                Ok(next) => timer.as_mut().reset(next),
-                Err(Verdict::Stalled) => {
-                    tracing::info!(after = ?bounds.send, "the client took no response bytes; connection closed (listen.send_timeout)");
-                    return Ok(());
-                }
-                Err(Verdict::Idle) => {
-                    let since = *idle_close.get_or_insert_with(Instant::now);
-                    if !std::mem::replace(&mut closing, true) {
-                        tracing::debug!("idle connection closed");
-                        graceful(conn.as_mut());
-                    }
-                    if since.elapsed() >= bounds.send {
+                () = timer.as_mut() => match activity.check(bounds.idle, bounds.send) {
+                    Ok(next) => timer.as_mut().reset(next),
+                    Err(Verdict::Stalled) => {
                         tracing::info!(after = ?bounds.send, "the client took no response bytes; connection closed (listen.send_timeout)");
                         return Ok(());
                     }
-                    // Still watch for a stall while the close completes.
-                    timer.as_mut().reset(Instant::now() + bounds.send.min(bounds.idle));
-                }
-            },
+                    Err(Verdict::Idle) => {
+                        let since = *idle_close.get_or_insert_with(Instant::now);
+                        if !std::mem::replace(&mut closing, true) {
+                            tracing::debug!("idle connection closed");
+                            graceful(conn.as_mut());
+                        }
+                        if since.elapsed() >= bounds.send {
+                            tracing::info!(after = ?bounds.send, "the client took no response bytes; connection closed (listen.send_timeout)");
+                            return Ok(());
+                        }
+                        // Still watch for a stall while the close completes.
+                        timer.as_mut().reset(Instant::now() + bounds.send.min(bounds.idle));
+                    }
+                },
+            }
         }
     }
 }
