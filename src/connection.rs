@@ -35,7 +35,7 @@ use hyper::body::{Body as _, Incoming};
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_rustls::server::TlsStream;
@@ -128,10 +128,7 @@ pub(crate) async fn serve_h1<I: Park, S: ConnectionService>(
             inner: Track::new(S::clone(&service), Arc::clone(&activity)),
             turn: Arc::clone(&turn),
         };
-        let io_tracked = Tracked {
-            inner: TrackIo::new(Rewind::new(prefix, io), Some(Arc::clone(&activity))),
-            turn: Arc::clone(&turn),
-        };
+        let io_tracked = TrackIo::new(Rewind::new(prefix, io), Some(Arc::clone(&activity)));
         let mut one = OneRequest::<I, S> {
             // Boxed: allocated for the request, freed while parked.
             conn: Box::new(
@@ -140,6 +137,7 @@ pub(crate) async fn serve_h1<I: Park, S: ConnectionService>(
                     .serve_connection(TokioIo::new(io_tracked), TowerToHyperService::new(observed)),
             ),
             turn: Arc::clone(&turn),
+            activity: Arc::clone(&activity),
             ending: false,
             finished: false,
         };
@@ -152,7 +150,7 @@ pub(crate) async fn serve_h1<I: Park, S: ConnectionService>(
             return Ok(());
         }
         let parts = one.conn.into_parts();
-        let (rest, inner) = parts.io.into_inner().inner.into_inner().into_parts();
+        let (rest, inner) = parts.io.into_inner().into_inner().into_parts();
         io = inner;
         prefix = join(parts.read_buf, rest);
         if prefix.is_empty() {
@@ -188,16 +186,16 @@ fn join(read_ahead: Bytes, rest: Bytes) -> Bytes {
     }
 }
 
-type H1Connection<I, S> = http1::Connection<
-    TokioIo<Tracked<TrackIo<Rewind<I>>>>,
-    TowerToHyperService<Observed<Track<S>>>,
->;
+type H1Connection<I, S> =
+    http1::Connection<TokioIo<TrackIo<Rewind<I>>>, TowerToHyperService<Observed<Track<S>>>>;
 
 /// One request's hyper connection, as a future that ends when hyper stops
 /// without shutting the transport down, so that it can be taken back.
 struct OneRequest<I, S: ConnectionService> {
     conn: Box<H1Connection<I, S>>,
     turn: Arc<Turn>,
+    /// Tells whether hyper's last write was refused (bytes still buffered).
+    activity: Arc<Activity>,
     ending: bool,
     finished: bool,
 }
@@ -219,9 +217,14 @@ impl<I: Park, S: ConnectionService> Future for OneRequest<I, S> {
         let this = self.get_mut();
         loop {
             let polled = this.conn.poll_without_shutdown(cx);
-            // Once a reusable request's answer is written out completely,
-            // hyper is idle: stop it there, to park.
-            if polled.is_pending() && !this.ending && this.turn.can_park() {
+            // Once a reusable request's answer is encoded to its end and
+            // hyper's last write was not refused, hyper is idle and holds no
+            // bytes: stop it there, to park.
+            if polled.is_pending()
+                && !this.ending
+                && this.turn.can_park()
+                && !this.activity.write_blocked()
+            {
                 this.end();
                 continue;
             }
@@ -269,29 +272,19 @@ const STARTED: u8 = 1;
 const REUSABLE: u8 = 2;
 /// The answer's body reached its end (hyper has encoded all of it).
 const ANSWERED: u8 = 4;
-/// The last write hyper attempted was refused: its buffer holds bytes.
-const WRITE_BLOCKED: u8 = 8;
 
 impl Turn {
     fn reset(&self) {
         self.flags.store(0, Ordering::Relaxed);
     }
 
-    /// hyper holds nothing of this request any more: it was reusable, its
-    /// answer was encoded to the end and flushed.
+    /// The request was reusable and its answer was encoded to the end.
     fn can_park(&self) -> bool {
         self.flags.load(Ordering::Relaxed) == STARTED | REUSABLE | ANSWERED
     }
 
     fn answered(&self) {
         self.flags.fetch_or(ANSWERED, Ordering::Relaxed);
-    }
-
-    fn write_blocked(&self, blocked: bool) {
-        let flags = self.flags.load(Ordering::Relaxed);
-        if (flags & WRITE_BLOCKED != 0) != blocked {
-            self.flags.fetch_xor(WRITE_BLOCKED, Ordering::Relaxed);
-        }
     }
 
     fn reusable(&self) -> bool {
@@ -304,8 +297,7 @@ impl Turn {
         } else {
             STARTED
         };
-        let blocked = self.flags.load(Ordering::Relaxed) & WRITE_BLOCKED;
-        self.flags.store(flags | blocked, Ordering::Relaxed);
+        self.flags.store(flags, Ordering::Relaxed);
     }
 
     fn not_reusable(&self) {
@@ -421,65 +413,6 @@ impl<B: http_body::Body> http_body::Body for Answer<B> {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.body.size_hint()
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The transport, telling the driver whether hyper's last write was
-    /// refused (then its write buffer still holds bytes).
-    struct Tracked<T> {
-        #[pin]
-        inner: T,
-        turn: Arc<Turn>,
-    }
-}
-
-impl<T: AsyncRead> AsyncRead for Tracked<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        self.project().inner.poll_read(cx, buf)
-    }
-}
-
-impl<T: AsyncWrite> AsyncWrite for Tracked<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.project();
-        let polled = this.inner.poll_write(cx, buf);
-        this.turn.write_blocked(polled.is_pending());
-        polled
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.project();
-        let polled = this.inner.poll_write_vectored(cx, bufs);
-        this.turn.write_blocked(polled.is_pending());
-        polled
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.project();
-        let polled = this.inner.poll_flush(cx);
-        this.turn.write_blocked(polled.is_pending());
-        polled
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_shutdown(cx)
     }
 }
 

@@ -20,7 +20,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -48,6 +48,9 @@ pub(crate) struct Activity {
     /// Response bodies that yielded a frame (or none yet) and wait for
     /// hyper to pull again: hyper pulls when the client has taken enough.
     waiting: AtomicUsize,
+    /// The last write hyper attempted was refused (HTTP/1 only): its write
+    /// buffer still holds bytes.
+    write_blocked: AtomicBool,
 }
 
 /// Why [`supervise`] ended a connection.
@@ -65,11 +68,24 @@ impl Activity {
             idle_since: AtomicU64::new(0),
             open: AtomicUsize::new(0),
             waiting: AtomicUsize::new(0),
+            write_blocked: AtomicBool::new(false),
         })
     }
 
     fn now(&self) -> u64 {
         self.origin.elapsed().as_millis() as u64
+    }
+
+    /// Whether hyper's last write on this HTTP/1 connection was refused
+    /// (connection.rs parks only when it was not).
+    pub(crate) fn write_blocked(&self) -> bool {
+        self.write_blocked.load(Ordering::Relaxed)
+    }
+
+    fn note_write_blocked(&self, blocked: bool) {
+        if self.write_blocked.load(Ordering::Relaxed) != blocked {
+            self.write_blocked.store(blocked, Ordering::Relaxed);
+        }
     }
 
     fn progressed(&self) {
@@ -241,8 +257,11 @@ impl<T> TrackIo<T> {
 }
 
 fn note_written(activity: &Option<Arc<Activity>>, written: &Poll<io::Result<usize>>) {
-    if let (Some(activity), Poll::Ready(Ok(1..))) = (activity, written) {
-        activity.progressed();
+    if let Some(activity) = activity {
+        if let Poll::Ready(Ok(1..)) = written {
+            activity.progressed();
+        }
+        activity.note_write_blocked(written.is_pending());
     }
 }
 
@@ -284,7 +303,12 @@ impl<T: AsyncWrite> AsyncWrite for TrackIo<T> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_flush(cx)
+        let this = self.project();
+        let flushed = this.inner.poll_flush(cx);
+        if let Some(activity) = this.activity {
+            activity.note_write_blocked(flushed.is_pending());
+        }
+        flushed
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
