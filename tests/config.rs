@@ -101,6 +101,8 @@ const BAD: &[(&str, &str)] = &[
     ("[rate_limit]\nmax_queued = -5", "rate_limit.max_queued = -5: must be at least 1"),
     ("[rate_limit]\nmax_wait = \"0s\"", r#"rate_limit.max_wait = "0s": must be greater than 0"#),
     ("[rate_limit]\nreset_margin = \"-2s\"", r#"rate_limit.reset_margin = "-2s": must be a duration"#),
+    ("[rate_limit]\nreplicas = 0", "proxy.toml: rate_limit.replicas = 0: must be at least 1"),
+    ("[rate_limit]\nhourly_quota = 4\nreplicas = 5", "proxy.toml: rate_limit.replicas = 5: more than rate_limit.hourly_quota (4): each replica's share of the quota would be 0"),
     // [log]
     ("[log]\nformat = \"xml\"", r#"proxy.toml: log.format = "xml": must be "text" or "json""#),
     // unknown keys, at the top and in every section
@@ -212,6 +214,7 @@ fn defaults_are_those_of_the_spec() {
     assert_eq!(c.rate_limit.max_wait, Duration::from_secs(30));
     assert_eq!(c.rate_limit.max_queued, 1000);
     assert_eq!(c.rate_limit.reset_margin, Duration::from_secs(2));
+    assert_eq!(c.rate_limit.replicas, 1);
     assert_eq!(c.log.format, LogFormat::Text);
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
 }
@@ -404,6 +407,7 @@ refresh_before_expiry = "0s"
 expires_in = 3600
 [rate_limit]
 max_wait = "250ms"
+replicas = 3
 [log]
 format = "json"
 "#;
@@ -453,6 +457,7 @@ burst = 10
 max_wait = "30s"
 max_queued = 1000
 reset_margin = "2s"
+replicas = 1
 
 [log]
 format = "text"

@@ -330,6 +330,7 @@ fn run_pacer_model(w: World, s: Settings, events: Vec<Event>) {
             max_wait: s.max_wait,
             max_queued: s.max_queued,
             reset_margin: MARGIN,
+            replicas: 1,
         };
         let pacer = Pacer::new(&cfg);
         let up = Arc::new(Mutex::new(w.upstream(Instant::now())));
@@ -410,5 +411,129 @@ proptest! {
         events in events(),
     ) {
         run_pacer_model(w, s, events);
+    }
+}
+
+// -------------------------------------------------------------- Replicas
+
+proptest! {
+    /// The share arithmetic (4.17): `n` replicas get `limit / n` each, so
+    /// together never more than the limit and at most `n - 1` unused; one
+    /// replica gets the whole limit.
+    #[test]
+    fn a_replica_gets_its_share_of_the_limit(limit in 1u32..100_000, n in 1u32..64) {
+        let t0 = Instant::now();
+        let mut b = Budget::new(limit, MARGIN, t0).shared_by(n);
+        let share = b.remaining(t0);
+        prop_assert_eq!(share, b.share());
+        prop_assert!(share * n <= limit && limit - share * n < n);
+        if n == 1 {
+            prop_assert_eq!(share, limit);
+        }
+        // The learned limit replaces the assumed one; the share follows.
+        let seq = b.on_send(t0);
+        b.observe(t0, seq, RateLimit { limit: 2 * limit, remaining: 2 * limit - 1, reset: Duration::from_secs(60) });
+        prop_assert_eq!(b.remaining(t0), (2 * limit / n).saturating_sub(1));
+    }
+}
+
+#[derive(Debug, Clone)]
+enum ReplicaStep {
+    /// Replica `r` sends one request if its budget allows it now.
+    Send(usize),
+    /// One pending answer of replica `r` arrives (any of them).
+    Answer(usize, usize),
+    /// The clock moves on; answers due meanwhile arrive in time order.
+    Advance(u64),
+}
+
+fn replica_steps() -> impl Strategy<Value = Vec<ReplicaStep>> {
+    let step = prop_oneof![
+        6 => any::<usize>().prop_map(ReplicaStep::Send),
+        2 => any::<(usize, usize)>().prop_map(|(r, i)| ReplicaStep::Answer(r, i)),
+        2 => (1u64..15_000).prop_map(ReplicaStep::Advance),
+        1 => (15_000u64..200_000).prop_map(ReplicaStep::Advance),
+    ];
+    prop::collection::vec(step, 1..500)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// 4.17 on the budget: `n` replicas, each with `shared_by(n)`, in front
+    /// of one quota whose window starts at any phase, answers late (up to
+    /// 0.9 s) and out of order, headers lagging: the upstream never counts
+    /// more than its limit in a window (no 429), and no replica more than
+    /// its share. Never closed longer than a window and the margin.
+    #[test]
+    fn replicas_sharing_one_quota_never_overspend(
+        w in world(),
+        n in 2usize..5,
+        steps in replica_steps(),
+    ) {
+        let t0 = Instant::now();
+        let mut now = t0;
+        let mut up = w.upstream(now);
+        let window = Duration::from_secs(w.window_secs);
+        let mut budgets: Vec<Budget> =
+            (0..n).map(|_| Budget::new(w.limit, MARGIN, now).shared_by(n as u32)).collect();
+        let mut pending: Vec<VecDeque<Pending>> = (0..n).map(|_| VecDeque::new()).collect();
+        // Requests counted upstream, by window and replica.
+        let mut by_replica: Vec<Vec<u32>> = Vec::new();
+        let mut answered = vec![false; n];
+        for step in steps {
+            match step {
+                ReplicaStep::Send(r) => {
+                    let r = r % n;
+                    if let Allowance::Open { .. } = budgets[r].allowance(now) {
+                        let seq = budgets[r].on_send(now);
+                        let headers = up.request(now).unwrap_or_else(|_| {
+                            panic!("an upstream 429 at {:?}: {:?}", now - t0, up)
+                        });
+                        let k = up.spent.len() - 1;
+                        by_replica.resize(k + 1, vec![0; n]);
+                        by_replica[k][r] += 1;
+                        pending[r].push_back(Pending { seq, due: now + MAX_LATENCY, headers });
+                    }
+                }
+                ReplicaStep::Answer(r, i) => {
+                    let r = r % n;
+                    let queue = &mut pending[r];
+                    if !queue.is_empty() {
+                        let p = queue.remove(i % queue.len()).unwrap();
+                        budgets[r].observe(now, p.seq, p.headers);
+                        answered[r] = true;
+                    }
+                }
+                ReplicaStep::Advance(ms) => {
+                    let target = now + Duration::from_millis(ms);
+                    loop {
+                        let next = (0..n)
+                            .filter_map(|r| pending[r].front().map(|p| (p.due, r)))
+                            .filter(|(due, _)| *due <= target)
+                            .min();
+                        let Some((due, r)) = next else { break };
+                        let p = pending[r].pop_front().unwrap();
+                        now = now.max(due);
+                        budgets[r].observe(now, p.seq, p.headers);
+                        answered[r] = true;
+                    }
+                    now = target;
+                }
+            }
+            for (r, b) in budgets.iter_mut().enumerate() {
+                if let Allowance::Closed { until } = b.allowance(now) {
+                    if answered[r] && pending[r].is_empty() {
+                        let longest = window + MARGIN + Duration::from_secs(2);
+                        prop_assert!(until <= now + longest, "replica {} closed for {:?}", r, until - now);
+                    }
+                }
+            }
+        }
+        up.assert_never_exceeded();
+        let share = w.limit / n as u32;
+        for (k, counts) in by_replica.iter().enumerate() {
+            prop_assert!(counts.iter().all(|c| *c <= share), "window {}: {:?}, share {}", k, counts, share);
+        }
     }
 }

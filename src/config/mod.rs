@@ -97,6 +97,8 @@ pub struct RateLimitConfig {
     pub max_wait: Duration,
     pub max_queued: usize,
     pub reset_margin: Duration,
+    /// Proxies sharing this client id (this quota); each spends its share.
+    pub replicas: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -140,6 +140,7 @@ pub(super) struct RawRateLimit {
     pub(super) max_queued: i64,
     #[serde(deserialize_with = "duration_text")]
     pub(super) reset_margin: String,
+    pub(super) replicas: i64,
 }
 
 impl Default for RawRateLimit {
@@ -150,6 +151,7 @@ impl Default for RawRateLimit {
             max_wait: "30s".into(),
             max_queued: 1000,
             reset_margin: "2s".into(),
+            replicas: 1,
         }
     }
 }

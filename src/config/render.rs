@@ -88,12 +88,13 @@ fn credentials(c: &CredentialsConfig) -> String {
 fn rate_limit(config: &Config) -> String {
     let r = &config.rate_limit;
     format!(
-        "[rate_limit]\nhourly_quota = {}\nburst = {}\nmax_wait = {}\nmax_queued = {}\nreset_margin = {}\n",
+        "[rate_limit]\nhourly_quota = {}\nburst = {}\nmax_wait = {}\nmax_queued = {}\nreset_margin = {}\nreplicas = {}\n",
         r.hourly_quota,
         r.burst,
         duration(r.max_wait),
         r.max_queued,
         duration(r.reset_margin),
+        r.replicas,
     )
 }
 

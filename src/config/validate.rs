@@ -139,13 +139,31 @@ impl Validator<'_> {
         let max_wait = self.duration("rate_limit.max_wait", &raw.max_wait);
         let max_queued = self.count("rate_limit.max_queued", raw.max_queued, 1);
         let reset_margin = self.duration_or_zero("rate_limit.reset_margin", &raw.reset_margin);
+        let replicas = self.count("rate_limit.replicas", raw.replicas, 1);
+        if let (Some(quota), Some(n)) = (hourly_quota, replicas) {
+            self.share_not_empty(quota, n);
+        }
         Some(RateLimitConfig {
             hourly_quota: hourly_quota?,
             burst: burst?,
             max_wait: max_wait?,
             max_queued: max_queued?,
             reset_margin: reset_margin?,
+            replicas: replicas?,
         })
+    }
+
+    /// Each of `replicas` proxies spends `hourly_quota / replicas` until
+    /// headers say otherwise; a share of 0 would never send at all.
+    fn share_not_empty(&mut self, hourly_quota: u32, replicas: u32) {
+        if replicas > hourly_quota {
+            let message = format!(
+                "more than rate_limit.hourly_quota ({hourly_quota}): each replica's share of the quota would be 0"
+            );
+            self.problem(
+                Problem::new("rate_limit.replicas", message).with_value(replicas.to_string()),
+            );
+        }
     }
 
     fn log(&mut self, raw: &RawLog) -> Option<LogConfig> {

@@ -2,6 +2,35 @@
 //! when the window resets. It counts the proxy's own requests and reads the
 //! upstream's headers, and believes whichever leaves less (SPEC §6). Pure
 //! state: every method takes `now`, so tests drive it without a clock.
+//!
+//! Several replicas on one client id (`rate_limit.replicas = N`, catalog
+//! 4.17) each keep to a share of every window, `limit / N` by their own
+//! count, so that together they never exceed it. Why a fixed share:
+//!
+//! - Safety. The upstream's windows are the same for every replica. A
+//!   replica sends nothing from a second before its computed reset until
+//!   `reset_margin` after it, so its sends of its window `k` land in the
+//!   upstream's window `k`, except those within two seconds of the computed
+//!   reset (whole-second headers, up to a second of latency), which may
+//!   land in `k + 1`. Those are `late`: an answer showing its request
+//!   counted in `k` clears one, an answer from `k + 1` makes the budget
+//!   count everything against `k + 1`, and the rest count in `k + 1` too.
+//!   So no replica spends more than its share of an upstream window, and
+//!   the window holds at most `N * (limit / N) <= limit` of theirs.
+//!   The remainder `limit % N` (less than `N`) is left to nobody: any
+//!   replica taking it could meet another doing the same.
+//! - No smarter rule is safe without talking to each other. Borrowing an
+//!   idle replica's share fails because it may wake up at the window's end
+//!   and spend its share then; "spend a `1/N` of the remaining the headers
+//!   show" fails because a reading is only refreshed by one's own answers:
+//!   a replica that read 30 and sends slowly still holds "10 of 30" after
+//!   the others have spent 28. So with uneven demand up to `(N-1)/N` of
+//!   the quota goes unused; that is the price of zero upstream 429s.
+//!
+//! A learned limit below `N` leaves a share of 0: that replica sends
+//! nothing (`check` refuses `replicas` above `hourly_quota`). With `N = 1`
+//! the share is the whole limit and nothing is late: the budget is exactly
+//! the single-proxy one.
 
 use std::time::Duration;
 
@@ -20,6 +49,13 @@ const MIN_WINDOW: Duration = Duration::from_secs(5);
 /// much earlier than computed, so nothing is scheduled that close to it
 /// (a request sent then could count against the next window).
 const RESET_UNCERTAINTY: Duration = Duration::from_secs(1);
+
+/// A reading is at most this old when it arrives (the answer's latency;
+/// the same assumption that makes `reset_margin` of 2 s enough). With the
+/// reset's whole seconds, the true reset is less than `RESET_UNCERTAINTY`
+/// plus this before the computed one: a send that close to the computed
+/// reset may count in the next upstream window.
+const MAX_LATENCY: Duration = Duration::from_secs(1);
 
 /// Without a `Retry-After` or reset header, an upstream 429 pauses this long.
 const DEFAULT_429_PAUSE: Duration = Duration::from_secs(60);
@@ -55,6 +91,16 @@ pub struct Budget {
     /// Bumped at every new window (the limiter hands out a fresh burst).
     generation: u64,
     margin: Duration,
+    /// Proxies sharing this quota; each spends at most `limit / replicas`.
+    replicas: u32,
+    /// Sends of this window (by number) that may have reached the upstream
+    /// after its true reset: close to the computed one, or before any
+    /// reading told where it is. An answer that shows its request counted
+    /// in this window takes it off; with several replicas the rest count
+    /// in the next window too (its share must hold them).
+    late: Vec<u64>,
+    /// Whether any answer's headers were read yet.
+    read: bool,
 }
 
 /// What the budget allows right now.
@@ -88,7 +134,22 @@ impl Budget {
             paused_until: None,
             generation: 0,
             margin,
+            replicas: 1,
+            late: Vec::new(),
+            read: false,
         }
+    }
+
+    /// This budget is one of `replicas` proxies spending the same quota
+    /// (at least 1): it keeps to its share of each window.
+    pub fn shared_by(mut self, replicas: u32) -> Self {
+        self.replicas = replicas.max(1);
+        self
+    }
+
+    /// What this proxy may spend of a window by its own count.
+    pub fn share(&self) -> u32 {
+        self.limit / self.replicas
     }
 
     /// Moves into a new window once the old one ended (plus the margin):
@@ -103,21 +164,28 @@ impl Budget {
         }
         self.window_start = Some(boundary);
         self.window_end = boundary + self.window_len;
-        self.start_window(0);
+        let carried = if self.read {
+            u32::try_from(self.late.len()).unwrap_or(u32::MAX)
+        } else {
+            0
+        };
+        self.start_window(carried);
     }
 
     fn start_window(&mut self, spent: u32) {
         self.sent = spent;
+        self.late.clear();
         self.reading = None;
         self.window_first_seq = self.seq;
         self.generation += 1;
     }
 
-    /// Left in this window: the lower of our count and the freshest header,
-    /// less what we sent after the request that header answered.
+    /// Left in this window: the lower of our count (against our share) and
+    /// the freshest header, less what we sent after the request that
+    /// header answered.
     pub fn remaining(&mut self, now: Instant) -> u32 {
         self.roll(now);
-        let own = self.limit.saturating_sub(self.sent);
+        let own = self.share().saturating_sub(self.sent);
         match self.reading {
             Some(r) => {
                 let since = u32::try_from(self.seq - r.seq).unwrap_or(u32::MAX);
@@ -155,6 +223,10 @@ impl Budget {
         self.roll(now);
         self.sent += 1;
         self.seq += 1;
+        let near_reset = now + RESET_UNCERTAINTY + MAX_LATENCY >= self.window_end;
+        if self.replicas > 1 && (!self.read || near_reset) {
+            self.late.push(self.seq);
+        }
         self.seq
     }
 
@@ -165,6 +237,8 @@ impl Budget {
             return; // sent in an earlier window: says nothing of this one
         }
         let end = now + rl.reset;
+        self.settle_late(seq, end, rl.reset);
+        self.read = true;
         // The length is learned only against a boundary the proxy saw pass
         // (a roll), never against its own start-up: that would be a guess.
         if let Some(start) = self.window_start.take() {
@@ -179,6 +253,26 @@ impl Budget {
                 remaining: rl.remaining,
                 seq,
             });
+        }
+    }
+
+    /// What an answer to request `seq` says of the late sends: the window
+    /// its request was counted in ends at `end`, `reset` from now.
+    fn settle_late(&mut self, seq: u64, end: Instant, reset: Duration) {
+        let same_window = if end > self.window_end {
+            end - self.window_end < SAME_WINDOW
+        } else {
+            self.window_end - end < SAME_WINDOW
+        };
+        if !self.read && reset >= RESET_UNCERTAINTY + MAX_LATENCY {
+            // The first reading: all sent so far went out before now, and
+            // the true reset is after now, so none of it is late.
+            self.late.clear();
+        } else if !self.read || same_window {
+            self.late.retain(|s| *s != seq);
+        } else if end > self.window_end {
+            // A later window: from now on everything counts against it.
+            self.late.clear();
         }
     }
 
@@ -438,5 +532,55 @@ mod tests {
                 until: t0 + secs(62)
             }
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_replica_spends_its_share_and_counts_a_late_send_twice() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut b = Budget::new(30, MARGIN, t0).shared_by(3);
+        assert_eq!(b.remaining(t0), 10, "30 / 3");
+        let s = b.on_send(t0);
+        b.observe(t0, s, rl(30, 29, 12));
+        for _ in 0..8 {
+            b.on_send(t0 + secs(1));
+        }
+        // The others spent nothing yet: the header leaves 21, the share 1.
+        assert_eq!(b.remaining(t0 + secs(1)), 1);
+        // Sent 1.5 s before the computed reset, answered only after the
+        // window rolled: it may have counted in the next window.
+        b.on_send(t0 + ms(10_500));
+        assert_eq!(
+            b.remaining(t0 + secs(14)),
+            9,
+            "carried into the next window"
+        );
+        // The same, but its answer shows it counted in this window.
+        let mut b = Budget::new(30, MARGIN, t0).shared_by(3);
+        let s = b.on_send(t0);
+        b.observe(t0, s, rl(30, 29, 12));
+        let late = b.on_send(t0 + ms(10_500));
+        b.observe(t0 + ms(10_600), late, rl(30, 20, 2));
+        assert_eq!(b.remaining(t0 + secs(15)), 10, "not carried");
+        // One proxy: the whole limit, nothing carried (the header says).
+        let mut b = Budget::new(30, MARGIN, t0).shared_by(1);
+        let s = b.on_send(t0);
+        b.observe(t0, s, rl(30, 29, 12));
+        b.on_send(t0 + ms(10_500));
+        assert_eq!(b.remaining(t0 + secs(14)), 30);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sends_before_the_first_reading_are_late_only_if_it_says_the_reset_is_near() {
+        let t0 = Instant::now();
+        for (reset, carried) in [(1, 2), (2, 0), (60, 0)] {
+            let mut b = Budget::new(30, MARGIN, t0).shared_by(3);
+            let first = b.on_send(t0);
+            b.on_send(t0);
+            b.on_send(t0);
+            b.observe(t0, first, rl(30, 29, reset));
+            let after = t0 + secs(reset) + MARGIN;
+            assert_eq!(b.remaining(after), 10 - carried, "reset {reset}");
+        }
     }
 }

@@ -107,11 +107,10 @@ pub struct Pacer {
 impl Pacer {
     pub fn new(cfg: &RateLimitConfig) -> Arc<Self> {
         Arc::new(Pacer {
-            budget: Mutex::new(Budget::new(
-                cfg.hourly_quota,
-                cfg.reset_margin,
-                Instant::now(),
-            )),
+            budget: Mutex::new(
+                Budget::new(cfg.hourly_quota, cfg.reset_margin, Instant::now())
+                    .shared_by(cfg.replicas),
+            ),
             shape: Mutex::new(None),
             line: tokio::sync::Mutex::new(()),
             waiting: AtomicUsize::new(0),
@@ -293,8 +292,7 @@ impl Pacer {
     fn estimate(&self, now: Instant, ahead: usize) -> Duration {
         let ahead_u32 = u32::try_from(ahead).unwrap_or(u32::MAX);
         let mut budget = self.budget();
-        let (limit, _, _) = budget.view(now);
-        let next_window_pace = budget.window_len() / limit.max(1);
+        let next_window_pace = budget.window_len() / budget.share().max(1);
         let reopen = |until: Instant, queued: u32| {
             until.saturating_duration_since(now)
                 + next_window_pace * queued.saturating_sub(self.cfg.burst)
