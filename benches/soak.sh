@@ -4,12 +4,20 @@
 # open file descriptors at start and end. Not run by CI.
 #
 #   benches/soak.sh [SECONDS] [CLIENTS]      # defaults: 60 s, 8 clients
+#   benches/soak.sh 1800                     # the catalog's 30-minute soak
 #
-# Traffic per client, round robin: good GETs, good POSTs, denied paths (403),
-# malformed requests (400), slow bodies that stall, and requests aborted
-# mid-flight. Needs curl and python3 (both on the machine image). Everything
-# is on loopback; every loop is bounded by the deadline; only the processes
-# this script starts are stopped, by PID.
+# Traffic per HTTP/1 client, round robin: good GETs, good POSTs, denied paths
+# (403), malformed requests (400), slow bodies that stall, requests aborted
+# mid-flight, 1 MiB downloads, upstream 500s, and upstream 401 invalid_token
+# (each one invalidates the token: a fetch and a retry). Beside them, h2load
+# drives h2c (prior knowledge) in bounded rounds. The simulator grants 30 s
+# tokens (a refresh every ~15 s) and a quota of SOAK_QUOTA per 60 s window
+# (default 120000, ~2,000/s), so pacing spreads the load. Every 10 s the
+# proxy's RSS, open descriptors and threads are sampled; the report compares
+# the last third of the run with the middle one, so a leak shows as growth.
+# Needs curl, python3 and h2load (nghttp2-client). Everything is on
+# loopback; every loop is bounded by the deadline; only the processes this
+# script starts are stopped, by PID.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,7 +38,8 @@ BIN=target/release/fitbit-proxy
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 SIM_PORT=$(free_port); PROXY_PORT=$(free_port); ADMIN_PORT=$(free_port)
 
-"$BIN" simulate --listen "127.0.0.1:$SIM_PORT" --quota 100000000 --window 1h \
+QUOTA=${SOAK_QUOTA:-120000}
+"$BIN" simulate --listen "127.0.0.1:$SIM_PORT" --quota "$QUOTA" --window 60s \
     --token-lifetime 30s >"$WORK/sim.log" 2>&1 &
 PIDS+=($!)
 
@@ -51,8 +60,9 @@ client_secret_env = "SOAK_SECRET"
 expires_in = 3600
 refresh_before_expiry = "10s"
 [rate_limit]
-hourly_quota = 100000000
-burst = 100000
+hourly_quota = $QUOTA
+burst = 50
+max_wait = "5s"
 TOML
 SECRET=$(grep -o 'client secret = "[^"]*"' "$WORK/sim.log" 2>/dev/null | head -1 | cut -d'"' -f2 || true)
 for _ in $(seq 50); do
@@ -82,7 +92,7 @@ client() {
     local n=$1 i=0 out="$WORK/client-$1.txt"
     while [ "$(date +%s)" -lt "$DEADLINE" ]; do
         i=$((i + 1))
-        case $((i % 6)) in
+        case $((i % 9)) in
         0) code=$(curl -s -o /dev/null -w '%{http_code}' -m 5 "$BASE/1/user/-/profile.json?c=$n") ;;
         1) code=$(curl -s -o /dev/null -w '%{http_code}' -m 5 -X POST --data "x=$i" "$BASE/1/user/-/foods/log.json") ;;
         2) code=$(curl -s -o /dev/null -w '%{http_code}' -m 5 "$BASE/oauth2/revoke") ;;
@@ -90,15 +100,35 @@ client() {
                  | timeout 5 python3 -c 'import socket,sys; s=socket.create_connection(("127.0.0.1",'"$PROXY_PORT"')); s.sendall(sys.stdin.buffer.read()); print(s.recv(64).split(b" ")[1].decode())' 2>/dev/null || echo 000) ;;
         4) code=slow; timeout 3 python3 -c 'import socket,time; s=socket.create_connection(("127.0.0.1",'"$PROXY_PORT"')); s.sendall(b"POST /1/x HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nab"); time.sleep(2)' 2>/dev/null || true ;;
         5) code=aborted; curl -s -o /dev/null -m 0.05 "$BASE/sim/slow/500" || true ;;
+        6) code=$(curl -s -o /dev/null -w 'stream-%{http_code}-%{size_download}' -m 10 "$BASE/sim/stream/1048576") ;;
+        7) code=$(curl -s -o /dev/null -w '%{http_code}' -m 5 "$BASE/sim/status/500") ;;
+        8) code=$(curl -s -o /dev/null -w '%{http_code}' -m 5 "$BASE/sim/status/401?errorType=invalid_token") ;;
         esac
         echo "$code" >>"$out"
     done
 }
+h2c() {
+    # Bounded rounds: each is at most 5,000 requests and 60 s.
+    while [ "$(date +%s)" -lt "$DEADLINE" ]; do
+        timeout 60 h2load -n 5000 -c 2 -m 8 "$BASE/1/user/-/activities.json" 2>&1 \
+            | grep -E '^(requests|status codes):' >>"$WORK/h2load.txt" || true
+    done
+}
+threads() { awk '/Threads/ {print $2}' "/proc/$PROXY_PID/status"; }
 for n in $(seq "$CLIENTS"); do client "$n" & PIDS+=($!); done
+h2c & PIDS+=($!)
+START=$(date +%s)
 PEAK=0
+NEXT_SAMPLE=$START
+echo "elapsed_s rss_kib fds threads" >"$WORK/samples.txt"
 while [ "$(date +%s)" -lt "$DEADLINE" ]; do
     sleep 1
     r=$(rss_kib); [ "$r" -gt "$PEAK" ] && PEAK=$r
+    now=$(date +%s)
+    if [ "$now" -ge "$NEXT_SAMPLE" ]; then
+        echo "$((now - START)) $r $(fds) $(threads)" >>"$WORK/samples.txt"
+        NEXT_SAMPLE=$((NEXT_SAMPLE + 10))
+    fi
 done
 wait "${PIDS[@]:2}" 2>/dev/null || true
 sleep 3  # let slow bodies hit header/body timeouts and connections close
@@ -107,10 +137,31 @@ END_RSS=$(rss_kib); END_FDS=$(fds); HWM=$(hwm_kib)
 echo "== soak: ${SECONDS_TO_RUN}s, $CLIENTS clients"
 echo "client-side outcomes (code: count):"
 cat "$WORK"/client-*.txt | sort | uniq -c | sort -rn | awk '{printf "  %s: %s\n", $2, $1}'
-echo "proxy's own count (fitbit_proxy_requests_total):"
-curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | grep '^fitbit_proxy_requests_total' | sed 's/^/  /'
+echo "h2c (h2load rounds):"
+awk '/^requests:/ {t+=$2; s+=$8; f+=$10} /^status codes:/ {c2+=$3; c4+=$7; c5+=$9}
+     END {printf "  requests %d, succeeded %d, failed %d; 2xx %d, 4xx %d, 5xx %d\n", t, s, f, c2, c4, c5}' "$WORK/h2load.txt"
+echo "proxy's own count (fitbit_proxy_requests_total), token fetches, pacing:"
+curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" \
+    | grep -E '^fitbit_proxy_(requests_total|token_fetches_total|paced_|rate_limit_|upstream_rate_limited)' | sed 's/^/  /'
 echo "RSS KiB: start $START_RSS, peak sampled $PEAK, high-water $HWM, end $END_RSS"
 echo "open fds: start $START_FDS, end $END_FDS"
+# Plateau: the middle third of the samples against the last third.
+python3 - "$WORK/samples.txt" <<'PY'
+import statistics, sys
+rows = [list(map(int, line.split())) for line in open(sys.argv[1]).readlines()[1:]]
+n = len(rows)
+middle, last = rows[n // 3 : 2 * n // 3], rows[2 * n // 3 :]
+if middle and last:
+    for name, i in (("RSS KiB", 1), ("open fds", 2), ("threads", 3)):
+        m = [r[i] for r in middle]
+        l = [r[i] for r in last]
+        print(f"plateau {name}: middle third median {statistics.median(m):g} (max {max(m)}), "
+              f"last third median {statistics.median(l):g} (max {max(l)})")
+print("samples (elapsed_s rss_kib fds threads), every 10th:")
+for r in rows[::10]:
+    print("  " + " ".join(map(str, r)))
+PY
+cp "$WORK/samples.txt" "${SOAK_SAMPLES:-/dev/null}" 2>/dev/null || true
 if grep -q 'panicked' "$WORK/proxy.log"; then echo "PANIC in the proxy log"; exit 1; fi
 if grep -q "$SECRET" "$WORK/proxy.log"; then echo "the secret appeared in the log"; exit 1; fi
 kill -0 "$PROXY_PID" || { echo "the proxy died"; exit 1; }
