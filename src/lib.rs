@@ -29,7 +29,7 @@
 //! holds everything Fitbit-specific; `sim/` is the simulated Fitbit API used
 //! by the tests and the `demo` and `simulate` commands. Beside the stack,
 //! `admin.rs` serves `/healthz`, `/readyz` and `/metrics` (`metrics.rs`) on
-//! `admin.addr`.
+//! `admin.addr`; `supervise.rs` restarts the token refresher should it panic.
 
 pub mod access;
 pub mod admin;
@@ -52,6 +52,7 @@ pub mod secret;
 pub mod server;
 pub mod sim;
 pub mod stack;
+pub mod supervise;
 pub mod tls;
 pub mod token;
 pub mod upstream;
@@ -63,6 +64,7 @@ use tokio::net::TcpListener;
 
 pub use config::Config;
 
+use supervise::AbortOnDrop;
 use token::{Exchange, TokenSource};
 
 /// Why the proxy could not run (as opposed to a bad config, caught earlier).
@@ -116,13 +118,4 @@ pub async fn run_with_admin(
     drop(refresher);
     drop(admin);
     Ok(())
-}
-
-/// Stops a background task when the proxy stops, however `run` ends.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }

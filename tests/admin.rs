@@ -253,6 +253,10 @@ async fn metrics_count_known_traffic_exactly() {
             "fitbit_proxy_paced_rejections_total",
             &[("reason", "queue_full")],
         ),
+        (
+            "fitbit_proxy_task_restarts_total",
+            &[("task", "token_refresher")],
+        ),
     ] {
         assert_eq!(value(&s, name, labels), 0.0, "{name}");
     }
