@@ -500,24 +500,7 @@ mod binary {
 
         // Draining: not ready, and the proxy's port refuses connections,
         // well before the slow requests are done.
-        let mut draining = false;
-        let mut refused = false;
-        for _ in 0..40 {
-            if !draining {
-                let res = client
-                    .request(get(&format!("http://{}/readyz", p.admin)))
-                    .await;
-                draining = res.is_ok_and(|r| r.status() == StatusCode::SERVICE_UNAVAILABLE);
-            }
-            if !refused {
-                let connect = tokio::net::TcpStream::connect(p.proxy).await;
-                refused = connect.is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused);
-            }
-            if draining && refused {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        let (draining, refused) = p.draining_and_refusing().await;
         assert!(draining, "/readyz did not go to 503 while draining");
         assert!(refused, "new connections were still accepted after SIGTERM");
         assert!(
