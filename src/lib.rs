@@ -110,11 +110,25 @@ pub async fn run_with_admin(
         admin.map(|l| AbortOnDrop(admin::spawn(l, Arc::clone(&health), Arc::clone(&metrics))));
     let shutdown = health.drain_on(shutdown);
     let pacer = pacing::Pacer::new(&config.rate_limit);
+    // Requests refused by `listen.allow` get a request id, a count and an
+    // access-log line like any other answer.
+    let refused = tower::Layer::layer(
+        &access::AccessLayer::new(Arc::clone(&metrics)),
+        tower::service_fn(server::forbidden),
+    );
     let service = stack::build(&config, client, tokens, pacer, metrics);
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, upstream = %config.upstream.url, "proxy listening");
     }
-    server::serve(listener, service, &config.listen, inbound_tls, shutdown).await;
+    server::serve_with_refusal(
+        listener,
+        service,
+        refused,
+        &config.listen,
+        inbound_tls,
+        shutdown,
+    )
+    .await;
     drop(refresher);
     drop(admin);
     Ok(())
