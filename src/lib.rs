@@ -29,7 +29,7 @@
 //! holds everything Fitbit-specific; `sim/` is the simulated Fitbit API used
 //! by the tests and the `demo` and `simulate` commands. Beside the stack,
 //! `admin.rs` serves `/healthz`, `/readyz` and `/metrics` (`metrics.rs`) on
-//! `admin.addr`.
+//! `admin.addr`; `supervise.rs` restarts the token refresher should it panic.
 
 pub mod access;
 pub mod admin;
@@ -52,6 +52,7 @@ pub mod secret;
 pub mod server;
 pub mod sim;
 pub mod stack;
+pub mod supervise;
 pub mod tls;
 pub mod token;
 pub mod upstream;
@@ -63,6 +64,7 @@ use tokio::net::TcpListener;
 
 pub use config::Config;
 
+use supervise::AbortOnDrop;
 use token::{Exchange, TokenSource};
 
 /// Why the proxy could not run (as opposed to a bad config, caught earlier).
@@ -108,21 +110,26 @@ pub async fn run_with_admin(
         admin.map(|l| AbortOnDrop(admin::spawn(l, Arc::clone(&health), Arc::clone(&metrics))));
     let shutdown = health.drain_on(shutdown);
     let pacer = pacing::Pacer::new(&config.rate_limit);
+    // Requests refused by `listen.allow` get a request id, a count and an
+    // access-log line like any other answer.
+    let refused = tower::Layer::layer(
+        &access::AccessLayer::new(Arc::clone(&metrics)),
+        tower::service_fn(server::forbidden),
+    );
     let service = stack::build(&config, client, tokens, pacer, metrics);
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, upstream = %config.upstream.url, "proxy listening");
     }
-    server::serve(listener, service, &config.listen, inbound_tls, shutdown).await;
+    server::serve_with_refusal(
+        listener,
+        service,
+        refused,
+        &config.listen,
+        inbound_tls,
+        shutdown,
+    )
+    .await;
     drop(refresher);
     drop(admin);
     Ok(())
-}
-
-/// Stops a background task when the proxy stops, however `run` ends.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }

@@ -61,6 +61,10 @@ pub struct RequestLabels {
 /// `rejected` (the credentials were refused) or `failed` (anything else).
 pub type FetchLabels = [(&'static str, &'static str); 1];
 
+/// Labels of `fitbit_proxy_task_restarts_total`: `task` names the
+/// background task (`token_refresher`).
+pub type TaskLabels = [(&'static str, &'static str); 1];
+
 /// Labels of `fitbit_proxy_paced_rejections_total`: `reason` is
 /// `rate_limited` or `queue_full`.
 pub type ReasonLabels = [(&'static str, String); 1];
@@ -96,6 +100,8 @@ pub struct Metrics {
     pub rate_limit_header_errors_total: Counter,
     /// Requests the pacer answered itself, by reason.
     pub paced_rejections_total: Family<ReasonLabels, Counter>,
+    /// Background tasks restarted after a panic, by task.
+    pub task_restarts_total: Family<TaskLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -121,6 +127,7 @@ impl Metrics {
             upstream_gone_total: Counter::default(),
             rate_limit_header_errors_total: Counter::default(),
             paced_rejections_total: Family::default(),
+            task_restarts_total: Family::default(),
         };
         // Known label values start at zero, so that a rate of them can be
         // computed before the first one happens.
@@ -131,6 +138,8 @@ impl Metrics {
             m.paced_rejections_total
                 .get_or_create_owned(&[("reason", reason.to_owned())]);
         }
+        m.task_restarts_total
+            .get_or_create_owned(&[("task", crate::token::REFRESHER_TASK)]);
         m.register()
     }
 
@@ -205,6 +214,11 @@ impl Metrics {
             "Requests the proxy refused itself to keep within the quota, by reason",
             self.paced_rejections_total.clone(),
         );
+        r.register(
+            "task_restarts",
+            "Background tasks restarted after a panic, by task",
+            self.task_restarts_total.clone(),
+        );
         self
     }
 
@@ -231,6 +245,13 @@ impl Metrics {
         self.paced_rejections_total
             .get_or_create(&[("reason", reason.to_owned())])
             .inc();
+    }
+
+    /// The restart counter of the background task `task`, for
+    /// [`crate::supervise::spawn_supervised`].
+    pub fn task_restarts(&self, task: &'static str) -> Counter {
+        self.task_restarts_total
+            .get_or_create_owned(&[("task", task)])
     }
 
     /// The OpenMetrics text exposition of every metric, with the token's
@@ -284,6 +305,10 @@ mod tests {
             (
                 "fitbit_proxy_paced_rejections_total{reason=\"queue_full\"}",
                 "1",
+            ),
+            (
+                "fitbit_proxy_task_restarts_total{task=\"token_refresher\"}",
+                "0",
             ),
         ] {
             assert_eq!(

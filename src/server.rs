@@ -108,6 +108,24 @@ pub async fn serve<S>(
 ) where
     S: ConnectionService,
 {
+    let refused = tower::service_fn(forbidden);
+    serve_with_refusal(listener, service, refused, cfg, tls, shutdown).await;
+}
+
+/// [`serve`], with `refused` answering every request from a source outside
+/// `listen.allow` (`run` wraps [`forbidden`] in the access layer, so that
+/// those answers are logged and counted too).
+pub async fn serve_with_refusal<S, R>(
+    listener: TcpListener,
+    service: S,
+    refused: R,
+    cfg: &ListenConfig,
+    tls: Option<TlsAcceptor>,
+    shutdown: impl Future<Output = ()>,
+) where
+    S: ConnectionService,
+    R: ConnectionService,
+{
     let ctx = Arc::new(Listener {
         protocols: protocols(cfg),
         tls,
@@ -124,7 +142,7 @@ pub async fn serve<S>(
     // One handle per connection, cloned into a full stack per request: a
     // parked connection holds a pointer, not a copy of the stack.
     let allowed = Arc::new(Either::Left(service));
-    let refused = Arc::new(Either::Right(tower::service_fn(forbidden)));
+    let refused = Arc::new(Either::Right(refused));
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -253,7 +271,9 @@ fn log_end(served: hyper::Result<()>, peer: SocketAddr) {
 }
 
 /// The answer to every request from a source outside `listen.allow`.
-fn forbidden(_req: Request<Incoming>) -> std::future::Ready<Result<Response<Body>, Infallible>> {
+pub fn forbidden(
+    _req: Request<Incoming>,
+) -> std::future::Ready<Result<Response<Body>, Infallible>> {
     let mut res =
         ProxyError::Forbidden("this source address is not in listen.allow").into_response();
     res.headers_mut()

@@ -253,6 +253,10 @@ async fn metrics_count_known_traffic_exactly() {
             "fitbit_proxy_paced_rejections_total",
             &[("reason", "queue_full")],
         ),
+        (
+            "fitbit_proxy_task_restarts_total",
+            &[("task", "token_refresher")],
+        ),
     ] {
         assert_eq!(value(&s, name, labels), 0.0, "{name}");
     }
@@ -271,6 +275,29 @@ async fn metrics_count_known_traffic_exactly() {
         (expires - later - 600.0).abs() < 1.0,
         "{expires} then {later}"
     );
+    h.stop().await;
+}
+
+/// A source outside `listen.allow` gets its 403 through the access layer:
+/// a request id, a count (and an access-log line, written by the same
+/// record); the admin port is not subject to `listen.allow`.
+#[tokio::test(start_paused = true)]
+async fn a_source_outside_listen_allow_is_counted_and_gets_a_request_id() {
+    let h = Setup::default()
+        .listen("allow = [\"10.0.0.0/8\"]")
+        .admin()
+        .start()
+        .await;
+    let client = http1_client();
+    let (res, _) = send(&client, get(&h.url("/1/x"))).await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(proxy_error(&res), Some("forbidden"));
+    assert!(!res.headers()["x-request-id"].is_empty());
+    let text = send(&client, get(&h.admin_url("/metrics"))).await.1;
+    let s = scrape(std::str::from_utf8(&text).unwrap());
+    let forbidden = [("origin", "proxy"), ("code", "403")];
+    assert_eq!(value(&s, "fitbit_proxy_requests_total", &forbidden), 1.0);
+    assert!(h.sim.received().is_empty());
     h.stop().await;
 }
 
@@ -496,24 +523,7 @@ mod binary {
 
         // Draining: not ready, and the proxy's port refuses connections,
         // well before the slow requests are done.
-        let mut draining = false;
-        let mut refused = false;
-        for _ in 0..40 {
-            if !draining {
-                let res = client
-                    .request(get(&format!("http://{}/readyz", p.admin)))
-                    .await;
-                draining = res.is_ok_and(|r| r.status() == StatusCode::SERVICE_UNAVAILABLE);
-            }
-            if !refused {
-                let connect = tokio::net::TcpStream::connect(p.proxy).await;
-                refused = connect.is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused);
-            }
-            if draining && refused {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        let (draining, refused) = p.draining_and_refusing().await;
         assert!(draining, "/readyz did not go to 503 while draining");
         assert!(refused, "new connections were still accepted after SIGTERM");
         assert!(

@@ -21,6 +21,11 @@ use tokio::time::Instant;
 pub use exchange::{Exchange, FetchError, Grant};
 pub use layer::AuthLayer;
 
+use crate::supervise::spawn_supervised;
+
+/// The refresher's `task` label in `fitbit_proxy_task_restarts_total`.
+pub const REFRESHER_TASK: &str = "token_refresher";
+
 /// A token in use: the ready-made header and when it stops being valid.
 pub struct Token {
     header: HeaderValue,
@@ -119,15 +124,27 @@ impl TokenSource {
         })
     }
 
-    /// Starts the refresher; the first fetch begins at once. Abort the
-    /// handle to stop it.
+    /// Starts the refresher; the first fetch begins at once. Should it
+    /// panic, it is restarted (after 1 s, doubling to 60 s) and counted in
+    /// `fitbit_proxy_task_restarts_total{task="token_refresher"}`; a restart
+    /// fetches a new token at once. Abort the handle to stop it.
     pub fn spawn_refresher(
         self: &Arc<Self>,
         exchange: Exchange,
         margin: Duration,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> JoinHandle<()> {
-        tokio::spawn(refresh::run(Arc::clone(self), exchange, margin, metrics))
+        let source = Arc::clone(self);
+        let exchange = Arc::new(exchange);
+        let restarts = metrics.task_restarts(REFRESHER_TASK);
+        spawn_supervised(REFRESHER_TASK, restarts, move || {
+            refresh::run(
+                Arc::clone(&source),
+                Arc::clone(&exchange),
+                margin,
+                Arc::clone(&metrics),
+            )
+        })
     }
 
     /// The current token if it is still valid; never waits, never locks.

@@ -58,7 +58,7 @@ pub fn honour_retry_after(backoff: Duration, retry_after: Option<Duration>) -> D
 /// Runs until the proxy stops (the task is aborted with it).
 pub(super) async fn run(
     source: Arc<TokenSource>,
-    exchange: Exchange,
+    exchange: Arc<Exchange>,
     margin: Duration,
     metrics: Arc<Metrics>,
 ) {

@@ -61,6 +61,32 @@ pub struct Proxy {
     pub dir: tempfile::TempDir,
 }
 
+impl Proxy {
+    /// After SIGTERM: whether `/readyz` went to 503 and the proxy's port
+    /// refused connections, polled for at most a second.
+    pub async fn draining_and_refusing(&self) -> (bool, bool) {
+        let client = http1_client();
+        let (mut draining, mut refused) = (false, false);
+        for _ in 0..40 {
+            if !draining {
+                let res = client
+                    .request(get(&format!("http://{}/readyz", self.admin)))
+                    .await;
+                draining = res.is_ok_and(|r| r.status() == StatusCode::SERVICE_UNAVAILABLE);
+            }
+            if !refused {
+                let connect = tokio::net::TcpStream::connect(self.proxy).await;
+                refused = connect.is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused);
+            }
+            if draining && refused {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        (draining, refused)
+    }
+}
+
 /// How to start the binary; `Default` is the harness's config with the
 /// admin listener on and JSON logs.
 #[derive(Default)]

@@ -28,3 +28,13 @@ pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     out.extend_from_slice(payload);
     out
 }
+
+/// A header block for `GET path` with `:authority x`: `:method GET` and
+/// `:scheme http` from HPACK's static table, `:path` and `:authority` as
+/// literals with an indexed name (paths under 127 bytes).
+pub fn get_block(path: &str) -> Vec<u8> {
+    let mut block = vec![0x82, 0x86, 0x04, path.len() as u8];
+    block.extend(path.as_bytes());
+    block.extend([0x01, 1, b'x']);
+    block
+}
