@@ -23,12 +23,14 @@
 
 use std::future::{poll_fn, Future};
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
+use futures_util::task::AtomicWaker;
 use http::header::{CONNECTION, UPGRADE};
 use http::{HeaderMap, Request, Response, Version};
 use hyper::body::{Body as _, Incoming};
@@ -43,7 +45,7 @@ use tower_service::Service;
 
 use crate::io_deadline::{self, Activity, Phase, Supervisor, Track, TrackIo};
 use crate::rewind::Rewind;
-use crate::server::ConnectionService;
+use crate::server::{ConnectionService, H2_PREMATURE_RESETS_MIN};
 
 /// A parked TLS connection reads the next request's first bytes into a
 /// buffer this large (rustls holds its own record buffers regardless).
@@ -89,24 +91,221 @@ pub(crate) async fn serve_h2<I: Park, S: ConnectionService>(
     prefix: Bytes,
     service: Arc<S>,
     phase: watch::Receiver<Phase>,
+    peer: SocketAddr,
 ) -> hyper::Result<()> {
     // HTTP/2's control frames are writes too: there only response bodies
     // pulled count as the client's progress.
     let activity = Activity::new();
     let io = TrackIo::new(Rewind::new(prefix, io), None);
-    let service = Track::new(S::clone(&service), Arc::clone(&activity));
-    let conn = protocols
-        .h2
-        .serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
+    let resets = Arc::new(Resets::default());
+    let service = CountResets {
+        inner: Track::new(S::clone(&service), Arc::clone(&activity)),
+        resets: Arc::clone(&resets),
+    };
+    let conn = ResetLimit {
+        conn: protocols
+            .h2
+            .serve_connection(TokioIo::new(io), TowerToHyperService::new(service)),
+        graceful: |conn| conn.graceful_shutdown(),
+        resets,
+        goaway_at: None,
+        peer,
+    };
     let conn = std::pin::pin!(conn);
     io_deadline::supervise(
         conn,
-        |conn| conn.graceful_shutdown(),
+        |conn| {
+            let conn = conn.project();
+            (conn.graceful)(conn.conn)
+        },
         &activity,
         protocols.bounds,
         phase,
     )
     .await
+}
+
+/// The streams of one HTTP/2 connection that the service took, and those
+/// the client reset before their answer was complete: it cancelled them
+/// while they waited for a pacing slot or the upstream, or while their body
+/// was sent (hyper then drops the request's future or its response body).
+#[derive(Default)]
+struct Resets {
+    opened: AtomicU32,
+    premature: AtomicU32,
+    /// The connection's task, woken when the limit is passed.
+    conn_task: AtomicWaker,
+}
+
+impl Resets {
+    /// The premature resets, once they are at least
+    /// [`H2_PREMATURE_RESETS_MIN`] and more than half the streams opened.
+    fn over_limit(&self) -> Option<u32> {
+        let premature = self.premature.load(Ordering::Relaxed);
+        let opened = self.opened.load(Ordering::Relaxed);
+        (premature >= H2_PREMATURE_RESETS_MIN && u64::from(premature) * 2 > u64::from(opened))
+            .then_some(premature)
+    }
+}
+
+/// One stream's end: counted as premature when dropped before its answer
+/// was complete.
+struct StreamEnd {
+    resets: Arc<Resets>,
+    complete: AtomicBool,
+}
+
+impl StreamEnd {
+    fn complete(&self) {
+        self.complete.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Drop for StreamEnd {
+    fn drop(&mut self) {
+        if self.complete.load(Ordering::Relaxed) {
+            return;
+        }
+        self.resets.premature.fetch_add(1, Ordering::Relaxed);
+        if self.resets.over_limit().is_some() {
+            self.resets.conn_task.wake();
+        }
+    }
+}
+
+/// The stack, seen by the HTTP/2 driver: it counts streams and premature
+/// resets for [`ResetLimit`].
+#[derive(Clone)]
+struct CountResets<S> {
+    inner: S,
+    resets: Arc<Resets>,
+}
+
+impl<S, B> Service<Request<Incoming>> for CountResets<S>
+where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = std::convert::Infallible>,
+{
+    type Response = Response<StreamBody<B>>;
+    type Error = std::convert::Infallible;
+    type Future = StreamFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        self.resets.opened.fetch_add(1, Ordering::Relaxed);
+        StreamFuture {
+            inner: self.inner.call(req),
+            end: Some(StreamEnd {
+                resets: Arc::clone(&self.resets),
+                complete: AtomicBool::new(false),
+            }),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    struct StreamFuture<F> {
+        #[pin]
+        inner: F,
+        end: Option<StreamEnd>,
+    }
+}
+
+impl<F, B> Future for StreamFuture<F>
+where
+    F: Future<Output = Result<Response<B>, std::convert::Infallible>>,
+{
+    type Output = Result<Response<StreamBody<B>>, std::convert::Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Ok(res) = std::task::ready!(this.inner.poll(cx));
+        let end = this.end.take().expect("polled after completion");
+        Poll::Ready(Ok(res.map(|body| StreamBody { body, end })))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An answer's body; complete once hyper has all of it (or it failed:
+    /// that reset is the proxy's, not the client's).
+    struct StreamBody<B> {
+        #[pin]
+        body: B,
+        end: StreamEnd,
+    }
+}
+
+impl<B: http_body::Body> http_body::Body for StreamBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        let this = self.project();
+        let polled = this.body.poll_frame(cx);
+        if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
+            this.end.complete();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let end = self.body.is_end_stream();
+        if end {
+            self.end.complete();
+        }
+        end
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// An HTTP/2 connection closed for Rapid Reset after acceptance
+    /// (server.rs [`H2_PREMATURE_RESETS_MIN`]): gracefully (GOAWAY) when
+    /// its client passes the limit, then at once if it goes on resetting
+    /// as many streams again (a client that does not answer the GOAWAY's
+    /// PING keeps its streams accepted).
+    struct ResetLimit<C> {
+        #[pin]
+        conn: C,
+        graceful: fn(Pin<&mut C>),
+        resets: Arc<Resets>,
+        goaway_at: Option<u32>,
+        peer: SocketAddr,
+    }
+}
+
+impl<C: Future<Output = hyper::Result<()>>> Future for ResetLimit<C> {
+    type Output = hyper::Result<()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<hyper::Result<()>> {
+        let mut this = self.project();
+        this.resets.conn_task.register(cx.waker());
+        if let Some(premature) = this.resets.over_limit() {
+            let peer = *this.peer;
+            match *this.goaway_at {
+                None => {
+                    let opened = this.resets.opened.load(Ordering::Relaxed);
+                    tracing::warn!(%peer, premature, opened, "HTTP/2 client reset most of its streams before their answer (Rapid Reset, CVE-2023-44487); GOAWAY");
+                    *this.goaway_at = Some(premature);
+                    (this.graceful)(this.conn.as_mut());
+                }
+                Some(at) if premature - at >= H2_PREMATURE_RESETS_MIN => {
+                    tracing::debug!(%peer, premature, "HTTP/2 client still resetting streams after GOAWAY; connection closed");
+                    return Poll::Ready(Ok(()));
+                }
+                Some(_) => {}
+            }
+        }
+        this.conn.poll(cx)
+    }
 }
 
 /// Serves an HTTP/1 connection whose `prefix` was already read: one hyper

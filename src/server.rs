@@ -46,6 +46,14 @@ const H2_MAX_CONCURRENT_STREAMS: u32 = 200;
 const H2_MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
 const H2_MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
 const H2_MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
+/// Rapid Reset after acceptance (CVE-2023-44487): hyper bounds streams
+/// reset *before* the service takes them (above), not those reset while
+/// they wait for a pacing slot or the upstream. Like Envoy 1.27.1, an h2
+/// connection is closed (GOAWAY, connection.rs `ResetLimit`) once at least
+/// this many of its streams were reset before their answer was complete
+/// and they are more than half of the streams it opened. Envoy waits for
+/// 500 streams; a stream here can hold a pacing-queue place, so fewer.
+pub(crate) const H2_PREMATURE_RESETS_MIN: u32 = 100;
 /// Response bytes buffered per h2 stream before backpressure (hyper's
 /// default, pinned so an upgrade cannot silently change it).
 const H2_MAX_SEND_BUF_SIZE: usize = 400 * 1024;
@@ -219,7 +227,8 @@ impl Listener {
             if !prefix.starts_with(H2_PREFACE) {
                 return Some((stream, prefix, drain));
             }
-            let served = connection::serve_h2(&self.protocols, stream, prefix, service, drain);
+            let served =
+                connection::serve_h2(&self.protocols, stream, prefix, service, drain, peer);
             log_end(served.await, peer);
             return None;
         };
@@ -242,7 +251,7 @@ impl Listener {
         let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
         let prefix = self.first_bytes(&mut tls, &mut drain).await?;
         let served = if h2 {
-            connection::serve_h2(&self.protocols, tls, prefix, service, drain).await
+            connection::serve_h2(&self.protocols, tls, prefix, service, drain, peer).await
         } else {
             connection::serve_h1(&self.protocols, tls, prefix, service, drain).await
         };

@@ -58,6 +58,10 @@ impl HttpClient {
 /// steady trickle of paced requests, short enough to drop dead peers.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// Read buffer limit of an HTTP/1 upstream connection (hyper's minimum is
+/// 8 KiB); see `http1_max_buf_size` below.
+const UPSTREAM_H1_MAX_BUF_SIZE: usize = 64 * 1024;
+
 /// TCP keep-alive probes on upstream sockets, to notice silent peers.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);
 
@@ -103,7 +107,11 @@ pub fn build_client(cfg: &UpstreamConfig) -> Result<HttpClient, ClientBuildError
         // Derive Host from the rewritten URI (the client's Host is removed
         // first: hyper-util only adds one when it is missing). The default,
         // pinned.
-        .set_host(true);
+        .set_host(true)
+        // An answer's body is read into a buffer of at most this size
+        // (hyper's default grows to ~400 KiB per connection while a long
+        // body streams): the inbound side's H1_MAX_BUF_SIZE (3.08).
+        .http1_max_buf_size(UPSTREAM_H1_MAX_BUF_SIZE);
     let pooled = builder.build(connector.clone());
     let fresh = builder.pool_max_idle_per_host(0).build(connector);
     Ok(HttpClient { pooled, fresh })

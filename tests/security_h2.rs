@@ -111,48 +111,57 @@ impl Conn {
     /// Reads frames until the server closes, sends GOAWAY, or `limit`
     /// passes, or `done` says enough was seen.
     async fn read(&mut self, limit: Duration, done: impl Fn(&Seen) -> bool) -> Seen {
-        let mut seen = Seen::default();
-        let reading = async {
-            loop {
-                let mut head = [0u8; 9];
-                if self.stream.read_exact(&mut head).await.is_err() {
-                    seen.closed = true;
-                    return;
-                }
-                let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
-                let id = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
-                let mut payload = vec![0u8; len];
-                if self.stream.read_exact(&mut payload).await.is_err() {
-                    seen.closed = true;
-                    return;
-                }
-                let code = |at: usize| {
-                    payload
-                        .get(at..at + 4)
-                        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-                };
-                match head[3] {
-                    HEADERS => seen.answered.push(id),
-                    RST_STREAM => seen.resets.push((id, code(0).unwrap_or(0))),
-                    GOAWAY => seen.goaway = code(4),
-                    PING if head[4] & 0x1 != 0 => seen.pings += 1,
-                    SETTINGS if head[4] & 0x1 == 0 => {
-                        for s in payload.chunks_exact(6) {
-                            let id = u16::from_be_bytes([s[0], s[1]]);
-                            let value = u32::from_be_bytes([s[2], s[3], s[4], s[5]]);
-                            seen.settings.push((id, value));
-                        }
-                    }
-                    _ => {}
-                }
-                if seen.goaway.is_some() || done(&seen) {
-                    return;
-                }
-            }
-        };
-        let _ = tokio::time::timeout(limit, reading).await;
-        seen
+        read_frames(&mut self.stream, limit, done).await
     }
+}
+
+/// [`Conn::read`] on any reader (the read half of a split connection).
+async fn read_frames<R: AsyncReadExt + Unpin>(
+    stream: &mut R,
+    limit: Duration,
+    done: impl Fn(&Seen) -> bool,
+) -> Seen {
+    let mut seen = Seen::default();
+    let reading = async {
+        loop {
+            let mut head = [0u8; 9];
+            if stream.read_exact(&mut head).await.is_err() {
+                seen.closed = true;
+                return;
+            }
+            let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+            let id = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+            let mut payload = vec![0u8; len];
+            if stream.read_exact(&mut payload).await.is_err() {
+                seen.closed = true;
+                return;
+            }
+            let code = |at: usize| {
+                payload
+                    .get(at..at + 4)
+                    .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+            };
+            match head[3] {
+                HEADERS => seen.answered.push(id),
+                RST_STREAM => seen.resets.push((id, code(0).unwrap_or(0))),
+                GOAWAY => seen.goaway = code(4),
+                PING if head[4] & 0x1 != 0 => seen.pings += 1,
+                SETTINGS if head[4] & 0x1 == 0 => {
+                    for s in payload.chunks_exact(6) {
+                        let id = u16::from_be_bytes([s[0], s[1]]);
+                        let value = u32::from_be_bytes([s[2], s[3], s[4], s[5]]);
+                        seen.settings.push((id, value));
+                    }
+                }
+                _ => {}
+            }
+            if seen.goaway.is_some() || done(&seen) {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(limit, reading).await;
+    seen
 }
 
 async fn start() -> Harness {
@@ -855,59 +864,125 @@ async fn queue_depth(h: &Harness) -> usize {
         .expect("queue depth metric") as usize
 }
 
-/// Polls the queue depth until `want` (bounded: 10 s of 10 ms steps).
-async fn wait_for_queue(h: &Harness, want: usize) {
+/// Waits (10 s at most) until the pacing queue holds `want`, or `stop`
+/// says the connection under test is gone; false in that case.
+async fn queue_reaches(h: &Harness, want: usize, stop: impl Fn() -> bool) -> bool {
     for _ in 0..1000 {
+        if stop() {
+            return false;
+        }
         if queue_depth(h).await == want {
-            return;
+            return true;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     panic!("queue depth never reached {want}: {}", queue_depth(h).await);
 }
 
-/// 1.24, resets after acceptance: ten rounds of 100 streams on one
-/// connection, each round reset only once all its requests wait in the
-/// pacing queue (paced at one a second). Every reset request leaves the
-/// queue (no ghost holds a place or a slot), none of them is sent
-/// upstream afterwards, and a new client is then served.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resets_after_acceptance_stay_bounded() {
+/// A harness whose pacing admits `per_hour` requests an hour, its burst
+/// spent, so that every request after waits in the queue.
+async fn paced(per_hour: u32) -> Harness {
     count_panics();
     let h = Setup::default()
         .admin()
-        .rate_limit("hourly_quota = 3600\nburst = 1\nmax_wait = \"1h\"\nmax_queued = 1000")
+        .rate_limit(&format!(
+            "hourly_quota = {per_hour}\nburst = 1\nmax_wait = \"1h\"\nmax_queued = 1000"
+        ))
         .sim(fitbit_proxy::sim::SimConfig {
-            quota: 3600,
+            quota: per_hour,
             window: Duration::from_secs(3600),
             ..sim_config()
         })
         .start()
         .await;
-    // Spend the burst, so that every stream below waits.
     let (res, _) = send(&h2c_client(), support::get(&h.url("/1/first"))).await;
     assert_eq!(res.status(), 200);
-    let mut c = Conn::open(&h).await;
+    h
+}
+
+/// 1.24, resets after acceptance (CVE-2023-44487; Envoy 1.27.1 closes a
+/// connection once most of its streams are reset prematurely). Rounds of
+/// 50 streams on one connection: each round opens 50 that wait in the
+/// pacing queue, then resets the 50 before, so that streams are always
+/// open, and the client never answers the GOAWAY's PING. Every reset
+/// request leaves the queue and none is sent upstream. After 100 resets
+/// (`H2_PREMATURE_RESETS_MIN`, more than half the streams opened) the
+/// proxy sends GOAWAY; the client goes on, and 100 resets later the
+/// connection is closed. A new client is then served after about one
+/// interval: the resets kept no pacing slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resets_after_acceptance_get_goaway_then_a_close() {
+    let h = paced(3600).await;
+    let c = Conn::open(&h).await;
+    let (mut rd, mut wr) = c.stream.into_split();
+    let goaway = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let closed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (goaway, closed) = (goaway.clone(), closed.clone());
+        tokio::spawn(async move {
+            for _ in 0..10 {
+                let seen = read_frames(&mut rd, Duration::from_secs(30), |_| false).await;
+                if seen.goaway.is_some() {
+                    goaway.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
+                if seen.closed {
+                    closed.store(true, std::sync::atomic::Ordering::SeqCst);
+                    return;
+                }
+            }
+        })
+    };
+    let is = |flag: &std::sync::atomic::AtomicBool| flag.load(std::sync::atomic::Ordering::SeqCst);
     let fields: Vec<(&str, String)> = get("/1/reset");
     let fields: Vec<(&str, &str)> = fields.iter().map(|(n, v)| (*n, v.as_str())).collect();
     let hb = block(&fields);
     let mut next = 1u32;
+    let mut waiting: Vec<u32> = Vec::new();
+    let (mut reset, mut reset_at_goaway) = (0usize, None);
     for _round in 0..10 {
-        let ids: Vec<u32> = (0..100).map(|i| next + 2 * i).collect();
-        next += 200;
+        let ids: Vec<u32> = (0..50).map(|i| next + 2 * i).collect();
+        next += 100;
         let opened: Vec<u8> = ids
             .iter()
             .flat_map(|id| frame(HEADERS, END_STREAM | END_HEADERS, *id, &hb))
             .collect();
-        assert!(c.send(&opened).await);
-        wait_for_queue(&h, 100).await;
-        let reset: Vec<u8> = ids
+        let stop = || is(&closed);
+        if wr.write_all(&opened).await.is_err()
+            || !queue_reaches(&h, waiting.len() + 50, stop).await
+        {
+            break;
+        }
+        let resets: Vec<u8> = waiting
             .iter()
             .flat_map(|id| frame(RST_STREAM, 0, *id, &CANCEL.to_be_bytes()))
             .collect();
-        assert!(c.send(&reset).await);
-        wait_for_queue(&h, 0).await;
+        if wr.write_all(&resets).await.is_err() {
+            break;
+        }
+        reset += waiting.len();
+        if !queue_reaches(&h, 50, stop).await {
+            break;
+        }
+        waiting = ids;
+        if reset_at_goaway.is_none() && is(&goaway) {
+            reset_at_goaway = Some(reset);
+        }
     }
+    tokio::time::timeout(Duration::from_secs(10), reader)
+        .await
+        .expect("the reader ends")
+        .unwrap();
+    println!("GOAWAY seen after {reset_at_goaway:?} resets; closed after {reset}");
+    assert!(is(&goaway), "no GOAWAY after {reset} resets");
+    assert!(is(&closed), "the connection stayed open");
+    // GOAWAY at 100 (seen one round later at most); the close 100 later.
+    assert!(
+        matches!(reset_at_goaway, Some(100..=150)),
+        "GOAWAY after {reset_at_goaway:?} resets"
+    );
+    assert!((200..=250).contains(&reset), "closed after {reset} resets");
+    // The close dropped the last round's waiting streams too.
+    assert!(queue_reaches(&h, 0, || false).await);
     let reached = h
         .sim
         .received()
@@ -916,13 +991,77 @@ async fn resets_after_acceptance_stay_bounded() {
         .count();
     assert!(reached <= 1, "{reached} reset requests were sent upstream");
     // Had the reset requests kept their pacing slots, this one would wait
-    // 1 000 s; it waits about one.
+    // minutes; it waits about one second.
     let client = h2c_client();
     let after = send(&client, support::get(&h.url("/1/after")));
     let (res, _) = tokio::time::timeout(Duration::from_secs(10), after)
         .await
         .expect("served after the resets, not behind their slots");
     assert_eq!(res.status(), 200);
+    assert_invariants(&h);
+}
+
+/// 1.24, the other side: a client that cancels a few streams among many
+/// good ones is not cut off. Twelve rounds on one connection, each of 100
+/// requests the proxy answers at once (a denied path, 403) and 10 that
+/// wait for a pacing slot and are then reset: 120 premature resets, past
+/// the minimum of 100, but not most of the 1 320 streams. No GOAWAY, and
+/// the connection still serves a request at the end. Paced at one a
+/// minute, so that no cancelled request is served during the test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_cancelling_a_few_streams_is_not_cut_off() {
+    let h = paced(60).await;
+    let mut c = Conn::open(&h).await;
+    // Room for all the 403 bodies: the connection's receive window.
+    let window = frame(WINDOW_UPDATE, 0, 0, &0x7000_0000u32.to_be_bytes());
+    assert!(c.send(&window).await);
+    let denied = block(&[
+        (":method", "GET"),
+        (":scheme", "http"),
+        (":authority", "proxy"),
+        (":path", "/oauth2/token"),
+    ]);
+    let fields: Vec<(&str, String)> = get("/1/cancelled");
+    let fields: Vec<(&str, &str)> = fields.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let paced = block(&fields);
+    let mut next = 1u32;
+    let mut ids = || {
+        next += 2;
+        next - 2
+    };
+    for round in 0..12 {
+        let cancelled: Vec<u32> = (0..10).map(|_| ids()).collect();
+        let mut batch = Vec::new();
+        for id in &cancelled {
+            batch.extend(frame(HEADERS, END_STREAM | END_HEADERS, *id, &paced));
+        }
+        for _ in 0..100 {
+            batch.extend(frame(HEADERS, END_STREAM | END_HEADERS, ids(), &denied));
+        }
+        assert!(c.send(&batch).await);
+        let seen = c
+            .read(Duration::from_secs(10), |s| s.answered.len() >= 100)
+            .await;
+        assert_eq!(seen.answered.len(), 100, "round {round}: {seen:?}");
+        assert!(
+            seen.goaway.is_none() && !seen.closed,
+            "round {round}: cut off"
+        );
+        assert!(queue_reaches(&h, 10, || false).await);
+        let reset: Vec<u8> = cancelled
+            .iter()
+            .flat_map(|id| frame(RST_STREAM, 0, *id, &CANCEL.to_be_bytes()))
+            .collect();
+        assert!(c.send(&reset).await);
+        assert!(queue_reaches(&h, 0, || false).await);
+    }
+    let last = ids();
+    assert!(c.headers(last, END_STREAM | END_HEADERS, &denied).await);
+    let seen = c
+        .read(Duration::from_secs(10), |s| s.answered.contains(&last))
+        .await;
+    assert!(seen.answered.contains(&last), "{seen:?}");
+    assert!(seen.goaway.is_none() && !seen.closed, "{seen:?}");
     assert_invariants(&h);
 }
 
