@@ -1,5 +1,6 @@
 //! Log output: `tracing` with a human format by default or JSON lines
-//! (`log.format = "json"`), level from `RUST_LOG` (default `info`).
+//! (`log.format = "json"`), level from `RUST_LOG` (default `info`, with the
+//! `h2` library at `error`: see [`DEFAULT_FILTER`]).
 
 use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -14,7 +15,8 @@ use crate::config::LogFormat;
 /// the returned guard until the end: dropping it writes out what is still
 /// buffered.
 pub fn init(format: LogFormat) -> LogGuard {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let writer = WRITER.get_or_init(BufferedStderr::start).clone();
     // Colours only for a person at a terminal, never into a log file.
     let builder = tracing_subscriber::fmt()
@@ -33,6 +35,14 @@ pub fn init(format: LogFormat) -> LogGuard {
     let _ = result;
     LogGuard(writer)
 }
+
+/// Without `RUST_LOG`: `info`, but the `h2` library only from `error`. h2
+/// writes a `warn` line for every connection it cuts for too many resets
+/// (catalog 1.24/1.25), without the peer: a rapid-reset flood became
+/// ~1,000 lines a second (benches/attacks.sh). The proxy's own line for
+/// connections closed for premature resets stays. `RUST_LOG=info,h2=warn`
+/// brings h2's lines back.
+pub const DEFAULT_FILTER: &str = "info,h2=error";
 
 static WRITER: std::sync::OnceLock<BufferedStderr> = std::sync::OnceLock::new();
 
