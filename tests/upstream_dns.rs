@@ -113,11 +113,11 @@ fn threads() -> usize {
     line[8..].trim().parse().unwrap()
 }
 
-/// How many requests go at once in the burst test: 100 by default, which
+/// How many requests go at once in the burst test: 50 by default, which
 /// the machine's resolver answers quickly; `.ci/dns-faults.sh` sends the
 /// catalog's 500 while the resolver hangs.
 fn burst() -> usize {
-    std::env::var("FITBIT_PROXY_DNS_BURST").map_or(100, |n| n.parse().unwrap())
+    std::env::var("FITBIT_PROXY_DNS_BURST").map_or(50, |n| n.parse().unwrap())
 }
 
 /// Many requests at once (500 in the catalog) while lookups fail or hang: hyper-util's
