@@ -422,6 +422,24 @@ format = "json"
     }
 }
 
+/// 6.10: each count's smallest allowed value is accepted. Kills the
+/// cargo-mutants survivors in `Validator::count` (`raw < min` ->
+/// `raw <= min`, in the `min == 0` arm and the other): a limit of exactly
+/// 1 (or a body limit of 0) was refused only by the mutants.
+#[test]
+fn the_smallest_allowed_counts_are_accepted() {
+    let c = parse(&with_credentials(
+        "[listen]\nmax_connections = 1\nmax_request_body = 0\n\
+         [rate_limit]\nhourly_quota = 1\nburst = 1\nmax_queued = 1",
+    ))
+    .unwrap();
+    assert_eq!(c.listen.max_connections, 1);
+    assert_eq!(c.listen.max_request_body, 0);
+    assert_eq!(c.rate_limit.hourly_quota, 1);
+    assert_eq!(c.rate_limit.burst, 1);
+    assert_eq!(c.rate_limit.max_queued, 1);
+}
+
 /// 1.17: entries are kept in the form requests are matched in.
 #[test]
 fn listen_hosts_are_canonical() {
