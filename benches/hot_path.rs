@@ -160,6 +160,7 @@ fn hot_path(c: &mut Criterion) {
         rules: PathRules::new(&cfg.upstream.deny_paths, None),
         upstream: cfg.upstream.url.authority().cloned().unwrap(),
         upstream_scheme: http::uri::Scheme::HTTP,
+        hosts: cfg.listen.hosts.clone(),
         max_request_body: cfg.listen.max_request_body,
         body_idle_timeout: cfg.listen.header_read_timeout,
     };

@@ -1,5 +1,6 @@
 //! The admission layer: refuses what must never reach the upstream
-//! (`CONNECT`, absolute-form targets for another host, denied paths, bodies
+//! (`CONNECT`, absolute-form targets for another host, a Host not in
+//! `listen.hosts`, denied paths, bodies
 //! over `listen.max_request_body`, methods over 32 bytes, an `access_token`
 //! in the query) and removes what a client must not pass
 //! on (hop-by-hop fields, its own credentials, forwarding-identity fields
@@ -24,6 +25,7 @@ use tower_service::Service;
 
 use crate::access::REQUEST_ID;
 use crate::body::{Body, BoxError};
+use crate::config::canonical_host;
 use crate::deadline::{BodyStalled, IdleTimeout, Side};
 use crate::headers;
 use crate::paths::{PathRules, Refusal};
@@ -40,6 +42,8 @@ pub struct Admission {
     pub rules: PathRules,
     pub upstream: Authority,
     pub upstream_scheme: Scheme,
+    /// `listen.hosts`, canonical; empty: any Host.
+    pub hosts: Vec<String>,
     pub max_request_body: u64,
     /// Longest wait for the next frame of the client's body
     /// (`listen.header_read_timeout`, catalog 3.05).
@@ -140,6 +144,7 @@ impl Admission {
             ));
         }
         check_host(req)?;
+        self.check_host_listed(req)?;
         check_transfer_encoding(req)?;
         check_query(req)?;
         self.check_target(req)?;
@@ -162,6 +167,33 @@ impl Admission {
             });
         }
         Ok(())
+    }
+
+    /// With `listen.hosts` set, every name the request gives the proxy (its
+    /// Host, and over HTTP/2 its `:authority`) must be listed: a browser led
+    /// here by DNS rebinding names the attacker's host (CVE-2018-5702).
+    /// A request that names nothing is not listed either.
+    fn check_host_listed<B>(&self, req: &Request<B>) -> Result<(), ProxyError> {
+        if self.hosts.is_empty() {
+            return Ok(());
+        }
+        // check_host already refused a Host that is not an authority.
+        let header = req.headers().get(HOST);
+        let header = header.and_then(|v| Authority::try_from(v.as_bytes()).ok());
+        let authority = req
+            .uri()
+            .authority()
+            .filter(|_| req.version() >= Version::HTTP_2);
+        let names: Vec<String> = header
+            .iter()
+            .chain(authority)
+            .map(|a| canonical_host(a.host()))
+            .collect();
+        if !names.is_empty() && names.iter().all(|name| self.hosts.contains(name)) {
+            Ok(())
+        } else {
+            Err(ProxyError::Forbidden("the Host is not in listen.hosts"))
+        }
     }
 
     /// HTTP/1 requests in absolute-form may only name the upstream itself

@@ -43,6 +43,7 @@ pub fn build(
             .scheme()
             .cloned()
             .unwrap_or(http::uri::Scheme::HTTPS),
+        hosts: cfg.listen.hosts.clone(),
         max_request_body: cfg.listen.max_request_body,
         body_idle_timeout: cfg.listen.header_read_timeout,
     };

@@ -56,6 +56,9 @@ const BAD: &[(&str, &str)] = &[
     ("[listen]\ntls_cert = \"Cargo.toml\"\ntls_key = \"Cargo.toml\"", r#"listen.tls_key = "Cargo.toml": "#),
     ("[listen]\nallow = [\"10.0.0.0/33\"]", r#"listen.allow = "10.0.0.0/33": must be a CIDR such as "10.0.0.0/8" or an IP address"#),
     ("[listen]\nallow = [\"10.0.0.0/8\", \"office\"]", r#"listen.allow = "office": must be a CIDR"#),
+    ("[listen]\nhosts = [\"proxy.internal:8080\"]", r#"proxy.toml: listen.hosts = "proxy.internal:8080": must not have a port"#),
+    ("[listen]\nhosts = [\"proxy.internal\", \"*.internal\"]", r#"listen.hosts = "*.internal": must be a host name or IP address such as "fitbit-proxy.internal""#),
+    ("[listen]\nhosts = [\"\"]", r#"listen.hosts = "": must be a host name or IP address"#),
     ("[listen]\nmax_connections = 0", "proxy.toml: listen.max_connections = 0: must be at least 1"),
     ("[listen]\nmax_request_body = -1", "listen.max_request_body = -1: must not be negative"),
     ("[listen]\nheader_read_timeout = \"0s\"", r#"listen.header_read_timeout = "0s": must be greater than 0"#),
@@ -108,7 +111,7 @@ const BAD: &[(&str, &str)] = &[
     // unknown keys, at the top and in every section
     ("colour = \"blue\"", "proxy.toml: colour: unknown key (expected one of listen, admin, upstream, credentials, rate_limit, log)"),
     ("[lisen]\naddr = \"127.0.0.1:1\"", "proxy.toml: lisen: unknown key (expected one of listen, admin"),
-    ("[listen]\nadr = \"127.0.0.1:1\"", "proxy.toml: listen.adr: unknown key (expected one of addr, tls_cert, tls_key, allow, max_connections"),
+    ("[listen]\nadr = \"127.0.0.1:1\"", "proxy.toml: listen.adr: unknown key (expected one of addr, tls_cert, tls_key, allow, hosts, max_connections"),
     ("listen.adr = \"127.0.0.1:1\"", "proxy.toml: listen.adr: unknown key"),
     ("[admin]\nport = 9090", "proxy.toml: admin.port: unknown key (expected addr)"),
     ("[upstream]\nurls = \"https://x\"", "proxy.toml: upstream.urls: unknown key (expected one of url, ca_file"),
@@ -118,6 +121,7 @@ const BAD: &[(&str, &str)] = &[
     // wrong types
     ("[listen]\nmax_connections = \"many\"", "proxy.toml: listen.max_connections: invalid type: string \"many\", expected an integer (line 2, column 19)"),
     ("[listen]\nallow = \"10.0.0.0/8\"", "proxy.toml: listen.allow: invalid type: string \"10.0.0.0/8\", expected an array"),
+    ("[listen]\nhosts = \"proxy.internal\"", "proxy.toml: listen.hosts: invalid type: string \"proxy.internal\", expected an array"),
     ("[listen]\naddr = 8080", "proxy.toml: listen.addr: invalid type: integer `8080`, expected a string"),
     ("[upstream]\ndeny_paths = [\"/oauth2/\", 7]", "proxy.toml: upstream.deny_paths[1]: invalid type: integer `7`, expected a string"),
     ("[rate_limit]\nmax_wait = 30", "proxy.toml: rate_limit.max_wait: invalid type: integer `30`, expected a duration string such as \"250ms\""),
@@ -182,6 +186,7 @@ fn defaults_are_those_of_the_spec() {
     );
     assert_eq!(c.listen.tls, None);
     assert!(c.listen.allow.is_empty());
+    assert!(c.listen.hosts.is_empty());
     assert_eq!(c.listen.max_connections, 10_000);
     assert_eq!(c.listen.header_read_timeout, Duration::from_secs(10));
     assert_eq!(c.listen.send_timeout, Duration::from_secs(60));
@@ -390,6 +395,7 @@ addr = "[::1]:8443"
 tls_cert = "ca.pem"
 tls_key = "key.pem"
 allow = ["10.0.0.0/8", "192.0.2.7", "2001:db8::/32"]
+hosts = ["Proxy.Internal.", "10.0.0.5", "::1"]
 header_read_timeout = "1s 500ms"
 send_timeout = "2m"
 [admin]
@@ -420,6 +426,37 @@ format = "json"
     }
 }
 
+/// 6.10: each count's smallest allowed value is accepted. Kills the
+/// cargo-mutants survivors in `Validator::count` (`raw < min` ->
+/// `raw <= min`, in the `min == 0` arm and the other): a limit of exactly
+/// 1 (or a body limit of 0) was refused only by the mutants.
+#[test]
+fn the_smallest_allowed_counts_are_accepted() {
+    let c = parse(&with_credentials(
+        "[listen]\nmax_connections = 1\nmax_request_body = 0\n\
+         [rate_limit]\nhourly_quota = 1\nburst = 1\nmax_queued = 1",
+    ))
+    .unwrap();
+    assert_eq!(c.listen.max_connections, 1);
+    assert_eq!(c.listen.max_request_body, 0);
+    assert_eq!(c.rate_limit.hourly_quota, 1);
+    assert_eq!(c.rate_limit.burst, 1);
+    assert_eq!(c.rate_limit.max_queued, 1);
+}
+
+/// 1.17: entries are kept in the form requests are matched in.
+#[test]
+fn listen_hosts_are_canonical() {
+    let c = parse(&with_credentials(
+        "[listen]\nhosts = [\"Proxy.Internal.\", \"10.0.0.5\", \"::1\", \"[0:0::2]\"]",
+    ))
+    .unwrap();
+    assert_eq!(
+        c.listen.hosts,
+        ["proxy.internal", "10.0.0.5", "[::1]", "[::2]"]
+    );
+}
+
 #[test]
 fn render_redacted_of_the_defaults() {
     let rendered = parse(CREDENTIALS).unwrap().render_redacted();
@@ -427,6 +464,7 @@ fn render_redacted_of_the_defaults() {
 addr = "127.0.0.1:8080"
 # tls_cert, tls_key: not set (plain TCP)
 allow = []
+hosts = []
 max_connections = 10000
 header_read_timeout = "10s"
 send_timeout = "1m"

@@ -834,3 +834,114 @@ async fn expect_100_continue_is_answered_by_the_proxy() {
     assert!(!seen[0].headers.contains_key("expect"), "{:?}", seen[0]);
     assert_invariants(&h);
 }
+
+/// A proxy that serves only the names in `listen.hosts` (catalog 1.17).
+async fn start_with_hosts() -> Harness {
+    count_panics();
+    Setup::default()
+        .admin()
+        .listen("hosts = [\"proxy.internal\", \"127.0.0.1\", \"::1\"]")
+        .start()
+        .await
+}
+
+fn get_host(host: &str) -> String {
+    format!("GET /1/x HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+}
+
+/// 1.17, DNS rebinding (CVE-2018-5702): a browser led to the proxy by a
+/// rebound name sends that name as its Host. With `listen.hosts` set, only
+/// the listed names are served, whatever their case, port or trailing dot;
+/// any other gets 403 `forbidden`, is counted and logged, and reaches
+/// nothing.
+#[tokio::test]
+async fn hosts_outside_listen_hosts_get_403_and_reach_nothing() {
+    let h = start_with_hosts().await;
+    let listed = [
+        "proxy.internal",
+        "Proxy.Internal:8080",
+        "proxy.internal.",
+        "PROXY.INTERNAL.:80",
+        "127.0.0.1:1234",
+        "[0:0::1]:8080",
+    ];
+    for host in listed {
+        let p = probe(&h, get_host(host).as_bytes()).await;
+        assert_eq!(p.statuses, [200], "{host}: {p:?}");
+    }
+    let before = h.sim.api_started();
+    let refused = [
+        get_host("attacker.test"),
+        get_host("attacker.test:8080"),
+        get_host("proxy.internal.attacker.test"),
+        get_host("127.0.0.2"),
+        // No name at all is not a listed name.
+        "GET /1/x HTTP/1.0\r\n\r\n".to_owned(),
+        // Absolute-form naming the upstream does not replace the Host.
+        format!(
+            "GET {}1/x HTTP/1.1\r\nHost: attacker.test\r\nConnection: close\r\n\r\n",
+            h.config.upstream.url
+        ),
+    ];
+    for bytes in &refused {
+        let p = probe(&h, bytes.as_bytes()).await;
+        assert_eq!(p.statuses, [403], "{bytes:?}: {p:?}");
+        assert!(p.raw.contains("x-fitbit-proxy-error: forbidden"), "{p:?}");
+        assert!(p.raw.contains("not in listen.hosts"), "{p:?}");
+    }
+    assert_nothing_forwarded_since(&h, before, "a Host not in listen.hosts");
+    assert_outcomes(&h, &[(("proxy", "403"), 6.0), (("upstream", "200"), 6.0)]).await;
+    assert_invariants(&h);
+}
+
+/// An h2c request for `/1/x` with `authority` as its `:authority` and, if
+/// given, a `Host` field too; the answer's status.
+async fn h2_status(h: &Harness, authority: &str, host: Option<&str>) -> u16 {
+    let tcp = TcpStream::connect(h.proxy).await.unwrap();
+    let (send, conn) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    let conn = tokio::spawn(conn);
+    let mut req = http::Request::get(format!("http://{authority}/1/x"));
+    if let Some(host) = host {
+        req = req.header("host", host);
+    }
+    let mut send = send.ready().await.unwrap();
+    let (res, _) = send.send_request(req.body(()).unwrap(), true).unwrap();
+    let status = res.await.expect("an answer").status().as_u16();
+    conn.abort();
+    status
+}
+
+/// 1.17 over HTTP/2: `:authority` is the name, and a `Host` field beside
+/// it must be listed as well.
+#[tokio::test]
+async fn h2_authority_outside_listen_hosts_gets_403() {
+    let h = start_with_hosts().await;
+    assert_eq!(h2_status(&h, "Proxy.Internal.:8080", None).await, 200);
+    assert_eq!(h2_status(&h, "[::1]", Some("proxy.internal")).await, 200);
+    let before = h.sim.api_started();
+    for (authority, host) in [
+        ("attacker.test", None),
+        ("attacker.test:443", Some("proxy.internal")),
+        ("proxy.internal", Some("attacker.test")),
+    ] {
+        let status = h2_status(&h, authority, host).await;
+        assert_eq!(status, 403, "{authority} {host:?}");
+    }
+    assert_nothing_forwarded_since(&h, before, "an :authority not in listen.hosts");
+    assert_outcomes(&h, &[(("proxy", "403"), 3.0), (("upstream", "200"), 2.0)]).await;
+    assert_invariants(&h);
+}
+
+/// 1.17: without `listen.hosts` (the default) any valid Host is served.
+#[tokio::test]
+async fn without_listen_hosts_any_host_is_served() {
+    let h = start().await;
+    assert!(h.config.listen.hosts.is_empty());
+    for host in ["attacker.test", "proxy.internal", "10.9.8.7:1"] {
+        let p = probe(&h, get_host(host).as_bytes()).await;
+        assert_eq!(p.statuses, [200], "{host}: {p:?}");
+    }
+    assert_eq!(h2_status(&h, "attacker.test", None).await, 200);
+    assert_eq!(h.sim.received().len(), 4);
+    assert_invariants(&h);
+}

@@ -4,6 +4,7 @@
 
 mod error;
 mod files;
+mod hosts;
 mod raw;
 mod render;
 mod url;
@@ -19,6 +20,7 @@ use ipnet::IpNet;
 use crate::secret::Secret;
 
 pub use error::{ConfigError, Problem};
+pub use hosts::canonical_host;
 
 /// The validated configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,6 +43,9 @@ pub struct ListenConfig {
     pub addr: SocketAddr,
     pub tls: Option<TlsFiles>,
     pub allow: Vec<IpNet>,
+    /// The names a request may give the proxy in `Host` (or `:authority`),
+    /// in [`canonical_host`] form; empty: any name.
+    pub hosts: Vec<String>,
     pub max_connections: usize,
     pub header_read_timeout: Duration,
     /// A client that takes no response bytes for this long is cut off.

@@ -33,6 +33,7 @@ pub(super) struct RawListen {
     pub(super) tls_cert: Option<String>,
     pub(super) tls_key: Option<String>,
     pub(super) allow: Vec<String>,
+    pub(super) hosts: Vec<String>,
     pub(super) max_connections: i64,
     #[serde(deserialize_with = "duration_text")]
     pub(super) header_read_timeout: String,
@@ -50,6 +51,7 @@ impl Default for RawListen {
             tls_cert: None,
             tls_key: None,
             allow: Vec::new(),
+            hosts: Vec::new(),
             max_connections: 10_000,
             header_read_timeout: "10s".into(),
             send_timeout: "60s".into(),

@@ -33,9 +33,10 @@ fn listen(l: &ListenConfig) -> String {
     };
     let allow: Vec<String> = l.allow.iter().map(ToString::to_string).collect();
     format!(
-        "[listen]\naddr = {}\n{tls}\nallow = {}\nmax_connections = {}\nheader_read_timeout = {}\nsend_timeout = {}\nmax_request_body = {}\nshutdown_grace = {}\n",
+        "[listen]\naddr = {}\n{tls}\nallow = {}\nhosts = {}\nmax_connections = {}\nheader_read_timeout = {}\nsend_timeout = {}\nmax_request_body = {}\nshutdown_grace = {}\n",
         quote(&l.addr.to_string()),
         array(&allow),
+        array(&l.hosts),
         l.max_connections,
         duration(l.header_read_timeout),
         duration(l.send_timeout),

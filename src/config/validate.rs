@@ -15,7 +15,7 @@ use ipnet::IpNet;
 use super::error::Problem;
 use super::raw::{RawAdmin, RawConfig, RawListen, RawLog, RawRateLimit, RawUpstream};
 use super::url::{self, Scheme};
-use super::{files, quote};
+use super::{files, hosts, quote};
 use super::{
     AdminConfig, Config, ListenConfig, LogConfig, LogFormat, RateLimitConfig, TlsFiles,
     UpstreamConfig,
@@ -85,6 +85,7 @@ impl Validator<'_> {
         let addr = self.socket_addr("listen.addr", &raw.addr);
         let tls = self.tls(raw.tls_cert.as_deref(), raw.tls_key.as_deref());
         let allow = self.allow(&raw.allow);
+        let hosts = self.hosts(&raw.hosts);
         let max_connections = self.count("listen.max_connections", raw.max_connections, 1);
         let header_read_timeout =
             self.duration("listen.header_read_timeout", &raw.header_read_timeout);
@@ -95,6 +96,7 @@ impl Validator<'_> {
             addr: addr?,
             tls: tls?,
             allow: allow?,
+            hosts: hosts?,
             max_connections: max_connections?,
             header_read_timeout: header_read_timeout?,
             send_timeout: send_timeout?,
@@ -219,6 +221,20 @@ impl Validator<'_> {
             }
         }
         (nets.len() == entries.len()).then_some(nets)
+    }
+
+    /// Names checked and kept in their canonical form, for matching.
+    fn hosts(&mut self, entries: &[String]) -> Option<Vec<String>> {
+        let mut names = Vec::with_capacity(entries.len());
+        for entry in entries {
+            match hosts::entry(entry) {
+                Ok(name) => names.push(name),
+                Err(message) => {
+                    self.problem(Problem::new("listen.hosts", message).with_value(quote(entry)));
+                }
+            }
+        }
+        (names.len() == entries.len()).then_some(names)
     }
 
     /// A request waits at most `max_wait` for its pacing slot; if that is

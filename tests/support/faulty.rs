@@ -17,7 +17,7 @@ use rcgen::{
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use super::invariants::HOP_BY_HOP;
@@ -76,11 +76,22 @@ impl RawUpstream {
     /// Serves plain HTTP/1.1: after each request the script's steps run;
     /// unless they end the connection, the next request is read.
     pub async fn start(script: impl Fn(&Seen) -> Vec<Step> + Send + Sync + 'static) -> Self {
-        Self::spawn(None, Arc::new(script)).await
+        Self::spawn(bind().await, None, Arc::new(script)).await
     }
 
     /// The same over TLS with `chain` and `key` (no ALPN: HTTP/1.1).
     pub async fn start_tls(
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+        script: impl Fn(&Seen) -> Vec<Step> + Send + Sync + 'static,
+    ) -> Self {
+        Self::start_tls_on(bind().await, chain, key, script).await
+    }
+
+    /// [`RawUpstream::start_tls`] on a listener of the caller's (another
+    /// loopback address, for instance).
+    pub async fn start_tls_on(
+        listener: TcpListener,
         chain: Vec<CertificateDer<'static>>,
         key: PrivateKeyDer<'static>,
         script: impl Fn(&Seen) -> Vec<Step> + Send + Sync + 'static,
@@ -93,11 +104,11 @@ impl RawUpstream {
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .expect("certificate matches key");
-        Self::spawn(Some(TlsAcceptor::from(Arc::new(config))), Arc::new(script)).await
+        let tls = Some(TlsAcceptor::from(Arc::new(config)));
+        Self::spawn(listener, tls, Arc::new(script)).await
     }
 
-    async fn spawn(tls: Option<TlsAcceptor>, script: Arc<Script>) -> Self {
-        let listener = bind().await;
+    async fn spawn(listener: TcpListener, tls: Option<TlsAcceptor>, script: Arc<Script>) -> Self {
         let raw = RawUpstream {
             addr: listener.local_addr().unwrap(),
             tls: tls.is_some(),
