@@ -754,6 +754,45 @@ async fn a_silent_or_trickling_token_endpoint_gives_503_within_the_fetch_timeout
     }
 }
 
+/// T2: a token answer is read up to 64 KiB (a grant with a long `scope`
+/// is still a grant) and refused past it: `/readyz` is 200 with a 60 KiB
+/// answer, and 503 with 64 KiB + 1, whose requests get 503
+/// `token_unavailable` without ever reaching the upstream.
+#[tokio::test]
+async fn token_answers_are_read_up_to_64_kib_and_refused_past_it() {
+    for (size, ready) in [(60 * 1024, true), (64 * 1024 + 1, false)] {
+        let head = r#"{"access_token":"TOKEN_CANARY_big0123456789abcdef","expires_in":3600,"token_type":"Bearer","scope":""#;
+        let scope = "a".repeat(size - head.len() - 2);
+        let body = format!("{head}{scope}\"}}");
+        assert_eq!(body.len(), size);
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {size}\r\n\r\n{body}"
+        );
+        let token = RawUpstream::start(move |_| vec![faulty::send(&answer)]).await;
+        count_panics();
+        let h = Setup::default()
+            .admin()
+            .start_with_token_url(&format!("{}/oauth2/token", token.url()))
+            .await;
+        eventually(Duration::from_secs(5), || !token.seen().is_empty()).await;
+        let client = http1_client();
+        let readyz = || async { send(&client, get(&h.admin_url("/readyz"))).await.0.status() };
+        if ready {
+            let taken = || async { readyz().await == 200 };
+            eventually_async(Duration::from_secs(5), taken).await;
+        } else {
+            let (res, body) = send(&client, get(&h.url("/1/x"))).await;
+            assert_eq!(res.status(), 503, "a {size}-byte answer was taken");
+            assert_eq!(proxy_error(&res), Some("token_unavailable"));
+            assert_no_canary("the 503", &body);
+            assert_eq!(readyz().await, 503);
+            assert!(h.sim.received().is_empty());
+        }
+        assert_invariants(&h);
+        h.stop().await;
+    }
+}
+
 /// 4.11: a token endpoint answering `307` to elsewhere. The redirect is
 /// not followed (the secret goes nowhere else); requests get 503
 /// `token_unavailable` naming the 307.

@@ -376,9 +376,18 @@ pub fn first_status(raw: &str) -> u16 {
 /// Waits (in small steps of tokio time) until `cond` holds; panics after
 /// `limit` of tokio time. Under paused time each step also lets I/O run.
 pub async fn eventually(limit: std::time::Duration, mut cond: impl FnMut() -> bool) {
+    eventually_async(limit, || std::future::ready(cond())).await;
+}
+
+/// [`eventually`] for a condition that has to ask over the network (an
+/// admin endpoint, say).
+pub async fn eventually_async<F: std::future::Future<Output = bool>>(
+    limit: std::time::Duration,
+    mut cond: impl FnMut() -> F,
+) {
     let step = std::time::Duration::from_millis(1);
     let deadline = tokio::time::Instant::now() + limit;
-    while !cond() {
+    while !cond().await {
         assert!(
             tokio::time::Instant::now() < deadline,
             "condition not met within {limit:?}"
