@@ -98,9 +98,9 @@ pub(crate) async fn serve_h2<I: Park, S: ConnectionService>(
     let activity = Activity::new();
     let io = TrackIo::new(Rewind::new(prefix, io), None);
     let resets = Arc::new(Resets::default());
-    let service = CountResets {
+    let service = Watched {
         inner: Track::new(S::clone(&service), Arc::clone(&activity)),
-        resets: Arc::clone(&resets),
+        watch: Arc::clone(&resets),
     };
     let conn = ResetLimit {
         conn: protocols
@@ -155,12 +155,6 @@ struct StreamEnd {
     complete: AtomicBool,
 }
 
-impl StreamEnd {
-    fn complete(&self) {
-        self.complete.store(true, Ordering::Relaxed);
-    }
-}
-
 impl Drop for StreamEnd {
     fn drop(&mut self) {
         if self.complete.load(Ordering::Relaxed) {
@@ -173,96 +167,25 @@ impl Drop for StreamEnd {
     }
 }
 
-/// The stack, seen by the HTTP/2 driver: it counts streams and premature
-/// resets for [`ResetLimit`].
-#[derive(Clone)]
-struct CountResets<S> {
-    inner: S,
-    resets: Arc<Resets>,
-}
+/// Each stream the service takes is counted; its [`StreamEnd`] counts it
+/// as premature if dropped before its answer was complete.
+impl Watch for Arc<Resets> {
+    type Each = StreamEnd;
 
-impl<S, B> Service<Request<Incoming>> for CountResets<S>
-where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = std::convert::Infallible>,
-{
-    type Response = Response<StreamBody<B>>;
-    type Error = std::convert::Infallible;
-    type Future = StreamFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        self.resets.opened.fetch_add(1, Ordering::Relaxed);
-        StreamFuture {
-            inner: self.inner.call(req),
-            end: Some(StreamEnd {
-                resets: Arc::clone(&self.resets),
-                complete: AtomicBool::new(false),
-            }),
+    fn taken(&self, _req: &Request<Incoming>) -> StreamEnd {
+        self.opened.fetch_add(1, Ordering::Relaxed);
+        StreamEnd {
+            resets: Arc::clone(self),
+            complete: AtomicBool::new(false),
         }
     }
 }
 
-pin_project_lite::pin_project! {
-    struct StreamFuture<F> {
-        #[pin]
-        inner: F,
-        end: Option<StreamEnd>,
-    }
-}
-
-impl<F, B> Future for StreamFuture<F>
-where
-    F: Future<Output = Result<Response<B>, std::convert::Infallible>>,
-{
-    type Output = Result<Response<StreamBody<B>>, std::convert::Infallible>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let Ok(res) = std::task::ready!(this.inner.poll(cx));
-        let end = this.end.take().expect("polled after completion");
-        Poll::Ready(Ok(res.map(|body| StreamBody { body, end })))
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// An answer's body; complete once hyper has all of it (or it failed:
-    /// that reset is the proxy's, not the client's).
-    struct StreamBody<B> {
-        #[pin]
-        body: B,
-        end: StreamEnd,
-    }
-}
-
-impl<B: http_body::Body> http_body::Body for StreamBody<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
-        let this = self.project();
-        let polled = this.body.poll_frame(cx);
-        if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
-            this.end.complete();
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        let end = self.body.is_end_stream();
-        if end {
-            self.end.complete();
-        }
-        end
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
+/// An answer's body that ended, to its end or with an error (that reset is
+/// the proxy's, not the client's), is complete.
+impl Watching for StreamEnd {
+    fn ended(&self, _to_its_end: bool) {
+        self.complete.store(true, Ordering::Relaxed);
     }
 }
 
@@ -323,9 +246,9 @@ pub(crate) async fn serve_h1<I: Park, S: ConnectionService>(
     let mut drain = Drain::new(phase.clone());
     loop {
         turn.reset();
-        let observed = Observed {
+        let observed = Watched {
             inner: Track::new(S::clone(&service), Arc::clone(&activity)),
-            turn: Arc::clone(&turn),
+            watch: Arc::clone(&turn),
         };
         let io_tracked = TrackIo::new(Rewind::new(prefix, io), Some(Arc::clone(&activity)));
         let mut one = OneRequest::<I, S> {
@@ -385,8 +308,10 @@ fn join(read_ahead: Bytes, rest: Bytes) -> Bytes {
     }
 }
 
-type H1Connection<I, S> =
-    http1::Connection<TokioIo<TrackIo<Rewind<I>>>, TowerToHyperService<Observed<Track<S>>>>;
+type H1Connection<I, S> = http1::Connection<
+    TokioIo<TrackIo<Rewind<I>>>,
+    TowerToHyperService<Watched<Track<S>, Arc<Turn>>>,
+>;
 
 /// One request's hyper connection, as a future that ends when hyper stops
 /// without shutting the transport down, so that it can be taken back.
@@ -504,31 +429,27 @@ impl Turn {
     }
 }
 
-/// The stack, seen by the HTTP/1 driver: it records whether the request
-/// leaves the connection reusable.
-#[derive(Clone)]
-struct Observed<S> {
-    inner: S,
-    turn: Arc<Turn>,
+/// Each request the HTTP/1 driver serves starts a new [`Turn`]: whether
+/// it leaves the connection reusable, and when hyper has its whole answer.
+impl Watch for Arc<Turn> {
+    type Each = Arc<Turn>;
+
+    fn taken(&self, req: &Request<Incoming>) -> Arc<Turn> {
+        self.start(request_keeps_connection(req));
+        Arc::clone(self)
+    }
 }
 
-impl<S, B> Service<Request<Incoming>> for Observed<S>
-where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = std::convert::Infallible>,
-{
-    type Response = Response<Answer<B>>;
-    type Error = std::convert::Infallible;
-    type Future = Observing<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+impl Watching for Arc<Turn> {
+    fn head(&self, headers: &HeaderMap) {
+        if !only_keep_alive(headers) {
+            self.not_reusable();
+        }
     }
 
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        self.turn.start(request_keeps_connection(&req));
-        Observing {
-            inner: self.inner.call(req),
-            turn: Arc::clone(&self.turn),
+    fn ended(&self, to_its_end: bool) {
+        if to_its_end {
+            self.answered();
         }
     }
 }
@@ -552,41 +473,85 @@ fn only_keep_alive(headers: &HeaderMap) -> bool {
     })
 }
 
-pin_project_lite::pin_project! {
-    struct Observing<F> {
-        #[pin]
-        inner: F,
-        turn: Arc<Turn>,
+/// What a connection's driver learns of the requests its service takes:
+/// one [`Watching`] per request, which sees the answer's head and is told
+/// when hyper has taken the answer's body to its end.
+trait Watch {
+    type Each: Watching;
+
+    fn taken(&self, req: &Request<Incoming>) -> Self::Each;
+}
+
+trait Watching: Send + Sync + 'static {
+    /// The answer's head, before hyper encodes it.
+    fn head(&self, _headers: &HeaderMap) {}
+
+    /// The answer's body ended: to its end, or with an error.
+    fn ended(&self, to_its_end: bool);
+}
+
+/// The stack, seen by a connection's driver through a [`Watch`].
+#[derive(Clone)]
+struct Watched<S, W> {
+    inner: S,
+    watch: W,
+}
+
+impl<S, B, W> Service<Request<Incoming>> for Watched<S, W>
+where
+    S: Service<Request<Incoming>, Response = Response<B>, Error = std::convert::Infallible>,
+    W: Watch,
+{
+    type Response = Response<WatchedBody<B, W::Each>>;
+    type Error = std::convert::Infallible;
+    type Future = WatchedFuture<S::Future, W::Each>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        let each = self.watch.taken(&req);
+        WatchedFuture {
+            inner: self.inner.call(req),
+            each: Some(each),
+        }
     }
 }
 
-impl<F, B> Future for Observing<F>
+pin_project_lite::pin_project! {
+    struct WatchedFuture<F, E> {
+        #[pin]
+        inner: F,
+        each: Option<E>,
+    }
+}
+
+impl<F, B, E: Watching> Future for WatchedFuture<F, E>
 where
     F: Future<Output = Result<Response<B>, std::convert::Infallible>>,
 {
-    type Output = Result<Response<Answer<B>>, std::convert::Infallible>;
+    type Output = Result<Response<WatchedBody<B, E>>, std::convert::Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let Ok(res) = std::task::ready!(this.inner.poll(cx));
-        if !only_keep_alive(res.headers()) {
-            this.turn.not_reusable();
-        }
-        let turn = Arc::clone(this.turn);
-        Poll::Ready(Ok(res.map(|body| Answer { body, turn })))
+        let each = this.each.take().expect("polled after completion");
+        each.head(res.headers());
+        Poll::Ready(Ok(res.map(|body| WatchedBody { body, each })))
     }
 }
 
 pin_project_lite::pin_project! {
-    /// The answer's body, telling the driver when hyper has all of it.
-    struct Answer<B> {
+    /// An answer's body, telling its [`Watching`] when hyper has all of it.
+    struct WatchedBody<B, E> {
         #[pin]
         body: B,
-        turn: Arc<Turn>,
+        each: E,
     }
 }
 
-impl<B: http_body::Body> http_body::Body for Answer<B> {
+impl<B: http_body::Body, E: Watching> http_body::Body for WatchedBody<B, E> {
     type Data = B::Data;
     type Error = B::Error;
 
@@ -596,8 +561,10 @@ impl<B: http_body::Body> http_body::Body for Answer<B> {
     ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
         let this = self.project();
         let polled = this.body.poll_frame(cx);
-        if matches!(polled, Poll::Ready(None)) {
-            this.turn.answered();
+        match &polled {
+            Poll::Ready(None) => this.each.ended(true),
+            Poll::Ready(Some(Err(_))) => this.each.ended(false),
+            _ => {}
         }
         polled
     }
@@ -605,7 +572,7 @@ impl<B: http_body::Body> http_body::Body for Answer<B> {
     fn is_end_stream(&self) -> bool {
         let end = self.body.is_end_stream();
         if end {
-            self.turn.answered();
+            self.each.ended(true);
         }
         end
     }
