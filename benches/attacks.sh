@@ -14,17 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SECONDS_EACH=${1:-10}
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-cargo build --release --quiet
-BIN=target/release/fitbit-proxy
+source benches/lib.sh
 ATTACKS=$(cargo bench --quiet --bench attacks --no-run --message-format=json 2>/dev/null \
     | python3 -c 'import json,sys
 for line in sys.stdin:
@@ -32,20 +22,8 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "attacks" and m.get("executable"):
         print(m["executable"])')
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-SIM_PORT=$(free_port); PROXY_PORT=$(free_port); ADMIN_PORT=$(free_port)
-
-"$BIN" simulate --listen "127.0.0.1:$SIM_PORT" --quota 100000000 --window 1h >"$WORK/sim.log" 2>&1 &
-PIDS+=($!)
-SECRET=""
-for _ in $(seq 50); do
-    SECRET=$(grep -o 'client secret = "[^"]*"' "$WORK/sim.log" 2>/dev/null | head -1 | cut -d'"' -f2 || true)
-    [ -n "$SECRET" ] && break
-    sleep 0.1
-done
-CLIENT_ID=$(grep -o 'client_id = "[^"]*"' "$WORK/sim.log" | head -1 | cut -d'"' -f2)
-
-cat >"$WORK/proxy.toml" <<TOML
+start_simulator --quota 100000000 --window 1h
+start_proxy ATTACKS_SECRET <<TOML
 [listen]
 addr = "127.0.0.1:$PROXY_PORT"
 [admin]
@@ -60,14 +38,6 @@ client_secret_env = "ATTACKS_SECRET"
 hourly_quota = 100000000
 burst = 100000
 TOML
-
-ATTACKS_SECRET="$SECRET" RUST_LOG=warn "$BIN" run --config "$WORK/proxy.toml" >"$WORK/proxy.log" 2>&1 &
-PROXY_PID=$!
-PIDS+=($PROXY_PID)
-for _ in $(seq 100); do
-    curl -fs "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/null 2>&1 && break
-    sleep 0.1
-done
 
 echo "== attacks: ${SECONDS_EACH}s each, $(nproc) cores, proxy pid $PROXY_PID"
 timeout $((SECONDS_EACH * 10 + 60)) "$ATTACKS" --proxy "127.0.0.1:$PROXY_PORT" --pid "$PROXY_PID" --secs "$SECONDS_EACH"

@@ -23,27 +23,11 @@ cd "$(dirname "$0")/.."
 
 SECONDS_TO_RUN=${1:-60}
 CLIENTS=${2:-8}
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-cargo build --release --quiet
-BIN=target/release/fitbit-proxy
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-SIM_PORT=$(free_port); PROXY_PORT=$(free_port); ADMIN_PORT=$(free_port)
+source benches/lib.sh
 
 QUOTA=${SOAK_QUOTA:-120000}
-"$BIN" simulate --listen "127.0.0.1:$SIM_PORT" --quota "$QUOTA" --window 60s \
-    --token-lifetime 30s >"$WORK/sim.log" 2>&1 &
-PIDS+=($!)
-
-cat >"$WORK/proxy.toml" <<TOML
+start_simulator --quota "$QUOTA" --window 60s --token-lifetime 30s
+start_proxy SOAK_SECRET <<TOML
 [listen]
 addr = "127.0.0.1:$PROXY_PORT"
 header_read_timeout = "2s"
@@ -55,7 +39,7 @@ url = "http://127.0.0.1:$SIM_PORT"
 request_timeout = "5s"
 [credentials]
 token_url = "http://127.0.0.1:$SIM_PORT/oauth2/token"
-client_id = "demo-client"
+client_id = "$CLIENT_ID"
 client_secret_env = "SOAK_SECRET"
 expires_in = 3600
 refresh_before_expiry = "10s"
@@ -64,22 +48,6 @@ hourly_quota = $QUOTA
 burst = 50
 max_wait = "5s"
 TOML
-SECRET=$(grep -o 'client secret = "[^"]*"' "$WORK/sim.log" 2>/dev/null | head -1 | cut -d'"' -f2 || true)
-for _ in $(seq 50); do
-    [ -n "$SECRET" ] && break
-    sleep 0.1
-    SECRET=$(grep -o 'client secret = "[^"]*"' "$WORK/sim.log" | head -1 | cut -d'"' -f2 || true)
-done
-CLIENT_ID=$(grep -o 'client_id = "[^"]*"' "$WORK/sim.log" | head -1 | cut -d'"' -f2)
-sed -i "s/demo-client/$CLIENT_ID/" "$WORK/proxy.toml"
-
-SOAK_SECRET="$SECRET" RUST_LOG=warn "$BIN" run --config "$WORK/proxy.toml" >"$WORK/proxy.log" 2>&1 &
-PROXY_PID=$!
-PIDS+=($PROXY_PID)
-for _ in $(seq 100); do
-    curl -fs "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/null 2>&1 && break
-    sleep 0.1
-done
 
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$PROXY_PID/status"; }
 hwm_kib() { awk '/VmHWM/ {print $2}' "/proc/$PROXY_PID/status"; }
