@@ -51,10 +51,10 @@ fn indexed_literal(name: &str, value: &[u8]) -> Vec<u8> {
     out
 }
 
-fn block(fields: &[(&str, &str)]) -> Vec<u8> {
+fn block<V: AsRef<[u8]>>(fields: &[(&str, V)]) -> Vec<u8> {
     fields
         .iter()
-        .flat_map(|(n, v)| literal(n, v.as_bytes()))
+        .flat_map(|(n, v)| literal(n, v.as_ref()))
         .collect()
 }
 
@@ -240,9 +240,7 @@ async fn pseudo_header_abuse_never_reaches_the_upstream() {
     cases.push((":protocol without CONNECT", protocol));
     for (i, (name, fields)) in cases.iter().enumerate() {
         let mut c = Conn::open(&h).await;
-        let fields: Vec<(&str, &str)> = fields.iter().map(|(n, v)| (*n, v.as_str())).collect();
-        c.headers(1, END_STREAM | END_HEADERS, &block(&fields))
-            .await;
+        c.headers(1, END_STREAM | END_HEADERS, &block(fields)).await;
         let seen = c
             .read(Duration::from_secs(5), |s| {
                 !s.resets.is_empty() || !s.answered.is_empty()
@@ -306,7 +304,6 @@ async fn h2_content_length_mismatch_is_a_stream_error() {
         let mut fields = get("/1/x");
         fields[0].1 = "POST".into();
         fields.push(("content-length", "10".into()));
-        let fields: Vec<(&str, &str)> = fields.iter().map(|(n, v)| (*n, v.as_str())).collect();
         c.headers(1, END_HEADERS, &block(&fields)).await;
         c.send(&frame(DATA, END_STREAM, 1, data)).await;
         let seen = c
@@ -334,8 +331,7 @@ async fn h2_content_length_mismatch_is_a_stream_error() {
 async fn rapid_reset_is_bounded() {
     let h = start().await;
     let mut c = Conn::open(&h).await;
-    let fields: Vec<(&str, String)> = get("/1/x");
-    let fields: Vec<(&str, &str)> = fields.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let fields = get("/1/x");
     let hb = block(&fields);
     let mut batch = Vec::new();
     for i in 0..2000u32 {
@@ -364,8 +360,7 @@ async fn continuation_flood_is_cut_off() {
     let h = start().await;
     for piece in [16 * 1024 - 9, 1] {
         let mut c = Conn::open(&h).await;
-        let fields: Vec<(&str, String)> = get("/1/x");
-        let fields: Vec<(&str, &str)> = fields.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let fields = get("/1/x");
         c.headers(1, END_STREAM, &block(&fields)).await;
         let filler = literal("x-f", &[b'a'; 100]);
         let chunk: Vec<u8> = filler.iter().cycle().take(piece).copied().collect();
@@ -400,8 +395,7 @@ async fn continuation_flood_is_cut_off() {
 async fn hpack_bomb_is_refused() {
     let h = start().await;
     let mut c = Conn::open(&h).await;
-    let fields: Vec<(&str, String)> = get("/1/x");
-    let fields: Vec<(&str, &str)> = fields.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let fields = get("/1/x");
     let mut hb = block(&fields);
     hb.extend(indexed_literal("x-bomb", &vec![b'a'; 3000]));
     // Index 62 is the newest dynamic-table entry: 3000 decoded bytes each.
@@ -464,11 +458,10 @@ async fn made_you_reset_is_bounded() {
     const WINDOW_UPDATE: u8 = 0x8;
     const ENHANCE_YOUR_CALM: u32 = 0xb;
     let h = start().await;
-    let fields: Vec<(&str, String)> = get("/1/x");
-    let fields: Vec<(&str, &str)> = fields.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let fields = get("/1/x");
     let hb = block(&fields);
     let mut bad_fields = fields.clone();
-    bad_fields.push(("X-Upper", "1"));
+    bad_fields.push(("X-Upper", "1".into()));
     let bad_hb = block(&bad_fields);
     type Provoke = fn(u32, &[u8], &[u8]) -> Vec<u8>;
     let cases: [(&str, Provoke, Option<u32>); 4] = [
@@ -537,9 +530,7 @@ async fn made_you_reset_is_bounded() {
 /// One request as raw frames on a fresh connection; what came back on it.
 async fn exchange(h: &Harness, fields: &[(&str, String)]) -> Seen {
     let mut c = Conn::open(h).await;
-    let fields: Vec<(&str, &str)> = fields.iter().map(|(n, v)| (*n, v.as_str())).collect();
-    c.headers(1, END_STREAM | END_HEADERS, &block(&fields))
-        .await;
+    c.headers(1, END_STREAM | END_HEADERS, &block(fields)).await;
     c.read(Duration::from_secs(5), |s| {
         !s.resets.is_empty() || !s.answered.is_empty()
     })
@@ -631,8 +622,7 @@ async fn h2_te_trailers_is_accepted_and_not_forwarded() {
 async fn hpack_indexed_authorization_reused_on_a_second_stream_never_reaches_u() {
     let h = start().await;
     let mut c = Conn::open(&h).await;
-    let pseudo: Vec<(&str, String)> = get("/1/first");
-    let pseudo: Vec<(&str, &str)> = pseudo.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let pseudo = get("/1/first");
     let mut first = block(&pseudo);
     first.extend(indexed_literal(
         "authorization",
@@ -676,7 +666,6 @@ async fn streams_past_the_concurrency_limit_are_refused() {
     let mut c = Conn::open(&h).await;
     let mut fields = get("/1/open");
     fields[0].1 = "POST".into();
-    let fields: Vec<(&str, &str)> = fields.iter().map(|(n, v)| (*n, v.as_str())).collect();
     let hb = block(&fields);
     let batch: Vec<u8> = (0..250u32)
         .flat_map(|i| frame(HEADERS, END_HEADERS, 2 * i + 1, &hb))
@@ -709,8 +698,7 @@ async fn a_huge_header_block_before_the_settings_ack_is_refused() {
     stream.write_all(PREFACE).await.unwrap();
     stream.write_all(&frame(SETTINGS, 0, 0, &[])).await.unwrap();
     let mut c = Conn { stream };
-    let fields: Vec<(&str, String)> = get("/1/x");
-    let fields: Vec<(&str, &str)> = fields.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let fields = get("/1/x");
     let mut hb = block(&fields);
     while hb.len() < 1 << 20 {
         hb.extend(literal("x-f", &[b'a'; 1000]));
@@ -759,8 +747,7 @@ fn rss() -> u64 {
 /// `size`-byte field put in the dynamic table, then 100 streams of `refs`
 /// one-byte references to it each.
 async fn bomb_connection(h: &Harness, refs: usize, size: usize) -> Seen {
-    let pseudo: Vec<(&str, String)> = get("/1/bomb");
-    let pseudo: Vec<(&str, &str)> = pseudo.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let pseudo = get("/1/bomb");
     let pseudo = block(&pseudo);
     let mut stream = TcpStream::connect(h.proxy).await.unwrap();
     let zero_window = [0, 4, 0, 0, 0, 0];
@@ -933,8 +920,7 @@ async fn resets_after_acceptance_get_goaway_then_a_close() {
         })
     };
     let is = |flag: &std::sync::atomic::AtomicBool| flag.load(std::sync::atomic::Ordering::SeqCst);
-    let fields: Vec<(&str, String)> = get("/1/reset");
-    let fields: Vec<(&str, &str)> = fields.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let fields = get("/1/reset");
     let hb = block(&fields);
     let mut next = 1u32;
     let mut waiting: Vec<u32> = Vec::new();
@@ -1021,8 +1007,7 @@ async fn a_client_cancelling_a_few_streams_is_not_cut_off() {
         (":authority", "proxy"),
         (":path", "/oauth2/token"),
     ]);
-    let fields: Vec<(&str, String)> = get("/1/cancelled");
-    let fields: Vec<(&str, &str)> = fields.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let fields = get("/1/cancelled");
     let paced = block(&fields);
     let mut next = 1u32;
     let mut ids = || {
@@ -1103,8 +1088,7 @@ async fn h2_preface_over_tls_without_alpn_h2_is_not_served_as_h2() {
         ))
         .start()
         .await;
-    let fields: Vec<(&str, String)> = get("/1/x");
-    let fields: Vec<(&str, &str)> = fields.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let fields = get("/1/x");
     let mut request = PREFACE.to_vec();
     request.extend(frame(SETTINGS, 0, 0, &[]));
     request.extend(frame(HEADERS, END_STREAM | END_HEADERS, 1, &block(&fields)));
@@ -1244,8 +1228,7 @@ mod fuzz {
     }
 
     fn payload() -> impl Strategy<Value = Vec<u8>> {
-        let fields: Vec<(&str, String)> = get("/1/fuzz");
-        let fields: Vec<(&str, &str)> = fields.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let fields = get("/1/fuzz");
         let valid = block(&fields);
         prop_oneof![
             // A valid request, with good or bad fields after it.
