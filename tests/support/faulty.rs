@@ -72,6 +72,25 @@ pub struct RawUpstream {
     accepted: Arc<AtomicUsize>,
 }
 
+/// A TLS server (ring, TLS 1.2 and 1.3) for a scripted upstream, offering
+/// `alpn` (nothing: no ALPN).
+fn tls_acceptor(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    alpn: &[&[u8]],
+) -> TlsAcceptor {
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .expect("certificate matches key");
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    TlsAcceptor::from(Arc::new(config))
+}
+
 impl RawUpstream {
     /// Serves plain HTTP/1.1: after each request the script's steps run;
     /// unless they end the connection, the next request is read.
@@ -96,15 +115,7 @@ impl RawUpstream {
         key: PrivateKeyDer<'static>,
         script: impl Fn(&Seen) -> Vec<Step> + Send + Sync + 'static,
     ) -> Self {
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .expect("certificate matches key");
-        let tls = Some(TlsAcceptor::from(Arc::new(config)));
+        let tls = Some(tls_acceptor(chain, key, &[]));
         Self::spawn(listener, tls, Arc::new(script)).await
     }
 
@@ -477,16 +488,7 @@ impl H2Upstream {
         key: PrivateKeyDer<'static>,
         end: H2End,
     ) -> Self {
-        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .expect("certificate matches key");
-        config.alpn_protocols = vec![b"h2".to_vec()];
-        let acceptor = TlsAcceptor::from(Arc::new(config));
+        let acceptor = tls_acceptor(chain, key, &[b"h2"]);
         let listener = bind().await;
         let up = H2Upstream {
             addr: listener.local_addr().unwrap(),
@@ -591,16 +593,7 @@ impl GoawayUpstream {
         key: PrivateKeyDer<'static>,
         rst_first: bool,
     ) -> Self {
-        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .expect("certificate matches key");
-        config.alpn_protocols = vec![b"h2".to_vec()];
-        let acceptor = TlsAcceptor::from(Arc::new(config));
+        let acceptor = tls_acceptor(chain, key, &[b"h2"]);
         let listener = bind().await;
         let up = GoawayUpstream {
             addr: listener.local_addr().unwrap(),
