@@ -213,24 +213,6 @@ async fn open(proxy: SocketAddr) -> Option<tokio::net::tcp::OwnedWriteHalf> {
     Some(wr)
 }
 
-/// A header block of literal fields without indexing.
-fn block(method: &str, path: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (n, v) in [
-        (":method", method),
-        (":scheme", "http"),
-        (":authority", "proxy"),
-        (":path", path),
-    ] {
-        out.push(0x00);
-        out.push(n.len() as u8);
-        out.extend_from_slice(n.as_bytes());
-        out.push(v.len() as u8);
-        out.extend_from_slice(v.as_bytes());
-    }
-    out
-}
-
 /// Runs `attack` until `deadline`, reconnecting whenever the proxy closes;
 /// the number of connections it used.
 async fn attack_until(proxy: SocketAddr, attack: Attack, deadline: Instant) -> usize {
@@ -240,7 +222,7 @@ async fn attack_until(proxy: SocketAddr, attack: Attack, deadline: Instant) -> u
             0
         }
         Attack::RapidResetBeforeAccept => {
-            let hb = block("GET", "/1/user/-/profile.json");
+            let hb = request_block("GET", "/1/user/-/profile.json");
             streams_until(proxy, deadline, |id| {
                 let mut b = frame(HEADERS, END_STREAM | END_HEADERS, id, &hb);
                 b.extend(frame(RST_STREAM, 0, id, &CANCEL.to_be_bytes()));
@@ -251,7 +233,7 @@ async fn attack_until(proxy: SocketAddr, attack: Attack, deadline: Instant) -> u
         Attack::ResetAfterAccept => {
             // Upstream answers take 2 s: the proxy has accepted and
             // forwarded each stream by the time it is reset.
-            let hb = block("GET", "/sim/slow/2000");
+            let hb = request_block("GET", "/sim/slow/2000");
             streams_until(proxy, deadline, |id| {
                 (
                     frame(HEADERS, END_STREAM | END_HEADERS, id, &hb),
@@ -287,7 +269,7 @@ fn flood_kind(k: usize) -> Box<dyn Fn(u32) -> Vec<u8> + Send + Sync> {
         // Empty, malformed header blocks on ever new streams.
         4 => Box::new(|i| frame(HEADERS, END_STREAM | END_HEADERS, 2 * i + 1, &[])),
         _ => {
-            let post = block("POST", "/1/x");
+            let post = request_block("POST", "/1/x");
             Box::new(move |i| {
                 if i == 0 {
                     frame(HEADERS, END_HEADERS, 1, &post)

@@ -468,7 +468,7 @@ async fn rapid_reset_until(
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut batch = PREFACE.to_vec();
     batch.extend(frame(SETTINGS, 0, 0, &[]));
-    let block = get_block("/1/flood");
+    let block = request_block("GET", "/1/flood");
     for i in 0..1000u32 {
         batch.extend(frame(HEADERS, END_STREAM | END_HEADERS, 2 * i + 1, &block));
         batch.extend(frame(RST_STREAM, 0, 2 * i + 1, &CANCEL.to_be_bytes()));

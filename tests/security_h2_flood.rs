@@ -21,24 +21,6 @@ use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// A header block of literal fields without indexing (all values < 127).
-fn block(method: &str, path: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (n, v) in [
-        (":method", method),
-        (":scheme", "http"),
-        (":authority", "proxy"),
-        (":path", path),
-    ] {
-        out.push(0x00);
-        out.push(n.len() as u8);
-        out.extend_from_slice(n.as_bytes());
-        out.push(v.len() as u8);
-        out.extend_from_slice(v.as_bytes());
-    }
-    out
-}
-
 /// Resident set of this process (the proxy runs in it), in bytes.
 fn rss() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("procfs");
@@ -55,7 +37,7 @@ fn rss() -> u64 {
 fn floods() -> Vec<(&'static str, Vec<u8>)> {
     const N: usize = 1 << 20;
     let repeat = |one: Vec<u8>| one.repeat(N);
-    let mut empty_data = frame(HEADERS, END_HEADERS, 1, &block("POST", "/1/x"));
+    let mut empty_data = frame(HEADERS, END_HEADERS, 1, &request_block("POST", "/1/x"));
     empty_data.extend(repeat(frame(DATA, 0, 1, &[])));
     let mut priority = Vec::with_capacity(N * 14);
     for i in 0..N as u32 {
@@ -64,14 +46,14 @@ fn floods() -> Vec<(&'static str, Vec<u8>)> {
     }
     // 1.31: requests the proxy refuses itself (a denied path, 403); ids go
     // up to 2^18, each one answered and never read.
-    let denied = block("GET", "/oauth2/token");
+    let denied = request_block("GET", "/oauth2/token");
     let mut answered = Vec::new();
     for i in 0..(1u32 << 17) {
         answered.extend(frame(HEADERS, END_STREAM | END_HEADERS, 2 * i + 1, &denied));
     }
     // Padded, empty DATA (PADDED flag, pad length 0): no data, one byte of
     // flow control each (CVE-2019-9518 with padding).
-    let mut padded = frame(HEADERS, END_HEADERS, 1, &block("POST", "/1/x"));
+    let mut padded = frame(HEADERS, END_HEADERS, 1, &request_block("POST", "/1/x"));
     padded.extend(repeat(frame(DATA, PADDED, 1, &[0])));
     // Zero-length HEADERS on ever new streams (CVE-2019-9516): each an
     // empty, malformed header block.

@@ -29,12 +29,22 @@ pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A header block for `GET path` with `:authority x`: `:method GET` and
-/// `:scheme http` from HPACK's static table, `:path` and `:authority` as
-/// literals with an indexed name (paths under 127 bytes).
-pub fn get_block(path: &str) -> Vec<u8> {
-    let mut block = vec![0x82, 0x86, 0x04, path.len() as u8];
-    block.extend(path.as_bytes());
-    block.extend([0x01, 1, b'x']);
-    block
+/// The header block of a request: `:method`, `:scheme http`,
+/// `:authority proxy` and `:path` as literals without indexing (values
+/// under 127 bytes).
+pub fn request_block(method: &str, path: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (n, v) in [
+        (":method", method),
+        (":scheme", "http"),
+        (":authority", "proxy"),
+        (":path", path),
+    ] {
+        out.push(0x00);
+        out.push(n.len() as u8);
+        out.extend_from_slice(n.as_bytes());
+        out.push(v.len() as u8);
+        out.extend_from_slice(v.as_bytes());
+    }
+    out
 }
