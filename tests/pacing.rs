@@ -405,6 +405,33 @@ async fn replica(
     (addr, (stop, task))
 }
 
+/// `proxies` proxies in front of one simulator with one client id, each
+/// told `replicas`: the harness (the first proxy), every proxy's address,
+/// and what keeps the others running.
+async fn sharing_one_quota(
+    proxies: usize,
+    replicas: u32,
+) -> (
+    Harness,
+    Vec<SocketAddr>,
+    Vec<(oneshot::Sender<()>, JoinHandle<()>)>,
+) {
+    let shared = format!("{}\nreplicas = {replicas}", rate_limit("30s", 1000));
+    let h = Setup::default()
+        .sim(sim(QUOTA, WINDOW))
+        .rate_limit(&shared)
+        .start()
+        .await;
+    let mut addrs = vec![h.proxy];
+    let mut others = Vec::new();
+    for _ in 1..proxies {
+        let (addr, running) = replica(&h, shared.clone()).await;
+        addrs.push(addr);
+        others.push(running);
+    }
+    (h, addrs, others)
+}
+
 /// Accepted requests of each full window, by replica (`saturate_all`
 /// sends client `c` through proxy `c % replicas`, path `/1/load/{c}`).
 fn per_replica(seen: &[Received], replicas: usize, full: usize) -> Vec<Vec<u32>> {
@@ -426,15 +453,8 @@ fn per_replica(seen: &[Received], replicas: usize, full: usize) -> Vec<Vec<u32>>
 /// 429 at all, and the three shares fill every window.
 #[tokio::test(start_paused = true)]
 async fn three_replicas_sharing_one_quota_use_it_all_without_an_upstream_429() {
-    let shared = format!("{}\nreplicas = 3", rate_limit("30s", 1000));
-    let h = Setup::default()
-        .sim(sim(QUOTA, WINDOW))
-        .rate_limit(&shared)
-        .start()
-        .await;
-    let (second, _second) = replica(&h, shared.clone()).await;
-    let (third, _third) = replica(&h, shared).await;
-    let passed_on = saturate_all(&[h.proxy, second, third], 4, WINDOW * 5).await;
+    let (h, proxies, _others) = sharing_one_quota(3, 3).await;
+    let passed_on = saturate_all(&proxies, 4, WINDOW * 5).await;
     assert_eq!(h.sim.rate_limited(), 0, "upstream 429s");
     assert_eq!(passed_on, 0);
     let windows = per_replica(&h.sim.received(), 3, 4);
@@ -456,14 +476,8 @@ async fn three_replicas_sharing_one_quota_use_it_all_without_an_upstream_429() {
 /// goes unused (the price of not coordinating; see `pacing::budget`).
 #[tokio::test(start_paused = true)]
 async fn with_one_replica_idle_the_others_keep_to_their_shares() {
-    let shared = format!("{}\nreplicas = 3", rate_limit("30s", 1000));
-    let h = Setup::default()
-        .sim(sim(QUOTA, WINDOW))
-        .rate_limit(&shared)
-        .start()
-        .await;
-    let (second, _second) = replica(&h, shared).await;
-    saturate_all(&[h.proxy, second], 4, WINDOW * 3).await;
+    let (h, proxies, _others) = sharing_one_quota(2, 3).await;
+    saturate_all(&proxies, 4, WINDOW * 3).await;
     assert_eq!(h.sim.rate_limited(), 0, "upstream 429s");
     let windows = per_replica(&h.sim.received(), 2, 2);
     println!("requests per window, two of three replicas busy: {windows:?}");
@@ -481,9 +495,8 @@ async fn with_one_replica_idle_the_others_keep_to_their_shares() {
 /// stays known: every 429 is passed on and honoured (P5), the quota is used.
 #[tokio::test(start_paused = true)]
 async fn two_proxies_left_at_one_replica_let_a_429_a_window_through() {
-    let h = paced_proxy("30s", 1000).await;
-    let (second, _second) = replica(&h, rate_limit("30s", 1000)).await;
-    let passed_on = saturate_all(&[h.proxy, second], 4, WINDOW * 5).await;
+    let (h, proxies, _others) = sharing_one_quota(2, 1).await;
+    let passed_on = saturate_all(&proxies, 4, WINDOW * 5).await;
     let rejected = h.sim.rate_limited();
     println!("replicas = 1 on two proxies: upstream 429s over 5 windows: {rejected}");
     assert_eq!(
