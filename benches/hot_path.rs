@@ -19,22 +19,19 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
-use fitbit_proxy::access::AccessLayer;
-use fitbit_proxy::body::{Body, BoxError};
-use fitbit_proxy::guard::{Admission, GuardLayer};
-use fitbit_proxy::metrics::Metrics;
-use fitbit_proxy::pacing::{Pacer, PacingLayer};
-use fitbit_proxy::paths::PathRules;
-use fitbit_proxy::respond::RespondLayer;
+use fitbit_proxy::layers::hop_by_hop;
+use fitbit_proxy::ops::metrics::Metrics;
+use fitbit_proxy::pacing::Pacer;
 use fitbit_proxy::sim::{Sim, SimConfig, TestCa};
-use fitbit_proxy::token::{AuthLayer, Exchange, TokenSource};
-use fitbit_proxy::{headers, Config};
+use fitbit_proxy::token::{Exchange, TokenSource};
+use fitbit_proxy::Config;
+use fitbit_proxy::{Body, BoxError};
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
-use tower::{ServiceBuilder, ServiceExt};
+use tower::ServiceExt;
 
 const SECRET: &str = "bench-secret";
 const RATE_LIMIT: &str = "hourly_quota = 10000000\nburst = 10000000\nmax_queued = 1000000";
@@ -108,8 +105,8 @@ fn hot_path(c: &mut Criterion) {
         let token = HeaderValue::from_static("Bearer abcdefghijklmnopqrstuvwxyz0123456789");
         b.iter(|| {
             let mut h = req.headers().clone();
-            headers::strip_hop_by_hop(&mut h);
-            headers::strip_client_credentials(&mut h);
+            hop_by_hop::strip_hop_by_hop(&mut h);
+            hop_by_hop::strip_client_credentials(&mut h);
             h.insert(http::header::AUTHORIZATION, token.clone());
             h
         });
@@ -156,14 +153,6 @@ fn hot_path(c: &mut Criterion) {
     // Every layer, in front of an in-memory upstream (a fresh stack, so a
     // fresh pacer, for every sample).
     let body = Bytes::from(vec![b'x'; 1200]);
-    let admission = || Admission {
-        rules: PathRules::new(&cfg.upstream.deny_paths, None),
-        upstream: cfg.upstream.url.authority().cloned().unwrap(),
-        upstream_scheme: http::uri::Scheme::HTTP,
-        hosts: cfg.listen.hosts.clone(),
-        max_request_body: cfg.listen.max_request_body,
-        body_idle_timeout: cfg.listen.header_read_timeout,
-    };
     group.bench_function("layers_to_in_memory_upstream", |b| {
         b.iter_custom(|iters| {
             let metrics = Arc::new(Metrics::new());
@@ -174,12 +163,7 @@ fn hot_path(c: &mut Criterion) {
                 let res = upstream_answer(&body, start);
                 async move { Ok::<_, BoxError>(res) }
             });
-            let stack = ServiceBuilder::new()
-                .layer(AccessLayer::new(Arc::clone(&metrics)))
-                .layer(RespondLayer)
-                .layer(GuardLayer::new(admission()))
-                .layer(AuthLayer::new(Arc::clone(&tokens)))
-                .layer(PacingLayer::new(pacer, metrics))
+            let stack = fitbit_proxy::stack::layers(&cfg, Arc::clone(&tokens), pacer, metrics)
                 .service(upstream);
             let timer = std::time::Instant::now();
             rt.block_on(async {

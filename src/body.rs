@@ -13,8 +13,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
-/// Errors that cross layer boundaries inside the stack.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+use crate::error::BoxError;
 
 /// A streaming body: the common kinds inline (no allocation, no dynamic
 /// call), anything else boxed.

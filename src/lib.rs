@@ -31,31 +31,21 @@
 //! `admin.rs` serves `/healthz`, `/readyz` and `/metrics` (`metrics.rs`) on
 //! `admin.addr`; `supervise.rs` restarts the token refresher should it panic.
 
-pub mod access;
-pub mod admin;
-pub mod body;
+mod body;
 pub mod config;
-mod connection;
-pub mod deadline;
-pub mod demo;
-pub mod fitbit;
-pub mod guard;
-pub mod headers;
-mod io_deadline;
-pub mod logging;
-pub mod metrics;
+mod error;
+pub mod inbound;
+pub mod layers;
+pub mod ops;
 pub mod pacing;
-pub mod paths;
-pub mod respond;
-mod rewind;
-pub mod secret;
-pub mod server;
+pub mod profile;
 pub mod sim;
 pub mod stack;
-pub mod supervise;
-pub mod tls;
 pub mod token;
 pub mod upstream;
+
+pub use body::Body;
+pub use error::{BoxError, ProxyError};
 
 use std::future::Future;
 use std::sync::Arc;
@@ -64,7 +54,8 @@ use tokio::net::TcpListener;
 
 pub use config::Config;
 
-use supervise::AbortOnDrop;
+use ops::supervise::AbortOnDrop;
+use ops::{admin, metrics};
 use token::{Exchange, TokenSource};
 
 /// Why the proxy could not run (as opposed to a bad config, caught earlier).
@@ -73,7 +64,7 @@ pub enum RunError {
     #[error(transparent)]
     Client(#[from] upstream::ClientBuildError),
     #[error(transparent)]
-    Tls(#[from] tls::TlsError),
+    Tls(#[from] inbound::tls::TlsError),
     #[error(transparent)]
     AdminBind(#[from] admin::AdminBindError),
 }
@@ -98,7 +89,12 @@ pub async fn run_with_admin(
 ) -> Result<(), RunError> {
     let metrics = Arc::new(metrics::Metrics::new());
     let client = upstream::build_client(&config.upstream)?;
-    let inbound_tls = config.listen.tls.as_ref().map(tls::acceptor).transpose()?;
+    let inbound_tls = config
+        .listen
+        .tls
+        .as_ref()
+        .map(inbound::tls::acceptor)
+        .transpose()?;
     // One bound for a token fetch and for a request waiting on one.
     let fetch_timeout = config.upstream.request_timeout;
     let exchange = Exchange::new(client.clone(), &config.credentials, fetch_timeout);
@@ -110,17 +106,12 @@ pub async fn run_with_admin(
         admin.map(|l| AbortOnDrop(admin::spawn(l, Arc::clone(&health), Arc::clone(&metrics))));
     let shutdown = health.drain_on(shutdown);
     let pacer = pacing::Pacer::new(&config.rate_limit);
-    // Requests refused by `listen.allow` get a request id, a count and an
-    // access-log line like any other answer.
-    let refused = tower::Layer::layer(
-        &access::AccessLayer::new(Arc::clone(&metrics)),
-        tower::service_fn(server::forbidden),
-    );
+    let refused = stack::refusal(Arc::clone(&metrics));
     let service = stack::build(&config, client, tokens, pacer, metrics);
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, upstream = %config.upstream.url, "proxy listening");
     }
-    server::serve_with_refusal(
+    inbound::serve(
         listener,
         service,
         refused,

@@ -10,8 +10,10 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use fitbit_proxy::config::LogFormat;
+use fitbit_proxy::ops::logging;
+use fitbit_proxy::sim::demo;
 use fitbit_proxy::sim::SimConfig;
-use fitbit_proxy::{demo, logging, Config};
+use fitbit_proxy::Config;
 
 #[derive(Parser)]
 #[command(

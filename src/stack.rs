@@ -2,18 +2,25 @@
 //! below, outermost first. Every box of the diagram in `lib.rs` is one
 //! `.layer(…)` line here.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 
+use http::header::CONNECTION;
+use http::{HeaderValue, Request, Response};
+use hyper::body::Incoming;
+use tower::layer::util::{Identity, Stack};
 use tower::ServiceBuilder;
 
-use crate::access::AccessLayer;
+use crate::body::Body;
 use crate::config::Config;
-use crate::guard::{Admission, GuardLayer};
-use crate::metrics::Metrics;
+use crate::error::ProxyError;
+use crate::inbound::ConnectionService;
+use crate::layers::access::AccessLayer;
+use crate::layers::guard::{Admission, GuardLayer};
+use crate::layers::paths::PathRules;
+use crate::layers::respond::{self, RespondLayer};
+use crate::ops::metrics::Metrics;
 use crate::pacing::{Pacer, PacingLayer};
-use crate::paths::PathRules;
-use crate::respond::RespondLayer;
-use crate::server::ConnectionService;
 use crate::token::{AuthLayer, TokenSource};
 use crate::upstream::{HttpClient, Upstream};
 
@@ -26,7 +33,42 @@ pub fn build(
     pacer: Arc<Pacer>,
     metrics: Arc<Metrics>,
 ) -> impl ConnectionService {
-    let admission = Admission {
+    layers(cfg, tokens, pacer, metrics)
+        // Send to upstream.url over the pooled client; stream the answer back.
+        .service(Upstream::new(client, &cfg.upstream))
+}
+
+/// Every layer of the stack, outermost first, in front of any innermost
+/// service (the upstream client; an in-memory one in the benches).
+pub type Layers = Stack<
+    PacingLayer,
+    Stack<AuthLayer, Stack<GuardLayer, Stack<RespondLayer, Stack<AccessLayer, Identity>>>>,
+>;
+
+/// The layers of [`build`], in their order, without the upstream.
+pub fn layers(
+    cfg: &Config,
+    tokens: Arc<TokenSource>,
+    pacer: Arc<Pacer>,
+    metrics: Arc<Metrics>,
+) -> ServiceBuilder<Layers> {
+    ServiceBuilder::new()
+        // Request id, metrics and the access log, for every answer.
+        .layer(AccessLayer::new(Arc::clone(&metrics)))
+        // Errors from any layer below become the proxy's own answers.
+        .layer(RespondLayer)
+        // Refuse what must never leave; strip hop-by-hop and client credentials.
+        .layer(GuardLayer::new(admission(cfg)))
+        // Attach the Bearer token, waiting only when none is valid.
+        .layer(AuthLayer::new(tokens))
+        // Wait for a pacing slot (or be refused at once); learn from the answer.
+        // Inside auth, so a replay after a revoked token is paced too.
+        .layer(PacingLayer::new(pacer, metrics))
+}
+
+/// What the guard checks requests against.
+fn admission(cfg: &Config) -> Admission {
+    Admission {
         rules: PathRules::new(
             &cfg.upstream.deny_paths,
             cfg.upstream.allow_paths.as_deref(),
@@ -46,19 +88,25 @@ pub fn build(
         hosts: cfg.listen.hosts.clone(),
         max_request_body: cfg.listen.max_request_body,
         body_idle_timeout: cfg.listen.header_read_timeout,
-    };
+    }
+}
+
+/// The stack for requests from a source outside `listen.allow`: refused
+/// with 403 and `Connection: close`, and like every other answer given a
+/// request id, counted and logged by the access layer.
+pub fn refusal(metrics: Arc<Metrics>) -> impl ConnectionService {
     ServiceBuilder::new()
-        // Request id, metrics and the access log, for every answer.
-        .layer(AccessLayer::new(Arc::clone(&metrics)))
-        // Errors from any layer below become Fitbit-shaped answers (SPEC §7).
-        .layer(RespondLayer)
-        // Refuse what must never leave; strip hop-by-hop and client credentials.
-        .layer(GuardLayer::new(admission))
-        // Attach the Bearer token, waiting only when none is valid.
-        .layer(AuthLayer::new(tokens))
-        // Wait for a pacing slot (or be refused at once); learn from the answer.
-        // Inside auth, so a replay after a revoked token is paced too.
-        .layer(PacingLayer::new(pacer, Arc::clone(&metrics)))
-        // Send to upstream.url over the pooled client; stream the answer back.
-        .service(Upstream::new(client, &cfg.upstream))
+        .layer(AccessLayer::new(metrics))
+        .service_fn(refuse_source)
+}
+
+fn refuse_source(
+    _req: Request<Incoming>,
+) -> std::future::Ready<Result<Response<Body>, Infallible>> {
+    let mut res = respond::answer(&ProxyError::Forbidden(
+        "this source address is not in listen.allow",
+    ));
+    res.headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    std::future::ready(Ok(res))
 }

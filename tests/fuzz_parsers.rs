@@ -16,8 +16,8 @@
 use std::path::Path;
 
 use base64::Engine;
-use fitbit_proxy::headers::{strip_client_credentials, strip_hop_by_hop};
-use fitbit_proxy::paths::{canonical, PathRules, Refusal};
+use fitbit_proxy::layers::hop_by_hop::{strip_client_credentials, strip_hop_by_hop};
+use fitbit_proxy::layers::paths::{canonical, PathRules, Refusal};
 use fitbit_proxy::token::exchange::{basic_auth, parse_response};
 use fitbit_proxy::Config;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};

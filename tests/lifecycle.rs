@@ -12,10 +12,12 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
-use fitbit_proxy::body::Body;
+use fitbit_proxy::ops::metrics::Metrics;
 use fitbit_proxy::sim::{Sim, SimConfig, TokenFailure};
+use fitbit_proxy::Body;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use support::binary::*;
@@ -344,7 +346,7 @@ async fn readiness_through_a_whole_life() {
 }
 
 /// 5.11: a service that panics on one path, served through the public
-/// `server::serve`. The panic ends only its own connection (HTTP/1) or
+/// `inbound::serve`. The panic ends only its own connection (HTTP/1) or
 /// stream (HTTP/2: hyper runs each stream as a task); the other stream on
 /// the same h2 connection and every other connection are served, and the
 /// listener keeps accepting.
@@ -369,7 +371,8 @@ async fn a_panic_in_one_request_stays_in_its_connection() {
     let server = tokio::spawn(async move {
         // The listener wants named (Unpin) futures, as the stack's are.
         let service = tower::service_fn(|req| Box::pin(service(req)));
-        fitbit_proxy::server::serve(listener, service, &config.listen, None, async {
+        let refused = fitbit_proxy::stack::refusal(Arc::new(Metrics::new()));
+        fitbit_proxy::inbound::serve(listener, service, refused, &config.listen, None, async {
             let _ = stopped.await;
         })
         .await;

@@ -10,10 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fitbit_proxy::config::RateLimitConfig;
-use fitbit_proxy::fitbit::{RATE_LIMIT_LIMIT, RATE_LIMIT_REMAINING, RATE_LIMIT_RESET};
 use fitbit_proxy::pacing::budget::{Allowance, Budget};
-use fitbit_proxy::pacing::headers::RateLimit;
+use fitbit_proxy::pacing::dialect::RateLimit;
 use fitbit_proxy::pacing::{Pacer, Refusal};
+use fitbit_proxy::profile::fitbit::{RATE_LIMIT_LIMIT, RATE_LIMIT_REMAINING, RATE_LIMIT_RESET};
 use http::{HeaderMap, StatusCode};
 use proptest::prelude::*;
 use tokio::time::Instant;

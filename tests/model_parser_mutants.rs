@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use fitbit_proxy::fitbit::{RATE_LIMIT_LIMIT, RATE_LIMIT_REMAINING, RATE_LIMIT_RESET};
-use fitbit_proxy::pacing::headers::{parse, retry_after, RateLimit, MAX_RESET};
+use fitbit_proxy::pacing::dialect::{parse, retry_after, RateLimit, MAX_RESET};
+use fitbit_proxy::profile::fitbit::{RATE_LIMIT_LIMIT, RATE_LIMIT_REMAINING, RATE_LIMIT_RESET};
 use http::header::RETRY_AFTER;
 use http::HeaderMap;
 

@@ -10,7 +10,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fitbit_proxy::metrics::Metrics;
+use fitbit_proxy::ops::metrics::Metrics;
 use fitbit_proxy::sim::{Sim, SimConfig};
 use fitbit_proxy::token::{Exchange, Token, TokenSource};
 use fitbit_proxy::upstream::build_client;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::secret::Secret;
+use crate::config::Secret;
 
 /// What a PEM file must contain.
 #[derive(Debug, Clone, Copy)]

@@ -7,6 +7,7 @@ mod files;
 mod hosts;
 mod raw;
 mod render;
+mod secret;
 mod url;
 mod validate;
 
@@ -17,7 +18,7 @@ use std::time::Duration;
 use http::Uri;
 use ipnet::IpNet;
 
-use crate::secret::Secret;
+pub use secret::Secret;
 
 pub use error::{ConfigError, Problem};
 pub use hosts::canonical_host;

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use toml::de::{DeTable, DeValue};
 
 use super::error::Problem;
-use crate::secret::Secret;
+use crate::config::Secret;
 
 /// Durations, counts and enums are kept as written (strings, `i64`) so that
 /// a bad value is a validation problem, reported with all the others, rather

@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::headers::{RateLimit, MAX_RESET};
+use super::dialect::{RateLimit, MAX_RESET};
 
 /// Two views of a window's end closer than this are the same window.
 const SAME_WINDOW: Duration = Duration::from_secs(3);

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 /// `tokio::time::Instant` as a governor reference point.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct TokioInstant(pub Instant);
+pub(crate) struct TokioInstant(pub Instant);
 
 impl Add<Nanos> for TokioInstant {
     type Output = TokioInstant;
@@ -30,7 +30,7 @@ impl Reference for TokioInstant {
 }
 
 #[derive(Debug, Clone, Copy, Default)]
-pub struct TokioClock;
+pub(crate) struct TokioClock;
 
 impl Clock for TokioClock {
     type Instant = TokioInstant;

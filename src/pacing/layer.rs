@@ -15,10 +15,11 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::pacer::{Pacer, Permit, Refusal};
-use crate::body::{Body, BoxError};
-use crate::logging::Throttle;
-use crate::metrics::Metrics;
-use crate::respond::ProxyError;
+use crate::body::Body;
+use crate::error::BoxError;
+use crate::error::ProxyError;
+use crate::ops::logging::Throttle;
+use crate::ops::metrics::Metrics;
 
 /// An upstream 410 is logged at most this often.
 const GONE_LOG_INTERVAL: Duration = Duration::from_secs(60);

@@ -1,14 +1,14 @@
 //! Pacing (SPEC §6): one budget per upstream application, fed by the
-//! `fitbit-rate-limit-*` headers ([`headers`]) and the proxy's own count
+//! `fitbit-rate-limit-*` headers ([`dialect`]) and the proxy's own count
 //! ([`budget`]), spent evenly with a governor limiter on tokio's clock
 //! ([`clock`], [`pacer`]), in the [`layer`] between the token and the
 //! upstream.
 
 pub mod budget;
-pub mod clock;
-pub mod headers;
-pub mod layer;
-pub mod pacer;
+pub(crate) mod clock;
+pub mod dialect;
+pub(crate) mod layer;
+pub(crate) mod pacer;
 
 pub use layer::PacingLayer;
-pub use pacer::{Pacer, Permit, Refusal, View};
+pub use pacer::{Pacer, Permit, Refusal};

@@ -17,8 +17,9 @@ use http::{HeaderMap, StatusCode};
 
 use super::budget::{Allowance, Budget};
 use super::clock::{TokioClock, TokioInstant};
-use super::headers::{parse, retry_after, Malformed};
+use super::dialect::{parse, retry_after, Malformed};
 use crate::config::RateLimitConfig;
+use crate::error::QuotaView;
 
 type Limiter = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<TokioInstant>>;
 
@@ -73,17 +74,12 @@ impl Plan {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
     /// Its slot is further away than `max_wait`.
-    RateLimited { retry_after: Duration, view: View },
+    RateLimited {
+        retry_after: Duration,
+        view: QuotaView,
+    },
     /// `max_queued` requests are already waiting.
     QueueFull { retry_after: Duration },
-}
-
-/// The proxy's view of the quota, as it reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct View {
-    pub limit: u32,
-    pub remaining: u32,
-    pub reset: Duration,
 }
 
 /// A request that may be sent; its number ties the answer to it.
@@ -127,9 +123,9 @@ impl Pacer {
         self.waiting.load(Ordering::Relaxed)
     }
 
-    pub fn view(&self) -> View {
+    pub fn view(&self) -> QuotaView {
         let (limit, remaining, reset) = self.budget().view(Instant::now());
-        View {
+        QuotaView {
             limit,
             remaining,
             reset,

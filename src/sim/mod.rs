@@ -27,6 +27,7 @@
 //! Fitbit's hourly windows sit on the clock.
 
 mod api;
+pub mod demo;
 mod quota;
 mod record;
 mod respond;

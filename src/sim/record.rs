@@ -6,7 +6,7 @@ use std::fmt;
 
 use http::{HeaderMap, Method, StatusCode, Version};
 
-use crate::secret::Secret;
+use crate::config::Secret;
 
 /// One API request (any path but the token endpoint).
 #[derive(Clone)]

@@ -17,7 +17,7 @@ use super::record::ReceivedToken;
 use super::respond::{fitbit_error, json, with_body, FitbitError, SimBody, DOCS_HINT};
 use super::state::Shared;
 use super::TokenFailure;
-use crate::secret::Secret;
+use crate::config::Secret;
 
 /// The lifetimes Fitbit's page lists for `expires_in`.
 const ALLOWED_EXPIRES_IN: [u64; 6] = [3600, 28800, 86400, 604800, 2592000, 31536000];

@@ -13,8 +13,8 @@ use serde::Deserialize;
 
 use crate::body::Body;
 use crate::config::CredentialsConfig;
-use crate::fitbit::{self, ApiError};
-use crate::respond::describe_chain;
+use crate::error::describe_chain;
+use crate::profile::fitbit::{self, ApiError};
 use crate::upstream::HttpClient;
 
 /// A token endpoint's answer is small; anything larger is not one.
@@ -112,7 +112,7 @@ impl Exchange {
             .await
             .map_err(|e| FetchError::Transport(describe_chain(&e)))?;
         let status = res.status();
-        let retry_after = crate::pacing::headers::retry_after(res.headers());
+        let retry_after = crate::pacing::dialect::retry_after(res.headers());
         let bytes = Limited::new(res.into_body(), MAX_RESPONSE_BYTES)
             .collect()
             .await

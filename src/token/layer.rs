@@ -19,13 +19,14 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::{Token, TokenSource, Unavailable};
-use crate::body::{Body, BoxError};
-use crate::fitbit;
-use crate::respond::ProxyError;
+use crate::body::Body;
+use crate::error::BoxError;
+use crate::error::ProxyError;
+use crate::profile::fitbit;
 
 /// Bodies up to this size are kept so that the request can be replayed
 /// with a new token; larger or unsized bodies stream and are not replayed.
-pub const MAX_REPLAY_BODY: u64 = 64 * 1024;
+pub(crate) const MAX_REPLAY_BODY: u64 = 64 * 1024;
 
 /// A 401 body larger than this is not a token error; it is passed on unread.
 const MAX_401_BODY: u64 = 64 * 1024;

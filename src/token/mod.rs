@@ -5,8 +5,8 @@
 //! request once when the upstream says the token was revoked (SPEC T1–T8).
 
 pub mod exchange;
-pub mod layer;
-pub mod refresh;
+pub(crate) mod layer;
+pub(crate) mod refresh;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -21,7 +21,7 @@ use tokio::time::Instant;
 pub use exchange::{Exchange, FetchError, Grant};
 pub use layer::AuthLayer;
 
-use crate::supervise::spawn_supervised;
+use crate::ops::supervise::spawn_supervised;
 
 /// The refresher's `task` label in `fitbit_proxy_task_restarts_total`.
 pub const REFRESHER_TASK: &str = "token_refresher";
@@ -132,7 +132,7 @@ impl TokenSource {
         self: &Arc<Self>,
         exchange: Exchange,
         margin: Duration,
-        metrics: Arc<crate::metrics::Metrics>,
+        metrics: Arc<crate::ops::metrics::Metrics>,
     ) -> JoinHandle<()> {
         let source = Arc::clone(self);
         let exchange = Arc::new(exchange);

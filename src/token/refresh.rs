@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::exchange::{Exchange, FetchError};
 use super::TokenSource;
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
 
 /// Backoff after a failed fetch: 1 s doubling up to 60 s.
 const BACKOFF_FIRST: Duration = Duration::from_secs(1);
@@ -27,7 +27,7 @@ const REJECTED_JITTER: f64 = 0.1;
 /// expires, or at half-life when the lifetime is shorter than twice the
 /// margin; `jitter` in [0, 1) moves it earlier by up to a tenth of that
 /// margin. The granted lifetime rules, whatever was asked.
-pub fn refresh_delay(lifetime: Duration, margin: Duration, jitter: f64) -> Duration {
+pub(crate) fn refresh_delay(lifetime: Duration, margin: Duration, jitter: f64) -> Duration {
     let window = if lifetime >= margin * 2 {
         margin
     } else {
@@ -37,7 +37,7 @@ pub fn refresh_delay(lifetime: Duration, margin: Duration, jitter: f64) -> Durat
 }
 
 /// How long to wait after the `failures`-th failure in a row (T5).
-pub fn backoff_delay(failures: u32, rejected: bool, jitter: f64) -> Duration {
+pub(crate) fn backoff_delay(failures: u32, rejected: bool, jitter: f64) -> Duration {
     let jitter = jitter.clamp(0.0, 1.0);
     if rejected {
         return REJECTED_RETRY.mul_f64(1.0 + REJECTED_JITTER * jitter);
@@ -51,7 +51,7 @@ pub fn backoff_delay(failures: u32, rejected: bool, jitter: f64) -> Duration {
 
 /// A token endpoint's `Retry-After` (catalog 4.03) lengthens the backoff,
 /// never shortens it, and is capped at the longest backoff.
-pub fn honour_retry_after(backoff: Duration, retry_after: Option<Duration>) -> Duration {
+pub(crate) fn honour_retry_after(backoff: Duration, retry_after: Option<Duration>) -> Duration {
     backoff.max(retry_after.unwrap_or_default().min(BACKOFF_MAX))
 }
 
@@ -67,7 +67,11 @@ pub(super) async fn run(
         source.begin_fetch();
         let sent = Instant::now();
         let result = exchange.fetch().await;
-        metrics.token_fetch(&result);
+        metrics.token_fetch(match &result {
+            Ok(_) => "ok",
+            Err(FetchError::Rejected { .. }) => "rejected",
+            Err(_) => "failed",
+        });
         let (next, hold) = match result {
             Ok(grant) => {
                 failures = 0;

@@ -10,8 +10,8 @@ use super::{Validator, REDACTED};
 use crate::config::error::Problem;
 use crate::config::raw::RawCredentials;
 use crate::config::url::{self, Scheme};
+use crate::config::Secret;
 use crate::config::{files, quote, CredentialsConfig, SecretSource};
-use crate::secret::Secret;
 
 /// The token lifetimes Fitbit grants, in seconds.
 const EXPIRES_IN: [u32; 6] = [3600, 28_800, 86_400, 604_800, 2_592_000, 31_536_000];

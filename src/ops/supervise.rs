@@ -13,8 +13,8 @@ use tokio::time::Instant;
 /// The first restart waits this long, the next twice as long, up to
 /// [`RESTART_MAX`]: a task that panics at once every time costs one attempt a
 /// minute, not a busy loop.
-pub const RESTART_FIRST: Duration = Duration::from_secs(1);
-pub const RESTART_MAX: Duration = Duration::from_secs(60);
+pub(crate) const RESTART_FIRST: Duration = Duration::from_secs(1);
+pub(crate) const RESTART_MAX: Duration = Duration::from_secs(60);
 
 /// Spawns `factory()` and spawns it again whenever it panics, after
 /// [`restart_delay`]; each restart increments `restarts`. A run that returns
@@ -22,7 +22,11 @@ pub const RESTART_MAX: Duration = Duration::from_secs(60);
 /// task that chose to stop would otherwise be re-run in a loop.
 ///
 /// Aborting the returned handle also aborts the task it supervises.
-pub fn spawn_supervised<F, Fut>(task: &'static str, restarts: Counter, factory: F) -> JoinHandle<()>
+pub(crate) fn spawn_supervised<F, Fut>(
+    task: &'static str,
+    restarts: Counter,
+    factory: F,
+) -> JoinHandle<()>
 where
     F: Fn() -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
@@ -57,7 +61,7 @@ where
 }
 
 /// How long to wait before the `n`-th restart in a row (n ≥ 1).
-pub fn restart_delay(n: u32) -> Duration {
+pub(crate) fn restart_delay(n: u32) -> Duration {
     let doublings = n.saturating_sub(1).min(16);
     RESTART_FIRST
         .saturating_mul(1 << doublings)

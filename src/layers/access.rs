@@ -16,11 +16,12 @@ use tokio::time::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::body::{Body, BoxError};
-use crate::fitbit;
-use crate::metrics::{Metrics, Origin};
+use crate::body::Body;
+use crate::error::BoxError;
+use crate::ops::metrics::{Metrics, Origin};
+use crate::profile::fitbit;
 
-pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Longest client-sent request id kept as is.
 const MAX_REQUEST_ID_LEN: usize = 128;
@@ -32,7 +33,7 @@ const CLIENT_CLOSED: u16 = 499;
 /// `Some(id)` if the client's id can be kept: exactly one value, 1 to 128
 /// visible ASCII characters (no spaces, no controls), so that it is safe to
 /// log and to pass on.
-pub fn client_request_id(req_headers: &http::HeaderMap) -> Option<HeaderValue> {
+pub(crate) fn client_request_id(req_headers: &http::HeaderMap) -> Option<HeaderValue> {
     let mut values = req_headers.get_all(&REQUEST_ID).iter();
     let id = values.next()?;
     let bytes = id.as_bytes();
@@ -44,7 +45,7 @@ pub fn client_request_id(req_headers: &http::HeaderMap) -> Option<HeaderValue> {
 }
 
 /// 16 random bytes as 32 lowercase hex digits.
-pub fn new_request_id() -> HeaderValue {
+pub(crate) fn new_request_id() -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let n = rand::random::<u128>();
     let mut id = [0u8; 32];

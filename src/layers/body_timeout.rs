@@ -18,11 +18,11 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
-use crate::body::BoxError;
+use crate::error::BoxError;
 
 /// Which side went quiet, for the error and the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
+pub(crate) enum Side {
     /// The client's request body (`listen.header_read_timeout`).
     Client,
     /// The upstream's response body (`upstream.request_timeout`).
@@ -32,7 +32,7 @@ pub enum Side {
 /// The body went `after` without a frame.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{} sent no body data for {after:?}", match .side { Side::Client => "the client", Side::Upstream => "the upstream" })]
-pub struct BodyStalled {
+pub(crate) struct BodyStalled {
     pub side: Side,
     pub after: Duration,
 }
@@ -52,7 +52,7 @@ pin_project_lite::pin_project! {
 }
 
 impl<B> IdleTimeout<B> {
-    pub fn new(inner: B, after: Duration, side: Side) -> Self {
+    pub(crate) fn new(inner: B, after: Duration, side: Side) -> Self {
         IdleTimeout {
             inner,
             after,

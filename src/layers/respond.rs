@@ -1,5 +1,5 @@
 //! The outermost layer: every error raised inside the stack becomes one of
-//! the proxy's own answers (SPEC §7) — Fitbit's error shape plus
+//! the proxy's own answers — Fitbit's error shape plus
 //! `x-fitbit-proxy-error`. This is the only place that inspects errors.
 
 use std::convert::Infallible;
@@ -9,104 +9,45 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::header::{CONNECTION, CONTENT_TYPE, RETRY_AFTER};
-use http::{HeaderValue, Request, Response, StatusCode, Version};
+use http::{HeaderValue, Request, Response, Version};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::body::{Body, BoxError};
-use crate::fitbit;
-use crate::pacing::View;
+use crate::body::Body;
+use crate::error::BoxError;
+use crate::error::{ceil_secs, describe_chain, ProxyError};
+use crate::profile::fitbit;
 
-/// The causes a layer may fail a request with. Each maps to one row of
-/// SPEC §7; anything else that escapes the stack is a 502.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ProxyError {
-    #[error("{0}")]
-    BadRequest(&'static str),
-    #[error("{0}")]
-    Forbidden(&'static str),
-    #[error("{0}")]
-    MethodNotAllowed(&'static str),
-    #[error("no request body data from the client within listen.header_read_timeout ({0:?})")]
-    ClientTimeout(Duration),
-    #[error("request body exceeds listen.max_request_body ({limit} bytes)")]
-    PayloadTooLarge { limit: u64 },
-    #[error("no access token can be had: {reason}")]
-    TokenUnavailable {
-        reason: String,
-        retry_after: Duration,
-    },
-    #[error("no pacing slot within rate_limit.max_wait: {} of {} requests left in this window, reset in {} s", .view.remaining, .view.limit, .view.reset.as_secs())]
-    RateLimited { retry_after: Duration, view: View },
-    #[error("too many requests waiting for a pacing slot (rate_limit.max_queued)")]
-    QueueFull { retry_after: Duration },
-    #[error("upstream unreachable: {0}")]
-    UpstreamUnreachable(String),
-    #[error("no response headers from the upstream within upstream.request_timeout ({0:?})")]
-    UpstreamTimeout(Duration),
-}
-
-impl ProxyError {
-    /// Status and `x-fitbit-proxy-error` code (SPEC §7).
-    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
-        match self {
-            ProxyError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
-            ProxyError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
-            ProxyError::MethodNotAllowed(_) => {
-                (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
-            }
-            ProxyError::ClientTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
-            ProxyError::PayloadTooLarge { .. } => {
-                (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
-            }
-            ProxyError::TokenUnavailable { .. } => {
-                (StatusCode::SERVICE_UNAVAILABLE, "token_unavailable")
-            }
-            ProxyError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
-            ProxyError::QueueFull { .. } => (StatusCode::SERVICE_UNAVAILABLE, "queue_full"),
-            ProxyError::UpstreamUnreachable(_) => (StatusCode::BAD_GATEWAY, "upstream_unreachable"),
-            ProxyError::UpstreamTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
-        }
+/// The proxy's own answer for `err`: Fitbit's error shape, its status, and
+/// `x-fitbit-proxy-error` naming the kind.
+pub(crate) fn answer(err: &ProxyError) -> Response<Body> {
+    let (status, code) = err.status_and_code();
+    let mut res = Response::new(Body::full(fitbit::error_body(code, &err.to_string())));
+    *res.status_mut() = status;
+    let headers = res.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(fitbit::PROXY_ERROR_HEADER, HeaderValue::from_static(code));
+    if let Some(after) = err.retry_after() {
+        headers.insert(RETRY_AFTER, retry_after_value(after));
     }
-
-    fn retry_after(&self) -> Option<Duration> {
-        match self {
-            ProxyError::TokenUnavailable { retry_after, .. }
-            | ProxyError::RateLimited { retry_after, .. }
-            | ProxyError::QueueFull { retry_after } => Some(*retry_after),
-            _ => None,
-        }
+    if let ProxyError::RateLimited { view, .. } = err {
+        // The proxy's own view of the quota (SPEC §7).
+        headers.insert(fitbit::RATE_LIMIT_LIMIT, HeaderValue::from(view.limit));
+        headers.insert(
+            fitbit::RATE_LIMIT_REMAINING,
+            HeaderValue::from(view.remaining),
+        );
+        headers.insert(
+            fitbit::RATE_LIMIT_RESET,
+            HeaderValue::from(view.reset_secs()),
+        );
     }
-
-    /// The Fitbit-shaped response for this error.
-    pub fn into_response(self) -> Response<Body> {
-        let (status, code) = self.status_and_code();
-        let mut res = Response::new(Body::full(fitbit::error_body(code, &self.to_string())));
-        *res.status_mut() = status;
-        let headers = res.headers_mut();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        headers.insert(fitbit::PROXY_ERROR_HEADER, HeaderValue::from_static(code));
-        if let Some(after) = self.retry_after() {
-            headers.insert(RETRY_AFTER, retry_after_value(after));
-        }
-        if let ProxyError::RateLimited { view, .. } = &self {
-            // The proxy's own view of the quota (SPEC §7).
-            headers.insert(fitbit::RATE_LIMIT_LIMIT, HeaderValue::from(view.limit));
-            headers.insert(
-                fitbit::RATE_LIMIT_REMAINING,
-                HeaderValue::from(view.remaining),
-            );
-            let reset = view.reset.as_secs() + u64::from(view.reset.subsec_nanos() > 0);
-            headers.insert(fitbit::RATE_LIMIT_RESET, HeaderValue::from(reset));
-        }
-        res
-    }
+    res
 }
 
 /// `Retry-After` in whole seconds, rounded up so a client never comes back early.
-pub fn retry_after_value(after: Duration) -> HeaderValue {
-    let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
-    HeaderValue::from(secs.max(1))
+pub(crate) fn retry_after_value(after: Duration) -> HeaderValue {
+    HeaderValue::from(ceil_secs(after).max(1))
 }
 
 /// Finds a `ProxyError` anywhere in an error's source chain.
@@ -123,22 +64,6 @@ fn find_proxy_error(err: BoxError) -> ProxyError {
         source = e.source();
     }
     ProxyError::UpstreamUnreachable(describe_chain(err.as_ref()))
-}
-
-/// `outer: inner: innermost`, so that "client error (Connect)" also says
-/// what failed underneath (refused, certificate unknown, timed out…).
-pub(crate) fn describe_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(e) = source {
-        let part = e.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = e.source();
-    }
-    text
 }
 
 #[derive(Debug, Clone, Default)]
@@ -256,7 +181,7 @@ where
         } else {
             tracing::debug!(status = status.as_u16(), error = code, "{err}");
         }
-        let mut res = err.into_response();
+        let mut res = answer(&err);
         if *this.close_after {
             res.headers_mut()
                 .insert(CONNECTION, HeaderValue::from_static("close"));
@@ -305,7 +230,7 @@ mod tests {
             ),
         ];
         for (err, status, code) in table {
-            let res = err.into_response();
+            let res = answer(&err);
             assert_eq!(res.status().as_u16(), status);
             assert_eq!(res.headers()[fitbit::PROXY_ERROR_HEADER], code);
             assert_eq!(res.headers()[CONTENT_TYPE], "application/json");

@@ -1,7 +1,7 @@
 //! The accept loop: `listen.allow`, `listen.max_connections`, inbound TLS,
-//! a deadline on the first bytes of every connection (hyper-util's
-//! protocol detection has none), HTTP/1.1 and HTTP/2 on one port via
-//! hyper-util's auto builder, and graceful draining.
+//! a deadline on the first bytes of every connection, HTTP/1.1 and HTTP/2
+//! on one port (h2c by its preface, over TLS by ALPN), and graceful
+//! draining.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -11,9 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::header::CONNECTION;
-use http::{HeaderValue, Request, Response};
-use hyper::body::Incoming;
+
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use ipnet::IpNet;
@@ -22,14 +20,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tower::util::Either;
-use tower_service::Service;
 
-use crate::body::Body;
+use super::connection::{self, Protocols};
+use super::deadline::{Bounds, Phase};
+use super::ConnectionService;
 use crate::config::ListenConfig;
-use crate::connection::{self, Protocols};
-use crate::io_deadline::{Bounds, Phase};
-use crate::logging::Throttle;
-use crate::respond::ProxyError;
+use crate::ops::logging::Throttle;
 
 /// The HTTP/2 connection preface; enough of it tells h2c from HTTP/1.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -46,14 +42,6 @@ const H2_MAX_CONCURRENT_STREAMS: u32 = 200;
 const H2_MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
 const H2_MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
 const H2_MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
-/// Rapid Reset after acceptance (CVE-2023-44487): hyper bounds streams
-/// reset *before* the service takes them (above), not those reset while
-/// they wait for a pacing slot or the upstream. Like Envoy 1.27.1, an h2
-/// connection is closed (GOAWAY, connection.rs `ResetLimit`) once at least
-/// this many of its streams were reset before their answer was complete
-/// and they are more than half of the streams it opened. Envoy waits for
-/// 500 streams; a stream here can hold a pacing-queue place, so fewer.
-pub(crate) const H2_PREMATURE_RESETS_MIN: u32 = 100;
 /// Response bytes buffered per h2 stream before backpressure (hyper's
 /// default, pinned so an upgrade cannot silently change it).
 const H2_MAX_SEND_BUF_SIZE: usize = 400 * 1024;
@@ -63,36 +51,6 @@ const H2_MAX_SEND_BUF_SIZE: usize = 400 * 1024;
 /// to send a huge head.
 const H1_MAX_HEADERS: usize = 100;
 const H1_MAX_BUF_SIZE: usize = 64 * 1024;
-
-/// What the listener serves on every connection: the whole stack, cloned
-/// per connection, its futures sent to tokio's workers.
-pub trait ConnectionService:
-    Service<
-        Request<Incoming>,
-        Response = Response<Body>,
-        Error = Infallible,
-        Future: Send + Unpin + 'static,
-    > + Clone
-    + Send
-    + Sync
-    + Unpin
-    + 'static
-{
-}
-
-impl<S> ConnectionService for S where
-    S: Service<
-            Request<Incoming>,
-            Response = Response<Body>,
-            Error = Infallible,
-            Future: Send + Unpin + 'static,
-        > + Clone
-        + Send
-        + Sync
-        + Unpin
-        + 'static
-{
-}
 
 /// What every connection task needs, built once.
 struct Listener {
@@ -107,23 +65,9 @@ struct Listener {
 
 /// Serves `service` on `listener` until `shutdown` resolves, then stops
 /// accepting and waits up to `listen.shutdown_grace` for open connections.
-pub async fn serve<S>(
-    listener: TcpListener,
-    service: S,
-    cfg: &ListenConfig,
-    tls: Option<TlsAcceptor>,
-    shutdown: impl Future<Output = ()>,
-) where
-    S: ConnectionService,
-{
-    let refused = tower::service_fn(forbidden);
-    serve_with_refusal(listener, service, refused, cfg, tls, shutdown).await;
-}
-
-/// [`serve`], with `refused` answering every request from a source outside
-/// `listen.allow` (`run` wraps [`forbidden`] in the access layer, so that
-/// those answers are logged and counted too).
-pub async fn serve_with_refusal<S, R>(
+/// `refused` answers every request from a source outside `listen.allow`
+/// (`stack::refusal`).
+pub async fn serve<S, R>(
     listener: TcpListener,
     service: S,
     refused: R,
@@ -277,17 +221,6 @@ fn log_end(served: hyper::Result<()>, peer: SocketAddr) {
     if let Err(err) = served {
         tracing::debug!(%peer, error = %err, "connection ended with an error");
     }
-}
-
-/// The answer to every request from a source outside `listen.allow`.
-pub fn forbidden(
-    _req: Request<Incoming>,
-) -> std::future::Ready<Result<Response<Body>, Infallible>> {
-    let mut res =
-        ProxyError::Forbidden("this source address is not in listen.allow").into_response();
-    res.headers_mut()
-        .insert(CONNECTION, HeaderValue::from_static("close"));
-    std::future::ready(Ok(res))
 }
 
 /// Reads until the bytes either are the whole h2 preface or stop matching

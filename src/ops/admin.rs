@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 
 use crate::body::Body;
 use crate::config::AdminConfig;
-use crate::metrics::{self, Metrics};
+use crate::ops::metrics::{self, Metrics};
 use crate::token::{FetchError, Status, TokenSource};
 
 /// Admin connections served at once; more wait in the accept backlog.
@@ -37,7 +37,7 @@ pub struct AdminBindError {
 }
 
 /// Binds `admin.addr`; `None` when the admin listener is disabled.
-pub async fn bind(cfg: &AdminConfig) -> Result<Option<TcpListener>, AdminBindError> {
+pub(crate) async fn bind(cfg: &AdminConfig) -> Result<Option<TcpListener>, AdminBindError> {
     let Some(addr) = cfg.addr else {
         return Ok(None);
     };
@@ -48,13 +48,13 @@ pub async fn bind(cfg: &AdminConfig) -> Result<Option<TcpListener>, AdminBindErr
 }
 
 /// What readiness depends on: the token, and whether the proxy is draining.
-pub struct Health {
+pub(crate) struct Health {
     tokens: Arc<TokenSource>,
     draining: AtomicBool,
 }
 
 impl Health {
-    pub fn new(tokens: Arc<TokenSource>) -> Arc<Health> {
+    pub(crate) fn new(tokens: Arc<TokenSource>) -> Arc<Health> {
         Arc::new(Health {
             tokens,
             draining: AtomicBool::new(false),
@@ -63,7 +63,7 @@ impl Health {
 
     /// `shutdown`, marking the proxy as draining the moment it resolves:
     /// that is the moment the accept loop stops (SPEC §9).
-    pub fn drain_on(
+    pub(crate) fn drain_on(
         self: &Arc<Self>,
         shutdown: impl Future<Output = ()>,
     ) -> impl Future<Output = ()> {
@@ -75,7 +75,7 @@ impl Health {
     }
 
     /// `Err(reason)` when the proxy should not be sent traffic.
-    pub fn readiness(&self) -> Result<(), String> {
+    pub(crate) fn readiness(&self) -> Result<(), String> {
         match not_ready_reason(
             self.draining.load(Ordering::SeqCst),
             self.tokens.valid().is_some(),
@@ -89,7 +89,7 @@ impl Health {
 
 /// Readiness (SPEC §8, T8): a valid token held and not draining. The
 /// reason names what an operator should look at.
-pub fn not_ready_reason(draining: bool, has_token: bool, status: &Status) -> Option<String> {
+pub(crate) fn not_ready_reason(draining: bool, has_token: bool, status: &Status) -> Option<String> {
     if draining {
         return Some("draining".to_owned());
     }
@@ -114,7 +114,7 @@ struct Admin {
 
 /// Serves the admin endpoints on `listener` until the returned task is
 /// aborted (which also closes its open connections).
-pub fn spawn(
+pub(crate) fn spawn(
     listener: TcpListener,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
@@ -215,7 +215,7 @@ fn respond(status: StatusCode, content_type: &'static str, body: String) -> Resp
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fitbit::ApiError;
+    use crate::profile::fitbit::ApiError;
     use crate::token::Failure;
 
     fn failed(error: FetchError) -> Status {

@@ -25,14 +25,13 @@ use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
-use futures_util::task::AtomicWaker;
 use http::header::{CONNECTION, UPGRADE};
-use http::{HeaderMap, Request, Response, Version};
+use http::{HeaderMap, Request, Version};
 use hyper::body::{Body as _, Incoming};
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -41,11 +40,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_rustls::server::TlsStream;
-use tower_service::Service;
 
-use crate::io_deadline::{self, Activity, Phase, Supervisor, Track, TrackIo};
-use crate::rewind::Rewind;
-use crate::server::{ConnectionService, H2_PREMATURE_RESETS_MIN};
+use super::deadline::{self, Activity, Phase, Supervisor, Track, TrackIo};
+use super::rapid_reset::{ResetLimit, Resets};
+use super::rewind::Rewind;
+use super::watch::{Watch, Watched, Watching};
+use super::ConnectionService;
 
 /// A parked TLS connection reads the next request's first bytes into a
 /// buffer this large (rustls holds its own record buffers regardless).
@@ -55,9 +55,9 @@ const TLS_PARKED_READ: usize = 1024;
 pub(crate) struct Protocols {
     pub(crate) h1: http1::Builder,
     pub(crate) h2: http2::Builder<TokioExecutor>,
-    /// Idle connections and clients that stop reading (io_deadline.rs); a
+    /// Idle connections and clients that stop reading (deadline.rs); a
     /// parked connection waits for its next request `bounds.idle` at most.
-    pub(crate) bounds: io_deadline::Bounds,
+    pub(crate) bounds: deadline::Bounds,
 }
 
 /// A transport a connection can be parked on: it waits for the next
@@ -102,133 +102,23 @@ pub(crate) async fn serve_h2<I: Park, S: ConnectionService>(
         inner: Track::new(S::clone(&service), Arc::clone(&activity)),
         watch: Arc::clone(&resets),
     };
-    let conn = ResetLimit {
-        conn: protocols
+    let conn = ResetLimit::new(
+        protocols
             .h2
             .serve_connection(TokioIo::new(io), TowerToHyperService::new(service)),
-        graceful: |conn| conn.graceful_shutdown(),
+        |conn| conn.graceful_shutdown(),
         resets,
-        goaway_at: None,
         peer,
-    };
+    );
     let conn = std::pin::pin!(conn);
-    io_deadline::supervise(
+    deadline::supervise(
         conn,
-        |conn| {
-            let conn = conn.project();
-            (conn.graceful)(conn.conn)
-        },
+        ResetLimit::graceful_shutdown,
         &activity,
         protocols.bounds,
         phase,
     )
     .await
-}
-
-/// The streams of one HTTP/2 connection that the service took, and those
-/// the client reset before their answer was complete: it cancelled them
-/// while they waited for a pacing slot or the upstream, or while their body
-/// was sent (hyper then drops the request's future or its response body).
-#[derive(Default)]
-struct Resets {
-    opened: AtomicU32,
-    premature: AtomicU32,
-    /// The connection's task, woken when the limit is passed.
-    conn_task: AtomicWaker,
-}
-
-impl Resets {
-    /// The premature resets, once they are at least
-    /// [`H2_PREMATURE_RESETS_MIN`] and more than half the streams opened.
-    fn over_limit(&self) -> Option<u32> {
-        let premature = self.premature.load(Ordering::Relaxed);
-        let opened = self.opened.load(Ordering::Relaxed);
-        (premature >= H2_PREMATURE_RESETS_MIN && u64::from(premature) * 2 > u64::from(opened))
-            .then_some(premature)
-    }
-}
-
-/// One stream's end: counted as premature when dropped before its answer
-/// was complete.
-struct StreamEnd {
-    resets: Arc<Resets>,
-    complete: AtomicBool,
-}
-
-impl Drop for StreamEnd {
-    fn drop(&mut self) {
-        if self.complete.load(Ordering::Relaxed) {
-            return;
-        }
-        self.resets.premature.fetch_add(1, Ordering::Relaxed);
-        if self.resets.over_limit().is_some() {
-            self.resets.conn_task.wake();
-        }
-    }
-}
-
-/// Each stream the service takes is counted; its [`StreamEnd`] counts it
-/// as premature if dropped before its answer was complete.
-impl Watch for Arc<Resets> {
-    type Each = StreamEnd;
-
-    fn taken(&self, _req: &Request<Incoming>) -> StreamEnd {
-        self.opened.fetch_add(1, Ordering::Relaxed);
-        StreamEnd {
-            resets: Arc::clone(self),
-            complete: AtomicBool::new(false),
-        }
-    }
-}
-
-/// An answer's body that ended, to its end or with an error (that reset is
-/// the proxy's, not the client's), is complete.
-impl Watching for StreamEnd {
-    fn ended(&self, _to_its_end: bool) {
-        self.complete.store(true, Ordering::Relaxed);
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// An HTTP/2 connection closed for Rapid Reset after acceptance
-    /// (server.rs [`H2_PREMATURE_RESETS_MIN`]): gracefully (GOAWAY) when
-    /// its client passes the limit, then at once if it goes on resetting
-    /// as many streams again (a client that does not answer the GOAWAY's
-    /// PING keeps its streams accepted).
-    struct ResetLimit<C> {
-        #[pin]
-        conn: C,
-        graceful: fn(Pin<&mut C>),
-        resets: Arc<Resets>,
-        goaway_at: Option<u32>,
-        peer: SocketAddr,
-    }
-}
-
-impl<C: Future<Output = hyper::Result<()>>> Future for ResetLimit<C> {
-    type Output = hyper::Result<()>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<hyper::Result<()>> {
-        let mut this = self.project();
-        this.resets.conn_task.register(cx.waker());
-        if let Some(premature) = this.resets.over_limit() {
-            let peer = *this.peer;
-            match *this.goaway_at {
-                None => {
-                    let opened = this.resets.opened.load(Ordering::Relaxed);
-                    tracing::warn!(%peer, premature, opened, "HTTP/2 client reset most of its streams before their answer (Rapid Reset, CVE-2023-44487); GOAWAY");
-                    *this.goaway_at = Some(premature);
-                    (this.graceful)(this.conn.as_mut());
-                }
-                Some(at) if premature - at >= H2_PREMATURE_RESETS_MIN => {
-                    tracing::debug!(%peer, premature, "HTTP/2 client still resetting streams after GOAWAY; connection closed");
-                    return Poll::Ready(Ok(()));
-                }
-                Some(_) => {}
-            }
-        }
-        this.conn.poll(cx)
-    }
 }
 
 /// Serves an HTTP/1 connection whose `prefix` was already read: one hyper
@@ -471,115 +361,6 @@ fn only_keep_alive(headers: &HeaderMap) -> bool {
             .split(|&b| b == b',')
             .all(|token| token.trim_ascii().eq_ignore_ascii_case(b"keep-alive"))
     })
-}
-
-/// What a connection's driver learns of the requests its service takes:
-/// one [`Watching`] per request, which sees the answer's head and is told
-/// when hyper has taken the answer's body to its end.
-trait Watch {
-    type Each: Watching;
-
-    fn taken(&self, req: &Request<Incoming>) -> Self::Each;
-}
-
-trait Watching: Send + Sync + 'static {
-    /// The answer's head, before hyper encodes it.
-    fn head(&self, _headers: &HeaderMap) {}
-
-    /// The answer's body ended: to its end, or with an error.
-    fn ended(&self, to_its_end: bool);
-}
-
-/// The stack, seen by a connection's driver through a [`Watch`].
-#[derive(Clone)]
-struct Watched<S, W> {
-    inner: S,
-    watch: W,
-}
-
-impl<S, B, W> Service<Request<Incoming>> for Watched<S, W>
-where
-    S: Service<Request<Incoming>, Response = Response<B>, Error = std::convert::Infallible>,
-    W: Watch,
-{
-    type Response = Response<WatchedBody<B, W::Each>>;
-    type Error = std::convert::Infallible;
-    type Future = WatchedFuture<S::Future, W::Each>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        let each = self.watch.taken(&req);
-        WatchedFuture {
-            inner: self.inner.call(req),
-            each: Some(each),
-        }
-    }
-}
-
-pin_project_lite::pin_project! {
-    struct WatchedFuture<F, E> {
-        #[pin]
-        inner: F,
-        each: Option<E>,
-    }
-}
-
-impl<F, B, E: Watching> Future for WatchedFuture<F, E>
-where
-    F: Future<Output = Result<Response<B>, std::convert::Infallible>>,
-{
-    type Output = Result<Response<WatchedBody<B, E>>, std::convert::Infallible>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let Ok(res) = std::task::ready!(this.inner.poll(cx));
-        let each = this.each.take().expect("polled after completion");
-        each.head(res.headers());
-        Poll::Ready(Ok(res.map(|body| WatchedBody { body, each })))
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// An answer's body, telling its [`Watching`] when hyper has all of it.
-    struct WatchedBody<B, E> {
-        #[pin]
-        body: B,
-        each: E,
-    }
-}
-
-impl<B: http_body::Body, E: Watching> http_body::Body for WatchedBody<B, E> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
-        let this = self.project();
-        let polled = this.body.poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => this.each.ended(true),
-            Poll::Ready(Some(Err(_))) => this.each.ended(false),
-            _ => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        let end = self.body.is_end_stream();
-        if end {
-            self.each.ended(true);
-        }
-        end
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
-    }
 }
 
 #[cfg(test)]

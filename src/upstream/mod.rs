@@ -25,11 +25,13 @@ use rustls::{ClientConfig, RootCertStore};
 use tokio::net::TcpStream;
 use tower_service::Service;
 
-use crate::body::{Body, BoxError};
+use crate::body::Body;
 use crate::config::UpstreamConfig;
-use crate::deadline::{IdleTimeout, Side};
-use crate::respond::{describe_chain, ProxyError};
-use crate::{fitbit, headers};
+use crate::error::BoxError;
+use crate::error::{describe_chain, ProxyError};
+use crate::layers::body_timeout::{IdleTimeout, Side};
+use crate::layers::hop_by_hop;
+use crate::profile::fitbit;
 
 mod answer;
 mod retry;
@@ -276,7 +278,7 @@ impl Service<Request<Body>> for Upstream {
             if let Some(problem) = bad_framing(res.status(), res.headers()) {
                 return Err(ProxyError::UpstreamUnreachable(problem.into()).into());
             }
-            headers::strip_hop_by_hop(res.headers_mut());
+            hop_by_hop::strip_hop_by_hop(res.headers_mut());
             if let Some(credential) = &credential {
                 let dropped = drop_echoed_token(res.headers_mut(), credential);
                 if dropped > 0 {

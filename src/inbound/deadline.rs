@@ -1,5 +1,5 @@
 //! Deadlines on the client's side of a connection that hyper has no knob
-//! for (server.rs hooks them in around each connection):
+//! for (accept.rs hooks them in around each connection):
 //!
 //! - idle: a connection with no open request for
 //!   `listen.header_read_timeout` is closed gracefully, on HTTP/2 with
@@ -34,7 +34,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tower_service::Service;
 
-use crate::body::{Body, BoxError};
+use crate::body::Body;
+use crate::error::BoxError;
 
 /// What one connection is doing, in milliseconds since it started.
 pub(crate) struct Activity {

@@ -12,8 +12,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::token::{FetchError, Grant};
-
 /// Every metric name starts with this and an underscore.
 pub const PREFIX: &str = "fitbit_proxy";
 
@@ -138,8 +136,6 @@ impl Metrics {
             m.paced_rejections_total
                 .get_or_create_owned(&[("reason", reason.to_owned())]);
         }
-        m.task_restarts_total
-            .get_or_create_owned(&[("task", crate::token::REFRESHER_TASK)]);
         m.register()
     }
 
@@ -230,14 +226,12 @@ impl Metrics {
         self.request_duration.observe(to_headers.as_secs_f64());
     }
 
-    /// Counts one token fetch by its result.
-    pub fn token_fetch(&self, result: &Result<Grant, FetchError>) {
-        let label = match result {
-            Ok(_) => "ok",
-            Err(FetchError::Rejected { .. }) => "rejected",
-            Err(_) => "failed",
-        };
-        self.token_fetches.get_or_create(&[("result", label)]).inc();
+    /// Counts one token fetch by its result: `ok`, `rejected` (the
+    /// credentials were refused) or `failed` (anything else).
+    pub fn token_fetch(&self, result: &'static str) {
+        self.token_fetches
+            .get_or_create(&[("result", result)])
+            .inc();
     }
 
     /// Counts a request the pacer answered itself (`rate_limited`, `queue_full`).
@@ -248,7 +242,7 @@ impl Metrics {
     }
 
     /// The restart counter of the background task `task`, for
-    /// [`crate::supervise::spawn_supervised`].
+    /// [`crate::ops::supervise::spawn_supervised`].
     pub fn task_restarts(&self, task: &'static str) -> Counter {
         self.task_restarts_total
             .get_or_create_owned(&[("task", task)])
@@ -280,7 +274,8 @@ mod tests {
     fn every_metric_is_named_with_the_prefix() {
         let m = Metrics::new();
         m.request(Origin::Proxy, 403, Duration::from_millis(2));
-        m.token_fetch(&Err(FetchError::Malformed("x")));
+        m.token_fetch("failed");
+        m.task_restarts("token_refresher");
         m.paced_rejection("queue_full");
         m.rate_limit_reset_seconds.set(12.5);
         let text = m.render(Some(Duration::from_secs(90)));

@@ -23,18 +23,19 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::access::REQUEST_ID;
-use crate::body::{Body, BoxError};
+use crate::body::Body;
 use crate::config::canonical_host;
-use crate::deadline::{BodyStalled, IdleTimeout, Side};
-use crate::headers;
-use crate::paths::{PathRules, Refusal};
-use crate::respond::ProxyError;
+use crate::error::BoxError;
+use crate::error::ProxyError;
+use crate::layers::access::REQUEST_ID;
+use crate::layers::body_timeout::{BodyStalled, IdleTimeout, Side};
+use crate::layers::hop_by_hop;
+use crate::layers::paths::{PathRules, Refusal};
 
 /// Longest method accepted. The longest registered method
 /// (`UPDATEREDIRECTREF`, IANA's method registry) has 17 characters;
 /// hyper takes a method of any length, which would otherwise be forwarded.
-pub const MAX_METHOD_LEN: usize = 32;
+pub(crate) const MAX_METHOD_LEN: usize = 32;
 
 /// What the guard checks against, built once from the config.
 #[derive(Debug)]
@@ -104,9 +105,9 @@ where
         // The request id is the proxy's own (access.rs set it): a client's
         // `Connection: x-request-id` must not strip it (hop-by-hop abuse).
         let request_id = parts.headers.get(REQUEST_ID).cloned();
-        headers::strip_hop_by_hop(&mut parts.headers);
-        headers::strip_client_credentials(&mut parts.headers);
-        headers::strip_forwarding_identity(&mut parts.headers);
+        hop_by_hop::strip_hop_by_hop(&mut parts.headers);
+        hop_by_hop::strip_client_credentials(&mut parts.headers);
+        hop_by_hop::strip_forwarding_identity(&mut parts.headers);
         if let Some(id) = request_id {
             parts.headers.insert(REQUEST_ID, id);
         }

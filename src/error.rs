@@ -1,0 +1,117 @@
+//! The one error type of the request path. Every layer fails a request with
+//! a [`ProxyError`] (boxed as a [`BoxError`] on its way out), and only the
+//! respond layer (`layers/respond.rs`) turns it into an answer. Plain data:
+//! this module depends on no other part of the crate.
+
+use std::time::Duration;
+
+use http::StatusCode;
+
+/// Errors that cross layer boundaries inside the stack.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The causes a layer may fail a request with. Each maps to one row of the
+/// table of the proxy's own answers (status and `x-fitbit-proxy-error`);
+/// anything else that escapes the stack is a 502.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProxyError {
+    #[error("{0}")]
+    BadRequest(&'static str),
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("{0}")]
+    MethodNotAllowed(&'static str),
+    #[error("no request body data from the client within listen.header_read_timeout ({0:?})")]
+    ClientTimeout(Duration),
+    #[error("request body exceeds listen.max_request_body ({limit} bytes)")]
+    PayloadTooLarge { limit: u64 },
+    #[error("no access token can be had: {reason}")]
+    TokenUnavailable {
+        reason: String,
+        retry_after: Duration,
+    },
+    #[error("no pacing slot within rate_limit.max_wait: {} of {} requests left in this window, reset in {} s", .view.remaining, .view.limit, .view.reset.as_secs())]
+    RateLimited {
+        retry_after: Duration,
+        view: QuotaView,
+    },
+    #[error("too many requests waiting for a pacing slot (rate_limit.max_queued)")]
+    QueueFull { retry_after: Duration },
+    #[error("upstream unreachable: {0}")]
+    UpstreamUnreachable(String),
+    #[error("no response headers from the upstream within upstream.request_timeout ({0:?})")]
+    UpstreamTimeout(Duration),
+}
+
+impl ProxyError {
+    /// Status and `x-fitbit-proxy-error` code.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            ProxyError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ProxyError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ProxyError::MethodNotAllowed(_) => {
+                (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+            }
+            ProxyError::ClientTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
+            ProxyError::PayloadTooLarge { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+            }
+            ProxyError::TokenUnavailable { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "token_unavailable")
+            }
+            ProxyError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited"),
+            ProxyError::QueueFull { .. } => (StatusCode::SERVICE_UNAVAILABLE, "queue_full"),
+            ProxyError::UpstreamUnreachable(_) => (StatusCode::BAD_GATEWAY, "upstream_unreachable"),
+            ProxyError::UpstreamTimeout(_) => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
+        }
+    }
+
+    /// How long the client should wait before trying again, for the
+    /// refusals that say so.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ProxyError::TokenUnavailable { retry_after, .. }
+            | ProxyError::RateLimited { retry_after, .. }
+            | ProxyError::QueueFull { retry_after } => Some(*retry_after),
+            _ => None,
+        }
+    }
+}
+
+/// The proxy's view of the quota, as a refusal reports it: the limit, what
+/// is left of it, and when the window resets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaView {
+    pub limit: u32,
+    pub remaining: u32,
+    pub reset: Duration,
+}
+
+impl QuotaView {
+    /// The reset in whole seconds, rounded up: a client told to come back
+    /// then never comes back early.
+    pub fn reset_secs(&self) -> u64 {
+        ceil_secs(self.reset)
+    }
+}
+
+/// A duration in whole seconds, rounded up.
+pub(crate) fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// `outer: inner: innermost`, so that "client error (Connect)" also says
+/// what failed underneath (refused, certificate unknown, timed out…).
+pub(crate) fn describe_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        let part = e.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = e.source();
+    }
+    text
+}

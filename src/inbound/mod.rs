@@ -1,0 +1,55 @@
+//! Inbound connections, up to the point where a request enters the stack:
+//! the accept loop ([`accept`]: `listen.allow`, `listen.max_connections`,
+//! the first-bytes deadline, protocol choice, draining), inbound TLS
+//! ([`tls`]), the connection drivers ([`connection`]: HTTP/1 parked between
+//! requests, HTTP/2 with its Rapid Reset bound in [`rapid_reset`]), and the
+//! deadlines hyper has no knob for ([`deadline`]: idle connections, clients
+//! that stop reading).
+
+mod accept;
+mod connection;
+mod deadline;
+mod rapid_reset;
+mod rewind;
+pub mod tls;
+mod watch;
+
+use std::convert::Infallible;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use tower_service::Service;
+
+use crate::body::Body;
+
+pub use accept::serve;
+
+/// What the listener serves on every connection: the whole stack, cloned
+/// per request, its futures sent to tokio's workers.
+pub trait ConnectionService:
+    Service<
+        Request<Incoming>,
+        Response = Response<Body>,
+        Error = Infallible,
+        Future: Send + Unpin + 'static,
+    > + Clone
+    + Send
+    + Sync
+    + Unpin
+    + 'static
+{
+}
+
+impl<S> ConnectionService for S where
+    S: Service<
+            Request<Incoming>,
+            Response = Response<Body>,
+            Error = Infallible,
+            Future: Send + Unpin + 'static,
+        > + Clone
+        + Send
+        + Sync
+        + Unpin
+        + 'static
+{
+}
