@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
+use fitbit_proxy::config::LogFormat;
 use fitbit_proxy::layers::hop_by_hop;
 use fitbit_proxy::ops::metrics::Metrics;
 use fitbit_proxy::pacing::Pacer;
@@ -183,6 +184,9 @@ fn hot_path(c: &mut Criterion) {
 }
 
 fn end_to_end(c: &mut Criterion) {
+    // The access log is part of every request's cost: written as in
+    // production (run the bench with `2>/dev/null`).
+    let _log = fitbit_proxy::ops::logging::init(LogFormat::Text);
     let rt = runtime();
     let mut group = c.benchmark_group("end_to_end");
     group.measurement_time(Duration::from_secs(5));

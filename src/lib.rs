@@ -3,33 +3,46 @@
 //! Internal services send plain HTTP to the proxy; it attaches an OAuth 2.0
 //! access token obtained with the client-credentials grant, paces requests
 //! to the application's quota, and forwards them to the upstream, streaming
-//! the answer back.
+//! the answer back. Each box below is the folder or file of that name.
 //!
 //! ```text
-//!  client ──► server.rs        allow-list, max_connections, TLS (tls.rs), first-bytes
-//!                              deadline, HTTP/1.1 + HTTP/2 (hyper-util auto), draining;
-//!             io_deadline.rs   idle connections, clients that stop reading
-//!             stack.rs         the layer order, written once:
-//!             ├─ access.rs     x-request-id, request metrics, access log
-//!             ├─ respond.rs    errors → Fitbit-shaped 4xx/5xx + x-fitbit-proxy-error
-//!             ├─ guard.rs      CONNECT, absolute-form, deny/allow paths (paths.rs),
-//!             │                body limit and idle timeout (deadline.rs), hop-by-hop,
-//!             │                client credentials, forwarding-identity fields (headers.rs)
-//!             ├─ token/        Bearer attach + replay after a revoked token (layer.rs),
-//!             │                lock-free cache (mod.rs), background refresher
-//!             │                (refresh.rs), client-credentials exchange (exchange.rs)
-//!             ├─ pacing/       slot wait or refusal, learning from answers (layer.rs),
-//!             │                GCRA pace + FIFO line (pacer.rs), budget (budget.rs),
-//!             │                rate-limit headers (headers.rs), tokio clock (clock.rs)
-//!             └─ upstream.rs   pooled rustls client, authority rewrite, response body
-//!                              idle timeout (deadline.rs) ──► upstream
+//!  client
+//!    │
+//!  inbound/          accept.rs: allow-list, max_connections, first-bytes deadline,
+//!    │               h1 / h2c / TLS (tls.rs), draining; connection.rs: HTTP/1 parked
+//!    │               between requests, HTTP/2 (rapid_reset.rs); deadline.rs: idle
+//!    │               connections, clients that stop reading
+//!    ▼
+//!  stack.rs          the layer order, written once (and the allow-list refusal):
+//!  ├─ layers/        access.rs: request id, metrics, access log
+//!  │                 respond.rs: errors (error.rs) → the proxy's own answers
+//!  │                 guard.rs: CONNECT, absolute-form, Host, paths (paths.rs), body
+//!  │                 limit and idle bound (body_timeout.rs), hop-by-hop and client
+//!  │                 credentials stripped (hop_by_hop.rs)
+//!  ├─ token/         layer.rs: Bearer attach, one replay after a revoked token;
+//!  │                 mod.rs: lock-free cache; refresh.rs: background refresher;
+//!  │                 exchange.rs: the client-credentials request
+//!  ├─ pacing/        layer.rs: wait for a slot or be refused, learn from answers;
+//!  │                 pacer.rs: GCRA pace + FIFO line; budget.rs: the quota window;
+//!  │                 dialect.rs: rate-limit headers; clock.rs: tokio-time clock
+//!  └─ upstream/      pooled rustls client, authority rewrite, retry.rs: one retry
+//!    │               of a stale connection, answer.rs: checks on the answer
+//!    ▼
+//!  upstream API
+//!
+//!  beside the stack:
+//!  config/           proxy.toml → validated Config, every problem at once
+//!  profile/          what one API's conventions decide (fitbit.rs: header names,
+//!                    token lifetimes, error shape)
+//!  ops/              admin.rs: /healthz /readyz /metrics; metrics.rs; logging.rs;
+//!                    supervise.rs: restarts the token refresher after a panic
+//!  sim/              the simulated Fitbit API for tests, `demo` (demo.rs), `simulate`
+//!  body.rs           the one body type of both directions
 //! ```
 //!
-//! `config/` turns `proxy.toml` into a validated [`Config`]; `fitbit.rs`
-//! holds everything Fitbit-specific; `sim/` is the simulated Fitbit API used
-//! by the tests and the `demo` and `simulate` commands. Beside the stack,
-//! `admin.rs` serves `/healthz`, `/readyz` and `/metrics` (`metrics.rs`) on
-//! `admin.addr`; `supervise.rs` restarts the token refresher should it panic.
+//! [`run`] puts the boxes together: it builds the upstream client, the token
+//! source and its refresher, the pacer and the admin listener, then serves
+//! the stack until shutdown.
 
 mod body;
 pub mod config;

@@ -78,8 +78,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Run);
     match command {
-        Command::Demo { listen } => return exit_code(run_demo(listen, None)),
-        Command::Simulate { listen, sim } => return exit_code(run_demo(listen, Some(sim))),
+        Command::Demo { listen } => {
+            let _log = logging::init(LogFormat::Text);
+            return exit_code(run_demo(listen, None));
+        }
+        Command::Simulate { listen, sim } => {
+            let _log = logging::init(LogFormat::Text);
+            return exit_code(run_demo(listen, Some(sim)));
+        }
         Command::Run | Command::Check => {}
     }
     let config = match Config::load(&cli.config) {
@@ -97,7 +103,12 @@ fn main() -> ExitCode {
             print!("{}", config.render_redacted());
             ExitCode::SUCCESS
         }
-        _ => exit_code(run(config)),
+        _ => {
+            // Kept to the end of `main`: its drop writes out queued lines,
+            // the error line of a failed run included.
+            let _log = logging::init(config.log.format);
+            exit_code(run(config))
+        }
     }
 }
 
@@ -106,7 +117,6 @@ fn exit_code(result: anyhow::Result<()>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             tracing::error!("{err:#}");
-            logging::flush();
             eprintln!("fitbit-proxy: {err:#}");
             ExitCode::from(1)
         }
@@ -115,7 +125,6 @@ fn exit_code(result: anyhow::Result<()>) -> ExitCode {
 
 #[tokio::main]
 async fn run_demo(listen: SocketAddr, simulate_only: Option<SimArgs>) -> anyhow::Result<()> {
-    let _log = logging::init(LogFormat::Text);
     match simulate_only {
         None => demo::demo(listen, shutdown_signal()).await?,
         Some(args) => {
@@ -150,7 +159,6 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let _log = logging::init(config.log.format);
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }

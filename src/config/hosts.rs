@@ -1,5 +1,5 @@
-//! `listen.hosts`: the names a request may give the proxy (catalog 1.17, a
-//! DNS-rebinding guard). One canonical form serves both the configured
+//! `listen.hosts`: the names a request may give the proxy (a guard
+//! against DNS rebinding). One canonical form serves both the configured
 //! entries and each request's Host, so that `Proxy.Internal.:8080` matches
 //! an entry `proxy.internal`.
 

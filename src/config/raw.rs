@@ -1,4 +1,4 @@
-//! The raw shape of `proxy.toml`: serde structs that mirror SPEC §3 key for
+//! The raw shape of `proxy.toml`: serde structs that mirror the documented keys (README, proxy.toml) key for
 //! key, with every default in their `Default` impls (the one place defaults
 //! live), and the translation of TOML syntax and type errors into `Problem`s
 //! that name the dotted key.
@@ -11,6 +11,7 @@ use toml::de::{DeTable, DeValue};
 
 use super::error::Problem;
 use crate::config::Secret;
+use crate::profile::fitbit::DEFAULT_TOKEN_LIFETIME;
 
 /// Durations, counts and enums are kept as written (strings, `i64`) so that
 /// a bad value is a validation problem, reported with all the others, rather
@@ -126,7 +127,7 @@ impl Default for RawCredentials {
             client_secret_env: None,
             client_secret_file: None,
             client_secret: None,
-            expires_in: 28_800,
+            expires_in: DEFAULT_TOKEN_LIFETIME.into(),
             refresh_before_expiry: "5m".into(),
         }
     }

@@ -1,5 +1,5 @@
 //! `Config::render_redacted`: the effective configuration as TOML, in the
-//! order of SPEC §3, for `fitbit-proxy check`. The client secret is shown
+//! order of `proxy.toml`, for `fitbit-proxy check`. The client secret is shown
 //! only as its source; the output parses back to the same `Config`.
 
 use std::path::Path;

@@ -239,7 +239,7 @@ impl Validator<'_> {
 
     /// A request waits at most `max_wait` for its pacing slot; if that is
     /// longer than `shutdown_grace`, a waiter at SIGTERM may be cut without
-    /// an answer (catalog 5.03).
+    /// an answer.
     fn waiters_fit_in_the_grace(&mut self, l: &ListenConfig, r: &RateLimitConfig, raw: &str) {
         if r.max_wait > l.shutdown_grace {
             let message = format!(

@@ -3,12 +3,12 @@
 //!
 //! - idle: a connection with no open request for
 //!   `listen.header_read_timeout` is closed gracefully, on HTTP/2 with
-//!   GOAWAY, even if it answers every PING (catalog 3.04). On HTTP/1
+//!   GOAWAY, even if it answers every PING. On HTTP/1
 //!   hyper's head timer, which also runs between keep-alive requests, does
-//!   the same (3.03).
+//!   the same.
 //! - send: a client that takes no response bytes for `listen.send_timeout`
 //!   is cut off; its requests are dropped, and with them their upstream
-//!   side (3.06). A slow reader that keeps taking bytes is not cut.
+//!   side. A slow reader that keeps taking bytes is not cut.
 //!
 //! [`Activity`] is shared by [`TrackIo`] (bytes the client's socket took,
 //! HTTP/1 only: on HTTP/2, PING and SETTINGS frames are bytes too),

@@ -1,9 +1,9 @@
 //! Inbound connections, up to the point where a request enters the stack:
-//! the accept loop ([`accept`]: `listen.allow`, `listen.max_connections`,
+//! the accept loop (`accept.rs`: `listen.allow`, `listen.max_connections`,
 //! the first-bytes deadline, protocol choice, draining), inbound TLS
-//! ([`tls`]), the connection drivers ([`connection`]: HTTP/1 parked between
-//! requests, HTTP/2 with its Rapid Reset bound in [`rapid_reset`]), and the
-//! deadlines hyper has no knob for ([`deadline`]: idle connections, clients
+//! (`tls.rs`), the connection drivers (`connection.rs`: HTTP/1 parked between
+//! requests, HTTP/2 with its Rapid Reset bound in `rapid_reset.rs`), and the
+//! deadlines hyper has no knob for (`deadline.rs`: idle connections, clients
 //! that stop reading).
 
 mod accept;

@@ -23,6 +23,11 @@ use crate::profile::fitbit;
 
 pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// The access log's `tracing` target, fixed so that a `RUST_LOG` filter
+/// such as `fitbit_proxy::access=off` does not depend on where this file
+/// sits in the crate.
+const ACCESS_LOG_TARGET: &str = "fitbit_proxy::access";
+
 /// Longest client-sent request id kept as is.
 const MAX_REQUEST_ID_LEN: usize = 128;
 
@@ -181,6 +186,7 @@ impl Drop for Record {
         };
         let duration_ms = self.start.elapsed().as_micros() as f64 / 1000.0;
         tracing::info!(
+            target: ACCESS_LOG_TARGET,
             method = %self.method,
             path = %self.path,
             status,

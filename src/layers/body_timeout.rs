@@ -1,6 +1,6 @@
 //! An idle timeout between the frames of a body, for both directions: a
-//! client that stops sending its upload (catalog 3.05, slow POST) and an
-//! upstream that sends its headers and then stalls the body (3.06).
+//! client that stops sending its upload (a slow POST) and an
+//! upstream that sends its headers and then stalls the body.
 //!
 //! The clock runs only while the body's reader is waiting on it: time spent
 //! by the reader elsewhere (a pacing slot, a slow upstream that does not

@@ -47,7 +47,7 @@ pub struct Admission {
     pub hosts: Vec<String>,
     pub max_request_body: u64,
     /// Longest wait for the next frame of the client's body
-    /// (`listen.header_read_timeout`, catalog 3.05).
+    /// (`listen.header_read_timeout`): a slow upload is cut off.
     pub body_idle_timeout: Duration,
 }
 
@@ -197,8 +197,8 @@ impl Admission {
         }
     }
 
-    /// HTTP/1 requests in absolute-form may only name the upstream itself
-    /// (F1). HTTP/2 always carries `:authority`, which names the proxy, so
+    /// HTTP/1 requests in absolute-form may only name the upstream itself.
+    /// HTTP/2 always carries `:authority`, which names the proxy, so
     /// only its path is looked at.
     fn check_target<B>(&self, req: &Request<B>) -> Result<(), ProxyError> {
         let uri = req.uri();

@@ -46,14 +46,14 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Removes every credential a client might have sent: the proxy owns the
-/// upstream's credentials (F2).
+/// upstream's credentials.
 pub fn strip_client_credentials(headers: &mut HeaderMap) {
     headers.remove(http::header::AUTHORIZATION);
     headers.remove(PROXY_AUTHORIZATION);
 }
 
 /// Fields by which a client could claim an identity, an origin or a target
-/// for the request (catalog 2.13). The upstream is a third party: a client
+/// for the request. The upstream is a third party: a client
 /// must not spoof them to it, and an internal load balancer's values (its
 /// addresses, host names) must not leak to it (RFC 7239 §8, RFC 9110
 /// §7.6.3). The proxy adds none of its own.
@@ -79,7 +79,7 @@ const FORWARDING_IDENTITY: [&str; 19] = [
     "via",
 ];
 
-/// Removes every forwarding-identity field ([`FORWARDING_IDENTITY`]).
+/// Removes every forwarding-identity field (`FORWARDING_IDENTITY`).
 /// One pass over the names present (usually none match, and nothing is
 /// allocated), rather than one lookup per listed name.
 pub fn strip_forwarding_identity(headers: &mut HeaderMap) {

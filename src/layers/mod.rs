@@ -1,8 +1,8 @@
 //! The layers of the request path, outermost first (their order is written
-//! once, in `stack.rs`): the access log and request id ([`access`]), errors
-//! turned into answers ([`respond`]), and the admission guard ([`guard`])
-//! with its path rules ([`paths`]), header hygiene ([`hop_by_hop`]) and the
-//! idle bound on a body's frames ([`body_timeout`], also used upstream).
+//! once, in `stack.rs`): the access log and request id (`access.rs`), errors
+//! turned into answers (`respond.rs`), and the admission guard (`guard.rs`)
+//! with its path rules (`paths.rs`), header hygiene (`hop_by_hop.rs`) and the
+//! idle bound on a body's frames (`body_timeout.rs`, also used upstream).
 
 pub(crate) mod access;
 pub(crate) mod body_timeout;

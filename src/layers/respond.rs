@@ -31,7 +31,7 @@ pub(crate) fn answer(err: &ProxyError) -> Response<Body> {
         headers.insert(RETRY_AFTER, retry_after_value(after));
     }
     if let ProxyError::RateLimited { view, .. } = err {
-        // The proxy's own view of the quota (SPEC §7).
+        // The proxy's own view of the quota.
         headers.insert(fitbit::RATE_LIMIT_LIMIT, HeaderValue::from(view.limit));
         headers.insert(
             fitbit::RATE_LIMIT_REMAINING,

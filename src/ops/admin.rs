@@ -1,4 +1,4 @@
-//! The admin listener (`admin.addr`, SPEC §8): `/healthz`, `/readyz` and
+//! The admin listener (`admin.addr`): `/healthz`, `/readyz` and
 //! `/metrics` on a port of their own, beside the proxy rather than in its
 //! stack, so that probes and scrapes never touch the quota or the token.
 
@@ -62,7 +62,7 @@ impl Health {
     }
 
     /// `shutdown`, marking the proxy as draining the moment it resolves:
-    /// that is the moment the accept loop stops (SPEC §9).
+    /// that is the moment the accept loop stops.
     pub(crate) fn drain_on(
         self: &Arc<Self>,
         shutdown: impl Future<Output = ()>,
@@ -87,7 +87,7 @@ impl Health {
     }
 }
 
-/// Readiness (SPEC §8, T8): a valid token held and not draining. The
+/// Readiness: a valid token held and not draining. The
 /// reason names what an operator should look at.
 pub(crate) fn not_ready_reason(draining: bool, has_token: bool, status: &Status) -> Option<String> {
     if draining {

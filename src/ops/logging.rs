@@ -2,28 +2,50 @@
 //! (`log.format = "json"`), level from `RUST_LOG` (default `info`, with the
 //! `h2` library at `error`: see [`DEFAULT_FILTER`]).
 
-use std::io::{IsTerminal, Write};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::io::{BufWriter, IsTerminal, Stderr, Write};
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use tracing_subscriber::fmt::MakeWriter;
+use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
+/// Lines that may wait for the writer thread. A line costs the request
+/// that logs it a copy into a channel, never a `write(2)`; the writer thread
+/// writes whatever has queued up in one buffered batch.
+const QUEUED_LINES: usize = 128_000;
+
+/// The writer thread's pause after each batch (see [`PacedStderr`]).
+const BATCH_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Lines dropped because the queue was full (stderr blocked for longer
+/// than it takes to queue [`QUEUED_LINES`]), for `/metrics`.
+static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
+
 /// Installs the global subscriber; call once, early in `main`, and keep
 /// the returned guard until the end: dropping it writes out what is still
-/// buffered.
+/// queued. A second call (tests, embedding) keeps the first subscriber.
 pub fn init(format: LogFormat) -> LogGuard {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
-    let writer = WRITER.get_or_init(BufferedStderr::start).clone();
+    // Lossy: a full queue drops the line and counts it rather than block a
+    // runtime thread (and with it every connection on that thread).
+    let (writer, guard) = NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(QUEUED_LINES)
+        .thread_name("log-writer")
+        .finish(PacedStderr(BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stderr(),
+        )));
+    let dropped = writer.error_counter();
     // Colours only for a person at a terminal, never into a log file.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer.clone())
+        .with_writer(writer)
         .with_ansi(std::io::stderr().is_terminal());
-    let result = match format {
+    let installed = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder
             .json()
@@ -31,110 +53,60 @@ pub fn init(format: LogFormat) -> LogGuard {
             .with_current_span(false)
             .try_init(),
     };
-    // A second init (tests, embedding) keeps the first subscriber.
-    let _ = result;
-    LogGuard(writer)
+    if installed.is_ok() {
+        let _ = DROPPED.set(dropped);
+    }
+    LogGuard {
+        _writer: installed.is_ok().then_some(guard),
+    }
+}
+
+/// Log lines dropped so far because the writer could not keep up.
+pub fn dropped_lines() -> u64 {
+    DROPPED.get().map_or(0, |c| c.dropped_lines() as u64)
 }
 
 /// Without `RUST_LOG`: `info`, but the `h2` library only from `error`. h2
-/// writes a `warn` line for every connection it cuts for too many resets
-/// (catalog 1.24/1.25), without the peer: a rapid-reset flood became
-/// ~1,000 lines a second (benches/attacks.sh). The proxy's own line for
-/// connections closed for premature resets stays. `RUST_LOG=info,h2=warn`
-/// brings h2's lines back.
+/// writes a `warn` line for every connection it cuts for too many resets,
+/// without the peer: a rapid-reset flood became ~1,000 lines a second
+/// (benches/attacks.sh). The proxy's own line for connections closed for
+/// premature resets stays. `RUST_LOG=info,h2=warn` brings h2's lines back.
 pub const DEFAULT_FILTER: &str = "info,h2=error";
 
-static WRITER: std::sync::OnceLock<BufferedStderr> = std::sync::OnceLock::new();
+/// Standard error as the writer thread sees it: buffered, and after each
+/// flush the thread pauses [`BATCH_INTERVAL`] before it takes more lines.
+/// While it pauses, a line sent costs no wake-up of the thread (the channel
+/// only wakes a thread that waits on it), so a busy proxy pays one
+/// `write(2)` and one wake-up per batch instead of per line, as nginx's
+/// `access_log … buffer= flush=` does. Measured with the criterion bench
+/// `end_to_end`: without the pause, a wake-up per request cost more than
+/// the write itself.
+struct PacedStderr(BufWriter<Stderr>);
 
-/// Writes out the log lines buffered so far (before the process exits).
-pub fn flush() {
-    if let Some(writer) = WRITER.get() {
-        writer.flush_out();
-    }
-}
-
-/// How long a log line may wait in memory before it is written.
-const FLUSH_INTERVAL: Duration = Duration::from_millis(50);
-
-/// Past this many buffered bytes, the line that crosses it writes them out.
-const FLUSH_BYTES: usize = 64 * 1024;
-
-/// Standard error behind an in-memory buffer: a log line (one per request,
-/// from the access log) costs a copy under an uncontended lock rather than
-/// a `write(2)`. A background thread writes the buffer out every
-/// [`FLUSH_INTERVAL`]; a full buffer is written at once by the line that
-/// filled it; [`LogGuard`] writes out the rest at exit.
-#[derive(Clone)]
-struct BufferedStderr(Arc<Mutex<Vec<u8>>>);
-
-impl BufferedStderr {
-    fn start() -> BufferedStderr {
-        let writer = BufferedStderr(Arc::new(Mutex::new(Vec::with_capacity(FLUSH_BYTES))));
-        let flusher = writer.clone();
-        let spawned = std::thread::Builder::new()
-            .name("log-flush".into())
-            .spawn(move || loop {
-                // A plain thread outside the runtime, on the wall clock:
-                // paused-time tests have nothing to control here.
-                #[allow(clippy::disallowed_methods)]
-                std::thread::sleep(FLUSH_INTERVAL);
-                flusher.flush_out();
-            });
-        if spawned.is_err() {
-            // No thread: write every line at once instead.
-            writer.lock().shrink_to(0);
-        }
-        writer
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Vec<u8>> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn flush_out(&self) {
-        let pending = {
-            let mut buf = self.lock();
-            if buf.is_empty() {
-                return;
-            }
-            std::mem::replace(&mut *buf, Vec::with_capacity(FLUSH_BYTES))
-        };
-        let _ = std::io::stderr().lock().write_all(&pending);
-    }
-}
-
-impl Write for BufferedStderr {
-    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
-        let full = {
-            let mut buf = self.lock();
-            buf.extend_from_slice(line);
-            buf.len() >= buf.capacity().min(FLUSH_BYTES)
-        };
-        if full {
-            self.flush_out();
-        }
-        Ok(line.len())
+impl Write for PacedStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        self.flush_out();
-        Ok(())
+        let flushed = self.0.flush();
+        // The writer thread is a plain thread on the wall clock, outside
+        // the runtime: paused-time tests have nothing to control here.
+        #[allow(clippy::disallowed_methods)]
+        std::thread::sleep(BATCH_INTERVAL);
+        flushed
     }
 }
 
-impl<'a> MakeWriter<'a> for BufferedStderr {
-    type Writer = BufferedStderr;
-    fn make_writer(&'a self) -> BufferedStderr {
-        self.clone()
-    }
+/// Writes out the queued log lines when dropped (at the end of `main`).
+#[must_use = "dropping the guard stops the log writer"]
+pub struct LogGuard {
+    _writer: Option<WorkerGuard>,
 }
 
-/// Writes out buffered log lines when dropped (at the end of `main`).
-pub struct LogGuard(BufferedStderr);
-
-impl Drop for LogGuard {
-    fn drop(&mut self) {
-        self.0.flush_out();
+impl std::fmt::Debug for LogGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LogGuard")
     }
 }
 

@@ -1,4 +1,4 @@
-//! The proxy's metrics (SPEC §8): one [`Metrics`] created by `run`, shared as
+//! The proxy's metrics: one [`Metrics`] created by `run`, shared as
 //! `Arc<Metrics>` by the access layer, the token refresher and the pacing
 //! layer, and rendered by the admin listener's `/metrics`.
 
@@ -25,8 +25,8 @@ const DURATION_BUCKETS: [f64; 14] = [
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
-/// Who produced an answer: the upstream, or the proxy itself (one of the
-/// SPEC §7 errors, recognised by its `x-fitbit-proxy-error` header).
+/// Who produced an answer: the upstream, or the proxy itself (one of its
+/// own error answers, recognised by its `x-fitbit-proxy-error` header).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Origin {
     Upstream,
@@ -100,6 +100,9 @@ pub struct Metrics {
     pub paced_rejections_total: Family<ReasonLabels, Counter>,
     /// Background tasks restarted after a panic, by task.
     pub task_restarts_total: Family<TaskLabels, Counter>,
+    /// Log lines dropped because the log writer could not keep up; brought
+    /// up to date at scrape time.
+    log_lines_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -126,6 +129,7 @@ impl Metrics {
             rate_limit_header_errors_total: Counter::default(),
             paced_rejections_total: Family::default(),
             task_restarts_total: Family::default(),
+            log_lines_dropped: Counter::default(),
         };
         // Known label values start at zero, so that a rate of them can be
         // computed before the first one happens.
@@ -215,6 +219,11 @@ impl Metrics {
             "Background tasks restarted after a panic, by task",
             self.task_restarts_total.clone(),
         );
+        r.register(
+            "log_lines_dropped",
+            "Log lines dropped because standard error could not take them fast enough",
+            self.log_lines_dropped.clone(),
+        );
         self
     }
 
@@ -242,7 +251,7 @@ impl Metrics {
     }
 
     /// The restart counter of the background task `task`, for
-    /// [`crate::ops::supervise::spawn_supervised`].
+    /// `ops::supervise::spawn_supervised`.
     pub fn task_restarts(&self, task: &'static str) -> Counter {
         self.task_restarts_total
             .get_or_create_owned(&[("task", task)])
@@ -253,6 +262,9 @@ impl Metrics {
     pub fn render(&self, token_expires_in: Option<Duration>) -> String {
         self.token_expires_in
             .set(token_expires_in.map_or(0.0, |d| d.as_secs_f64()));
+        let dropped = crate::ops::logging::dropped_lines();
+        self.log_lines_dropped
+            .inc_by(dropped.saturating_sub(self.log_lines_dropped.get()));
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");

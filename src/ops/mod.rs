@@ -1,7 +1,7 @@
 //! Everything beside the request path that operators touch: the admin
-//! listener ([`admin`]: health, readiness, metrics), the metrics themselves
-//! ([`metrics`]), log output ([`logging`]) and the supervisor that restarts
-//! a background task after a panic ([`supervise`]).
+//! listener (`admin.rs`: health, readiness, metrics), the metrics themselves
+//! (`metrics.rs`), log output (`logging.rs`) and the supervisor that restarts
+//! a background task after a panic (`supervise.rs`).
 
 pub(crate) mod admin;
 pub mod logging;

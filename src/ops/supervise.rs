@@ -1,4 +1,4 @@
-//! Keeps a background task alive (catalog 5.11): a task that panics is
+//! Keeps a background task alive: a task that panics is
 //! logged, counted and started again after a backoff, so that a bug in the
 //! token refresher does not leave the proxy without a token once the current
 //! one expires. Beside the stack; `run` supervises the refresher with it.
@@ -49,7 +49,7 @@ where
             let delay = restart_delay(quick_panics);
             restarts.inc();
             // The payload is not logged: it is whatever the panic formatted,
-            // which no one has checked for secrets (G2).
+            // which no one has checked for secrets.
             tracing::error!(
                 task,
                 restart_in_secs = delay.as_secs(),

@@ -1,10 +1,10 @@
 //! The quota budget of one upstream application: limit, what is left, and
 //! when the window resets. It counts the proxy's own requests and reads the
-//! upstream's headers, and believes whichever leaves less (SPEC §6). Pure
+//! upstream's headers, and believes whichever leaves less. Pure
 //! state: every method takes `now`, so tests drive it without a clock.
 //!
-//! Several replicas on one client id (`rate_limit.replicas = N`, catalog
-//! 4.17) each keep to a share of every window, `limit / N` by their own
+//! Several replicas on one client id (`rate_limit.replicas = N`)
+//! each keep to a share of every window, `limit / N` by their own
 //! count, so that together they never exceed it. Why a fixed share:
 //!
 //! - Safety. The upstream's windows are the same for every replica. A
@@ -276,7 +276,7 @@ impl Budget {
         }
     }
 
-    /// An upstream 429 (P5): nothing more until the reset (from the
+    /// An upstream 429: nothing more until the reset (from the
     /// headers, else `Retry-After`) plus the margin.
     pub fn on_rejected(
         &mut self,

@@ -1,6 +1,6 @@
 //! Parsing of the upstream's rate-limit headers (`fitbit-rate-limit-*`,
 //! `Retry-After`): small pure functions that never panic and cap every
-//! value, since the text comes from the network (SPEC P7).
+//! value, since the text comes from the network.
 
 use std::time::Duration;
 

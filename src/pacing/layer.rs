@@ -1,6 +1,6 @@
 //! The pacing layer: each request waits for its slot (or is refused at
 //! once, without reaching the upstream), and each answer teaches the
-//! budget. Also notes upstream `410 Gone` (P9).
+//! budget. Also notes upstream `410 Gone`.
 
 use std::future::Future;
 use std::mem;

@@ -1,7 +1,7 @@
-//! Pacing (SPEC §6): one budget per upstream application, fed by the
-//! `fitbit-rate-limit-*` headers ([`dialect`]) and the proxy's own count
-//! ([`budget`]), spent evenly with a governor limiter on tokio's clock
-//! ([`clock`], [`pacer`]), in the [`layer`] between the token and the
+//! Pacing: one budget per upstream application, fed by the
+//! `fitbit-rate-limit-*` headers (`dialect.rs`) and the proxy's own count
+//! (`budget.rs`), spent evenly with a governor limiter on tokio's clock
+//! (`clock.rs`, `pacer.rs`), in the `layer.rs` between the token and the
 //! upstream.
 
 pub mod budget;

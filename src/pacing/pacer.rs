@@ -1,7 +1,7 @@
 //! The pacer: spreads what is left of the budget over the time to the reset
 //! with a governor GCRA limiter (`burst` back to back, then one request per
 //! interval), serves waiting requests in arrival order, and refuses at once
-//! the ones whose slot is beyond `max_wait` or past `max_queued` (P1–P4).
+//! the ones whose slot is beyond `max_wait` or past `max_queued`.
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -115,7 +115,7 @@ impl Pacer {
         })
     }
 
-    pub fn budget(&self) -> MutexGuard<'_, Budget> {
+    fn budget(&self) -> MutexGuard<'_, Budget> {
         lock(&self.budget)
     }
 
@@ -132,7 +132,7 @@ impl Pacer {
         }
     }
 
-    /// Waits for this request's slot, or refuses it at once (P4).
+    /// Waits for this request's slot, or refuses it at once.
     pub async fn admit(&self) -> Result<Permit, Refusal> {
         if let Some(permit) = self.try_admit_now() {
             return Ok(permit);
@@ -319,8 +319,8 @@ impl Pacer {
 
 impl Pacer {
     /// Learns from an upstream answer to the request that held `permit`:
-    /// its rate-limit headers, a 429 (P5). Returns what was wrong with the
-    /// headers, if anything (P7: ignored, never fatal).
+    /// its rate-limit headers, a 429. Returns what was wrong with the
+    /// headers, if anything: malformed headers are ignored, never fatal.
     pub fn observe(
         &self,
         permit: Permit,

@@ -12,10 +12,13 @@ pub const RATE_LIMIT_RESET: &str = "fitbit-rate-limit-reset";
 pub const PROXY_ERROR_HEADER: &str = "x-fitbit-proxy-error";
 
 /// Token lifetimes the token endpoint accepts for `expires_in` (seconds).
-pub const TOKEN_LIFETIMES: [u32; 6] = [3600, 28800, 86400, 604800, 2592000, 31536000];
+pub const TOKEN_LIFETIMES: [u32; 6] = [3600, 28_800, 86_400, 604_800, 2_592_000, 31_536_000];
+
+/// The lifetime asked for when `credentials.expires_in` is not set.
+pub const DEFAULT_TOKEN_LIFETIME: u32 = 28_800;
 
 /// Upstream 401 error types that mean "this token is no good any more"
-/// (T6), as opposed to a request the token may not make.
+///, as opposed to a request the token may not make.
 pub fn is_token_rejection(error_type: &str) -> bool {
     matches!(error_type, "invalid_token" | "expired_token")
 }

@@ -18,10 +18,8 @@ use super::respond::{fitbit_error, json, with_body, FitbitError, SimBody, DOCS_H
 use super::state::Shared;
 use super::TokenFailure;
 use crate::config::Secret;
+use crate::profile::fitbit::{DEFAULT_TOKEN_LIFETIME, TOKEN_LIFETIMES};
 
-/// The lifetimes Fitbit's page lists for `expires_in`.
-const ALLOWED_EXPIRES_IN: [u64; 6] = [3600, 28800, 86400, 604800, 2592000, 31536000];
-const DEFAULT_EXPIRES_IN: u64 = 28800;
 /// A token request's form is a few dozen bytes; anything near this is abuse.
 const MAX_FORM: usize = 64 * 1024;
 
@@ -117,9 +115,9 @@ fn validate(
         }
     }
     match field("expires_in") {
-        None => Ok(DEFAULT_EXPIRES_IN),
+        None => Ok(DEFAULT_TOKEN_LIFETIME.into()),
         Some(v) => match v.parse::<u64>() {
-            Ok(n) if ALLOWED_EXPIRES_IN.contains(&n) => Ok(n),
+            Ok(n) if u32::try_from(n).is_ok_and(|n| TOKEN_LIFETIMES.contains(&n)) => Ok(n),
             _ => Err(invalid_request(format!(
                 "Invalid 'expires_in' parameter value: {v}."
             ))),
@@ -147,7 +145,7 @@ async fn scripted_failure(failure: TokenFailure, shared: &Shared) -> Response<Si
     let expires_in = shared
         .cfg
         .token_lifetime
-        .map_or(DEFAULT_EXPIRES_IN, |d| d.as_secs());
+        .map_or(DEFAULT_TOKEN_LIFETIME.into(), |d| d.as_secs());
     match failure {
         TokenFailure::Status(code) => {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

@@ -1,4 +1,4 @@
-//! The client-credentials exchange (SPEC T1–T2): one `POST token_url` with
+//! The client-credentials exchange: one `POST token_url` with
 //! Basic client authentication, and strict validation of the answer. Errors
 //! name what was wrong without ever echoing a token or the secret.
 
@@ -54,7 +54,7 @@ pub enum FetchError {
         status: u16,
         error: Option<ApiError>,
         /// The endpoint's `Retry-After` (delay-seconds), honoured by the
-        /// refresher's backoff (catalog 4.03).
+        /// refresher's backoff.
         retry_after: Option<Duration>,
     },
     #[error("token endpoint sent an unusable answer: {0}")]
@@ -148,7 +148,7 @@ fn form_body(expires_in: u32) -> Bytes {
         .into()
 }
 
-/// Validates a token endpoint answer (T2). Never puts the token in an error.
+/// Validates a token endpoint answer. Never puts the token in an error.
 pub fn parse_response(status: StatusCode, body: &[u8]) -> Result<Grant, FetchError> {
     if !status.is_success() {
         let error = fitbit::parse_error(body);

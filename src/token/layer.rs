@@ -1,6 +1,6 @@
 //! The auth layer: attaches the current token as `Authorization: Bearer …`
 //! (marked sensitive), and handles an upstream `401` that says the token
-//! was revoked or expired (T6): that token is invalidated, and the request
+//! was revoked or expired: that token is invalidated, and the request
 //! is replayed once with the next one when its body could be kept.
 
 use std::future::Future;

@@ -1,8 +1,8 @@
-//! The access token. A background [`refresh`] task owns every fetch through
-//! the client-credentials [`exchange`]; requests read the current token
+//! The access token. A background `refresh.rs` task owns every fetch through
+//! the client-credentials `exchange.rs`; requests read the current token
 //! without a lock and wait only while a fetch they need is under way
-//! (start-up, a revoked token); the [`layer`] attaches it and replays a
-//! request once when the upstream says the token was revoked (SPEC T1–T8).
+//! (start-up, a revoked token); the `layer.rs` attaches it and replays a
+//! request once when the upstream says the token was revoked.
 
 pub mod exchange;
 pub(crate) mod layer;
@@ -109,7 +109,7 @@ pub struct TokenSource {
 
 impl TokenSource {
     /// A source whose first fetch is about to start: until it ends,
-    /// requests wait for it (T8).
+    /// requests wait for it.
     pub fn new(wait_limit: Duration) -> Arc<Self> {
         let (status, _) = watch::channel(Status {
             fetching: true,
@@ -160,7 +160,7 @@ impl TokenSource {
 
     /// A valid token: at once if one is held; after the fetch under way if
     /// the last attempt did not fail (bounded by the wait limit); otherwise
-    /// an immediate refusal that says when to come back (T5).
+    /// an immediate refusal that says when to come back.
     pub async fn acquire(&self) -> Result<Arc<Token>, Unavailable> {
         if let Some(token) = self.valid() {
             return Ok(token);
@@ -192,7 +192,7 @@ impl TokenSource {
         }
     }
 
-    /// The upstream refused `used` as revoked or expired (T6): drop it if it
+    /// The upstream refused `used` as revoked or expired: drop it if it
     /// is still the current token and wake the refresher. However many
     /// requests report the same token, only the first has any effect.
     pub fn invalidate(&self, used: &Arc<Token>) {

@@ -1,6 +1,6 @@
 //! The refresher: one background task owns every token fetch (model:
 //! linkerd2-proxy's certificate refresher). It fetches at start-up, again
-//! ahead of expiry (T4), backs off on failure (T5), and wakes early when a
+//! ahead of expiry, backs off on failure, and wakes early when a
 //! token is invalidated or none is held. Timing lives in pure functions.
 
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use crate::ops::metrics::Metrics;
 /// Backoff after a failed fetch: 1 s doubling up to 60 s.
 const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
-/// Rejected credentials are not retried faster than this (T5).
+/// Rejected credentials are not retried faster than this.
 const REJECTED_RETRY: Duration = Duration::from_secs(60);
 /// Jitter takes up to this share off a refresh's margin (so replicas that
 /// started together spread out), and up to this share off a backoff delay.
@@ -23,7 +23,7 @@ const REFRESH_JITTER: f64 = 0.1;
 const BACKOFF_JITTER: f64 = 0.2;
 const REJECTED_JITTER: f64 = 0.1;
 
-/// When to refresh a token granted for `lifetime` (T4): `margin` before it
+/// When to refresh a token granted for `lifetime`: `margin` before it
 /// expires, or at half-life when the lifetime is shorter than twice the
 /// margin; `jitter` in [0, 1) moves it earlier by up to a tenth of that
 /// margin. The granted lifetime rules, whatever was asked.
@@ -36,7 +36,7 @@ pub(crate) fn refresh_delay(lifetime: Duration, margin: Duration, jitter: f64) -
     lifetime - window - window.mul_f64(REFRESH_JITTER * jitter.clamp(0.0, 1.0))
 }
 
-/// How long to wait after the `failures`-th failure in a row (T5).
+/// How long to wait after the `failures`-th failure in a row.
 pub(crate) fn backoff_delay(failures: u32, rejected: bool, jitter: f64) -> Duration {
     let jitter = jitter.clamp(0.0, 1.0);
     if rejected {
@@ -49,7 +49,7 @@ pub(crate) fn backoff_delay(failures: u32, rejected: bool, jitter: f64) -> Durat
     nominal.mul_f64(1.0 - BACKOFF_JITTER * jitter)
 }
 
-/// A token endpoint's `Retry-After` (catalog 4.03) lengthens the backoff,
+/// A token endpoint's `Retry-After` lengthens the backoff,
 /// never shortens it, and is capped at the longest backoff.
 pub(crate) fn honour_retry_after(backoff: Duration, retry_after: Option<Duration>) -> Duration {
     backoff.max(retry_after.unwrap_or_default().min(BACKOFF_MAX))

@@ -1,5 +1,5 @@
 //! Checks on an upstream answer before it is passed on: framing the proxy
-//! must refuse (catalog 4.19) and fields that echo the access token (2.09).
+//! must refuse and fields that echo the access token.
 //! Pure functions over the status and header fields.
 
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
@@ -26,7 +26,7 @@ pub(super) fn bad_framing(status: StatusCode, headers: &HeaderMap) -> Option<&'s
     (!only_chunked).then_some("the upstream answered with a transfer coding other than chunked")
 }
 
-/// Catalog 2.09: an upstream that echoes the request (a debug endpoint, a
+/// An upstream that echoes the request (a debug endpoint, a
 /// misconfigured error page) must not hand the proxy's bearer token to the
 /// client. Removes every field with a value that contains the token sent
 /// (`credential` is the `Authorization` value, `Bearer <token>`); returns

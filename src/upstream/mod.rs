@@ -37,7 +37,7 @@ mod answer;
 mod retry;
 
 use answer::{bad_framing, drop_echoed_token};
-pub use retry::Tracked;
+pub use retry::WireIo;
 use retry::{bodiless_copy, is_safe_to_repeat, never_processed};
 
 /// The pooled client shared by forwarding and the token exchange, plus an
@@ -112,7 +112,7 @@ pub fn build_client(cfg: &UpstreamConfig) -> Result<HttpClient, ClientBuildError
         .set_host(true)
         // An answer's body is read into a buffer of at most this size
         // (hyper's default grows to ~400 KiB per connection while a long
-        // body streams): the inbound side's H1_MAX_BUF_SIZE (3.08).
+        // body streams): the inbound side's H1_MAX_BUF_SIZE.
         .http1_max_buf_size(UPSTREAM_H1_MAX_BUF_SIZE);
     let pooled = builder.build(connector.clone());
     let fresh = builder.pool_max_idle_per_host(0).build(connector);
@@ -161,7 +161,7 @@ pub struct Connector {
 pub struct ConnectTimedOut(Duration);
 
 /// An upstream connection as the client sees it.
-pub type UpstreamIo = TokioIo<Tracked<TokioIo<MaybeHttpsStream<TokioIo<TcpStream>>>>>;
+pub type UpstreamIo = TokioIo<WireIo<TokioIo<MaybeHttpsStream<TokioIo<TcpStream>>>>>;
 
 type ConnectFuture = Pin<Box<dyn Future<Output = Result<UpstreamIo, BoxError>> + Send>>;
 
@@ -179,7 +179,7 @@ impl Service<Uri> for Connector {
         let timeout = self.timeout;
         Box::pin(async move {
             match tokio::time::timeout(timeout, connecting).await {
-                Ok(result) => result.map(|io| TokioIo::new(Tracked::new(TokioIo::new(io)))),
+                Ok(result) => result.map(|io| TokioIo::new(WireIo::new(TokioIo::new(io)))),
                 Err(_) => Err(ConnectTimedOut(timeout).into()),
             }
         })
@@ -291,7 +291,7 @@ impl Service<Request<Body>> for Upstream {
             // Only the proxy's own answers may carry its error marker.
             res.headers_mut().remove(fitbit::PROXY_ERROR_HEADER);
             // An upstream that stalls its body is cut off after the same
-            // bound (catalog 3.06): the client sees a reset, and the
+            // bound: the client sees a reset, and the
             // upstream connection is dropped rather than pooled.
             Ok(res.map(|body| Body::new(IdleTimeout::new(body, timeout, Side::Upstream))))
         })

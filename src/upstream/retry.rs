@@ -1,8 +1,8 @@
 //! The one retry the upstream service allows itself: a safe, bodiless
 //! request that the upstream provably never processed — lost to the
-//! keep-alive race on a reused HTTP/1 connection (catalog 4.21), or refused
-//! by an HTTP/2 GOAWAY or REFUSED_STREAM (4.28) — is sent again on a fresh
-//! connection. The decision is a pure function; [`Tracked`] records the
+//! keep-alive race on a reused HTTP/1 connection, or refused
+//! by an HTTP/2 GOAWAY or REFUSED_STREAM — is sent again on a fresh
+//! connection. The decision is a pure function; [`WireIo`] records the
 //! facts it needs about each HTTP/1 connection and hands them to the client
 //! through `Connected::extra`.
 
@@ -137,29 +137,29 @@ impl Wire {
     }
 }
 
-/// An upstream stream that keeps its [`Wire`] up to date (above TLS, so
+/// An upstream stream that keeps its `Wire` up to date (above TLS, so
 /// only HTTP bytes count).
-pub struct Tracked<T> {
+pub struct WireIo<T> {
     inner: T,
     wire: Arc<Wire>,
 }
 
-impl<T> Tracked<T> {
+impl<T> WireIo<T> {
     pub(super) fn new(inner: T) -> Self {
-        Tracked {
+        WireIo {
             inner,
             wire: Arc::default(),
         }
     }
 }
 
-impl<T: Connection> Connection for Tracked<T> {
+impl<T: Connection> Connection for WireIo<T> {
     fn connected(&self) -> Connected {
         self.inner.connected().extra(Arc::clone(&self.wire))
     }
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
+impl<T: AsyncRead + Unpin> AsyncRead for WireIo<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -174,7 +174,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
+impl<T: AsyncWrite + Unpin> AsyncWrite for WireIo<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

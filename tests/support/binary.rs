@@ -163,7 +163,7 @@ pub fn json_lines(out: &Output) -> Vec<serde_json::Value> {
 pub fn access_lines(lines: &[serde_json::Value]) -> Vec<&serde_json::Value> {
     lines
         .iter()
-        .filter(|v| v["target"] == "fitbit_proxy::layers::access")
+        .filter(|v| v["target"] == "fitbit_proxy::access")
         .collect()
 }
 

@@ -12,9 +12,7 @@ use crate::config::raw::RawCredentials;
 use crate::config::url::{self, Scheme};
 use crate::config::Secret;
 use crate::config::{files, quote, CredentialsConfig, SecretSource};
-
-/// The token lifetimes Fitbit grants, in seconds.
-const EXPIRES_IN: [u32; 6] = [3600, 28_800, 86_400, 604_800, 2_592_000, 31_536_000];
+use crate::profile::fitbit::TOKEN_LIFETIMES;
 
 const SECRET_SOURCES: &str = "client_secret_env, client_secret_file, client_secret";
 
@@ -128,11 +126,13 @@ impl Validator<'_> {
     }
 
     fn expires_in(&mut self, raw: i64) -> Option<u32> {
-        let granted = u32::try_from(raw).ok().filter(|s| EXPIRES_IN.contains(s));
+        let granted = u32::try_from(raw)
+            .ok()
+            .filter(|s| TOKEN_LIFETIMES.contains(s));
         if granted.is_some() {
             return granted;
         }
-        let allowed: Vec<String> = EXPIRES_IN.iter().map(u32::to_string).collect();
+        let allowed: Vec<String> = TOKEN_LIFETIMES.iter().map(u32::to_string).collect();
         let message = format!("must be one of {}", allowed.join(", "));
         self.problem(Problem::new("credentials.expires_in", message).with_value(raw.to_string()));
         None
