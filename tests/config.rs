@@ -197,7 +197,7 @@ fn defaults_are_those_of_the_spec() {
     assert_eq!(c.upstream.ca_file, None);
     assert_eq!(c.upstream.connect_timeout, Duration::from_secs(5));
     assert_eq!(c.upstream.request_timeout, Duration::from_secs(60));
-    assert_eq!(c.upstream.deny_paths, ["/oauth2/"]);
+    assert_eq!(c.upstream.deny_paths, ["/oauth2/", "/1.1/oauth2/"]);
     assert_eq!(c.upstream.allow_paths, None);
     assert_eq!(
         c.credentials.token_url,
@@ -479,7 +479,7 @@ url = "https://api.fitbit.com"
 # ca_file: not set (web PKI roots only)
 connect_timeout = "5s"
 request_timeout = "1m"
-deny_paths = ["/oauth2/"]
+deny_paths = ["/oauth2/", "/1.1/oauth2/"]
 # allow_paths: not set (every path not denied is forwarded)
 
 [credentials]
