@@ -35,6 +35,10 @@ async fn fitbit_oauth_paths_are_refused_and_never_forwarded() {
         assert_fitbit_error(&body, "forbidden");
     }
     assert_eq!(h.sim.api_started(), before_api, "nothing reached the API");
-    assert_eq!(h.sim.token_fetches(), before_tokens, "nor the token endpoint");
+    assert_eq!(
+        h.sim.token_fetches(),
+        before_tokens,
+        "nor the token endpoint"
+    );
     h.stop().await;
 }
