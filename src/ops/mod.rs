@@ -1,9 +1,11 @@
 //! Everything beside the request path that operators touch: the admin
 //! listener (`admin.rs`: health, readiness, metrics), the metrics themselves
-//! (`metrics.rs`), log output (`logging.rs`) and the supervisor that restarts
+//! (`metrics.rs`, with the process metrics read from `/proc` in
+//! `process.rs`), log output (`logging.rs`) and the supervisor that restarts
 //! a background task after a panic (`supervise.rs`).
 
 pub(crate) mod admin;
 pub mod logging;
 pub mod metrics;
+pub(crate) mod process;
 pub(crate) mod supervise;
