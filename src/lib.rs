@@ -11,7 +11,9 @@
 //!  inbound/          accept.rs: allow-list, max_connections, first-bytes deadline,
 //!    │               h1 / h2c / TLS (tls.rs), draining; connection.rs: HTTP/1 parked
 //!    │               between requests, HTTP/2 (rapid_reset.rs); deadline.rs: idle
-//!    │               connections, clients that stop reading
+//!    │               connections, clients that stop reading; observe.rs: open
+//!    │               connections, each request's peer; refusal.rs: the proxy's
+//!    │               answer to HTTP/1 heads the parser refuses
 //!    ▼
 //!  stack.rs          the layer order, written once (and the allow-list refusal):
 //!  ├─ layers/        access.rs: request id, metrics, access log
@@ -34,8 +36,9 @@
 //!  config/           proxy.toml → validated Config, every problem at once
 //!  profile/          what one API's conventions decide (fitbit.rs: header names,
 //!                    token lifetimes, error shape)
-//!  ops/              admin.rs: /healthz /readyz /metrics; metrics.rs; logging.rs;
-//!                    supervise.rs: restarts the token refresher after a panic
+//!  ops/              admin.rs: /healthz /readyz /metrics; metrics.rs (process.rs:
+//!                    the process_* metrics); logging.rs; supervise.rs: restarts
+//!                    the token refresher after a panic
 //!  sim/              the simulated Fitbit API for tests, `demo` (demo.rs), `simulate`
 //!  body.rs           the one body type of both directions
 //! ```
@@ -120,7 +123,7 @@ pub async fn run_with_admin(
     let shutdown = health.drain_on(shutdown);
     let pacer = pacing::Pacer::new(&config.rate_limit);
     let refused = stack::refusal(Arc::clone(&metrics));
-    let service = stack::build(&config, client, tokens, pacer, metrics);
+    let service = stack::build(&config, client, tokens, pacer, Arc::clone(&metrics));
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, upstream = %config.upstream.url, "proxy listening");
     }
@@ -130,6 +133,7 @@ pub async fn run_with_admin(
         refused,
         &config.listen,
         inbound_tls,
+        metrics,
         shutdown,
     )
     .await;
