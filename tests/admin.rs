@@ -45,7 +45,7 @@ async fn healthz_is_200_other_paths_404_and_only_get_and_head_are_allowed() {
         "healthz while no token is held"
     );
     assert_eq!(body, "ok\n");
-    for path in ["/", "/health", "/metrics/x", "/1/user/-/profile.json"] {
+    for path in ["/health", "/metrics/x", "/status", "/1/user/-/profile.json"] {
         assert_eq!(
             status(&client, &h.admin_url(path)).await,
             StatusCode::NOT_FOUND,

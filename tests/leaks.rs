@@ -41,7 +41,12 @@ async fn nothing_secret_in_trace_logs_answers_or_check_output() {
     let upstream = sim.serve_plain(bind().await);
     let dir = tempfile::tempdir().unwrap();
     let proxy_addr = bind().await.local_addr().unwrap();
-    let toml = config_toml(&upstream, None, &Extras::default()).replace(
+    let admin_addr = bind().await.local_addr().unwrap();
+    let extras = Extras {
+        admin: Some(format!("addr = \"{admin_addr}\"")),
+        ..Extras::default()
+    };
+    let toml = config_toml(&upstream, None, &extras).replace(
         "addr = \"127.0.0.1:0\"",
         &format!("addr = \"{proxy_addr}\""),
     );
@@ -111,6 +116,12 @@ async fn nothing_secret_in_trace_logs_answers_or_check_output() {
         sim.token_fetches() >= 3,
         "the scenario did not exercise the token endpoint"
     );
+    // The admin port: the status page, its data, readiness and metrics.
+    for path in ["/", "/status.json", "/readyz", "/metrics"] {
+        let res = send(&client, get(&format!("http://{admin_addr}{path}"))).await;
+        assert_eq!(res.0.status().is_success(), path != "/readyz", "{path}");
+        record(res);
+    }
 
     let pid = child.id().to_string();
     let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
