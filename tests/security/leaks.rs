@@ -3,16 +3,14 @@
 //! `RUST_LOG=trace` for every crate, traffic of every kind goes through it,
 //! and everything it printed or answered is scanned for canaries.
 
-mod support;
-
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::support::*;
 use base64::Engine;
 use fitbit_proxy::sim::{Sim, TokenFailure};
 use http::Request;
 use http_body_util::Full;
-use support::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_fitbit-proxy");
 const CLIENT_CANARY: &str = "CLIENTAUTH_CANARY";

@@ -1,6 +1,8 @@
 //! Config loading as an operator meets it: the shipped `proxy.toml`, the
 //! defaults, one message per bad setting, and secrets that never leak.
 
+mod cli;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};

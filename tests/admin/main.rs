@@ -3,6 +3,7 @@
 //! demo's printed commands. In-process tests run on paused tokio time; the
 //! ones that need the real binary (signals, log output) run it as a child.
 
+#[path = "../support/mod.rs"]
 mod support;
 
 use std::time::Duration;

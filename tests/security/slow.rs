@@ -5,11 +5,11 @@
 //! `request_timeout` (the upstream body's idle bound), so each case takes
 //! about a second. Every case ends with the global invariants.
 
-mod support;
-
 use std::convert::Infallible;
 use std::time::Duration;
 
+use crate::support::invariants::*;
+use crate::support::*;
 use bytes::Bytes;
 use fitbit_proxy::sim::Sim;
 use futures_util::StreamExt;
@@ -18,8 +18,6 @@ use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use support::invariants::*;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;

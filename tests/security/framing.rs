@@ -4,12 +4,11 @@
 //! nothing refused reached the upstream, what did reach it is clean, and
 //! nothing panicked.
 
-mod support;
-
 use std::time::Duration;
 
-use support::invariants::*;
-use support::*;
+use crate::support;
+use crate::support::invariants::*;
+use crate::support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

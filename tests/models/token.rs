@@ -5,11 +5,10 @@
 //! the real refresher fetches from the simulator's token endpoint over
 //! loopback.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::*;
 use fitbit_proxy::ops::metrics::Metrics;
 use fitbit_proxy::sim::{Sim, SimConfig};
 use fitbit_proxy::token::{Exchange, Token, TokenSource};
@@ -17,7 +16,6 @@ use fitbit_proxy::upstream::build_client;
 use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use support::*;
 use tokio::time::Instant;
 
 const CLIENTS: usize = 30;

@@ -6,13 +6,11 @@
 //! (`header_read_timeout` 10 s, `send_timeout` 60 s); every case ends with
 //! the global invariants.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use support::invariants::*;
-use support::*;
+use crate::support::invariants::*;
+use crate::support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;

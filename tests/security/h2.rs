@@ -4,13 +4,12 @@
 //! rapid reset, CONTINUATION floods, HPACK bombs, and the limits the
 //! server advertises. Each test ends with the global invariants.
 
-mod support;
-
 use std::time::Duration;
 
-use support::h2frames::*;
-use support::invariants::*;
-use support::*;
+use crate::support;
+use crate::support::h2frames::*;
+use crate::support::invariants::*;
+use crate::support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

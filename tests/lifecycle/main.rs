@@ -8,7 +8,10 @@
 //! binary (tests/support/binary.rs) in real time with bounded waits; the
 //! rest runs in-process.
 
+#[path = "../support/mod.rs"]
 mod support;
+
+mod h2_goaway;
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;

@@ -2,12 +2,11 @@
 //! 2.13 forwarding-identity fields. Over loopback, h1 and h2c; every case
 //! ends with the global invariants.
 
-mod support;
-
+use crate::support;
+use crate::support::invariants::*;
+use crate::support::*;
 use http::{Request, StatusCode};
 use http_body_util::Full;
-use support::invariants::*;
-use support::*;
 
 /// The catalog's 2.13 list, as a client (or an internal load balancer)
 /// would send it.

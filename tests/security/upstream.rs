@@ -5,15 +5,13 @@
 //! The upstream is a scripted raw server (`support::faulty`); tokens come
 //! from the simulator. Every case ends with the global invariants.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::faulty::{self, RawUpstream, Seen, Step};
+use crate::support::invariants::*;
+use crate::support::*;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use support::faulty::{self, RawUpstream, Seen, Step};
-use support::invariants::*;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -4,16 +4,14 @@
 //! connection shows the two GOAWAY steps of RFC 9113 §6.8 and that a stream
 //! opened after the last one is never processed.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::binary::*;
+use crate::support::h2frames::*;
+use crate::support::invariants::CANARIES;
+use crate::support::*;
 use bytes::Bytes;
 use http::{Request, StatusCode};
-use support::binary::*;
-use support::h2frames::*;
-use support::invariants::CANARIES;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;

@@ -1,0 +1,16 @@
+//! The reliability catalog's security cases (RELIABILITY.md §1–§4), one
+//! binary: HTTP/1 framing, hand-built HTTP/2 frames, header hygiene,
+//! clients that hold connections or bodies, upstream and token-endpoint
+//! faults, and secrets that never leak. Every case ends with the global
+//! invariants (tests/support/invariants.rs).
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod framing;
+mod h2;
+mod headers;
+mod idle;
+mod leaks;
+mod slow;
+mod upstream;
