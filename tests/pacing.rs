@@ -401,7 +401,7 @@ async fn replica(
         ..Extras::default()
     };
     let toml = config_toml(&h.upstream, None, &extras);
-    let (addr, stop, task) = spawn_proxy(parse_config(&toml, h.dir.path())).await;
+    let (addr, stop, task) = spawn_proxy(parse_config(&toml, h.dir.path()), None).await;
     (addr, (stop, task))
 }
 

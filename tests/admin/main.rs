@@ -279,29 +279,6 @@ async fn metrics_count_known_traffic_exactly() {
     h.stop().await;
 }
 
-/// A source outside `listen.allow` gets its 403 through the access layer:
-/// a request id, a count (and an access-log line, written by the same
-/// record); the admin port is not subject to `listen.allow`.
-#[tokio::test(start_paused = true)]
-async fn a_source_outside_listen_allow_is_counted_and_gets_a_request_id() {
-    let h = Setup::default()
-        .listen("allow = [\"10.0.0.0/8\"]")
-        .admin()
-        .start()
-        .await;
-    let client = http1_client();
-    let (res, _) = send(&client, get(&h.url("/1/x"))).await;
-    assert_eq!(res.status(), StatusCode::FORBIDDEN);
-    assert_eq!(proxy_error(&res), Some("forbidden"));
-    assert!(!res.headers()["x-request-id"].is_empty());
-    let text = send(&client, get(&h.admin_url("/metrics"))).await.1;
-    let s = scrape(std::str::from_utf8(&text).unwrap());
-    let forbidden = [("origin", "proxy"), ("code", "403")];
-    assert_eq!(value(&s, "fitbit_proxy_requests_total", &forbidden), 1.0);
-    assert!(h.sim.received().is_empty());
-    h.stop().await;
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_request_whose_client_leaves_before_the_answer_is_counted_as_cancelled() {
     let h = Setup::default().admin().start().await;
@@ -550,25 +527,11 @@ mod binary {
         let taken = bind().await;
         let sim = Sim::new(sim_config());
         let upstream = sim.serve_plain(bind().await);
-        let extra = Extras {
-            admin: Some(format!("addr = \"{}\"", taken.local_addr().unwrap())),
-            ..Extras::default()
+        let launch = Launch {
+            admin: Some(taken.local_addr().unwrap()),
+            ..Launch::default()
         };
-        let proxy = free_addr().await;
-        let toml = config_toml(&upstream, None, &extra)
-            .replace("addr = \"127.0.0.1:0\"", &format!("addr = \"{proxy}\""));
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("proxy.toml");
-        std::fs::write(&path, toml).unwrap();
-        let child = Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(&path)
-            .env(SECRET_ENV, SECRET)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let out = Running(Some(child)).exited().await;
+        let out = launch.spawn(&upstream).await.child.exited().await;
         assert_eq!(out.status.code(), Some(1));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains("cannot bind admin.addr"), "{stderr}");

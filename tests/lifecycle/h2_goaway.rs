@@ -12,7 +12,7 @@ use crate::support::invariants::CANARIES;
 use crate::support::*;
 use bytes::Bytes;
 use http::{Request, StatusCode};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -44,21 +44,13 @@ impl RawH2 {
         });
         let acks = out.clone();
         tokio::spawn(async move {
-            let mut head = [0u8; 9];
-            while rd.read_exact(&mut head).await.is_ok() {
-                let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
-                let (kind, flags) = (head[3], head[4]);
-                let stream = u32::from_be_bytes(head[5..9].try_into().unwrap()) & 0x7fff_ffff;
-                let mut payload = vec![0; len];
-                if rd.read_exact(&mut payload).await.is_err() {
-                    return;
-                }
-                match (kind, flags & 0x1) {
+            while let Some(f) = read_frame(&mut rd).await {
+                match (f.kind, f.flags & 0x1) {
                     (SETTINGS, 0) => drop(acks.send(frame(SETTINGS, 0x1, 0, &[]))),
-                    (PING, 0) => drop(acks.send(frame(PING, 0x1, 0, &payload))),
+                    (PING, 0) => drop(acks.send(frame(PING, 0x1, 0, &f.payload))),
                     _ => {}
                 }
-                let _ = seen.send((kind, flags, stream, payload));
+                let _ = seen.send((f.kind, f.flags, f.stream, f.payload));
             }
         });
         let mut hello = PREFACE.to_vec();

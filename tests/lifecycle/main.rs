@@ -404,7 +404,6 @@ async fn a_panic_in_one_request_stays_in_its_connection() {
 /// on the admin port the data port.
 #[tokio::test(start_paused = true)]
 async fn the_admin_port_never_forwards_and_the_proxy_port_never_serves_admin_paths() {
-    count_panics();
     let h = Setup::default().admin().start().await;
     let client = http1_client();
     eventually(5 * SEC, || h.sim.tokens_issued() == 1).await;
@@ -506,7 +505,6 @@ async fn rapid_reset_until(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_scrapes_answer_during_a_rapid_reset_flood_on_the_data_port() {
     use std::sync::atomic::{AtomicBool, Ordering};
-    count_panics();
     let h = Setup::default().admin().start().await;
     eventually(5 * SEC, || h.sim.tokens_issued() == 1).await;
     let mut slowloris = Vec::new();
@@ -560,7 +558,6 @@ async fn admin_scrapes_answer_during_a_rapid_reset_flood_on_the_data_port() {
 #[tokio::test(start_paused = true)]
 async fn a_slowloris_on_the_admin_port_never_slows_the_data_port() {
     use tokio::io::AsyncWriteExt;
-    count_panics();
     let h = Setup::default().admin().start().await;
     let client = http1_client();
     eventually(5 * SEC, || h.sim.tokens_issued() == 1).await;
@@ -614,7 +611,6 @@ fn open_fds() -> usize {
 /// were.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_thousand_requests_on_a_slow_upstream_leave_nothing_behind() {
-    count_panics();
     let h = Setup::default()
         .tls()
         .admin()
@@ -696,7 +692,6 @@ async fn pipelined_flood(proxy: std::net::SocketAddr) -> usize {
 /// others.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_connections_flood_does_not_starve_other_clients() {
-    count_panics();
     let h = Setup::default().admin().start().await;
     let flooding = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     let flood_client = h2c_client();
@@ -750,4 +745,20 @@ async fn one_connections_flood_does_not_starve_other_clients() {
     assert!(p99 < 3 * SEC, "p99 {p99:?} under the flood");
     assert_invariants(&h);
     h.stop().await;
+}
+
+/// Draining waits for requests, not for connections that never sent one.
+#[tokio::test(start_paused = true)]
+async fn draining_does_not_wait_for_connections_that_never_sent_a_request() {
+    let h = Setup::default().start().await;
+    let _silent = tokio::net::TcpStream::connect(h.proxy).await.unwrap();
+    // Let the proxy accept it.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let started = tokio::time::Instant::now();
+    h.stop().await;
+    assert!(
+        started.elapsed() < SEC,
+        "drain waited {:?}",
+        started.elapsed()
+    );
 }

@@ -6,10 +6,12 @@
 
 use std::time::Duration;
 
+use super::impatient;
 use crate::support;
+use crate::support::faulty::{self, RawUpstream, Step};
 use crate::support::invariants::*;
 use crate::support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// What one raw connection produced.
@@ -27,19 +29,7 @@ struct Probe {
 async fn probe_for(h: &Harness, bytes: &[u8], limit: Duration) -> Probe {
     let mut stream = TcpStream::connect(h.proxy).await.unwrap();
     stream.write_all(bytes).await.unwrap();
-    let mut out = Vec::new();
-    let closed = tokio::time::timeout(limit, async {
-        let mut buf = [0u8; 16 * 1024];
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => out.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await
-    .is_ok();
-    assert_no_canary("a raw answer", &out);
+    let (out, closed) = read_for(&mut stream, limit).await;
     let raw = String::from_utf8_lossy(&out).into_owned();
     Probe {
         statuses: statuses(&raw),
@@ -52,26 +42,8 @@ async fn probe(h: &Harness, bytes: &[u8]) -> Probe {
     probe_for(h, bytes, Duration::from_secs(5)).await
 }
 
-/// The proxy with a short `header_read_timeout`, so a head the parser
-/// waits on forever is cut off quickly.
 async fn start() -> Harness {
-    count_panics();
-    Setup::default()
-        .listen("header_read_timeout = \"1s\"")
-        .start()
-        .await
-}
-
-/// Status codes of back-to-back responses (bodies here never hold a
-/// status line).
-fn statuses(raw: &str) -> Vec<u16> {
-    raw.match_indices("HTTP/1.")
-        .filter_map(|(i, _)| {
-            let code = raw.get(i + 9..i + 13)?;
-            let (digits, space) = code.split_at(3);
-            (space == " ").then(|| digits.parse().ok()).flatten()
-        })
-        .collect()
+    impatient().start().await
 }
 
 /// A case that must be refused with one of `allowed`, the connection
@@ -299,7 +271,6 @@ async fn malformed_chunked_bodies_are_400_and_close() {
 #[tokio::test]
 async fn request_trailers_never_reach_the_upstream() {
     for setup in [Setup::default(), Setup::default().tls()] {
-        count_panics();
         let h = setup.start().await;
         let body = "5\r\nhello\r\n0\r\nAuthorization: Bearer CLIENTAUTH_CANARY\r\nContent-Length: 9\r\nHost: evil.test\r\nX-Sum: 1\r\n\r\n";
         let bytes = format!(
@@ -610,7 +581,6 @@ async fn request_line_oddities_are_refused() {
 /// code; what hyper refused before the stack is not a request.
 #[tokio::test]
 async fn every_answer_is_counted_once() {
-    count_panics();
     let h = Setup::default().admin().start().await;
     for bytes in [
         request_line("GET /1/ok HTTP/1.1"),
@@ -640,10 +610,8 @@ async fn every_answer_is_counted_once() {
 /// simulator reports a quota of 3600 an hour), so that a second request
 /// meets the pacer's refusals.
 async fn start_paced(rate_limit: &str) -> Harness {
-    count_panics();
-    Setup::default()
+    impatient()
         .admin()
-        .listen("header_read_timeout = \"1s\"")
         .rate_limit(rate_limit)
         .sim(fitbit_proxy::sim::SimConfig {
             quota: 3600,
@@ -722,23 +690,14 @@ async fn pacing_refusals_leave_no_body_to_be_read_as_a_request() {
 /// client gets 502 `upstream_unreachable`, never the 101 or those bytes.
 #[tokio::test]
 async fn an_unasked_101_from_the_upstream_opens_no_tunnel() {
-    count_panics();
-    let (listener, addr) = raw_upstream::listener().await;
-    tokio::spawn(async move {
-        while let Ok((mut conn, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                if raw_upstream::read_head(&mut conn).await.is_some() {
-                    let _ = conn
-                        .write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nTUNNEL_BYTES")
-                        .await;
-                    let mut sink = [0u8; 1024];
-                    let _ =
-                        tokio::time::timeout(Duration::from_secs(5), conn.read(&mut sink)).await;
-                }
-            });
-        }
-    });
-    let h = raw_upstream::start_proxy(&format!("http://{addr}"), None, &Extras::default()).await;
+    let raw = RawUpstream::start(|_| {
+        vec![
+            faulty::send("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nTUNNEL_BYTES"),
+            Step::Hold,
+        ]
+    })
+    .await;
+    let h = Setup::default().upstream_url(raw.url()).start().await;
     let p = probe(&h, request_line("GET /1/x HTTP/1.1").as_bytes()).await;
     assert_eq!(p.statuses, [502], "{p:?}");
     assert!(
@@ -777,66 +736,8 @@ async fn overlong_methods_are_400_and_never_forwarded() {
     assert_invariants(&h);
 }
 
-/// 3.07: `Expect: 100-continue`. With a declared length over
-/// `max_request_body` the answer is 413 at once, without a 100 Continue
-/// and without reading the body; under the limit the proxy says 100
-/// Continue, reads the body, forwards it, and the upstream never sees
-/// `Expect`.
-#[tokio::test]
-async fn expect_100_continue_is_answered_by_the_proxy() {
-    count_panics();
-    let h = Setup::default()
-        .listen("header_read_timeout = \"1s\"\nmax_request_body = 1000")
-        .start()
-        .await;
-    let p = probe(
-        &h,
-        post("Content-Length: 10737418240\r\nExpect: 100-continue", "").as_bytes(),
-    )
-    .await;
-    assert_eq!(p.statuses, [413], "{p:?}");
-    assert!(!p.raw.contains("100 Continue"), "{p:?}");
-    assert!(p.closed, "{p:?}");
-    assert_eq!(h.sim.api_started(), 0);
-
-    let mut stream = TcpStream::connect(h.proxy).await.unwrap();
-    stream
-        .write_all(
-            post(
-                "Content-Length: 5\r\nExpect: 100-continue\r\nConnection: close",
-                "",
-            )
-            .as_bytes(),
-        )
-        .await
-        .unwrap();
-    let mut got = vec![0u8; 64];
-    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut got))
-        .await
-        .expect("100 Continue")
-        .unwrap();
-    let interim = String::from_utf8_lossy(&got[..n]).into_owned();
-    assert!(
-        interim.starts_with("HTTP/1.1 100 Continue\r\n"),
-        "{interim:?}"
-    );
-    stream.write_all(b"hello").await.unwrap();
-    let mut rest = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest))
-        .await
-        .expect("the answer")
-        .unwrap();
-    assert_eq!(statuses(&String::from_utf8_lossy(&rest)), [200]);
-    let seen = h.sim.received();
-    assert_eq!(seen.len(), 1);
-    assert_eq!(seen[0].body_len, 5);
-    assert!(!seen[0].headers.contains_key("expect"), "{:?}", seen[0]);
-    assert_invariants(&h);
-}
-
 /// A proxy that serves only the names in `listen.hosts` (catalog 1.17).
 async fn start_with_hosts() -> Harness {
-    count_panics();
     Setup::default()
         .admin()
         .listen("hosts = [\"proxy.internal\", \"127.0.0.1\", \"::1\"]")

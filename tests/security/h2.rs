@@ -10,7 +10,7 @@ use crate::support;
 use crate::support::h2frames::*;
 use crate::support::invariants::*;
 use crate::support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// An HPACK integer with an `n`-bit prefix whose high bits are `first`.
@@ -115,7 +115,7 @@ impl Conn {
 }
 
 /// [`Conn::read`] on any reader (the read half of a split connection).
-async fn read_frames<R: AsyncReadExt + Unpin>(
+async fn read_frames<R: AsyncRead + Unpin>(
     stream: &mut R,
     limit: Duration,
     done: impl Fn(&Seen) -> bool,
@@ -123,30 +123,22 @@ async fn read_frames<R: AsyncReadExt + Unpin>(
     let mut seen = Seen::default();
     let reading = async {
         loop {
-            let mut head = [0u8; 9];
-            if stream.read_exact(&mut head).await.is_err() {
+            let Some(f) = read_frame(stream).await else {
                 seen.closed = true;
                 return;
-            }
-            let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
-            let id = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
-            let mut payload = vec![0u8; len];
-            if stream.read_exact(&mut payload).await.is_err() {
-                seen.closed = true;
-                return;
-            }
+            };
             let code = |at: usize| {
-                payload
+                f.payload
                     .get(at..at + 4)
                     .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
             };
-            match head[3] {
-                HEADERS => seen.answered.push(id),
-                RST_STREAM => seen.resets.push((id, code(0).unwrap_or(0))),
+            match f.kind {
+                HEADERS => seen.answered.push(f.stream),
+                RST_STREAM => seen.resets.push((f.stream, code(0).unwrap_or(0))),
                 GOAWAY => seen.goaway = code(4),
-                PING if head[4] & 0x1 != 0 => seen.pings += 1,
-                SETTINGS if head[4] & 0x1 == 0 => {
-                    for s in payload.chunks_exact(6) {
+                PING if f.flags & 0x1 != 0 => seen.pings += 1,
+                SETTINGS if f.flags & 0x1 == 0 => {
+                    for s in f.payload.chunks_exact(6) {
                         let id = u16::from_be_bytes([s[0], s[1]]);
                         let value = u32::from_be_bytes([s[2], s[3], s[4], s[5]]);
                         seen.settings.push((id, value));
@@ -163,16 +155,11 @@ async fn read_frames<R: AsyncReadExt + Unpin>(
     seen
 }
 
-async fn start() -> Harness {
-    count_panics();
-    Setup::default().start().await
-}
-
 /// 1.30, 1.27 and the §0.3 pins: the server advertises the limits
 /// src/server.rs sets (200 streams, a 16 KiB header list).
 #[tokio::test]
 async fn advertised_limits_are_the_pinned_ones() {
-    let h = start().await;
+    let h = Setup::default().start().await;
     let mut c = Conn::open(&h).await;
     let seen = c
         .read(Duration::from_secs(5), |s| !s.settings.is_empty())
@@ -186,7 +173,7 @@ async fn advertised_limits_are_the_pinned_ones() {
 /// reaches the upstream. A valid request on the same connection still works.
 #[tokio::test]
 async fn pseudo_header_abuse_never_reaches_the_upstream() {
-    let h = start().await;
+    let h = Setup::default().start().await;
     let ok = get("/1/x");
     let without = |name: &str| -> Vec<(&str, String)> {
         ok.iter().filter(|(n, _)| *n != name).cloned().collect()
@@ -267,7 +254,7 @@ async fn pseudo_header_abuse_never_reaches_the_upstream() {
 /// 1.33: CONNECT and extended CONNECT over h2: 405 or RST, no tunnel.
 #[tokio::test]
 async fn h2_connect_is_refused() {
-    let h = start().await;
+    let h = Setup::default().start().await;
     let plain = [(":method", "CONNECT"), (":authority", "evil.test:443")];
     let extended = [
         (":method", "CONNECT"),
@@ -297,7 +284,7 @@ async fn h2_connect_is_refused() {
 /// the upstream never sees a completed request with a short body.
 #[tokio::test]
 async fn h2_content_length_mismatch_is_a_stream_error() {
-    let h = start().await;
+    let h = Setup::default().start().await;
     for data in [&b"hello"[..], &b"hello world, twenty!"[..]] {
         let mut c = Conn::open(&h).await;
         let mut fields = get("/1/x");
@@ -328,7 +315,7 @@ async fn h2_content_length_mismatch_is_a_stream_error() {
 /// cost nothing upstream beyond a bounded few; other connections are served.
 #[tokio::test]
 async fn rapid_reset_is_bounded() {
-    let h = start().await;
+    let h = Setup::default().start().await;
     let mut c = Conn::open(&h).await;
     let fields = get("/1/x");
     let hb = block(&fields);
@@ -356,7 +343,7 @@ async fn rapid_reset_is_bounded() {
 /// (GOAWAY or close) long before 8 MiB; nothing reaches the upstream.
 #[tokio::test]
 async fn continuation_flood_is_cut_off() {
-    let h = start().await;
+    let h = Setup::default().start().await;
     for piece in [16 * 1024 - 9, 1] {
         let mut c = Conn::open(&h).await;
         let fields = get("/1/x");
@@ -392,7 +379,7 @@ async fn continuation_flood_is_cut_off() {
 /// wire size, is held to the 16 KiB limit: refused, nothing upstream.
 #[tokio::test]
 async fn hpack_bomb_is_refused() {
-    let h = start().await;
+    let h = Setup::default().start().await;
     let mut c = Conn::open(&h).await;
     let fields = get("/1/x");
     let mut hb = block(&fields);
@@ -456,7 +443,7 @@ async fn hpack_bomb_is_refused() {
 async fn made_you_reset_is_bounded() {
     const WINDOW_UPDATE: u8 = 0x8;
     const ENHANCE_YOUR_CALM: u32 = 0xb;
-    let h = start().await;
+    let h = Setup::default().start().await;
     let fields = get("/1/x");
     let hb = block(&fields);
     let mut bad_fields = fields.clone();
@@ -542,7 +529,6 @@ async fn exchange(h: &Harness, fields: &[(&str, String)]) -> Seen {
 /// by the admin listener) and none reaches the upstream.
 #[tokio::test]
 async fn h2_path_normalisation_cannot_reach_denied_paths() {
-    count_panics();
     let h = Setup::default().admin().start().await;
     let forbidden = [
         "/oauth2/revoke",
@@ -602,7 +588,7 @@ async fn h2_path_normalisation_cannot_reach_denied_paths() {
 /// §8.2.2): accepted, and not forwarded to an HTTP/1.1 upstream.
 #[tokio::test]
 async fn h2_te_trailers_is_accepted_and_not_forwarded() {
-    let h = start().await;
+    let h = Setup::default().start().await;
     let mut fields = get("/1/te");
     fields.push(("te", "trailers".into()));
     let seen = exchange(&h, &fields).await;
@@ -619,7 +605,7 @@ async fn h2_te_trailers_is_accepted_and_not_forwarded() {
 /// both requests arrive with the proxy's Bearer token only.
 #[tokio::test]
 async fn hpack_indexed_authorization_reused_on_a_second_stream_never_reaches_u() {
-    let h = start().await;
+    let h = Setup::default().start().await;
     let mut c = Conn::open(&h).await;
     let pseudo = get("/1/first");
     let mut first = block(&pseudo);
@@ -661,7 +647,7 @@ async fn hpack_indexed_authorization_reused_on_a_second_stream_never_reaches_u()
 #[tokio::test]
 async fn streams_past_the_concurrency_limit_are_refused() {
     const REFUSED_STREAM: u32 = 0x7;
-    let h = start().await;
+    let h = Setup::default().start().await;
     let mut c = Conn::open(&h).await;
     let mut fields = get("/1/open");
     fields[0].1 = "POST".into();
@@ -692,7 +678,7 @@ async fn streams_past_the_concurrency_limit_are_refused() {
 /// already holds (431, RST or GOAWAY); nothing reaches the upstream.
 #[tokio::test]
 async fn a_huge_header_block_before_the_settings_ack_is_refused() {
-    let h = start().await;
+    let h = Setup::default().start().await;
     let mut stream = TcpStream::connect(h.proxy).await.unwrap();
     stream.write_all(PREFACE).await.unwrap();
     stream.write_all(&frame(SETTINGS, 0, 0, &[])).await.unwrap();
@@ -801,7 +787,7 @@ async fn bomb_connection(h: &Harness, refs: usize, size: usize) -> Seen {
 /// by a few MiB, not by the decoded sizes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hpack_bomb_with_the_window_held_at_zero_is_bounded() {
-    let h = start().await;
+    let h = Setup::default().start().await;
     let before = rss();
     for (refs, size) in [(200, 100), (4000, 4096)] {
         let conns = (0..100).map(|_| bomb_connection(&h, refs, size));
@@ -868,7 +854,6 @@ async fn queue_reaches(h: &Harness, want: usize, stop: impl Fn() -> bool) -> boo
 /// A harness whose pacing admits `per_hour` requests an hour, its burst
 /// spent, so that every request after waits in the queue.
 async fn paced(per_hour: u32) -> Harness {
-    count_panics();
     let h = Setup::default()
         .admin()
         .rate_limit(&format!(
@@ -1049,42 +1034,17 @@ async fn a_client_cancelling_a_few_streams_is_not_cut_off() {
     assert_invariants(&h);
 }
 
-fn pem(label: &str, der: &[u8]) -> String {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let lines: Vec<&str> = b64
-        .as_bytes()
-        .chunks(64)
-        .map(|c| std::str::from_utf8(c).unwrap())
-        .collect();
-    format!(
-        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
-        lines.join("\n")
-    )
-}
-
 /// 1.32 (a): on a TLS listener, HTTP/2 is chosen by ALPN only (RFC 9113
 /// §3.2, §3.3). A client that negotiated `http/1.1`, or no ALPN at all,
 /// and then sends the h2 preface is not served as HTTP/2: no SETTINGS, no
 /// answer on a stream, nothing upstream. One that negotiated `h2` is.
 #[tokio::test]
 async fn h2_preface_over_tls_without_alpn_h2_is_not_served_as_h2() {
-    count_panics();
     let ca = fitbit_proxy::sim::TestCa::new();
     let certs = tempfile::tempdir().unwrap();
-    let (chain, key) = ca.issue(&["localhost"]);
-    std::fs::write(certs.path().join("p.pem"), pem("CERTIFICATE", &chain[0])).unwrap();
-    std::fs::write(
-        certs.path().join("p.key"),
-        pem("PRIVATE KEY", key.secret_der()),
-    )
-    .unwrap();
+    let listen = tls_listen(certs.path(), &ca);
     let h = Setup::default()
-        .listen(&format!(
-            "tls_cert = {:?}\ntls_key = {:?}\nheader_read_timeout = \"1s\"",
-            certs.path().join("p.pem"),
-            certs.path().join("p.key")
-        ))
+        .listen(&format!("{listen}\nheader_read_timeout = \"1s\""))
         .start()
         .await;
     let fields = get("/1/x");
@@ -1311,7 +1271,7 @@ mod fuzz {
             .enable_all()
             .build()
             .unwrap();
-        let h = rt.block_on(start());
+        let h = rt.block_on(Setup::default().start());
         let client = h2c_client();
         let mut runner = TestRunner::new(Config {
             cases,

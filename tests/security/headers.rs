@@ -3,6 +3,8 @@
 //! ends with the global invariants.
 
 use crate::support;
+use crate::support::binary::Launch;
+use crate::support::faulty::{self, RawUpstream};
 use crate::support::invariants::*;
 use crate::support::*;
 use http::{Request, StatusCode};
@@ -42,7 +44,6 @@ fn spoofed(url: &str) -> Request<Full<bytes::Bytes>> {
 /// goes to its own path.
 #[tokio::test]
 async fn forwarding_identity_fields_never_reach_the_upstream() {
-    count_panics();
     let h = Setup::default().start().await;
     for client in [http1_client(), h2c_client()] {
         let (res, _) = send(&client, spoofed(&h.url("/1/user/-/profile.json"))).await;
@@ -75,7 +76,6 @@ async fn forwarding_identity_fields_never_reach_the_upstream() {
 /// goes by the socket's address, `deny_paths` by the request's path.
 #[tokio::test]
 async fn forwarding_identity_fields_do_not_sway_allow_or_deny() {
-    count_panics();
     let h = Setup::default()
         .listen("allow = [\"10.0.0.0/8\", \"1.2.3.4/32\"]")
         .start()
@@ -174,15 +174,7 @@ async fn hpack_upstream(
     use support::h2frames::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (chain, key) = ca.issue(&["localhost"]);
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let acceptor = support::faulty::tls_acceptor(chain, key, &[b"h2"]);
     let (listener, addr) = support::raw_upstream::listener().await;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
@@ -198,26 +190,17 @@ async fn hpack_upstream(
                     return;
                 }
                 let _ = tls.write_all(&frame(SETTINGS, 0, 0, &[])).await;
-                loop {
-                    let mut head = [0u8; 9];
-                    if tls.read_exact(&mut head).await.is_err() {
-                        return;
-                    }
-                    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
-                    let id = u32::from_be_bytes([head[5], head[6], head[7], head[8]]);
-                    let mut payload = vec![0u8; len];
-                    if tls.read_exact(&mut payload).await.is_err() {
-                        return;
-                    }
-                    match head[3] {
-                        SETTINGS if head[4] & 0x1 == 0 => {
+                while let Some(f) = read_frame(&mut tls).await {
+                    match f.kind {
+                        SETTINGS if f.flags & 0x1 == 0 => {
                             let _ = tls.write_all(&frame(SETTINGS, 0x1, 0, &[])).await;
                         }
                         HEADERS => {
                             // No padding or priority from hyper's client.
-                            let _ = tx.send((sni.clone(), representations(&payload)));
+                            let _ = tx.send((sni.clone(), representations(&f.payload)));
                             // 0x88: indexed `:status: 200`.
-                            let answer = frame(HEADERS, END_STREAM | END_HEADERS, id, &[0x88]);
+                            let answer =
+                                frame(HEADERS, END_STREAM | END_HEADERS, f.stream, &[0x88]);
                             let _ = tls.write_all(&answer).await;
                         }
                         _ => {}
@@ -235,11 +218,14 @@ async fn hpack_upstream(
 /// host (`localhost` here), whatever the client's `Host` said.
 #[tokio::test]
 async fn the_token_is_never_indexed_and_sni_names_the_upstream() {
-    count_panics();
     let ca = fitbit_proxy::sim::TestCa::new();
     let (addr, mut seen) = hpack_upstream(&ca).await;
     let url = format!("https://localhost:{}", addr.port());
-    let h = support::raw_upstream::start_proxy(&url, Some(&ca), &Extras::default()).await;
+    let h = Setup::default()
+        .upstream_url(url)
+        .trust(ca.cert_pem())
+        .start()
+        .await;
     for client in [http1_client(), h2c_client()] {
         for _ in 0..2 {
             let mut req = get(&h.url("/1/x"));
@@ -264,7 +250,6 @@ async fn the_token_is_never_indexed_and_sni_names_the_upstream() {
 /// another identity. Names that only resemble it pass.
 #[tokio::test]
 async fn an_access_token_in_the_query_is_refused() {
-    count_panics();
     let h = Setup::default().start().await;
     for client in [http1_client(), h2c_client()] {
         let before = h.sim.api_started();
@@ -296,26 +281,9 @@ async fn an_access_token_in_the_query_is_refused() {
 /// to an HTTP/1.1 and an HTTP/2 client alike.
 #[tokio::test]
 async fn repeated_fields_and_set_cookie_keep_their_order() {
-    use tokio::io::AsyncWriteExt;
-    count_panics();
-    let (listener, addr) = support::raw_upstream::listener().await;
-    let (tx, mut heads) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok((mut conn, _)) = listener.accept().await {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                while let Some(head) = support::raw_upstream::read_head(&mut conn).await {
-                    let _ = tx.send(head);
-                    let answer = "HTTP/1.1 200 OK\r\nSet-Cookie: a=1; Path=/\r\nX-Rep: 1\r\nSet-Cookie: b=2, c\r\nX-Rep: 2\r\nSet-Cookie: d=4\r\nAccept-Locale: en_GB\r\nContent-Length: 0\r\n\r\n";
-                    if conn.write_all(answer.as_bytes()).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    let h = support::raw_upstream::start_proxy(&format!("http://{addr}"), None, &Extras::default())
-        .await;
+    let answer = "HTTP/1.1 200 OK\r\nSet-Cookie: a=1; Path=/\r\nX-Rep: 1\r\nSet-Cookie: b=2, c\r\nX-Rep: 2\r\nSet-Cookie: d=4\r\nAccept-Locale: en_GB\r\nContent-Length: 0\r\n\r\n";
+    let raw = RawUpstream::start(move |_| vec![faulty::send(answer)]).await;
+    let h = Setup::default().upstream_url(raw.url()).start().await;
     for client in [http1_client(), h2c_client()] {
         let mut req = get(&h.url("/1/x"));
         for v in ["3", "1", "2"] {
@@ -335,7 +303,7 @@ async fn repeated_fields_and_set_cookie_keep_their_order() {
         assert_eq!(all("set-cookie"), ["a=1; Path=/", "b=2, c", "d=4"]);
         assert_eq!(all("x-rep"), ["1", "2"]);
         assert_eq!(all("accept-locale"), ["en_GB"]);
-        let head = heads.recv().await.unwrap().to_ascii_lowercase();
+        let head = raw.seen().last().unwrap().head.to_ascii_lowercase();
         let reps: Vec<&str> = head
             .lines()
             .filter_map(|l| l.strip_prefix("x-rep: "))
@@ -361,7 +329,6 @@ async fn series(h: &Harness) -> std::collections::BTreeSet<String> {
 /// path, host, query or user agent. The SPEC §8 metrics stay present.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn distinct_paths_add_no_metric_series() {
-    count_panics();
     let h = Setup::default().admin().start().await;
     let client = h2c_client();
     let request = |i: usize| {
@@ -406,61 +373,26 @@ async fn distinct_paths_add_no_metric_series() {
 /// connection), then stops it with SIGTERM. Returns, per request, whether
 /// the stack answered it (it carries the proxy's `x-request-id`), and the
 /// log the binary wrote.
-async fn log_of(format: &str, requests: &[Vec<u8>]) -> (Vec<bool>, String) {
-    use std::process::{Command, Stdio};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+async fn log_of(format: &'static str, requests: &[Vec<u8>]) -> (Vec<bool>, String) {
+    use tokio::io::AsyncWriteExt;
     let sim = fitbit_proxy::sim::Sim::new(sim_config());
     let upstream = sim.serve_plain(bind().await);
-    let dir = tempfile::tempdir().unwrap();
-    let proxy_addr = bind().await.local_addr().unwrap();
-    let toml = config_toml(&upstream, None, &Extras::default()).replace(
-        "addr = \"127.0.0.1:0\"",
-        &format!("addr = \"{proxy_addr}\""),
-    ) + &format!("\n[log]\nformat = \"{format}\"\n");
-    let path = dir.path().join("proxy.toml");
-    std::fs::write(&path, &toml).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_fitbit-proxy"))
-        .args(["run", "--config"])
-        .arg(&path)
-        .env(SECRET_ENV, SECRET)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The proxy binds right after start; retry until it answers.
-    let client = http1_client();
-    for _ in 0..400 {
-        if client
-            .request(get(&format!("http://{proxy_addr}/1/ready")))
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
+    let launch = Launch {
+        log_format: format,
+        ..Launch::default()
+    };
+    let p = launch.start(&upstream).await;
     let mut through_stack = Vec::new();
     for bytes in requests {
-        let mut conn = tokio::net::TcpStream::connect(proxy_addr).await.unwrap();
+        let mut conn = tokio::net::TcpStream::connect(p.proxy).await.unwrap();
         conn.write_all(bytes).await.unwrap();
-        let mut answer = Vec::new();
-        let read = std::time::Duration::from_secs(5);
-        let _ = tokio::time::timeout(read, conn.read_to_end(&mut answer)).await;
+        let (answer, _) = read_for(&mut conn, std::time::Duration::from_secs(5)).await;
         let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
         assert!(answer.starts_with("http/1.1 "), "{answer:?}");
         through_stack.push(answer.contains("x-request-id:"));
     }
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
+    p.child.sigterm();
+    let out = p.child.exited().await;
     assert_eq!(out.status.code(), Some(0));
     let log =
         String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);

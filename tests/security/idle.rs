@@ -21,11 +21,6 @@ const IDLE: Duration = Duration::from_secs(10);
 const SEND: Duration = Duration::from_secs(60);
 const PATH: &str = "/1/user/-/profile.json";
 
-async fn start() -> Harness {
-    count_panics();
-    Setup::default().admin().start().await
-}
-
 /// Connects once the proxy has taken the previous connection: a burst of
 /// connects can overflow the listen backlog, and a SYN retried after a
 /// second of real time lets paused time run far ahead.
@@ -75,12 +70,56 @@ async fn closed_at(stream: &mut TcpStream) -> (Instant, usize) {
     (Instant::now(), total)
 }
 
+/// Connections that send nothing, part of the h2 preface or part of a
+/// head are closed after `header_read_timeout` (3.02).
+#[tokio::test(start_paused = true)]
+async fn silent_connections_are_closed_after_header_read_timeout() {
+    let h = Setup::default()
+        .listen("header_read_timeout = \"3s\"")
+        .start()
+        .await;
+    for opening in [&b""[..], b"PRI * HTT", b"GET /1/x HTTP/1.1\r\nHost: x\r\n"] {
+        let mut s = TcpStream::connect(h.proxy).await.unwrap();
+        s.write_all(opening).await.unwrap();
+        let (_, closed) = read_for(&mut s, 60 * SEC).await;
+        assert!(
+            closed,
+            "connection opened with {opening:?} was never closed"
+        );
+    }
+    h.stop().await;
+}
+
+/// An h2c connection that sends the preface and an empty SETTINGS frame,
+/// then nothing (no PING answered), is closed within two
+/// `header_read_timeout`s (3.02, 3.04).
+#[tokio::test(start_paused = true)]
+async fn an_h2_connection_that_goes_quiet_after_the_preface_is_closed() {
+    let h = Setup::default()
+        .listen("header_read_timeout = \"5s\"")
+        .start()
+        .await;
+    let mut s = TcpStream::connect(h.proxy).await.unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let (_, closed) = read_for(&mut s, 600 * SEC).await;
+    assert!(closed, "held open for 600 s");
+    assert!(
+        started.elapsed() <= 11 * SEC,
+        "closed only after {:?}",
+        started.elapsed()
+    );
+    h.stop().await;
+}
+
 /// 3.03: 200 connections each make one keep-alive request, then stay idle.
 /// Each is closed `header_read_timeout` after its answer (hyper's head
 /// timer runs between requests too), not kept forever.
 #[tokio::test(start_paused = true)]
 async fn idle_http1_keep_alive_connections_are_closed_after_the_idle_bound() {
-    let h = start().await;
+    let h = Setup::default().admin().start().await;
     let mut closes = tokio::task::JoinSet::new();
     for i in 0..200 {
         let mut stream = connect(h.proxy).await;
@@ -155,7 +194,7 @@ async fn h2_get(
 /// connection is not idle.
 #[tokio::test(start_paused = true)]
 async fn an_idle_h2_connection_that_answers_pings_gets_goaway() {
-    let h = start().await;
+    let h = Setup::default().admin().start().await;
     let (mut send, mut ended) = h2_client(h.proxy).await;
     let res = h2_get(&mut send, "/sim/slow/25000").await;
     assert_eq!(res.status(), 200);
@@ -184,7 +223,7 @@ async fn an_idle_h2_connection_that_answers_pings_gets_goaway() {
 /// arrives in the middle is served at once.
 #[tokio::test(start_paused = true)]
 async fn two_hundred_slowloris_connections_are_all_closed_and_others_are_served() {
-    let h = start().await;
+    let h = Setup::default().admin().start().await;
     let before = h.sim.api_started();
     let started = Instant::now();
     let mut slow = tokio::task::JoinSet::new();
@@ -244,13 +283,8 @@ async fn endless_upstream() -> (SocketAddr, mpsc::UnboundedReceiver<(usize, Inst
         while let Ok((mut conn, _)) = listener.accept().await {
             let tx = tx.clone();
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match conn.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
+                if raw_upstream::read_head(&mut conn).await.is_none() {
+                    return;
                 }
                 let len = 50 << 20;
                 let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {len}\r\n\r\n");
@@ -274,9 +308,12 @@ async fn endless_upstream() -> (SocketAddr, mpsc::UnboundedReceiver<(usize, Inst
 /// last took a byte, and lets go of the upstream connection.
 #[tokio::test(start_paused = true)]
 async fn a_client_that_stops_reading_is_cut_off_and_the_upstream_released() {
-    count_panics();
     let (upstream, mut released) = endless_upstream().await;
-    let h = Setup::default().admin().upstream_at(upstream).start().await;
+    let h = Setup::default()
+        .admin()
+        .upstream_url(format!("http://{upstream}"))
+        .start()
+        .await;
     let mut stream = TcpStream::connect(h.proxy).await.unwrap();
     let req = format!("GET {PATH} HTTP/1.1\r\nHost: x\r\n\r\n");
     stream.write_all(req.as_bytes()).await.unwrap();
@@ -306,7 +343,7 @@ async fn a_client_that_stops_reading_is_cut_off_and_the_upstream_released() {
 /// not cut, however long the download takes; the same over h2c.
 #[tokio::test(start_paused = true)]
 async fn a_slow_reader_that_keeps_reading_is_not_cut() {
-    let h = start().await;
+    let h = Setup::default().admin().start().await;
     let size = 4 << 20;
     let mut stream = TcpStream::connect(h.proxy).await.unwrap();
     let req = format!("GET /sim/stream/{size} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
@@ -336,9 +373,12 @@ async fn a_slow_reader_that_keeps_reading_is_not_cut() {
 /// connection is closed and the upstream connection released.
 #[tokio::test(start_paused = true)]
 async fn an_h2_window_held_at_zero_is_cut_off_and_the_upstream_released() {
-    count_panics();
     let (upstream, mut released) = endless_upstream().await;
-    let h = Setup::default().admin().upstream_at(upstream).start().await;
+    let h = Setup::default()
+        .admin()
+        .upstream_url(format!("http://{upstream}"))
+        .start()
+        .await;
     let (mut send, ended) = h2_client(h.proxy).await;
     let res = h2_get(&mut send, PATH).await;
     assert_eq!(res.status(), 200);

@@ -3,16 +3,15 @@
 //! `RUST_LOG=trace` for every crate, traffic of every kind goes through it,
 //! and everything it printed or answered is scanned for canaries.
 
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::Command;
 
+use crate::support::binary::{Launch, BIN};
 use crate::support::*;
 use base64::Engine;
 use fitbit_proxy::sim::{Sim, TokenFailure};
 use http::Request;
 use http_body_util::Full;
 
-const BIN: &str = env!("CARGO_BIN_EXE_fitbit-proxy");
 const CLIENT_CANARY: &str = "CLIENTAUTH_CANARY";
 
 /// Every form a canary could leak in.
@@ -37,18 +36,16 @@ fn assert_clean(what: &str, text: &str) {
 async fn nothing_secret_in_trace_logs_answers_or_check_output() {
     let sim = Sim::new(sim_config());
     let upstream = sim.serve_plain(bind().await);
-    let dir = tempfile::tempdir().unwrap();
-    let proxy_addr = bind().await.local_addr().unwrap();
-    let toml = config_toml(&upstream, None, &Extras::default()).replace(
-        "addr = \"127.0.0.1:0\"",
-        &format!("addr = \"{proxy_addr}\""),
-    );
-    let path = dir.path().join("proxy.toml");
-    std::fs::write(&path, &toml).unwrap();
+    let launch = Launch {
+        log_format: "text",
+        rust_log: "trace",
+        ..Launch::default()
+    };
+    let p = launch.start(&upstream).await;
 
     let check = Command::new(BIN)
         .args(["check", "--config"])
-        .arg(&path)
+        .arg(p.config_path())
         .env(SECRET_ENV, SECRET)
         .output()
         .unwrap();
@@ -62,26 +59,9 @@ async fn nothing_secret_in_trace_logs_answers_or_check_output() {
         ),
     );
 
-    let child = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&path)
-        .env(SECRET_ENV, SECRET)
-        .env("RUST_LOG", "trace")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let base = format!("http://{proxy_addr}");
+    let base = format!("http://{}", p.proxy);
     let client = http1_client();
-    // The proxy binds right after start; retry until it answers.
     let mut answers = String::new();
-    for _ in 0..200 {
-        if let Ok(res) = client.request(get(&format!("{base}/1/ready"))).await {
-            answers.push_str(&format!("{:?}", res.headers()));
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
     let mut record = |res: (http::Response<()>, bytes::Bytes)| {
         answers.push_str(&format!("{:?}{:?}", res.0.headers(), res.1));
     };
@@ -110,13 +90,8 @@ async fn nothing_secret_in_trace_logs_answers_or_check_output() {
         "the scenario did not exercise the token endpoint"
     );
 
-    let pid = child.id().to_string();
-    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    assert!(killed.success());
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
+    p.child.sigterm();
+    let out = p.child.exited().await;
     let logs = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

@@ -14,3 +14,12 @@ mod idle;
 mod leaks;
 mod slow;
 mod upstream;
+
+use support::Setup;
+
+/// A proxy that gives up on a request head (or body) after 1 s of
+/// silence, so that what the parser would wait on forever is cut off
+/// quickly.
+fn impatient() -> Setup {
+    Setup::default().listen("header_read_timeout = \"1s\"")
+}

@@ -8,6 +8,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
+use super::impatient;
 use crate::support::invariants::*;
 use crate::support::*;
 use bytes::Bytes;
@@ -25,35 +26,7 @@ use tokio::time::Instant;
 const PATH: &str = "/1/user/-/foods/log.json";
 
 async fn start() -> Harness {
-    count_panics();
-    Setup::default()
-        .listen("header_read_timeout = \"1s\"")
-        .admin()
-        .start()
-        .await
-}
-
-/// Reads until the proxy closes (or resets) the connection; panics if it
-/// is still open after `limit`.
-async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> String {
-    let mut out = Vec::new();
-    let done = tokio::time::timeout(limit, async {
-        let mut buf = [0u8; 16 * 1024];
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => out.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await;
-    assert_no_canary("a raw answer", &out);
-    let text = String::from_utf8_lossy(&out).into_owned();
-    assert!(
-        done.is_ok(),
-        "connection still open after {limit:?}: {text}"
-    );
-    text
+    impatient().admin().start().await
 }
 
 /// No request body reached the upstream whole.
@@ -210,19 +183,15 @@ async fn stalling_upstream() -> (
         while let Ok((mut conn, _)) = listener.accept().await {
             let tx = tx.clone();
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match conn.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
+                if raw_upstream::read_head(&mut conn).await.is_none() {
+                    return;
                 }
                 let answer = b"HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: 1000\r\n\r\n0123456789";
                 if conn.write_all(answer).await.is_err() {
                     return;
                 }
                 let sent = Instant::now();
+                let mut buf = [0u8; 4096];
                 let _ = tokio::time::timeout(Duration::from_secs(30), async {
                     loop {
                         match conn.read(&mut buf).await {
@@ -246,23 +215,13 @@ async fn stalling_upstream() -> (
 /// connection to the upstream instead of holding (or pooling) it.
 #[tokio::test]
 async fn an_upstream_that_stalls_its_body_is_cut_off() {
-    count_panics();
-    let sim = Sim::new(sim_config());
-    let (sim_handle, _) = serve(&sim, Transport::Plain).await;
     let (raw_addr, mut closed) = stalling_upstream().await;
-    let dir = tempfile::tempdir().unwrap();
-    let extra = Extras {
-        listen: "header_read_timeout = \"1s\"".into(),
-        upstream: "request_timeout = \"1s\"".into(),
-        ..Extras::default()
-    };
-    let toml = config_toml(&sim_handle, None, &extra).replacen(
-        &format!("\nurl = \"{}\"", sim_handle.base_url()),
-        &format!("\nurl = \"http://{raw_addr}\""),
-        1,
-    );
-    assert!(toml.contains(&raw_addr.to_string()), "{toml}");
-    let (proxy, stop, task) = spawn_proxy(parse_config(&toml, dir.path())).await;
+    let h = impatient()
+        .upstream("request_timeout = \"1s\"")
+        .upstream_url(format!("http://{raw_addr}"))
+        .start()
+        .await;
+    let proxy = h.proxy;
 
     // HTTP/1: headers and 10 bytes, then the connection ends short.
     let started = Instant::now();
@@ -305,7 +264,6 @@ async fn an_upstream_that_stalls_its_body_is_cut_off() {
         .unwrap();
     assert!(held < Duration::from_secs(30), "held for {held:?}");
 
-    assert_no_panics();
-    let _ = stop.send(());
-    let _ = task.await;
+    assert_invariants(&h);
+    h.stop().await;
 }

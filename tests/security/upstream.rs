@@ -12,8 +12,6 @@ use crate::support::invariants::*;
 use crate::support::*;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 const OK: &[u8] =
     b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
@@ -23,32 +21,11 @@ const OK_HEAD: &[u8] =
     b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n";
 
 async fn start(raw: &RawUpstream) -> Harness {
-    count_panics();
     Setup::default()
         .admin()
-        .start_against(&raw.url(), None)
+        .upstream_url(raw.url())
+        .start()
         .await
-}
-
-/// Sends raw request bytes and reads until the proxy closes (or resets)
-/// the connection, at most 10 s; checks G2 on what came back.
-async fn exchange(h: &Harness, request: &str) -> Vec<u8> {
-    let mut stream = TcpStream::connect(h.proxy).await.unwrap();
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    let mut buf = [0u8; 16 * 1024];
-    let done = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => out.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await;
-    assert!(done.is_ok(), "connection still open: {out:?}");
-    assert_no_canary("a raw answer", &out);
-    out
 }
 
 fn get_close(path: &str) -> String {
@@ -56,7 +33,8 @@ fn get_close(path: &str) -> String {
 }
 
 /// The head and body of a raw HTTP/1 answer.
-fn split(raw: &[u8]) -> (String, &[u8]) {
+fn split(raw: &str) -> (String, &[u8]) {
+    let raw = raw.as_bytes();
     let end = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -67,10 +45,9 @@ fn split(raw: &[u8]) -> (String, &[u8]) {
     )
 }
 
-fn assert_502(raw: &[u8], what: &str) {
-    let text = String::from_utf8_lossy(raw);
-    assert_eq!(first_status(&text), 502, "{what}: {text}");
-    let (head, body) = split(raw);
+fn assert_502(text: &str, what: &str) {
+    assert_eq!(first_status(text), 502, "{what}: {text}");
+    let (head, body) = split(text);
     assert!(
         head.contains("x-fitbit-proxy-error: upstream_unreachable"),
         "{what}: {text}"
@@ -100,7 +77,7 @@ async fn a_reset_or_close_before_the_answer_gets_502_and_no_resend() {
     .await;
     let h = start(&raw).await;
     for path in ["/reset", "/close"] {
-        assert_502(&exchange(&h, &get_close(path)).await, path);
+        assert_502(&raw_exchange(h.proxy, &get_close(path)).await, path);
         assert_eq!(conns_of(&raw.seen(), path).len(), 1, "{path} sent again");
     }
     assert_outcomes(&h, &[(("proxy", "502"), 2.0)]).await;
@@ -211,11 +188,10 @@ async fn unparsable_answers_get_502_and_their_connection_is_not_reused() {
     let client = http1_client();
     for (i, (what, _, is_502)) in UNPARSABLE.iter().enumerate() {
         let path = format!("/bad/{i}");
-        let got = exchange(&h, &get_close(&path)).await;
-        let text = String::from_utf8_lossy(&got);
+        let text = raw_exchange(h.proxy, &get_close(&path)).await;
         println!("{what}: {}", text.lines().next().unwrap_or_default());
         if *is_502 {
-            assert_502(&got, what);
+            assert_502(&text, what);
         } else {
             assert_ne!(first_status(&text), 502, "{what}: {text}");
         }
@@ -270,8 +246,8 @@ async fn interim_answers_are_dropped_and_head_and_304_come_back_bodiless() {
     .await;
     let h = start(&raw).await;
 
-    let got = exchange(&h, &get_close("/early")).await;
-    let text = String::from_utf8_lossy(&got);
+    let got = raw_exchange(h.proxy, &get_close("/early")).await;
+    let text = &got;
     assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
     assert!(
         !text.contains("HTTP/1.1 103") && !text.contains("HTTP/1.1 100"),
@@ -279,8 +255,8 @@ async fn interim_answers_are_dropped_and_head_and_304_come_back_bodiless() {
     );
     assert_eq!(split(&got).1, b"hello");
 
-    let got = exchange(
-        &h,
+    let got = raw_exchange(
+        h.proxy,
         "HEAD /head HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     )
     .await;
@@ -289,7 +265,7 @@ async fn interim_answers_are_dropped_and_head_and_304_come_back_bodiless() {
     assert!(head.contains("content-length: 1000"), "{head}");
     assert!(body.is_empty(), "{body:?}");
 
-    let got = exchange(&h, &get_close("/304")).await;
+    let got = raw_exchange(h.proxy, &get_close("/304")).await;
     let (head, body) = split(&got);
     assert!(head.starts_with("http/1.1 304"), "{head}");
     assert!(head.contains("etag: \"v1\""), "{head}");
@@ -371,10 +347,9 @@ const EOF_PART: &[u8] = b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n0123456789
 
 /// The client saw a 200 whose body is visibly incomplete: fewer bytes than
 /// its Content-Length, or chunked with no last chunk.
-fn assert_cut_short(raw: &[u8], what: &str) {
-    let text = String::from_utf8_lossy(raw);
-    assert_eq!(first_status(&text), 200, "{what}: {text}");
-    let (head, body) = split(raw);
+fn assert_cut_short(text: &str, what: &str) {
+    assert_eq!(first_status(text), 200, "{what}: {text}");
+    let (head, body) = split(text);
     if head.contains("content-length: 1000") {
         assert!(body.len() < 1000, "{what}: {text}");
     } else {
@@ -401,7 +376,7 @@ async fn a_reset_mid_body_reaches_the_client_as_a_cut_answer() {
     .await;
     let h = start(&raw).await;
     for path in ["/cl", "/chunked"] {
-        assert_cut_short(&exchange(&h, &get_close(path)).await, path);
+        assert_cut_short(&raw_exchange(h.proxy, &get_close(path)).await, path);
         let (res, _) = send(&http1_client(), get(&h.url("/ok"))).await;
         assert_eq!(res.status(), 200, "healthy after {path}");
         let line = logs.access_line(path).await;
@@ -434,13 +409,14 @@ async fn a_tls_close_without_close_notify_is_a_cut_answer() {
         _ => vec![faulty::send(OK)],
     })
     .await;
-    count_panics();
     let h = Setup::default()
         .admin()
-        .start_against(&raw.url(), Some(&pki.root_pem))
+        .upstream_url(raw.url())
+        .trust(&pki.root_pem)
+        .start()
         .await;
     for path in ["/tls-cl", "/tls-eof"] {
-        assert_cut_short(&exchange(&h, &get_close(path)).await, path);
+        assert_cut_short(&raw_exchange(h.proxy, &get_close(path)).await, path);
         let line = logs.access_line(path).await;
         assert!(
             line.contains("status=200") && line.contains("complete=false"),
@@ -477,15 +453,15 @@ async fn a_body_trickling_just_under_the_idle_bound_flows_just_over_is_cut() {
         _ => trickle(1100),
     })
     .await;
-    count_panics();
     let h = Setup::default()
         .upstream("request_timeout = \"1s\"")
         .admin()
-        .start_against(&raw.url(), None)
+        .upstream_url(raw.url())
+        .start()
         .await;
-    let got = exchange(&h, &get_close("/under")).await;
+    let got = raw_exchange(h.proxy, &get_close("/under")).await;
     assert_eq!(split(&got).1, b"12345");
-    let got = exchange(&h, &get_close("/over")).await;
+    let got = raw_exchange(h.proxy, &get_close("/over")).await;
     let (head, body) = split(&got);
     assert!(head.contains("content-length: 5"), "{head}");
     assert_eq!(body, b"1", "cut after the first byte");
@@ -526,7 +502,6 @@ async fn bad_upstream_certificates_fail_closed_before_any_request() {
         ("no intermediate", leaf(&["localhost"], None, true), 502),
         ("full chain", leaf(&["localhost"], None, true), 200),
     ];
-    count_panics();
     for (what, leaf, want) in cases {
         let (mut chain, key) = pki.leaf(leaf);
         if what == "full chain" {
@@ -534,7 +509,9 @@ async fn bad_upstream_certificates_fail_closed_before_any_request() {
         }
         let raw = RawUpstream::start_tls(chain, key, |_| vec![faulty::send(OK)]).await;
         let h = Setup::default()
-            .start_against(&raw.url(), Some(&pki.root_pem))
+            .upstream_url(raw.url())
+            .trust(&pki.root_pem)
+            .start()
             .await;
         let (res, body) = send(&http1_client(), get(&h.url("/1/x"))).await;
         assert_eq!(res.status(), want, "{what}: {body:?}");
@@ -718,11 +695,11 @@ async fn a_silent_or_trickling_token_endpoint_gives_503_within_the_fetch_timeout
     };
     for (what, steps) in [("silent", vec![Step::Hold]), ("trickling", trickle())] {
         let token = RawUpstream::start(move |_| steps.clone()).await;
-        count_panics();
         let h = Setup::default()
             .upstream("request_timeout = \"2s\"")
             .admin()
-            .start_with_token_url(&format!("{}/oauth2/token", token.url()))
+            .token_url(format!("{}/oauth2/token", token.url()))
+            .start()
             .await;
         let started = tokio::time::Instant::now();
         let requests = (0..10).map(|_| {
@@ -767,10 +744,10 @@ async fn token_answers_are_read_up_to_64_kib_and_refused_past_it() {
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {size}\r\n\r\n{body}"
         );
         let token = RawUpstream::start(move |_| vec![faulty::send(&answer)]).await;
-        count_panics();
         let h = Setup::default()
             .admin()
-            .start_with_token_url(&format!("{}/oauth2/token", token.url()))
+            .token_url(format!("{}/oauth2/token", token.url()))
+            .start()
             .await;
         eventually(Duration::from_secs(5), || !token.seen().is_empty()).await;
         let client = http1_client();
@@ -803,9 +780,9 @@ async fn a_redirect_from_the_token_endpoint_is_not_followed() {
         elsewhere.local_addr().unwrap()
     );
     let token = RawUpstream::start(move |_| vec![faulty::send(&answer)]).await;
-    count_panics();
     let h = Setup::default()
-        .start_with_token_url(&format!("{}/oauth2/token", token.url()))
+        .token_url(format!("{}/oauth2/token", token.url()))
+        .start()
         .await;
     eventually(Duration::from_secs(5), || !token.seen().is_empty()).await;
     let (res, body) = send(&http1_client(), get(&h.url("/1/x"))).await;
@@ -831,7 +808,6 @@ async fn a_redirect_from_the_token_endpoint_is_not_followed() {
 /// refresh, no replay.
 #[tokio::test]
 async fn other_401s_and_403_insufficient_scope_pass_through_without_a_refresh() {
-    count_panics();
     let h = Setup::default().admin().start().await;
     let client = http1_client();
     let cases = [
@@ -874,10 +850,11 @@ async fn start_h2(end: faulty::H2End) -> (Harness, faulty::H2Upstream) {
         by_intermediate: false,
     });
     let up = faulty::H2Upstream::start(chain, key, end).await;
-    count_panics();
     let h = Setup::default()
         .admin()
-        .start_against(&up.url(), Some(&pki.root_pem))
+        .upstream_url(up.url())
+        .trust(&pki.root_pem)
+        .start()
         .await;
     (h, up)
 }
@@ -889,7 +866,10 @@ async fn start_h2(end: faulty::H2End) -> (Harness, faulty::H2Upstream) {
 #[tokio::test]
 async fn an_h2_upstream_reset_mid_body_reaches_the_client_as_a_cut_answer() {
     let (h, up) = start_h2(faulty::H2End::Never).await;
-    assert_cut_short(&exchange(&h, &get_close("/rst")).await, "h1 client");
+    assert_cut_short(
+        &raw_exchange(h.proxy, &get_close("/rst")).await,
+        "h1 client",
+    );
     let res = h2c_client().request(get(&h.url("/rst"))).await.unwrap();
     assert_eq!(res.status(), 200);
     let body = res.into_body().collect().await;
@@ -948,7 +928,7 @@ async fn answer_fields_echoing_the_token_are_dropped() {
     .await;
     let h = start(&raw).await;
     for client in [http1_client(), h2c_client()] {
-        let got = exchange(&h, &get_close("/1/echo")).await;
+        let got = raw_exchange(h.proxy, &get_close("/1/echo")).await;
         let (head, _) = split(&got);
         assert!(head.contains("x-kept: yes"), "{head}");
         for field in ["x-echo-authorization", "x-debug", "set-cookie"] {
@@ -991,9 +971,9 @@ async fn the_token_endpoints_retry_after_is_honoured() {
         vec![faulty::send(answer)]
     })
     .await;
-    count_panics();
     let h = Setup::default()
-        .start_with_token_url(&format!("{}/oauth2/token", token.url()))
+        .token_url(format!("{}/oauth2/token", token.url()))
+        .start()
         .await;
     eventually(Duration::from_secs(120), || {
         times.lock().unwrap().len() == 4
@@ -1027,9 +1007,9 @@ async fn an_unverifiable_token_endpoint_never_gets_the_secret() {
         by_intermediate: false,
     });
     let token = RawUpstream::start_tls(chain, key, |_| vec![faulty::send(OK)]).await;
-    count_panics();
     let h = Setup::default()
-        .start_with_token_url(&format!("{}/oauth2/token", token.url()))
+        .token_url(format!("{}/oauth2/token", token.url()))
+        .start()
         .await;
     eventually(Duration::from_secs(5), || token.connections() >= 1).await;
     let (res, body) = send(&http1_client(), get(&h.url("/1/x"))).await;
@@ -1055,10 +1035,11 @@ async fn a_stream_above_the_goaway_last_stream_id_is_retried_on_a_new_connection
         by_intermediate: false,
     });
     let up = faulty::GoawayUpstream::start(chain, key, false).await;
-    count_panics();
     let h = Setup::default()
         .admin()
-        .start_against(&up.url(), Some(&pki.root_pem))
+        .upstream_url(up.url())
+        .trust(&pki.root_pem)
+        .start()
         .await;
     let (a, b) = (http1_client(), http1_client());
     let (first, second) =
@@ -1092,10 +1073,11 @@ async fn a_reset_followed_by_goaway_gives_502_once_then_a_new_connection() {
         by_intermediate: false,
     });
     let up = faulty::GoawayUpstream::start(chain, key, true).await;
-    count_panics();
     let h = Setup::default()
         .admin()
-        .start_against(&up.url(), Some(&pki.root_pem))
+        .upstream_url(up.url())
+        .trust(&pki.root_pem)
+        .start()
         .await;
     let client = http1_client();
     let (res, body) = send(&client, get(&h.url("/1/x"))).await;
