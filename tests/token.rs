@@ -11,6 +11,7 @@ use bytes::Bytes;
 use fitbit_proxy::sim::{SimConfig, TokenFailure};
 use http::{Request, StatusCode};
 use http_body_util::Full;
+use support::invariants::{assert_invariants, assert_outcomes};
 use support::*;
 
 const SEC: Duration = Duration::from_secs(1);
@@ -371,6 +372,43 @@ async fn replay_keeps_small_bodies_only_and_never_loops() {
     .await;
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(h.sim.token_fetches(), fetches + 1);
+    h.stop().await;
+}
+
+/// 4.14: a 401 whose `errorType` is not about the token, and a 403
+/// `insufficient_scope`, go back to the client as they are: no token
+/// refresh, no replay.
+#[tokio::test]
+async fn other_401s_and_403_insufficient_scope_pass_through_without_a_refresh() {
+    let h = Setup::default().admin().start().await;
+    let client = http1_client();
+    let cases = [
+        (401, "insufficient_permissions"),
+        (401, "invalid_request"),
+        (401, "system"),
+        (403, "insufficient_scope"),
+        (403, "invalid_token"),
+    ];
+    for (status, error_type) in cases {
+        let path = format!("/sim/status/{status}?errorType={error_type}");
+        let (res, body) = send(&client, get(&h.url(&path))).await;
+        assert_eq!(res.status(), status, "{error_type}");
+        assert_eq!(proxy_error(&res), None, "{error_type}");
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["errors"][0]["errorType"], error_type);
+    }
+    assert_eq!(h.sim.token_fetches(), 1, "a token was refreshed");
+    assert_eq!(
+        h.sim.received().len(),
+        cases.len(),
+        "a request was replayed"
+    );
+    assert_outcomes(
+        &h,
+        &[(("upstream", "401"), 3.0), (("upstream", "403"), 2.0)],
+    )
+    .await;
+    assert_invariants(&h);
     h.stop().await;
 }
 

@@ -3,7 +3,6 @@
 //! ends with the global invariants.
 
 use crate::support;
-use crate::support::binary::Launch;
 use crate::support::faulty::{self, RawUpstream};
 use crate::support::invariants::*;
 use crate::support::*;
@@ -95,6 +94,75 @@ async fn forwarding_identity_fields_do_not_sway_allow_or_deny() {
     assert!(h.sim.received().is_empty());
     assert_invariants(&h);
     h.stop().await;
+}
+
+/// 2.06: a bearer token in the query (`access_token`, RFC 6750 §2.3),
+/// however spelled, is 400 and never forwarded: a client cannot act under
+/// another identity. Names that only resemble it pass.
+#[tokio::test]
+async fn an_access_token_in_the_query_is_refused() {
+    let h = Setup::default().start().await;
+    for client in [http1_client(), h2c_client()] {
+        let before = h.sim.api_started();
+        for query in [
+            "access_token=CLIENTAUTH_CANARY",
+            "a=1&access_token=CLIENTAUTH_CANARY",
+            "a=1&+access%5Ftoken+=CLIENTAUTH_CANARY",
+            "ACCESS_TOKEN=CLIENTAUTH_CANARY",
+            "access%5Ftoken=CLIENTAUTH_CANARY",
+            "access_token",
+        ] {
+            let (res, body) = send(&client, get(&h.url(&format!("/1/x?{query}")))).await;
+            assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{query}");
+            assert_fitbit_error(&body, "bad_request");
+            assert_no_canary(query, &body);
+        }
+        assert_nothing_forwarded_since(&h, before, "access_token in the query");
+        for query in ["access_tokens=1", "x=access_token", "token=1"] {
+            let (res, _) = send(&client, get(&h.url(&format!("/1/x?{query}")))).await;
+            assert_eq!(res.status(), StatusCode::OK, "{query}");
+        }
+    }
+    assert_eq!(h.sim.received().len(), 6);
+    assert_invariants(&h);
+}
+
+/// 2.15: repeated fields keep their order both ways (RFC 9110 §5.3), and
+/// several `Set-Cookie` lines reach the client as they left the upstream,
+/// to an HTTP/1.1 and an HTTP/2 client alike.
+#[tokio::test]
+async fn repeated_fields_and_set_cookie_keep_their_order() {
+    let answer = "HTTP/1.1 200 OK\r\nSet-Cookie: a=1; Path=/\r\nX-Rep: 1\r\nSet-Cookie: b=2, c\r\nX-Rep: 2\r\nSet-Cookie: d=4\r\nAccept-Locale: en_GB\r\nContent-Length: 0\r\n\r\n";
+    let raw = RawUpstream::start(move |_| vec![faulty::send(answer)]).await;
+    let h = Setup::default().upstream_url(raw.url()).start().await;
+    for client in [http1_client(), h2c_client()] {
+        let mut req = get(&h.url("/1/x"));
+        for v in ["3", "1", "2"] {
+            req.headers_mut().append("x-rep", v.parse().unwrap());
+        }
+        req.headers_mut()
+            .insert("accept-language", "fr_FR".parse().unwrap());
+        let (res, _) = send(&client, req).await;
+        assert_eq!(res.status(), StatusCode::OK);
+        let all = |name: &str| -> Vec<String> {
+            res.headers()
+                .get_all(name)
+                .iter()
+                .map(|v| v.to_str().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(all("set-cookie"), ["a=1; Path=/", "b=2, c", "d=4"]);
+        assert_eq!(all("x-rep"), ["1", "2"]);
+        assert_eq!(all("accept-locale"), ["en_GB"]);
+        let head = raw.seen().last().unwrap().head.to_ascii_lowercase();
+        let reps: Vec<&str> = head
+            .lines()
+            .filter_map(|l| l.strip_prefix("x-rep: "))
+            .collect();
+        assert_eq!(reps, ["3", "1", "2"], "{head}");
+        assert!(head.contains("accept-language: fr_fr"), "{head}");
+    }
+    assert_invariants(&h);
 }
 
 /// How one header field was represented in HPACK (RFC 7541 §6).
@@ -243,214 +311,4 @@ async fn the_token_is_never_indexed_and_sni_names_the_upstream() {
         assert_eq!(auth, [&(Repr::NeverIndexed, AUTHORIZATION)], "{fields:?}");
     }
     assert_invariants(&h);
-}
-
-/// 2.06: a bearer token in the query (`access_token`, RFC 6750 §2.3),
-/// however spelled, is 400 and never forwarded: a client cannot act under
-/// another identity. Names that only resemble it pass.
-#[tokio::test]
-async fn an_access_token_in_the_query_is_refused() {
-    let h = Setup::default().start().await;
-    for client in [http1_client(), h2c_client()] {
-        let before = h.sim.api_started();
-        for query in [
-            "access_token=CLIENTAUTH_CANARY",
-            "a=1&access_token=CLIENTAUTH_CANARY",
-            "a=1&+access%5Ftoken+=CLIENTAUTH_CANARY",
-            "ACCESS_TOKEN=CLIENTAUTH_CANARY",
-            "access%5Ftoken=CLIENTAUTH_CANARY",
-            "access_token",
-        ] {
-            let (res, body) = send(&client, get(&h.url(&format!("/1/x?{query}")))).await;
-            assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{query}");
-            assert_fitbit_error(&body, "bad_request");
-            assert_no_canary(query, &body);
-        }
-        assert_nothing_forwarded_since(&h, before, "access_token in the query");
-        for query in ["access_tokens=1", "x=access_token", "token=1"] {
-            let (res, _) = send(&client, get(&h.url(&format!("/1/x?{query}")))).await;
-            assert_eq!(res.status(), StatusCode::OK, "{query}");
-        }
-    }
-    assert_eq!(h.sim.received().len(), 6);
-    assert_invariants(&h);
-}
-
-/// 2.15: repeated fields keep their order both ways (RFC 9110 §5.3), and
-/// several `Set-Cookie` lines reach the client as they left the upstream,
-/// to an HTTP/1.1 and an HTTP/2 client alike.
-#[tokio::test]
-async fn repeated_fields_and_set_cookie_keep_their_order() {
-    let answer = "HTTP/1.1 200 OK\r\nSet-Cookie: a=1; Path=/\r\nX-Rep: 1\r\nSet-Cookie: b=2, c\r\nX-Rep: 2\r\nSet-Cookie: d=4\r\nAccept-Locale: en_GB\r\nContent-Length: 0\r\n\r\n";
-    let raw = RawUpstream::start(move |_| vec![faulty::send(answer)]).await;
-    let h = Setup::default().upstream_url(raw.url()).start().await;
-    for client in [http1_client(), h2c_client()] {
-        let mut req = get(&h.url("/1/x"));
-        for v in ["3", "1", "2"] {
-            req.headers_mut().append("x-rep", v.parse().unwrap());
-        }
-        req.headers_mut()
-            .insert("accept-language", "fr_FR".parse().unwrap());
-        let (res, _) = send(&client, req).await;
-        assert_eq!(res.status(), StatusCode::OK);
-        let all = |name: &str| -> Vec<String> {
-            res.headers()
-                .get_all(name)
-                .iter()
-                .map(|v| v.to_str().unwrap().to_owned())
-                .collect()
-        };
-        assert_eq!(all("set-cookie"), ["a=1; Path=/", "b=2, c", "d=4"]);
-        assert_eq!(all("x-rep"), ["1", "2"]);
-        assert_eq!(all("accept-locale"), ["en_GB"]);
-        let head = raw.seen().last().unwrap().head.to_ascii_lowercase();
-        let reps: Vec<&str> = head
-            .lines()
-            .filter_map(|l| l.strip_prefix("x-rep: "))
-            .collect();
-        assert_eq!(reps, ["3", "1", "2"], "{head}");
-        assert!(head.contains("accept-language: fr_fr"), "{head}");
-    }
-    assert_invariants(&h);
-}
-
-/// Every series `/metrics` shows (name and labels, without the value).
-async fn series(h: &Harness) -> std::collections::BTreeSet<String> {
-    let (_, body) = send(&http1_client(), get(&h.admin_url("/metrics"))).await;
-    String::from_utf8_lossy(&body)
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(|l| l.rsplit_once(' ').map_or(l, |(s, _)| s).to_owned())
-        .collect()
-}
-
-/// 2.11: 10 000 distinct paths, queries, `Host`s and user agents (forwarded
-/// and refused alike) add no series to `/metrics`: no label holds a raw
-/// path, host, query or user agent. The SPEC §8 metrics stay present.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn distinct_paths_add_no_metric_series() {
-    let h = Setup::default().admin().start().await;
-    let client = h2c_client();
-    let request = |i: usize| {
-        // Mostly refused (403, answered by the proxy: cheap), some forwarded.
-        let path = if i % 10 == 0 { "/1/user" } else { "/oauth2/x" };
-        let mut req = get(&h.url(&format!("{path}/{i}?q={i}")));
-        let headers = req.headers_mut();
-        headers.insert("user-agent", format!("agent-{i}").parse().unwrap());
-        headers.insert("host", format!("host-{i}.internal").parse().unwrap());
-        req
-    };
-    // Warm-up: one answer of each kind, so that their series exist.
-    for i in [1, 10] {
-        send(&client, request(i)).await;
-    }
-    let before = series(&h).await;
-    for chunk in (0..10_000).collect::<Vec<_>>().chunks(100) {
-        let batch: Vec<_> = chunk.iter().map(|i| send(&client, request(*i))).collect();
-        for (res, _) in futures_util::future::join_all(batch).await {
-            assert!(matches!(res.status().as_u16(), 200 | 403));
-        }
-    }
-    let after = series(&h).await;
-    assert_eq!(
-        after.difference(&before).collect::<Vec<_>>(),
-        Vec::<&String>::new(),
-        "new series after 10 000 distinct paths"
-    );
-    for name in [
-        "fitbit_proxy_requests_total",
-        "fitbit_proxy_request_duration_seconds_bucket",
-        "fitbit_proxy_queue_depth",
-        "fitbit_proxy_token_expires_in_seconds",
-    ] {
-        assert!(after.iter().any(|s| s.starts_with(name)), "{name} missing");
-    }
-    assert_invariants(&h);
-}
-
-/// Runs the real binary with `log.format = format` in front of a
-/// simulator, sends `requests` (raw HTTP/1 bytes, each on its own
-/// connection), then stops it with SIGTERM. Returns, per request, whether
-/// the stack answered it (it carries the proxy's `x-request-id`), and the
-/// log the binary wrote.
-async fn log_of(format: &'static str, requests: &[Vec<u8>]) -> (Vec<bool>, String) {
-    use tokio::io::AsyncWriteExt;
-    let sim = fitbit_proxy::sim::Sim::new(sim_config());
-    let upstream = sim.serve_plain(bind().await);
-    let launch = Launch {
-        log_format: format,
-        ..Launch::default()
-    };
-    let p = launch.start(&upstream).await;
-    let mut through_stack = Vec::new();
-    for bytes in requests {
-        let mut conn = tokio::net::TcpStream::connect(p.proxy).await.unwrap();
-        conn.write_all(bytes).await.unwrap();
-        let (answer, _) = read_for(&mut conn, std::time::Duration::from_secs(5)).await;
-        let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
-        assert!(answer.starts_with("http/1.1 "), "{answer:?}");
-        through_stack.push(answer.contains("x-request-id:"));
-    }
-    p.child.sigterm();
-    let out = p.child.exited().await;
-    assert_eq!(out.status.code(), Some(0));
-    let log =
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    (through_stack, log)
-}
-
-/// 2.10: CR, LF, ESC and quotes sent in the path, the method, the request
-/// id and other fields never break the access log: the parser refuses raw
-/// CR, LF and ESC before anything is logged; what is logged (quotes,
-/// backslashes, braces, percent-encoded CR LF ESC) stays inside one line
-/// per request, in text and in JSON (each line parses, the path and the
-/// request id round-trip).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn injected_control_characters_and_quotes_never_break_a_log_line() {
-    let requests: Vec<Vec<u8>> = [
-        &b"GET /1/inj0/%0d%0a%1b%5b31m%22%7d HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"[..],
-        b"GET /1/inj1/\"}{\\ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        b"GET /1/inj2 HTTP/1.1\r\nHost: x\r\nX-Request-Id: inj2\"}\\n{\"level\":\"ERROR\"\r\nConnection: close\r\n\r\n",
-        b"GET /1/inj3 HTTP/1.1\r\nHost: x\r\nUser-Agent: \"}\x1b[31m\r\nConnection: close\r\n\r\n",
-        b"GET /1/inj4\x1b[31m HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        b"GET /1/inj5\r\nX-Forged: 1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        b"G\"ET /1/inj6 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        b"X-INJ7'!#$%&*+.^_`|~ /1/inj7 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        b"GET /1/inj8 HTTP/1.1\r\nHost: x\r\nUser-Agent: a\rb\r\nConnection: close\r\n\r\n",
-    ]
-    .iter()
-    .map(|b| b.to_vec())
-    .collect();
-    for format in ["text", "json"] {
-        let (through_stack, log) = log_of(format, &requests).await;
-        assert!(!log.contains('\x1b'), "{format}: a raw ESC in the log");
-        assert!(!log.contains('\r'), "{format}: a raw CR in the log");
-        let lines: Vec<&str> = log.lines().collect();
-        for (i, logged) in through_stack.iter().enumerate() {
-            let marker = format!("inj{i}");
-            let found: Vec<&&str> = lines.iter().filter(|l| l.contains(&marker)).collect();
-            let want = usize::from(*logged);
-            assert_eq!(found.len(), want, "{format}: request {i}: {found:#?}");
-            for line in found {
-                assert!(line.contains("request"), "{format}: {line}");
-                if format == "json" {
-                    let v: serde_json::Value = serde_json::from_str(line)
-                        .unwrap_or_else(|e| panic!("not one JSON record: {e}: {line}"));
-                    assert!(v["path"].as_str().unwrap().starts_with("/1/inj"), "{v}");
-                    if i == 2 {
-                        assert_eq!(v["request_id"], "inj2\"}\\n{\"level\":\"ERROR\"", "{v}");
-                    }
-                }
-            }
-        }
-        // The quoted request id and the path with quotes went through.
-        assert!(through_stack[0] && through_stack[2], "{through_stack:?}");
-        if format == "json" {
-            for line in lines.iter().filter(|l| l.starts_with('{')) {
-                serde_json::from_str::<serde_json::Value>(line)
-                    .unwrap_or_else(|e| panic!("not one JSON record: {e}: {line}"));
-            }
-        }
-        eprintln!("{format}: through the stack: {through_stack:?}");
-    }
 }

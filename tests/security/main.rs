@@ -10,9 +10,12 @@ mod support;
 mod framing;
 mod h2;
 mod headers;
+mod heads;
 mod idle;
-mod leaks;
+mod observability;
+mod probe;
 mod slow;
+mod targets;
 mod upstream;
 
 use support::Setup;

@@ -390,6 +390,15 @@ impl Pki {
         (vec![cert.der().clone()], key)
     }
 
+    /// A leaf for `localhost`, valid now, signed by the root.
+    pub fn localhost(&self) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+        self.leaf(Leaf {
+            names: &["localhost"],
+            validity: None,
+            by_intermediate: false,
+        })
+    }
+
     /// The intermediate's certificate, to complete a chain.
     pub fn intermediate(&self) -> CertificateDer<'static> {
         self.intermediate_der.clone()
