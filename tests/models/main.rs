@@ -5,7 +5,6 @@
 #[path = "../support/mod.rs"]
 mod support;
 
-mod mutants;
 mod pacer;
 mod parsers;
 mod token;
