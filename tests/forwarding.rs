@@ -367,18 +367,10 @@ async fn rss_does_not_grow_with_body_size() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(16);
     let size = mib << 20;
-    let sim = fitbit_proxy::sim::Sim::new(sim_config());
-    let upstream = sim.serve_plain(bind().await);
-    let extra = Extras {
-        listen: format!("max_request_body = {size}"),
-        ..Extras::default()
-    };
-    let mut p = Launch {
-        extra,
-        ..Launch::default()
-    }
-    .start(&upstream)
-    .await;
+    let (sim, upstream) = simulator().await;
+    let mut p = Launch::with(Extras::default().listen(&format!("max_request_body = {size}")))
+        .start(&upstream)
+        .await;
     // Its log goes on being read, so that a full pipe never stalls it.
     let mut stderr = p.child.0.as_mut().unwrap().stderr.take().unwrap();
     std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));

@@ -5,24 +5,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
 
 use crate::support::binary::*;
-use fitbit_proxy::sim::Sim;
 
 use crate::*;
-
-/// The binary in front of `sim` with a 10 s grace, JSON logs and the
-/// admin listener on, once `/readyz` says 200.
-async fn start(upstream: &fitbit_proxy::sim::ServerHandle) -> Proxy {
-    let extra = Extras {
-        listen: "shutdown_grace = \"10s\"".into(),
-        ..Extras::default()
-    };
-    Launch {
-        extra,
-        ..Launch::default()
-    }
-    .start(upstream)
-    .await
-}
 
 /// Every stderr line as JSON (all of them must be), and the access lines.
 fn json_lines(out: &Output) -> (Vec<serde_json::Value>, Vec<serde_json::Value>) {
@@ -33,9 +17,8 @@ fn json_lines(out: &Output) -> (Vec<serde_json::Value>, Vec<serde_json::Value>) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_access_log_has_one_line_per_request_with_its_fields_and_no_secret() {
-    let sim = Sim::new(sim_config());
-    let upstream = sim.serve_plain(bind().await);
-    let p = start(&upstream).await;
+    let (_sim, upstream) = simulator().await;
+    let p = Launch::default().start(&upstream).await;
     let client = http1_client();
     let base = format!("http://{}", p.proxy);
     let req = Request::get(format!(
@@ -83,8 +66,7 @@ async fn json_access_log_has_one_line_per_request_with_its_fields_and_no_secret(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_address_in_use_exits_1() {
     let taken = bind().await;
-    let sim = Sim::new(sim_config());
-    let upstream = sim.serve_plain(bind().await);
+    let (_sim, upstream) = simulator().await;
     let launch = Launch {
         admin: Some(taken.local_addr().unwrap()),
         ..Launch::default()

@@ -30,10 +30,6 @@ fn not_ready(reason: &str) -> serde_json::Value {
     serde_json::json!({ "ready": false, "reason": reason })
 }
 
-async fn status(client: &TestClient, url: &str) -> StatusCode {
-    send(client, get(url)).await.0.status()
-}
-
 #[tokio::test(start_paused = true)]
 async fn healthz_is_200_other_paths_404_and_only_get_and_head_are_allowed() {
     let h = Setup::default()
@@ -50,7 +46,7 @@ async fn healthz_is_200_other_paths_404_and_only_get_and_head_are_allowed() {
     assert_eq!(body, "ok\n");
     for path in ["/", "/health", "/metrics/x", "/1/user/-/profile.json"] {
         assert_eq!(
-            status(&client, &h.admin_url(path)).await,
+            get_status(&client, &h.admin_url(path)).await,
             StatusCode::NOT_FOUND,
             "{path}"
         );
@@ -93,7 +89,7 @@ async fn readyz_says_no_token_yet_until_the_first_token_then_200() {
 async fn readyz_names_rejected_credentials_once_the_token_is_lost() {
     let h = Setup::default().admin().start().await;
     let client = http1_client();
-    assert_eq!(status(&client, &h.url("/1/x")).await, StatusCode::OK);
+    assert_eq!(get_status(&client, &h.url("/1/x")).await, StatusCode::OK);
     assert_eq!(readyz(&client, &h).await.0, StatusCode::OK);
     h.sim.fail_token_requests(Some(TokenFailure::InvalidClient));
     h.sim.revoke_all();

@@ -62,8 +62,8 @@ fn defaults_are_those_of_the_spec() {
 fn the_shipped_proxy_toml_is_valid_and_spells_out_the_defaults() {
     let path = manifest_dir().join("proxy.toml");
     let text = std::fs::read_to_string(&path).unwrap();
-    let shipped = Config::from_toml_str_with_env(&text, &path, &env).unwrap();
-    let defaults = Config::from_toml_str_with_env(CREDENTIALS, &path, &env).unwrap();
+    let shipped = parse_at(&text, &path).unwrap();
+    let defaults = parse_at(CREDENTIALS, &path).unwrap();
     assert_eq!(shipped, defaults);
 }
 
@@ -106,7 +106,7 @@ ca_file = "certs/ca.pem"
 client_id = "a"
 client_secret_file = "secret"
 "#;
-    let c = Config::from_toml_str_with_env(text, &dir.path("proxy.toml"), &env).unwrap();
+    let c = parse_at(text, &dir.path("proxy.toml")).unwrap();
     let tls = c.listen.tls.as_ref().unwrap();
     assert_eq!(tls.cert, dir.path("certs/proxy.pem"));
     assert_eq!(tls.key, dir.path("certs/../certs/proxy.key"));
@@ -122,8 +122,7 @@ client_secret_file = "secret"
     );
 
     // The same config read from elsewhere fails, naming the resolved path.
-    let elsewhere =
-        Config::from_toml_str_with_env(text, Path::new("/nonexistent/proxy.toml"), &env);
+    let elsewhere = parse_at(text, Path::new("/nonexistent/proxy.toml"));
     let err = elsewhere.unwrap_err().to_string();
     assert!(
         err.contains("cannot read /nonexistent/certs/proxy.pem"),

@@ -32,7 +32,12 @@ pub(crate) fn env(name: &str) -> Option<String> {
 }
 
 pub(crate) fn parse(text: &str) -> Result<Config, ConfigError> {
-    Config::from_toml_str_with_env(text, Path::new("proxy.toml"), &env)
+    parse_at(text, Path::new("proxy.toml"))
+}
+
+/// `text` read as if from the file `source`.
+pub(crate) fn parse_at(text: &str, source: &Path) -> Result<Config, ConfigError> {
+    Config::from_toml_str_with_env(text, source, &env)
 }
 
 /// Adds working credentials unless the snippet is about them.

@@ -1,7 +1,6 @@
 //! The effective config as `check` prints it, and the secret that never
 //! shows in it, in `Debug` or in an error.
 
-use fitbit_proxy::config::Config;
 
 use super::*;
 
@@ -79,9 +78,9 @@ format = "json"
 "#;
     let source = dir.path("proxy.toml");
     for text in [CREDENTIALS, everything] {
-        let config = Config::from_toml_str_with_env(text, &source, &env).unwrap();
+        let config = parse_at(text, &source).unwrap();
         let rendered = config.render_redacted();
-        let again = Config::from_toml_str_with_env(&rendered, &source, &env);
+        let again = parse_at(&rendered, &source);
         assert_eq!(again.as_ref().ok(), Some(&config), "{rendered}\n{again:?}");
     }
 }

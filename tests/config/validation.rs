@@ -2,7 +2,6 @@
 //! once; risky settings that are allowed warn; each count's smallest
 //! allowed value passes.
 
-use fitbit_proxy::config::Config;
 
 use super::*;
 
@@ -102,7 +101,7 @@ fn each_bad_setting_is_named_with_its_value() {
     let mut failures = Vec::new();
     for (snippet, want) in BAD {
         let text = with_credentials(snippet);
-        match Config::from_toml_str_with_env(&text, &source, &env) {
+        match parse_at(&text, &source) {
             Ok(_) => failures.push(format!("{snippet:?}: accepted, want {want:?}")),
             Err(e) if e.to_string().contains(want) => {}
             Err(e) => failures.push(format!("{snippet:?}:\n  got  {e}\n  want {want}")),
@@ -154,7 +153,7 @@ tls_key = "cert.pem"
 client_id = "a"
 client_secret_file = "empty"
 "#;
-    let err = Config::from_toml_str_with_env(text, &dir.path("proxy.toml"), &env).unwrap_err();
+    let err = parse_at(text, &dir.path("proxy.toml")).unwrap_err();
     let lines = err.lines();
     assert_eq!(lines.len(), 2, "{err}");
     assert!(

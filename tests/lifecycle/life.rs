@@ -78,8 +78,7 @@ async fn readiness_through_a_whole_life() {
 /// restart fetches a new one (nothing was persisted).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_fetches_the_token_again_and_nothing_is_left_on_disk() {
-    let sim = Sim::new(sim_config());
-    let upstream = sim.serve_plain(bind().await);
+    let (sim, upstream) = simulator().await;
     let cwd = tempfile::tempdir().unwrap();
     for run in 1..=2 {
         let launch = Launch {

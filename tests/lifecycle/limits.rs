@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use fitbit_proxy::sim::Sim;
 use http::StatusCode;
 
 use super::SEC;
@@ -26,8 +25,7 @@ fn cpu_ticks(pid: u32) -> u64 {
 /// connections close it serves again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_file_descriptors_the_proxy_backs_off_and_recovers() {
-    let sim = Sim::new(sim_config());
-    let upstream = sim.serve_plain(bind().await);
+    let (_sim, upstream) = simulator().await;
     let launch = Launch {
         nofile: Some(64),
         ..Launch::default()
@@ -133,8 +131,7 @@ async fn five_thousand_requests_on_a_slow_upstream_leave_nothing_behind() {
         }
     }
     assert_outcomes(&h, &want).await;
-    assert_invariants(&h);
-    h.stop().await;
+    h.finish().await;
 }
 
 /// 5 000 pipelined HTTP/1 requests written at once on one connection,
@@ -223,6 +220,5 @@ async fn one_connections_flood_does_not_starve_other_clients() {
     assert!(flooded > 1000, "the flood ran ({flooded})");
     assert_eq!(pipelined, 5_000);
     assert!(p99 < 3 * SEC, "p99 {p99:?} under the flood");
-    assert_invariants(&h);
-    h.stop().await;
+    h.finish().await;
 }

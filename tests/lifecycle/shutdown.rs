@@ -24,8 +24,7 @@ fn id_of(v: &serde_json::Value) -> String {
 /// stop when a connection is refused, which must come after the signal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_answers_every_accepted_request() {
-    let sim = Sim::new(sim_config());
-    let upstream = sim.serve_plain(bind().await);
+    let (sim, upstream) = simulator().await;
     let p = Launch::default().start(&upstream).await;
     let mut clients = tokio::task::JoinSet::new();
     for c in 0..8 {
@@ -91,16 +90,10 @@ async fn sigterm_under_load_answers_every_accepted_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_twenty_slow_requests_refuses_new_ones_and_exits_0() {
-    let sim = Sim::new(sim_config());
-    let upstream = sim.serve_plain(bind().await);
-    let launch = Launch {
-        extra: Extras {
-            listen: "shutdown_grace = \"10s\"".into(),
-            ..Extras::default()
-        },
-        ..Launch::default()
-    };
-    let p = launch.start(&upstream).await;
+    let (sim, upstream) = simulator().await;
+    let p = Launch::with(Extras::default().listen("shutdown_grace = \"10s\""))
+        .start(&upstream)
+        .await;
     let client = http1_client();
     let url = format!("http://{}/sim/slow/2000", p.proxy);
     let requests: Vec<_> = (0..20)
@@ -109,12 +102,7 @@ async fn sigterm_finishes_twenty_slow_requests_refuses_new_ones_and_exits_0() {
             tokio::spawn(async move { send(&client, get(&url)).await.0.status() })
         })
         .collect();
-    for _ in 0..200 {
-        if sim.api_started() == 20 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(2 * SEC, || sim.api_started() == 20).await;
     assert_eq!(sim.api_started(), 20, "all 20 reached the upstream");
     let signalled = tokio::time::Instant::now();
     p.child.sigterm();
@@ -154,27 +142,20 @@ async fn requests_waiting_for_a_pacing_slot_at_sigterm_are_served() {
         ..sim_config()
     });
     let upstream = sim.serve_plain(bind().await);
-    let launch = Launch {
-        extra: Extras {
-            rate_limit: "hourly_quota = 3600\nburst = 1\nmax_wait = \"10s\"".into(),
-            listen: "shutdown_grace = \"10s\"".into(),
-            ..Extras::default()
-        },
-        ..Launch::default()
-    };
-    let p = launch.start(&upstream).await;
+    let p = Launch::with(
+        Extras::default()
+            .rate_limit("hourly_quota = 3600\nburst = 1\nmax_wait = \"10s\"")
+            .listen("shutdown_grace = \"10s\""),
+    )
+    .start(&upstream)
+    .await;
     let client = http1_client();
     let url = format!("http://{}{}", p.proxy, "/1/user/-/profile.json");
     let waiting: Vec<_> = (0..5)
         .map(|_| tokio::spawn(send_owned(client.clone(), url.clone())))
         .collect();
-    // Bounded: 2 s for the first to be served and the rest to queue.
-    for _ in 0..200 {
-        if sim.api_started() >= 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    // The first is served and the rest queue.
+    eventually(10 * SEC, || sim.api_started() >= 1).await;
     p.child.sigterm();
     for w in waiting {
         assert_eq!(w.await.unwrap(), StatusCode::OK);
@@ -193,24 +174,13 @@ async fn send_owned(client: TestClient, url: String) -> StatusCode {
 /// log line says how many connections were cut.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_shutdown_grace_remaining_connections_are_cut_and_counted() {
-    let sim = Sim::new(sim_config());
-    let upstream = sim.serve_plain(bind().await);
-    let launch = Launch {
-        extra: Extras {
-            listen: "shutdown_grace = \"1s\"".into(),
-            ..Extras::default()
-        },
-        ..Launch::default()
-    };
-    let p = launch.start(&upstream).await;
+    let (sim, upstream) = simulator().await;
+    let p = Launch::with(Extras::default().listen("shutdown_grace = \"1s\""))
+        .start(&upstream)
+        .await;
     let slow =
         tokio::spawn(http1_client().request(get(&format!("http://{}/sim/slow/60000", p.proxy))));
-    for _ in 0..200 {
-        if sim.api_started() == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    eventually(2 * SEC, || sim.api_started() == 1).await;
     assert_eq!(sim.api_started(), 1);
     p.child.sigterm();
     let answer = tokio::time::timeout(30 * SEC, slow).await.unwrap().unwrap();

@@ -108,8 +108,7 @@ async fn h2_post(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_sends_two_goaways_completes_every_h1_and_h2_request_and_exits_0() {
-    let sim = fitbit_proxy::sim::Sim::new(sim_config());
-    let upstream = sim.serve_plain(bind().await);
+    let (sim, upstream) = simulator().await;
     let p = Launch::default().start(&upstream).await;
 
     let tcp = TcpStream::connect(p.proxy).await.unwrap();

@@ -148,8 +148,7 @@ async fn idle_http1_keep_alive_connections_are_closed_after_the_idle_bound() {
     let (res, _) = send(&http1_client(), get(&h.url(PATH))).await;
     assert_eq!(res.status(), 200);
     assert_outcomes(&h, &[(("upstream", "200"), 201.0)]).await;
-    assert_invariants(&h);
-    h.stop().await;
+    h.finish().await;
 }
 
 /// An h2c connection made with the `h2` crate, whose driver answers every
@@ -214,8 +213,7 @@ async fn an_idle_h2_connection_that_answers_pings_gets_goaway() {
         "closed after {idle:?}"
     );
     assert_outcomes(&h, &[(("upstream", "200"), 1.0)]).await;
-    assert_invariants(&h);
-    h.stop().await;
+    h.finish().await;
 }
 
 /// 3.01: 200 connections each send a request head one byte every 2 s.
@@ -268,38 +266,57 @@ async fn two_hundred_slowloris_connections_are_all_closed_and_others_are_served(
         "G6: only the normal client"
     );
     assert_outcomes(&h, &[(("upstream", "200"), 1.0)]).await;
-    assert_invariants(&h);
-    h.stop().await;
+    h.finish().await;
 }
 
-/// A raw upstream that answers every request with a 50 MiB body, written
-/// as fast as the proxy takes it. Reports, per connection, how many bytes
-/// it could write and when the proxy let go of the connection.
-async fn endless_upstream() -> (SocketAddr, mpsc::UnboundedReceiver<(usize, Instant)>) {
-    let listener = bind().await;
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok((mut conn, _)) = listener.accept().await {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                if raw_upstream::read_head(&mut conn).await.is_none() {
-                    return;
-                }
-                let len = 50 << 20;
-                let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {len}\r\n\r\n");
-                let mut written = 0;
-                if conn.write_all(answer.as_bytes()).await.is_ok() {
-                    let chunk = vec![b'z'; 16 * 1024];
-                    while written < len && conn.write_all(&chunk).await.is_ok() {
-                        written += chunk.len();
-                    }
-                }
-                let _ = tx.send((written, Instant::now()));
-            });
+/// The proxy (admin listener on) in front of a raw upstream that answers
+/// every request with a 50 MiB body, written as fast as the proxy takes
+/// it. The channel reports, per connection, how many bytes the upstream
+/// could write and when the proxy let go of the connection.
+async fn in_front_of_an_endless_upstream() -> (Harness, mpsc::UnboundedReceiver<(usize, Instant)>) {
+    let (upstream, released) = raw_upstream::answer_each(|mut conn| async move {
+        let len = 50 << 20;
+        let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {len}\r\n\r\n");
+        let mut written = 0;
+        if conn.write_all(answer.as_bytes()).await.is_ok() {
+            let chunk = vec![b'z'; 16 * 1024];
+            while written < len && conn.write_all(&chunk).await.is_ok() {
+                written += chunk.len();
+            }
         }
-    });
-    (addr, rx)
+        Some((written, Instant::now()))
+    })
+    .await;
+    let h = Setup::default()
+        .admin()
+        .upstream_url(format!("http://{upstream}"))
+        .start()
+        .await;
+    (h, released)
+}
+
+/// The upstream connection is let go `send_timeout` after `asked` (and
+/// at most an idle bound later), having written less than 32 MiB: the
+/// proxy took only what the buffers hold.
+async fn assert_released(
+    released: &mut mpsc::UnboundedReceiver<(usize, Instant)>,
+    asked: Instant,
+    what: &str,
+) {
+    let (written, let_go) = tokio::time::timeout(600 * SEC, released.recv())
+        .await
+        .expect("the upstream connection is released")
+        .unwrap();
+    let held = let_go - asked;
+    eprintln!(
+        "{what}: cut after {held:?}, the upstream wrote {} KiB",
+        written >> 10
+    );
+    assert!(
+        held >= SEND && held <= SEND + IDLE + SEC,
+        "cut after {held:?}"
+    );
+    assert!(written < 32 << 20, "{} MiB taken from U", written >> 20);
 }
 
 /// 3.06 over HTTP/1: a client asks for 50 MiB and reads nothing. The
@@ -308,35 +325,15 @@ async fn endless_upstream() -> (SocketAddr, mpsc::UnboundedReceiver<(usize, Inst
 /// last took a byte, and lets go of the upstream connection.
 #[tokio::test(start_paused = true)]
 async fn a_client_that_stops_reading_is_cut_off_and_the_upstream_released() {
-    let (upstream, mut released) = endless_upstream().await;
-    let h = Setup::default()
-        .admin()
-        .upstream_url(format!("http://{upstream}"))
-        .start()
-        .await;
+    let (h, mut released) = in_front_of_an_endless_upstream().await;
     let mut stream = TcpStream::connect(h.proxy).await.unwrap();
     let req = format!("GET {PATH} HTTP/1.1\r\nHost: x\r\n\r\n");
     stream.write_all(req.as_bytes()).await.unwrap();
-    let asked = Instant::now();
-    let (written, let_go) = tokio::time::timeout(600 * SEC, released.recv())
-        .await
-        .expect("the upstream connection is released")
-        .unwrap();
-    let held = let_go - asked;
-    eprintln!(
-        "a client that reads nothing: cut after {held:?}, the upstream wrote {} KiB",
-        written >> 10
-    );
-    assert!(
-        held >= SEND && held <= SEND + IDLE + SEC,
-        "cut after {held:?}"
-    );
-    assert!(written < 32 << 20, "{} MiB taken from U", written >> 20);
+    assert_released(&mut released, Instant::now(), "a client that reads nothing").await;
     let (_, got) = closed_at(&mut stream).await;
     assert!(got < 50 << 20, "the whole body arrived");
     assert_outcomes(&h, &[(("upstream", "200"), 1.0)]).await;
-    assert_invariants(&h);
-    h.stop().await;
+    h.finish().await;
 }
 
 /// 3.06: a slow reader that keeps taking bytes (64 KiB every second) is
@@ -364,8 +361,7 @@ async fn a_slow_reader_that_keeps_reading_is_not_cut() {
     assert!(total > size, "cut after {total} bytes ({took:?})");
     assert!(took > SEND, "the download outlasted send_timeout");
     assert_outcomes(&h, &[(("upstream", "200"), 1.0)]).await;
-    assert_invariants(&h);
-    h.stop().await;
+    h.finish().await;
 }
 
 /// 3.06 over h2c: the client keeps answering PINGs but never opens its
@@ -373,12 +369,7 @@ async fn a_slow_reader_that_keeps_reading_is_not_cut() {
 /// connection is closed and the upstream connection released.
 #[tokio::test(start_paused = true)]
 async fn an_h2_window_held_at_zero_is_cut_off_and_the_upstream_released() {
-    let (upstream, mut released) = endless_upstream().await;
-    let h = Setup::default()
-        .admin()
-        .upstream_url(format!("http://{upstream}"))
-        .start()
-        .await;
+    let (h, mut released) = in_front_of_an_endless_upstream().await;
     let (mut send, ended) = h2_client(h.proxy).await;
     let res = h2_get(&mut send, PATH).await;
     assert_eq!(res.status(), 200);
@@ -389,25 +380,11 @@ async fn an_h2_window_held_at_zero_is_cut_off_and_the_upstream_released() {
     while got < 65_535 {
         got += body.data().await.expect("data").unwrap().len();
     }
-    let (written, let_go) = tokio::time::timeout(600 * SEC, released.recv())
-        .await
-        .expect("the upstream connection is released")
-        .unwrap();
-    let held = let_go - asked;
-    eprintln!(
-        "an h2 window held at 0: cut after {held:?}, the upstream wrote {} KiB",
-        written >> 10
-    );
-    assert!(
-        held >= SEND && held <= SEND + IDLE + SEC,
-        "cut after {held:?}"
-    );
-    assert!(written < 32 << 20, "{} MiB taken from U", written >> 20);
+    assert_released(&mut released, asked, "an h2 window held at 0").await;
     tokio::time::timeout(10 * SEC, ended)
         .await
         .expect("the h2 connection is closed")
         .unwrap();
     assert_outcomes(&h, &[(("upstream", "200"), 1.0)]).await;
-    assert_invariants(&h);
-    h.stop().await;
+    h.finish().await;
 }

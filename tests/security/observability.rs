@@ -10,7 +10,7 @@ use crate::support::binary::{Launch, BIN};
 use crate::support::invariants::*;
 use crate::support::*;
 use base64::Engine;
-use fitbit_proxy::sim::{Sim, TokenFailure};
+use fitbit_proxy::sim::TokenFailure;
 use http::Request;
 use http_body_util::Full;
 
@@ -36,8 +36,7 @@ fn assert_clean(what: &str, text: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_secret_in_trace_logs_answers_or_check_output() {
-    let sim = Sim::new(sim_config());
-    let upstream = sim.serve_plain(bind().await);
+    let (sim, upstream) = simulator().await;
     let launch = Launch {
         log_format: "text",
         rust_log: "trace",
@@ -131,8 +130,7 @@ fn debug_output_of_config_and_tokens_is_redacted() {
 /// log the binary wrote.
 async fn log_of(format: &'static str, requests: &[Vec<u8>]) -> (Vec<bool>, String) {
     use tokio::io::AsyncWriteExt;
-    let sim = fitbit_proxy::sim::Sim::new(sim_config());
-    let upstream = sim.serve_plain(bind().await);
+    let (_sim, upstream) = simulator().await;
     let launch = Launch {
         log_format: format,
         ..Launch::default()

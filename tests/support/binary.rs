@@ -122,6 +122,14 @@ impl Default for Launch {
 }
 
 impl Launch {
+    /// The default launch with these extra config lines.
+    pub fn with(extra: Extras) -> Self {
+        Launch {
+            extra,
+            ..Launch::default()
+        }
+    }
+
     /// Writes the config and starts the binary in front of `upstream`,
     /// without waiting for it.
     pub async fn spawn(self, upstream: &ServerHandle) -> Proxy {

@@ -405,6 +405,34 @@ impl Pki {
     }
 }
 
+/// Accepts TLS connections offering ALPN `h2`, with `pki`'s leaf for
+/// `localhost`, and runs `serve` on each with its number (0, 1, …).
+async fn serve_h2_tls<F, Fut>(pki: &Pki, serve: F) -> SocketAddr
+where
+    F: Fn(tokio_rustls::server::TlsStream<TcpStream>, usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (chain, key) = pki.localhost();
+    let acceptor = tls_acceptor(chain, key, &[b"h2"]);
+    let listener = bind().await;
+    let addr = listener.local_addr().unwrap();
+    let serve = Arc::new(serve);
+    tokio::spawn(async move {
+        for conn in 0.. {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let (acceptor, serve) = (acceptor.clone(), serve.clone());
+            tokio::spawn(async move {
+                if let Ok(tls) = acceptor.accept(tcp).await {
+                    serve(tls, conn).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
 /// How an HTTP/2 upstream ([`H2Upstream`]) ends a connection after its
 /// first answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -429,34 +457,20 @@ pub struct H2Upstream {
 }
 
 impl H2Upstream {
-    pub async fn start(
-        chain: Vec<CertificateDer<'static>>,
-        key: PrivateKeyDer<'static>,
-        end: H2End,
-    ) -> Self {
-        let acceptor = tls_acceptor(chain, key, &[b"h2"]);
-        let listener = bind().await;
-        let up = H2Upstream {
-            addr: listener.local_addr().unwrap(),
-            seen: Arc::default(),
-            closed: Arc::default(),
-        };
-        let (seen, closed) = (up.seen.clone(), up.closed.clone());
-        tokio::spawn(async move {
-            for conn in 0.. {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    return;
-                };
-                let (acceptor, seen, closed) = (acceptor.clone(), seen.clone(), closed.clone());
-                tokio::spawn(async move {
-                    if let Ok(tls) = acceptor.accept(tcp).await {
-                        let _ = serve_h2(tls, conn, end, seen).await;
-                    }
-                    closed.fetch_add(1, Ordering::SeqCst);
-                });
+    /// Serves with `pki`'s leaf for `localhost`.
+    pub async fn start(pki: &Pki, end: H2End) -> Self {
+        let seen: Arc<Mutex<Vec<(usize, String)>>> = Arc::default();
+        let closed: Arc<AtomicUsize> = Arc::default();
+        let (s, c) = (Arc::clone(&seen), Arc::clone(&closed));
+        let addr = serve_h2_tls(pki, move |tls, conn| {
+            let (seen, closed) = (s.clone(), c.clone());
+            async move {
+                let _ = serve_h2(tls, conn, end, seen).await;
+                closed.fetch_add(1, Ordering::SeqCst);
             }
-        });
-        up
+        })
+        .await;
+        H2Upstream { addr, seen, closed }
     }
 
     pub fn url(&self) -> String {
@@ -534,32 +548,18 @@ pub struct GoawayUpstream {
 }
 
 impl GoawayUpstream {
-    pub async fn start(
-        chain: Vec<CertificateDer<'static>>,
-        key: PrivateKeyDer<'static>,
-        rst_first: bool,
-    ) -> Self {
-        let acceptor = tls_acceptor(chain, key, &[b"h2"]);
-        let listener = bind().await;
-        let up = GoawayUpstream {
-            addr: listener.local_addr().unwrap(),
-            seen: Arc::default(),
-        };
-        let seen = up.seen.clone();
-        tokio::spawn(async move {
-            for conn in 0..100 {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    return;
-                };
-                let (acceptor, seen) = (acceptor.clone(), seen.clone());
-                tokio::spawn(async move {
-                    if let Ok(tls) = acceptor.accept(tcp).await {
-                        let _ = serve_goaway(tls, conn, rst_first, seen).await;
-                    }
-                });
+    /// Serves with `pki`'s leaf for `localhost`.
+    pub async fn start(pki: &Pki, rst_first: bool) -> Self {
+        let seen: Arc<Mutex<Vec<(usize, u32)>>> = Arc::default();
+        let s = Arc::clone(&seen);
+        let addr = serve_h2_tls(pki, move |tls, conn| {
+            let seen = s.clone();
+            async move {
+                let _ = serve_goaway(tls, conn, rst_first, seen).await;
             }
-        });
-        up
+        })
+        .await;
+        GoawayUpstream { addr, seen }
     }
 
     pub fn url(&self) -> String {

@@ -191,3 +191,11 @@ pub fn assert_invariants(h: &Harness) {
     assert_no_panics();
     assert!(!h.finished(), "G4: the proxy stopped on its own");
 }
+
+impl Harness {
+    /// [`assert_invariants`], then [`Harness::stop`].
+    pub async fn finish(self) {
+        assert_invariants(&self);
+        self.stop().await;
+    }
+}

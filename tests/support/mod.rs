@@ -19,7 +19,7 @@ use std::path::Path;
 use bytes::Bytes;
 use fitbit_proxy::sim::{ServerHandle, Sim, SimConfig, TestCa};
 use fitbit_proxy::Config;
-use http::{Request, Response};
+use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -68,6 +68,13 @@ pub async fn bind() -> TcpListener {
         .expect("bind loopback")
 }
 
+/// A simulator with the harness's config, served plainly on loopback.
+pub async fn simulator() -> (Sim, ServerHandle) {
+    let sim = Sim::new(sim_config());
+    let handle = sim.serve_plain(bind().await);
+    (sim, handle)
+}
+
 /// Serves `sim` plainly or over TLS with a fresh CA; returns the handle and
 /// the CA (so its PEM can be trusted through `upstream.ca_file`).
 pub async fn serve(sim: &Sim, transport: Transport) -> (ServerHandle, Option<TestCa>) {
@@ -89,6 +96,17 @@ pub struct Extras {
     pub rate_limit: String,
     /// Replaces the `[admin]` section's `addr = ""` when set.
     pub admin: Option<String>,
+}
+
+impl Extras {
+    pub fn listen(mut self, extra: &str) -> Self {
+        self.listen = extra.to_owned();
+        self
+    }
+    pub fn rate_limit(mut self, extra: &str) -> Self {
+        self.rate_limit = extra.to_owned();
+        self
+    }
 }
 
 /// The config a test starts from: upstream and token endpoint on `handle`,
@@ -373,6 +391,27 @@ pub async fn send(client: &TestClient, req: Request<Full<Bytes>>) -> (Response<(
     let (parts, body) = res.into_parts();
     let bytes = body.collect().await.expect("body").to_bytes();
     (Response::from_parts(parts, ()), bytes)
+}
+
+/// The status of a GET for `url`.
+pub async fn get_status(client: &TestClient, url: &str) -> StatusCode {
+    send(client, get(url)).await.0.status()
+}
+
+/// [`get_status`] in a task of its own, so that it can wait (for a
+/// pacing slot, a token, the upstream) while the test goes on.
+pub fn spawn_get(client: &TestClient, url: String) -> JoinHandle<StatusCode> {
+    let client = client.clone();
+    tokio::spawn(async move { get_status(&client, &url).await })
+}
+
+/// The answer's field `name` as a number (`retry-after`, the rate-limit
+/// fields).
+pub fn number(res: &Response<()>, name: &str) -> u64 {
+    let value = res.headers()[name].to_str().unwrap();
+    value
+        .parse()
+        .unwrap_or_else(|e| panic!("{name}: {value:?}: {e}"))
 }
 
 /// The `x-fitbit-proxy-error` code of a proxy-generated answer.

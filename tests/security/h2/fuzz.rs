@@ -143,11 +143,7 @@ async fn one_case(h: &Harness, frames: &[Vec<u8>]) {
         if seen.goaway.is_some() || seen.closed {
             return;
         }
-        done.extend(
-            seen.answered
-                .iter()
-                .chain(seen.resets.iter().map(|(id, _)| id)),
-        );
+        done.extend(seen.streams_done());
         let id = u32::from_be_bytes([f[5], f[6], f[7], f[8]]);
         if f[3] == HEADERS && f[4] & END_HEADERS != 0 && !done.contains(&id) {
             let seen = c
@@ -158,11 +154,7 @@ async fn one_case(h: &Harness, frames: &[Vec<u8>]) {
             if seen.goaway.is_some() || seen.closed {
                 return;
             }
-            done.extend(
-                seen.answered
-                    .iter()
-                    .chain(seen.resets.iter().map(|(id, _)| id)),
-            );
+            done.extend(seen.streams_done());
         }
     }
 }

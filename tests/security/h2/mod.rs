@@ -88,6 +88,12 @@ struct Seen {
 }
 
 impl Seen {
+    /// The streams the server answered or reset.
+    fn streams_done(&self) -> impl Iterator<Item = u32> + '_ {
+        let reset = self.resets.iter().map(|(id, _)| *id);
+        self.answered.iter().copied().chain(reset)
+    }
+
     /// The server refused stream 1 one way or another (GOAWAY, close,
     /// RST_STREAM) or answered it itself.
     fn dealt_with_stream_1(&self) -> bool {

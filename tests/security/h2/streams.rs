@@ -197,8 +197,7 @@ async fn h2_path_normalisation_cannot_reach_denied_paths() {
         count("400").unwrap_or(0.0) as usize >= ambiguous.len(),
         "{got:?}"
     );
-    assert_invariants(&h);
-    h.stop().await;
+    h.finish().await;
 
     let h = Setup::default()
         .admin()

@@ -27,8 +27,7 @@ async fn a_reset_or_close_before_the_answer_gets_502_and_no_resend() {
     }
     assert_outcomes(&h, &[(("proxy", "502"), 2.0)]).await;
     raw.assert_clean();
-    assert_invariants(&h);
-    h.stop().await;
+    h.finish().await;
 }
 
 /// 4.21, the keep-alive race: the upstream closes (FIN, or RST) a pooled
@@ -78,8 +77,7 @@ async fn a_stale_pooled_connection_is_retried_once_for_safe_requests_only() {
     }
     assert_outcomes(&h, &[(("upstream", "200"), 5.0), (("proxy", "502"), 1.0)]).await;
     raw.assert_clean();
-    assert_invariants(&h);
-    h.stop().await;
+    h.finish().await;
 }
 
 /// 4.22: the upstream sends the head and part of the body, then a TCP
@@ -107,8 +105,7 @@ async fn a_reset_mid_body_reaches_the_client_as_a_cut_answer() {
     }
     assert_outcomes(&h, &[(("upstream", "200"), 4.0)]).await;
     raw.assert_clean();
-    assert_invariants(&h);
-    h.stop().await;
+    h.finish().await;
 }
 
 /// 4.25: over TLS, the upstream closes TCP without `close_notify` in the
@@ -137,8 +134,7 @@ async fn a_tls_close_without_close_notify_is_a_cut_answer() {
     let (res, _) = send(&http1_client(), get(&h.url("/ok"))).await;
     assert_eq!(res.status(), 200);
     raw.assert_clean();
-    assert_invariants(&h);
-    h.stop().await;
+    h.finish().await;
 }
 
 /// 4.23 under paused time, `request_timeout = "1s"` (also the upstream
@@ -175,8 +171,7 @@ async fn a_body_trickling_just_under_the_idle_bound_flows_just_over_is_cut() {
     assert!(head.contains("content-length: 5"), "{head}");
     assert_eq!(body, b"1", "cut after the first byte");
     raw.assert_clean();
-    assert_invariants(&h);
-    h.stop().await;
+    h.finish().await;
 }
 
 /// 4.24: an upstream whose certificate is for another name, expired, for
@@ -231,7 +226,6 @@ async fn bad_upstream_certificates_fail_closed_before_any_request() {
         }
         println!("{what}: {}", String::from_utf8_lossy(&body));
         raw.assert_clean();
-        assert_invariants(&h);
-        h.stop().await;
+        h.finish().await;
     }
 }

@@ -8,10 +8,16 @@ use crate::support::faulty::{self};
 use http::StatusCode;
 use http_body_util::BodyExt;
 
+/// The proxy in front of a [`faulty::GoawayUpstream`].
+async fn start_goaway(rst_first: bool) -> (Harness, faulty::GoawayUpstream) {
+    let pki = faulty::Pki::new();
+    let up = faulty::GoawayUpstream::start(&pki, rst_first).await;
+    (start_trusting(up.url(), &pki).await, up)
+}
+
 async fn start_h2(end: faulty::H2End) -> (Harness, faulty::H2Upstream) {
     let pki = faulty::Pki::new();
-    let (chain, key) = pki.localhost();
-    let up = faulty::H2Upstream::start(chain, key, end).await;
+    let up = faulty::H2Upstream::start(&pki, end).await;
     let h = start_trusting(up.url(), &pki).await;
     (h, up)
 }
@@ -36,8 +42,7 @@ async fn an_h2_upstream_reset_mid_body_reaches_the_client_as_a_cut_answer() {
     let conns: Vec<_> = up.seen().iter().map(|(c, _)| *c).collect();
     assert_eq!(conns, [0, 0, 0], "one multiplexed connection throughout");
     assert_outcomes(&h, &[(("upstream", "200"), 3.0)]).await;
-    assert_invariants(&h);
-    h.stop().await;
+    h.finish().await;
 }
 
 /// 4.28: an HTTP/2 upstream that, after its first answer on a connection,
@@ -57,8 +62,7 @@ async fn after_goaway_or_a_silent_close_h2_requests_go_to_a_new_connection() {
         let conns: Vec<_> = up.seen().iter().map(|(c, _)| *c).collect();
         assert_eq!(conns, [0, 1, 2], "{end:?}");
         assert_outcomes(&h, &[(("upstream", "200"), 3.0)]).await;
-        assert_invariants(&h);
-        h.stop().await;
+        h.finish().await;
     }
 }
 
@@ -68,10 +72,7 @@ async fn after_goaway_or_a_silent_close_h2_requests_go_to_a_new_connection() {
 /// says it never processed, is sent again on a new connection and succeeds.
 #[tokio::test]
 async fn a_stream_above_the_goaway_last_stream_id_is_retried_on_a_new_connection() {
-    let pki = faulty::Pki::new();
-    let (chain, key) = pki.localhost();
-    let up = faulty::GoawayUpstream::start(chain, key, false).await;
-    let h = start_trusting(up.url(), &pki).await;
+    let (h, up) = start_goaway(false).await;
     let (a, b) = (http1_client(), http1_client());
     let (first, second) =
         tokio::join!(send(&a, get(&h.url("/1/a"))), send(&b, get(&h.url("/1/b"))));
@@ -88,8 +89,7 @@ async fn a_stream_above_the_goaway_last_stream_id_is_retried_on_a_new_connection
     assert_eq!(seen[..2], [(0, 1), (0, 3)], "{seen:?}");
     assert_ne!(seen[2].0, 0, "the retry used a new connection: {seen:?}");
     assert_outcomes(&h, &[(("upstream", "200"), 2.0)]).await;
-    assert_invariants(&h);
-    h.stop().await;
+    h.finish().await;
 }
 
 /// 4.28, RST_STREAM followed at once by GOAWAY (Envoy CVE-2023-35945):
@@ -97,10 +97,7 @@ async fn a_stream_above_the_goaway_last_stream_id_is_retried_on_a_new_connection
 /// is not resent), and the next requests succeed on a new connection.
 #[tokio::test]
 async fn a_reset_followed_by_goaway_gives_502_once_then_a_new_connection() {
-    let pki = faulty::Pki::new();
-    let (chain, key) = pki.localhost();
-    let up = faulty::GoawayUpstream::start(chain, key, true).await;
-    let h = start_trusting(up.url(), &pki).await;
+    let (h, up) = start_goaway(true).await;
     let client = http1_client();
     let (res, body) = send(&client, get(&h.url("/1/x"))).await;
     assert_eq!(res.status(), 502, "{body:?}");
@@ -113,6 +110,5 @@ async fn a_reset_followed_by_goaway_gives_502_once_then_a_new_connection() {
     assert_eq!(seen.iter().filter(|(c, _)| *c == 0).count(), 1, "{seen:?}");
     assert_eq!(seen.len(), 4, "{seen:?}");
     assert_outcomes(&h, &[(("proxy", "502"), 1.0), (("upstream", "200"), 3.0)]).await;
-    assert_invariants(&h);
-    h.stop().await;
+    h.finish().await;
 }

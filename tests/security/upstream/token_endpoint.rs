@@ -54,8 +54,7 @@ async fn a_silent_or_trickling_token_endpoint_gives_503_within_the_fetch_timeout
             "{what}: forwarded without a token"
         );
         assert_outcomes(&h, &[(("proxy", "503"), 10.0)]).await;
-        assert_invariants(&h);
-        h.stop().await;
+        h.finish().await;
     }
 }
 
@@ -93,8 +92,7 @@ async fn token_answers_are_read_up_to_64_kib_and_refused_past_it() {
             assert_eq!(readyz().await, 503);
             assert!(h.sim.received().is_empty());
         }
-        assert_invariants(&h);
-        h.stop().await;
+        h.finish().await;
     }
 }
 
@@ -129,8 +127,7 @@ async fn a_redirect_from_the_token_endpoint_is_not_followed() {
         "the proxy followed the token endpoint's redirect"
     );
     assert!(h.sim.received().is_empty());
-    assert_invariants(&h);
-    h.stop().await;
+    h.finish().await;
 }
 
 /// 4.03 under paused time: the token endpoint answers 503 with
@@ -177,8 +174,7 @@ async fn the_token_endpoints_retry_after_is_honoured() {
         within(gaps[2], 3, 5),
         "own backoff after a bare 500: {gaps:?}"
     );
-    assert_invariants(&h);
-    h.stop().await;
+    h.finish().await;
 }
 
 /// 4.11: a token endpoint whose certificate does not verify (an untrusted
@@ -200,6 +196,5 @@ async fn an_unverifiable_token_endpoint_never_gets_the_secret() {
     assert_no_canary("the 503", &body);
     assert!(token.seen().is_empty(), "a token request got through");
     assert!(h.sim.received().is_empty());
-    assert_invariants(&h);
-    h.stop().await;
+    h.finish().await;
 }
