@@ -1,10 +1,10 @@
-//! 6.08: differential parsing of HTTP/1 (the HTTP Garden method). The same
+//! Differential parsing of HTTP/1 (6.08, the HTTP Garden method). The same
 //! tricky byte streams (smuggling vectors, re-written from the HTTP Garden
 //! and smuggler families) go to nginx, HAProxy (Debian's packages, started
 //! here as child processes on loopback) and fitbit-proxy, each in front of
-//! its own recording upstream. fitbit-proxy must never forward a request
-//! that both references refused, and what it forwards must match what at
-//! least one reference forwarded (same requests, same bodies).
+//! its own recording upstream. fitbit-proxy must never forward a request that
+//! both references refused, and what it forwards must match what at least one
+//! reference forwarded (same requests, same bodies).
 //!
 //! .ci/run installs nginx-light and haproxy; under CI a missing binary is
 //! a failure, locally the test says it did not run.

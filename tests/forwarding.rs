@@ -347,16 +347,17 @@ fn proc_status(pid: u32, name: &str) -> u64 {
     kb * 1024
 }
 
-/// 3.08 (SPEC F4): bodies stream through and are never held whole. The
-/// real binary (so that the resident set is the proxy's alone) carries 100
-/// concurrent uploads and 100 concurrent downloads of 16 MiB each; the
-/// downloads are read slowly (a pause after each MiB), so the proxy must
-/// hold the upstream back rather than buffer for the client. Its peak
-/// resident set (VmHWM) stays within 64 MiB of what it was before: a
-/// figure that does not depend on the body size. `RSS_BODY_MIB=100` runs
-/// the catalog's full 100 × 100 MiB by hand (20 GiB through loopback).
-/// Bodies over 64 KiB are never kept for a replay: tests/token.rs
-/// replay_keeps_small_bodies_only_and_never_loops (64 KiB + 1).
+/// Memory stays bounded while streaming (3.08, SPEC F4): bodies stream
+/// through and are never held whole. The real binary (so that the resident
+/// set is the proxy's alone) carries 100 concurrent uploads and 100
+/// concurrent downloads of 16 MiB each; the downloads are read slowly (a
+/// pause after each MiB), so the proxy must hold the upstream back rather
+/// than buffer for the client. Its peak resident set (VmHWM) stays within 64
+/// MiB of what it was before: a figure that does not depend on the body size.
+/// `RSS_BODY_MIB=100` runs the catalog's full 100 × 100 MiB by hand (20 GiB
+/// through loopback). Bodies over 64 KiB are never kept for a replay:
+/// tests/token.rs replay_keeps_small_bodies_only_and_never_loops (64 KiB +
+/// 1).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rss_does_not_grow_with_body_size() {
     use http_body_util::BodyExt;

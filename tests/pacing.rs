@@ -430,10 +430,11 @@ fn per_replica(seen: &[Received], replicas: usize, full: usize) -> Vec<Vec<u32>>
     out
 }
 
-/// 4.17: three proxies with the same client id and `replicas = 3` in front
-/// of one quota, saturating demand through each for five windows: each
-/// keeps to its share (30 / 3 = 10 a window), so the simulator answers no
-/// 429 at all, and the three shares fill every window.
+/// Several replicas sharing one quota (4.17): three proxies with the same
+/// client id and `replicas = 3` in front of one quota, saturating demand
+/// through each for five windows: each keeps to its share (30 / 3 = 10 a
+/// window), so the simulator answers no 429 at all, and the three shares fill
+/// every window.
 #[tokio::test(start_paused = true)]
 async fn three_replicas_sharing_one_quota_use_it_all_without_an_upstream_429() {
     let (h, proxies, _others) = sharing_one_quota(3, 3).await;
@@ -454,9 +455,10 @@ async fn three_replicas_sharing_one_quota_use_it_all_without_an_upstream_429() {
     h.stop().await;
 }
 
-/// 4.17, the trade-off: with one of three replicas idle, the other two
-/// still keep to their shares. No upstream 429, and a third of the quota
-/// goes unused (the price of not coordinating; see `pacing::budget`).
+/// Several replicas sharing one quota (4.17), the trade-off: with one of
+/// three replicas idle, the other two still keep to their shares. No upstream
+/// 429, and a third of the quota goes unused (the price of not coordinating;
+/// see `pacing::budget`).
 #[tokio::test(start_paused = true)]
 async fn with_one_replica_idle_the_others_keep_to_their_shares() {
     let (h, proxies, _others) = sharing_one_quota(2, 3).await;
@@ -471,11 +473,12 @@ async fn with_one_replica_idle_the_others_keep_to_their_shares() {
     h.stop().await;
 }
 
-/// 4.17 misconfigured: two proxies on one quota, each left at `replicas =
-/// 1`. Each counts only its own requests and learns the other's from the
-/// headers (P6); both go for a window's last units, so about one upstream
-/// 429 a window gets through. Pinned so that the cost of forgetting the key
-/// stays known: every 429 is passed on and honoured (P5), the quota is used.
+/// Several replicas sharing one quota (4.17), misconfigured: two proxies on
+/// one quota, each left at `replicas = 1`. Each counts only its own requests
+/// and learns the other's from the headers (P6); both go for a window's last
+/// units, so about one upstream 429 a window gets through. Pinned so that the
+/// cost of forgetting the key stays known: every 429 is passed on and
+/// honoured (P5), the quota is used.
 #[tokio::test(start_paused = true)]
 async fn two_proxies_left_at_one_replica_let_a_429_a_window_through() {
     let (h, proxies, _others) = sharing_one_quota(2, 1).await;

@@ -43,8 +43,8 @@ fn floods() -> Vec<(&'static str, Vec<u8>)> {
         // Churn over idle streams, each depending on the one before.
         priority.extend(frame(PRIORITY, 0, 2 * i + 1, &[0, 0, 0, 0, 16]));
     }
-    // 1.31: requests the proxy refuses itself (a denied path, 403); ids go
-    // up to 2^18, each one answered and never read.
+    // The outbound flood (1.31): requests the proxy refuses itself (a denied
+    // path, 403); ids go up to 2^18, each one answered and never read.
     let denied = request_block("GET", "/oauth2/token");
     let mut answered = Vec::new();
     for i in 0..(1u32 << 17) {
@@ -76,12 +76,13 @@ fn floods() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
-/// 1.29, 1.31: eight floods at once, none of them read back. Each is cut
-/// off by back-pressure (the write does not finish) or by the proxy
-/// closing, and every such connection is closed by the unanswered
-/// keep-alive PING; the process grows by less than 8 MiB over all eight (a server
-/// that queued its PING acks alone would hold 17 MiB, its 403 answers
-/// far more); another client is served meanwhile.
+/// Floods of control and empty frames, and of answers (1.29, 1.31): eight
+/// floods at once, none of them read back. Each is cut off by back-pressure
+/// (the write does not finish) or by the proxy closing, and every such
+/// connection is closed by the unanswered keep-alive PING; the process grows
+/// by less than 8 MiB over all eight (a server that queued its PING acks
+/// alone would hold 17 MiB, its 403 answers far more); another client is
+/// served meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn floods_from_clients_that_never_read_stay_bounded() {
     // `header_read_timeout` is also the h2 keep-alive PING interval and

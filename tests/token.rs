@@ -361,9 +361,9 @@ async fn replay_keeps_small_bodies_only_and_never_loops() {
     h.stop().await;
 }
 
-/// 4.14: a 401 whose `errorType` is not about the token, and a 403
-/// `insufficient_scope`, go back to the client as they are: no token
-/// refresh, no replay.
+/// A 401 that is not about the token (4.14): one whose `errorType` is not
+/// about the token, and a 403 `insufficient_scope`, go back to the client as
+/// they are: no token refresh, no replay.
 #[tokio::test]
 async fn other_401s_and_403_insufficient_scope_pass_through_without_a_refresh() {
     let h = Setup::default().admin().start().await;

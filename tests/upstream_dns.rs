@@ -1,7 +1,7 @@
-//! 4.26: DNS failures. An upstream name that does not resolve gets every
+//! DNS failures (4.26). An upstream name that does not resolve gets every
 //! client a 502 and nothing hangs: the lookup fails (NXDOMAIN, SERVFAIL) or
 //! runs into `connect_timeout`, which the proxy's connector applies to DNS,
-//! TCP and TLS together (src/upstream.rs). A name that leads to another
+//! TCP and TLS together (src/upstream/mod.rs). A name that leads to another
 //! server (DNS rebinding or hijack) fails at TLS, before any HTTP byte.
 //!
 //! The names come from the environment so that `.ci/dns-faults.sh` can run
@@ -141,11 +141,11 @@ async fn tls_upstream(ip: IpAddr, pki: &faulty::Pki, cert_for: &str) -> RawUpstr
     .await
 }
 
-/// 4.26, rebinding or hijack: the upstream's name leads to a server with a
-/// valid certificate (trusted CA) for another name, `api.fitbit.com`. The
-/// handshake fails: 502, and not one HTTP byte, so no token, reaches it.
-/// A server at the same address with a certificate for the name itself
-/// is reached (200), so the failure is the certificate's.
+/// DNS rebinding or hijack (4.26): the upstream's name leads to a server with
+/// a valid certificate (trusted CA) for another name, `api.fitbit.com`. The
+/// handshake fails: 502, and not one HTTP byte, so no token, reaches it. A
+/// server at the same address with a certificate for the name itself is
+/// reached (200), so the failure is the certificate's.
 #[tokio::test]
 async fn a_name_leading_to_another_server_fails_at_tls_with_no_token_sent() {
     let name = rebound_name();

@@ -130,7 +130,8 @@ client_secret_file = "secret"
     );
 }
 
-/// 1.17: entries are kept in the form requests are matched in.
+/// `listen.hosts` entries (1.17) are kept in the form requests are matched
+/// in.
 #[test]
 fn listen_hosts_are_canonical() {
     let c = parse(&with_credentials(

@@ -1,7 +1,6 @@
 //! The effective config as `check` prints it, and the secret that never
 //! shows in it, in `Debug` or in an error.
 
-
 use super::*;
 
 #[test]

@@ -2,7 +2,6 @@
 //! once; risky settings that are allowed warn; each count's smallest
 //! allowed value passes.
 
-
 use super::*;
 
 /// One bad setting per line → a substring of the error. The config is read as
@@ -168,10 +167,10 @@ client_secret_file = "empty"
     );
 }
 
-/// 6.10: each count's smallest allowed value is accepted. Kills the
-/// cargo-mutants survivors in `Validator::count` (`raw < min` ->
-/// `raw <= min`, in the `min == 0` arm and the other): a limit of exactly
-/// 1 (or a body limit of 0) was refused only by the mutants.
+/// Mutation testing (6.10): each count's smallest allowed value is accepted.
+/// Kills the cargo-mutants survivors in `Validator::count` (`raw < min` ->
+/// `raw <= min`, in the `min == 0` arm and the other): a limit of exactly 1
+/// (or a body limit of 0) was refused only by the mutants.
 #[test]
 fn the_smallest_allowed_counts_are_accepted() {
     let c = parse(&with_credentials(

@@ -10,12 +10,12 @@ use super::SEC;
 use crate::support::invariants::*;
 use crate::support::*;
 
-/// 3.15: the admin listener answers only its own paths and never
-/// forwards (nothing reaches the upstream, no token is attached); the
-/// proxy's port forwards `/healthz`, `/readyz` and `/metrics` to the
-/// upstream like any path, and never serves them itself. A slowloris
-/// connection held on the data port does not stop the admin port, nor 50
-/// on the admin port the data port.
+/// The admin port is isolated (3.15): the admin listener answers only its own
+/// paths and never forwards (nothing reaches the upstream, no token is
+/// attached); the proxy's port forwards `/healthz`, `/readyz` and `/metrics`
+/// to the upstream like any path, and never serves them itself. A slowloris
+/// connection held on the data port does not stop the admin port, nor 50 on
+/// the admin port the data port.
 #[tokio::test(start_paused = true)]
 async fn the_admin_port_never_forwards_and_the_proxy_port_never_serves_admin_paths() {
     let h = Setup::default().admin().start().await;
@@ -74,9 +74,9 @@ async fn the_admin_port_never_forwards_and_the_proxy_port_never_serves_admin_pat
     h.finish().await;
 }
 
-/// 1.24 on the data port: a client that opens 1 000 streams and cancels
-/// each at once, on one connection after another, reading each until the
-/// proxy cuts it off (at most 5 s), until `stop`; at most 5 000
+/// Rapid Reset (1.24) on the data port: a client that opens 1 000 streams and
+/// cancels each at once, on one connection after another, reading each until
+/// the proxy cuts it off (at most 5 s), until `stop`; at most 5 000
 /// connections. Returns how many it opened.
 async fn rapid_reset_until(
     addr: std::net::SocketAddr,
@@ -110,11 +110,12 @@ async fn rapid_reset_until(
     opened
 }
 
-/// 3.15 with 1.24 and 3.01 on the data port: while two clients flood it
-/// with rapid resets and 50 slowloris heads sit on it, `/metrics` and
-/// `/readyz` are scraped on the admin port once a second for ten rounds;
-/// each answers 200 within 5 s (a generous bound: real time, as floods
-/// need, on a shared machine). Afterwards the data port serves.
+/// The admin port is isolated (3.15) from a Rapid Reset flood (1.24) and a
+/// slowloris (3.01) on the data port: while two clients flood it with rapid
+/// resets and 50 slowloris heads sit on it, `/metrics` and `/readyz` are
+/// scraped on the admin port once a second for ten rounds; each answers 200
+/// within 5 s (a generous bound: real time, as floods need, on a shared
+/// machine). Afterwards the data port serves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_scrapes_answer_during_a_rapid_reset_flood_on_the_data_port() {
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -162,11 +163,11 @@ async fn admin_scrapes_answer_during_a_rapid_reset_flood_on_the_data_port() {
     h.finish().await;
 }
 
-/// 3.15 the other way, with 3.01 on the admin port: 100 connections (more
-/// than its 64) trickle a request head into it, a byte a second. The data
-/// port answers a request every second meanwhile without waiting, and once
-/// the admin port's 10 s head deadline has dropped the first 64, it
-/// answers again.
+/// The data port is isolated from a slowloris on the admin port (3.15, 3.01):
+/// 100 connections (more than its 64) trickle a request head into it, a byte
+/// a second. The data port answers a request every second meanwhile without
+/// waiting, and once the admin port's 10 s head deadline has dropped the
+/// first 64, it answers again.
 #[tokio::test(start_paused = true)]
 async fn a_slowloris_on_the_admin_port_never_slows_the_data_port() {
     use tokio::io::AsyncWriteExt;

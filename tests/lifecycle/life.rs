@@ -15,10 +15,10 @@ use crate::support::binary::*;
 use crate::support::invariants::*;
 use crate::support::*;
 
-/// 5.05: one run through every readiness state: no token yet (503) →
-/// token (200) → the token endpoint fails until the token expires (503
-/// naming it) → it recovers (200) → draining (503). `/healthz` is 200
-/// throughout.
+/// Readiness transitions (5.05): one run through every readiness state: no
+/// token yet (503) → token (200) → the token endpoint fails until the token
+/// expires (503 naming it) → it recovers (200) → draining (503). `/healthz`
+/// is 200 throughout.
 #[tokio::test(start_paused = true)]
 async fn readiness_through_a_whole_life() {
     let mut h = Setup::default()
@@ -73,9 +73,10 @@ async fn readiness_through_a_whole_life() {
     h.stop().await;
 }
 
-/// 5.06: a run fetches its token at start-up, once; after a clean stop
-/// nothing under its working or temporary directory holds the token; a
-/// restart fetches a new one (nothing was persisted).
+/// A restart fetches the token again and nothing persists (5.06): a run
+/// fetches its token at start-up, once; after a clean stop nothing under its
+/// working or temporary directory holds the token; a restart fetches a new
+/// one (nothing was persisted).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_fetches_the_token_again_and_nothing_is_left_on_disk() {
     let (sim, upstream) = simulator().await;
@@ -105,11 +106,11 @@ async fn a_restart_fetches_the_token_again_and_nothing_is_left_on_disk() {
     assert_eq!(sim.tokens_issued(), 2);
 }
 
-/// 5.11: a service that panics on one path, served through the public
-/// `inbound::serve`. The panic ends only its own connection (HTTP/1) or
-/// stream (HTTP/2: hyper runs each stream as a task); the other stream on
-/// the same h2 connection and every other connection are served, and the
-/// listener keeps accepting.
+/// Panics stay local (5.11): a service that panics on one path, served
+/// through the public `inbound::serve`. The panic ends only its own
+/// connection (HTTP/1) or stream (HTTP/2: hyper runs each stream as a task);
+/// the other stream on the same h2 connection and every other connection are
+/// served, and the listener keeps accepting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_in_one_request_stays_in_its_connection() {
     async fn service(req: Request<hyper::body::Incoming>) -> Result<Response<Body>, Infallible> {

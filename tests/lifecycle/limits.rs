@@ -19,10 +19,10 @@ fn cpu_ticks(pid: u32) -> u64 {
     fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
 }
 
-/// 3.09: the binary under `ulimit -n 64`, sent 100 connections that hold
-/// still. It runs out of descriptors: it logs it, backs off instead of
-/// spinning (under a quarter of a core while out), and once the
-/// connections close it serves again.
+/// Running out of file descriptors (3.09): the binary under `ulimit -n 64`,
+/// sent 100 connections that hold still. It runs out of descriptors: it logs
+/// it, backs off instead of spinning (under a quarter of a core while out),
+/// and once the connections close it serves again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_file_descriptors_the_proxy_backs_off_and_recovers() {
     let (_sim, upstream) = simulator().await;
@@ -80,13 +80,13 @@ fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
 
-/// 3.13: 5 000 requests at once (25 h2c connections of 200 streams)
-/// against an upstream that takes 3 s, with `request_timeout = "1s"`. The
-/// upstream is HTTP/2 over TLS, so in-flight upstream requests are bounded
-/// by its stream limit and the rest wait. Every request is answered by the
-/// proxy, 504 at its timeout (or 502 for a stream the upstream refused);
-/// afterwards tasks and file descriptors come back to where they
-/// were.
+/// Back-pressure from a slow upstream (3.13): 5 000 requests at once (25 h2c
+/// connections of 200 streams) against an upstream that takes 3 s, with
+/// `request_timeout = "1s"`. The upstream is HTTP/2 over TLS, so in-flight
+/// upstream requests are bounded by its stream limit and the rest wait. Every
+/// request is answered by the proxy, 504 at its timeout (or 502 for a stream
+/// the upstream refused); afterwards tasks and file descriptors come back to
+/// where they were.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_thousand_requests_on_a_slow_upstream_leave_nothing_behind() {
     let h = Setup::default()
@@ -161,12 +161,12 @@ async fn pipelined_flood(proxy: std::net::SocketAddr) -> usize {
     answered
 }
 
-/// 3.10: one h2c connection keeps 200 streams open (its limit), reopening
-/// each as it ends, for 3 s, and one HTTP/1 connection pipelines 5 000
-/// requests; meanwhile ten other clients each send a request every
-/// 100 ms. Their p99 latency stays under a generous 3 s (the CPU is shared
-/// with the other tests): one connection's flood does not starve the
-/// others.
+/// Fairness under a flood on one connection (3.10): one h2c connection keeps
+/// 200 streams open (its limit), reopening each as it ends, for 3 s, and one
+/// HTTP/1 connection pipelines 5 000 requests; meanwhile ten other clients
+/// each send a request every 100 ms. Their p99 latency stays under a generous
+/// 3 s (the CPU is shared with the other tests): one connection's flood does
+/// not starve the others.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_connections_flood_does_not_starve_other_clients() {
     let h = Setup::default().admin().start().await;

@@ -17,11 +17,12 @@ fn id_of(v: &serde_json::Value) -> String {
     v["request_id"].as_str().unwrap_or_default().to_owned()
 }
 
-/// 5.02: eight clients (h1 and h2c) send requests back to back, each with
-/// its own id; SIGTERM lands in the middle. Every request the proxy
-/// accepted (one access-log line each) got its complete 200, and every
-/// 200 a client got was logged: nothing accepted was lost. The clients
-/// stop when a connection is refused, which must come after the signal.
+/// SIGTERM under load loses nothing accepted (5.02): eight clients (h1 and
+/// h2c) send requests back to back, each with its own id; SIGTERM lands in
+/// the middle. Every request the proxy accepted (one access-log line each)
+/// got its complete 200, and every 200 a client got was logged: nothing
+/// accepted was lost. The clients stop when a connection is refused, which
+/// must come after the signal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_answers_every_accepted_request() {
     let (sim, upstream) = simulator().await;
@@ -131,10 +132,11 @@ async fn sigterm_finishes_twenty_slow_requests_refuses_new_ones_and_exits_0() {
     assert_eq!(slow, 20, "each finished request was logged");
 }
 
-/// 5.03, decided: a request waiting for a pacing slot when SIGTERM comes
-/// is served within `shutdown_grace`, since its slot is at most
-/// `rate_limit.max_wait` away and `check` warns when `max_wait` is longer
-/// than `shutdown_grace`. Here five requests wait on a 1 request/s pace.
+/// Requests waiting for a pacing slot at shutdown (5.03, decided): a request
+/// waiting for a pacing slot when SIGTERM comes is served within
+/// `shutdown_grace`, since its slot is at most `rate_limit.max_wait` away and
+/// `check` warns when `max_wait` is longer than `shutdown_grace`. Here five
+/// requests wait on a 1 request/s pace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_waiting_for_a_pacing_slot_at_sigterm_are_served() {
     let sim = Sim::new(SimConfig {
@@ -169,9 +171,9 @@ async fn send_owned(client: TestClient, url: String) -> StatusCode {
     send(&client, get(&url)).await.0.status()
 }
 
-/// 5.04: a request that outlasts `shutdown_grace` (1 s) is cut: the client
-/// sees its connection end without an answer, the process exits 0, and a
-/// log line says how many connections were cut.
+/// Grace period exceeded (5.04): a request that outlasts `shutdown_grace` (1
+/// s) is cut: the client sees its connection end without an answer, the
+/// process exits 0, and a log line says how many connections were cut.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_shutdown_grace_remaining_connections_are_cut_and_counted() {
     let (sim, upstream) = simulator().await;

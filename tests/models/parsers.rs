@@ -81,8 +81,8 @@ fn token_json() -> impl Strategy<Value = String> {
 proptest! {
     #![proptest_config(config())]
 
-    /// 6.03, 4.05–4.08: never panics; an accepted token is a usable
-    /// header value; no error message carries the token.
+    /// The token response codec (6.03, 4.05–4.08) never panics; an accepted
+    /// token is a usable header value; no error message carries the token.
     #[test]
     fn token_responses(
         json in token_json(),
@@ -110,8 +110,9 @@ proptest! {
         }
     }
 
-    /// 6.03, 4.12: the Basic header decodes back to (id, secret) after
-    /// form-urldecoding each part (RFC 6749 §2.3.1).
+    /// The token request's credentials (6.03, 4.12): the Basic header decodes
+    /// back to (id, secret) after form-urldecoding each part (RFC 6749
+    /// §2.3.1).
     #[test]
     fn basic_credentials_round_trip(id in "\\PC{0,20}", secret in "\\PC{0,20}") {
         let value = basic_auth(&id, &secret);
@@ -125,8 +126,8 @@ proptest! {
         prop_assert_eq!(decode(b), secret);
     }
 
-    /// 6.05: arbitrary text and mutations of a valid config never panic,
-    /// and a secret canary in the file never shows in the error.
+    /// Config parsing (6.05): arbitrary text and mutations of a valid config
+    /// never panic, and a secret canary in the file never shows in the error.
     #[test]
     fn config_parsing(
         junk in "\\PC{0,200}",
@@ -145,9 +146,9 @@ proptest! {
         }
     }
 
-    /// 6.07, 1.15: paths. Never panics; an accepted path starts with `/`,
-    /// has no empty, `.` or `..` segment once decoded, and no `\`, `;` or
-    /// control character; a path whose decoded, lowercased form is under a
+    /// The path rules (6.07, 1.15) never panic: an accepted path starts with
+    /// `/`, has no empty, `.` or `..` segment once decoded, and no `\`, `;`
+    /// or control character; a path whose decoded, lowercased form is under a
     /// denied prefix is never allowed.
     #[test]
     fn path_rules(segments in proptest::collection::vec(
@@ -177,9 +178,9 @@ proptest! {
         }
     }
 
-    /// 6.06: header hygiene. No hop-by-hop name, nothing a Connection line
-    /// named, no client credential survives; end-to-end fields keep their
-    /// values and order.
+    /// The header hygiene function (6.06): no hop-by-hop name, nothing a
+    /// Connection line named, no client credential survives; end-to-end
+    /// fields keep their values and order.
     #[test]
     fn header_hygiene(fields in proptest::collection::vec((
         prop_oneof![

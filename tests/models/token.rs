@@ -1,9 +1,8 @@
-//! 6.04: concurrency of the token cache (single flight). Many clients of one
-//! `TokenSource` acquire, report 401s for the token they used (sometimes
-//! long after it was replaced), and give up while waiting, in interleavings
-//! drawn from a seed (random yields and sleeps on paused tokio time), while
-//! the real refresher fetches from the simulator's token endpoint over
-//! loopback.
+//! Concurrency of the token cache, single flight (6.04). Many clients of one
+//! `TokenSource` acquire, report 401s for the token they used (sometimes long
+//! after it was replaced), and give up while waiting, in interleavings drawn
+//! from a seed (random yields and sleeps on paused tokio time), while the
+//! real refresher fetches from the simulator's token endpoint over loopback.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -127,8 +126,8 @@ async fn run(seed: u64) {
         c.await.expect("client checks held");
     }
 
-    // T3: one fetch per generation, never two at once (each fetch takes
-    // FETCH_TAKES, so the next cannot have started sooner).
+    // Single flight (T3): one fetch per generation, never two at once (each
+    // fetch takes FETCH_TAKES, so the next cannot have started sooner).
     let current = source
         .acquire()
         .await

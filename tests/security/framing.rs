@@ -15,7 +15,8 @@ use crate::support::*;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-/// 1.01, 1.02: RFC 9112 §6.3 item 5 and RFC 9110 §8.6.
+/// A conflicting, duplicated or unparsable Content-Length is refused with 400
+/// and a close (1.01, 1.02; RFC 9112 §6.3 item 5, RFC 9110 §8.6).
 #[tokio::test]
 async fn conflicting_or_unparsable_content_length_is_400_and_close() {
     let h = start().await;
@@ -61,7 +62,8 @@ async fn conflicting_or_unparsable_content_length_is_400_and_close() {
     assert_invariants(&h);
 }
 
-/// 1.04: only a Transfer-Encoding of exactly `chunked` is accepted.
+/// Obfuscated or unsupported Transfer-Encoding (1.04): only a
+/// Transfer-Encoding of exactly `chunked` is accepted.
 #[tokio::test]
 async fn transfer_encoding_other_than_exactly_chunked_is_refused() {
     let h = start().await;
@@ -107,8 +109,9 @@ async fn transfer_encoding_other_than_exactly_chunked_is_refused() {
     assert_invariants(&h);
 }
 
-/// 1.03: CL.TE and TE.CL. hyper decodes as chunked and drops CL; the
-/// connection closes after the answer; `/smuggled` never reaches U.
+/// Content-Length together with Transfer-Encoding (1.03): CL.TE and TE.CL.
+/// hyper decodes as chunked and drops CL; the connection closes after the
+/// answer; `/smuggled` never reaches U.
 #[tokio::test]
 async fn content_length_with_transfer_encoding_never_smuggles() {
     let h = start().await;
@@ -143,8 +146,9 @@ async fn content_length_with_transfer_encoding_never_smuggles() {
     assert_invariants(&h);
 }
 
-/// 1.05: HTTP/1.0 with TE is refused; HTTP/1.0 without a length has no
-/// body, and what follows is never read as a request after close.
+/// HTTP/1.0 framing (1.05): HTTP/1.0 with TE is refused; HTTP/1.0 without a
+/// length has no body, and what follows is never read as a request after
+/// close.
 #[tokio::test]
 async fn http10_framing() {
     let h = start().await;
@@ -162,8 +166,8 @@ async fn http10_framing() {
     assert_invariants(&h);
 }
 
-/// 1.06, 1.07: malformed chunk framing, oversized extensions and trailer
-/// sections: 400 and close (the proxy's own answer, not a 502 blaming the
+/// Malformed chunk framing, oversized extensions and trailer sections (1.06,
+/// 1.07): 400 and close (the proxy's own answer, not a 502 blaming the
 /// upstream); bytes are never moved into a second request.
 #[tokio::test]
 async fn malformed_chunked_bodies_are_400_and_close() {
@@ -200,8 +204,8 @@ async fn malformed_chunked_bodies_are_400_and_close() {
     assert_invariants(&h);
 }
 
-/// 1.07, 2.05: chunked trailers (credentials, framing fields) never reach
-/// the upstream, whether it speaks HTTP/1.1 or HTTP/2.
+/// Chunked trailers (1.07, 2.05), credentials and framing fields among them,
+/// never reach the upstream, whether it speaks HTTP/1.1 or HTTP/2.
 #[tokio::test]
 async fn request_trailers_never_reach_the_upstream() {
     for setup in [Setup::default(), Setup::default().tls()] {
@@ -225,8 +229,9 @@ async fn request_trailers_never_reach_the_upstream() {
     }
 }
 
-/// 1.10: pipelining after a refusal, 100 pipelined requests in order, and
-/// a refused request whose body holds a request.
+/// Pipelining and unread bodies (1.10): pipelining after a refusal, 100
+/// pipelined requests in order, and a refused request whose body holds a
+/// request.
 #[tokio::test]
 async fn pipelining_and_unread_bodies() {
     let h = start().await;
@@ -293,10 +298,11 @@ fn refused_post_with_embedded_requests() -> String {
     format!("POST /1/x HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n\r\n{embedded}{SMUGGLED}")
 }
 
-/// 1.10 (c) with the pacer's refusals: a POST refused with 429 (`max_wait`)
-/// or 503 (`max_queued`) before its body is read. Its body holds complete
-/// requests; none of them is parsed as a request: the connection closes
-/// after the one answer, and only the request that took the slot reached U.
+/// Unread bodies (1.10 c) with the pacer's refusals: a POST refused with 429
+/// (`max_wait`) or 503 (`max_queued`) before its body is read. Its body holds
+/// complete requests; none of them is parsed as a request: the connection
+/// closes after the one answer, and only the request that took the slot
+/// reached U.
 #[tokio::test]
 async fn pacing_refusals_leave_no_body_to_be_read_as_a_request() {
     // 429: the next slot is a second away, max_wait is 10 ms.
@@ -348,8 +354,9 @@ async fn pacing_refusals_leave_no_body_to_be_read_as_a_request() {
     assert_invariants(&h);
 }
 
-/// G5: requests the stack answered are each counted once, by origin and
-/// code; what hyper refused before the stack is not a request.
+/// One counted outcome per request (G5): requests the stack answered are each
+/// counted once, by origin and code; what hyper refused before the stack is
+/// not a request.
 #[tokio::test]
 async fn every_answer_is_counted_once() {
     let h = Setup::default().admin().start().await;

@@ -1,6 +1,8 @@
-//! Catalog §2 (RELIABILITY.md), header hygiene toward the upstream:
-//! 2.13 forwarding-identity fields. Over loopback, h1 and h2c; every case
-//! ends with the global invariants.
+//! Header hygiene (RELIABILITY.md §2): the forwarding-identity fields a
+//! client sends (2.13), a bearer token in the query, repeated fields and
+//! `Set-Cookie` kept in order, and the token never indexed in HPACK toward
+//! an HTTP/2 upstream. Over loopback, h1 and h2c; every case ends with the
+//! global invariants.
 
 use crate::support;
 use crate::support::faulty::{self, RawUpstream};
@@ -37,10 +39,10 @@ fn spoofed(url: &str) -> Request<Full<bytes::Bytes>> {
     req
 }
 
-/// 2.13: none of the forwarding-identity fields reaches the upstream, and
+/// None of the forwarding-identity fields (2.13) reaches the upstream, and
 /// the proxy adds none of its own (nor a `Via`); other end-to-end fields
-/// pass. `X-Original-URL: /oauth2/revoke` changes nothing: the request
-/// goes to its own path.
+/// pass. `X-Original-URL: /oauth2/revoke` changes nothing: the request goes
+/// to its own path.
 #[tokio::test]
 async fn forwarding_identity_fields_never_reach_the_upstream() {
     let h = Setup::default().start().await;
@@ -70,8 +72,9 @@ async fn forwarding_identity_fields_never_reach_the_upstream() {
     h.finish().await;
 }
 
-/// 2.13: the fields do not sway the proxy's own decisions: `listen.allow`
-/// goes by the socket's address, `deny_paths` by the request's path.
+/// Forwarding-identity fields (2.13) do not sway the proxy's own decisions:
+/// `listen.allow` goes by the socket's address, `deny_paths` by the request's
+/// path.
 #[tokio::test]
 async fn forwarding_identity_fields_do_not_sway_allow_or_deny() {
     let h = Setup::default()
@@ -94,9 +97,10 @@ async fn forwarding_identity_fields_do_not_sway_allow_or_deny() {
     h.finish().await;
 }
 
-/// 2.06: a bearer token in the query (`access_token`, RFC 6750 §2.3),
-/// however spelled, is 400 and never forwarded: a client cannot act under
-/// another identity. Names that only resemble it pass.
+/// Other places a credential can ride (2.06): a bearer token in the query
+/// (`access_token`, RFC 6750 §2.3), however spelled, is 400 and never
+/// forwarded: a client cannot act under another identity. Names that only
+/// resemble it pass.
 #[tokio::test]
 async fn an_access_token_in_the_query_is_refused() {
     let h = Setup::default().start().await;
@@ -125,9 +129,9 @@ async fn an_access_token_in_the_query_is_refused() {
     assert_invariants(&h);
 }
 
-/// 2.15: repeated fields keep their order both ways (RFC 9110 §5.3), and
-/// several `Set-Cookie` lines reach the client as they left the upstream,
-/// to an HTTP/1.1 and an HTTP/2 client alike.
+/// End-to-end fields pass unchanged (2.15): repeated fields keep their order
+/// both ways (RFC 9110 §5.3), and several `Set-Cookie` lines reach the client
+/// as they left the upstream, to an HTTP/1.1 and an HTTP/2 client alike.
 #[tokio::test]
 async fn repeated_fields_and_set_cookie_keep_their_order() {
     let answer = "HTTP/1.1 200 OK\r\nSet-Cookie: a=1; Path=/\r\nX-Rep: 1\r\nSet-Cookie: b=2, c\r\nX-Rep: 2\r\nSet-Cookie: d=4\r\nAccept-Locale: en_GB\r\nContent-Length: 0\r\n\r\n";
@@ -278,10 +282,11 @@ async fn hpack_upstream(
     (addr, rx)
 }
 
-/// 2.07, 2.08: toward an HTTP/2 upstream the Bearer token goes out as a
-/// never-indexed literal (`0001xxxx`, RFC 7541 §6.2.3) on every request,
-/// so it never enters HPACK's dynamic table; the TLS SNI is the upstream's
-/// host (`localhost` here), whatever the client's `Host` said.
+/// The token is marked sensitive, and what identifies the request to U (2.07,
+/// 2.08): toward an HTTP/2 upstream the Bearer token goes out as a
+/// never-indexed literal (`0001xxxx`, RFC 7541 §6.2.3) on every request, so
+/// it never enters HPACK's dynamic table; the TLS SNI is the upstream's host
+/// (`localhost` here), whatever the client's `Host` said.
 #[tokio::test]
 async fn the_token_is_never_indexed_and_sni_names_the_upstream() {
     let ca = fitbit_proxy::sim::TestCa::new();

@@ -6,7 +6,8 @@
 use super::probe::*;
 use crate::support::invariants::*;
 
-/// 1.08, 1.09: obs-fold, whitespace, bad names, CR/NUL in the head: 400.
+/// Obsolete line folding, whitespace, bad names, CR or NUL in the head (1.08,
+/// 1.09): 400.
 #[tokio::test]
 async fn malformed_heads_are_400_and_close() {
     let h = start().await;
@@ -48,8 +49,8 @@ async fn malformed_heads_are_400_and_close() {
     assert_invariants(&h);
 }
 
-/// 1.19 and the §0.3 pins: 100 header fields and a 64 KiB head buffer
-/// (`H1_MAX_HEADERS`, `H1_MAX_BUF_SIZE` in src/server.rs).
+/// Oversized request heads (1.19) and the §0.3 pins: 100 header fields and a
+/// 64 KiB head buffer (`H1_MAX_HEADERS`, `H1_MAX_BUF_SIZE` in src/inbound/accept.rs).
 #[tokio::test]
 async fn oversized_heads_get_431_and_the_pinned_limits_hold() {
     let h = start().await;
@@ -85,7 +86,7 @@ async fn oversized_heads_get_431_and_the_pinned_limits_hold() {
     assert_invariants(&h);
 }
 
-/// 1.20: request-line and version oddities: 400 or 505, nothing forwarded.
+/// Request-line and version oddities (1.20): 400 or 505, nothing forwarded.
 #[tokio::test]
 async fn request_line_oddities_are_refused() {
     let h = start().await;
@@ -111,7 +112,8 @@ async fn request_line_oddities_are_refused() {
     assert_invariants(&h);
 }
 
-/// 1.18: TRACE/TRACK would echo the token: 405. Other method tokens pass.
+/// Methods (1.18): TRACE/TRACK would echo the token: 405. Other method tokens
+/// pass.
 #[tokio::test]
 async fn trace_is_405_and_never_forwarded() {
     let h = start().await;
@@ -131,7 +133,7 @@ async fn trace_is_405_and_never_forwarded() {
     assert_invariants(&h);
 }
 
-/// 1.18: a method longer than any HTTP method (a 10 KiB one, or 33
+/// Methods (1.18): a method longer than any HTTP method (a 10 KiB one, or 33
 /// characters) is 400 and never forwarded; 32 characters still pass.
 #[tokio::test]
 async fn overlong_methods_are_400_and_never_forwarded() {

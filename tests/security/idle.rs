@@ -114,9 +114,10 @@ async fn an_h2_connection_that_goes_quiet_after_the_preface_is_closed() {
     h.stop().await;
 }
 
-/// 3.03: 200 connections each make one keep-alive request, then stay idle.
-/// Each is closed `header_read_timeout` after its answer (hyper's head
-/// timer runs between requests too), not kept forever.
+/// Idle HTTP/1.1 keep-alive connections (3.03): 200 connections each make one
+/// keep-alive request, then stay idle. Each is closed `header_read_timeout`
+/// after its answer (hyper's head timer runs between requests too), not kept
+/// forever.
 #[tokio::test(start_paused = true)]
 async fn idle_http1_keep_alive_connections_are_closed_after_the_idle_bound() {
     let h = Setup::default().admin().start().await;
@@ -187,10 +188,10 @@ async fn h2_get(
     res.await.expect("response head")
 }
 
-/// 3.04: an h2c client that answers every keep-alive PING and opens no
-/// stream is sent GOAWAY `header_read_timeout` after its last request
-/// ended; while a request is open (here one that takes 25 s upstream) the
-/// connection is not idle.
+/// Idle h2 connections (3.04): an h2c client that answers every keep-alive
+/// PING and opens no stream is sent GOAWAY `header_read_timeout` after its
+/// last request ended; while a request is open (here one that takes 25 s
+/// upstream) the connection is not idle.
 #[tokio::test(start_paused = true)]
 async fn an_idle_h2_connection_that_answers_pings_gets_goaway() {
     let h = Setup::default().admin().start().await;
@@ -216,9 +217,9 @@ async fn an_idle_h2_connection_that_answers_pings_gets_goaway() {
     h.finish().await;
 }
 
-/// 3.01: 200 connections each send a request head one byte every 2 s.
-/// Every one is closed at `header_read_timeout`, and a normal client that
-/// arrives in the middle is served at once.
+/// Slowloris (3.01): 200 connections each send a request head one byte every
+/// 2 s. Every one is closed at `header_read_timeout`, and a normal client
+/// that arrives in the middle is served at once.
 #[tokio::test(start_paused = true)]
 async fn two_hundred_slowloris_connections_are_all_closed_and_others_are_served() {
     let h = Setup::default().admin().start().await;
@@ -319,10 +320,11 @@ async fn assert_released(
     assert!(written < 32 << 20, "{} MiB taken from U", written >> 20);
 }
 
-/// 3.06 over HTTP/1: a client asks for 50 MiB and reads nothing. The
-/// proxy takes from the upstream only what the buffers hold (memory stays
-/// bounded by back-pressure), cuts the client off `send_timeout` after it
-/// last took a byte, and lets go of the upstream connection.
+/// A client that stops reading (3.06), over HTTP/1: a client asks for 50 MiB
+/// and reads nothing. The proxy takes from the upstream only what the buffers
+/// hold (memory stays bounded by back-pressure), cuts the client off
+/// `send_timeout` after it last took a byte, and lets go of the upstream
+/// connection.
 #[tokio::test(start_paused = true)]
 async fn a_client_that_stops_reading_is_cut_off_and_the_upstream_released() {
     let (h, mut released) = in_front_of_an_endless_upstream().await;
@@ -336,7 +338,7 @@ async fn a_client_that_stops_reading_is_cut_off_and_the_upstream_released() {
     h.finish().await;
 }
 
-/// 3.06: a slow reader that keeps taking bytes (64 KiB every second) is
+/// A slow reader (3.06): one that keeps taking bytes (64 KiB every second) is
 /// not cut, however long the download takes; the same over h2c.
 #[tokio::test(start_paused = true)]
 async fn a_slow_reader_that_keeps_reading_is_not_cut() {
@@ -364,9 +366,9 @@ async fn a_slow_reader_that_keeps_reading_is_not_cut() {
     h.finish().await;
 }
 
-/// 3.06 over h2c: the client keeps answering PINGs but never opens its
-/// stream's window again. `send_timeout` after the window ran out the
-/// connection is closed and the upstream connection released.
+/// A zero window (3.06), over h2c: the client keeps answering PINGs but never
+/// opens its stream's window again. `send_timeout` after the window ran out
+/// the connection is closed and the upstream connection released.
 #[tokio::test(start_paused = true)]
 async fn an_h2_window_held_at_zero_is_cut_off_and_the_upstream_released() {
     let (h, mut released) = in_front_of_an_endless_upstream().await;

@@ -153,12 +153,12 @@ async fn log_of(format: &'static str, requests: &[Vec<u8>]) -> (Vec<bool>, Strin
     (through_stack, log)
 }
 
-/// 2.10: CR, LF, ESC and quotes sent in the path, the method, the request
-/// id and other fields never break the access log: the parser refuses raw
-/// CR, LF and ESC before anything is logged; what is logged (quotes,
-/// backslashes, braces, percent-encoded CR LF ESC) stays inside one line
-/// per request, in text and in JSON (each line parses, the path and the
-/// request id round-trip).
+/// Logs (2.10): CR, LF, ESC and quotes sent in the path, the method, the
+/// request id and other fields never break the access log: the parser refuses
+/// raw CR, LF and ESC before anything is logged; what is logged (quotes,
+/// backslashes, braces, percent-encoded CR LF ESC) stays inside one line per
+/// request, in text and in JSON (each line parses, the path and the request
+/// id round-trip).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn injected_control_characters_and_quotes_never_break_a_log_line() {
     let requests: Vec<Vec<u8>> = [
@@ -219,9 +219,9 @@ async fn series(h: &Harness) -> std::collections::BTreeSet<String> {
         .collect()
 }
 
-/// 2.11: 10 000 distinct paths, queries, `Host`s and user agents (forwarded
-/// and refused alike) add no series to `/metrics`: no label holds a raw
-/// path, host, query or user agent. The SPEC §8 metrics stay present.
+/// Metrics (2.11): 10 000 distinct paths, queries, `Host`s and user agents
+/// (forwarded and refused alike) add no series to `/metrics`: no label holds
+/// a raw path, host, query or user agent. The SPEC §8 metrics stay present.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn distinct_paths_add_no_metric_series() {
     let h = Setup::default().admin().start().await;

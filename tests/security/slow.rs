@@ -1,6 +1,6 @@
-//! Catalog §3 (RELIABILITY.md), slow and broken bodies in both directions:
-//! 3.05 a client that stalls or cuts short its upload, 3.06 an upstream that
-//! sends its headers and then stalls the body. Over loopback with a short
+//! Slow and broken bodies in both directions (RELIABILITY.md §3): a client
+//! that stalls or cuts short its upload (3.05), and an upstream that sends
+//! its headers and then stalls the body (3.06). Over loopback with a short
 //! `header_read_timeout` (the client body's idle bound) and
 //! `request_timeout` (the upstream body's idle bound), so each case takes
 //! about a second. Every case ends with the global invariants.
@@ -60,10 +60,10 @@ async fn start_upload(h: &Harness, declared: usize, sent: usize) -> TcpStream {
 /// Both sizes: read whole by the proxy, and streamed to the upstream.
 const UPLOADS: [(usize, usize); 2] = [(100, 10), (1 << 20, 100 * 1024)];
 
-/// 3.05: part of the declared body, then nothing. The body idle timeout
-/// (`header_read_timeout`) ends the upload: 408 `request_timeout` in
-/// Fitbit's shape, the connection closed, the upstream request aborted.
-/// A body that trickles faster than the bound goes through.
+/// A slow upload (3.05): part of the declared body, then nothing. The body
+/// idle timeout (`header_read_timeout`) ends the upload: 408
+/// `request_timeout` in Fitbit's shape, the connection closed, the upstream
+/// request aborted. A body that trickles faster than the bound goes through.
 #[tokio::test]
 async fn a_stalled_upload_gets_408_and_the_upstream_request_is_aborted() {
     let h = start().await;
@@ -105,7 +105,8 @@ async fn a_stalled_upload_gets_408_and_the_upstream_request_is_aborted() {
     h.finish().await;
 }
 
-/// 3.05 over h2c: one DATA frame, then the stream stays open and silent.
+/// A slow upload (3.05) over h2c: one DATA frame, then the stream stays open
+/// and silent.
 #[tokio::test]
 async fn a_stalled_h2_upload_gets_408() {
     let h = start().await;
@@ -187,11 +188,11 @@ async fn stalling_upstream() -> (
     .await
 }
 
-/// 3.06: the upstream sends its headers and part of the body, then stalls.
-/// After `upstream.request_timeout` (1 s here) with no body data the
-/// response is aborted: an HTTP/1 client sees its connection closed before
-/// the declared length, an h2c client a stream error; the proxy drops its
-/// connection to the upstream instead of holding (or pooling) it.
+/// An upstream that stalls its body (3.06): it sends its headers and part of
+/// the body, then stalls. After `upstream.request_timeout` (1 s here) with no
+/// body data the response is aborted: an HTTP/1 client sees its connection
+/// closed before the declared length, an h2c client a stream error; the proxy
+/// drops its connection to the upstream instead of holding (or pooling) it.
 #[tokio::test]
 async fn an_upstream_that_stalls_its_body_is_cut_off() {
     let (raw_addr, mut closed) = stalling_upstream().await;

@@ -10,8 +10,8 @@ use crate::support::invariants::*;
 use crate::support::*;
 use tokio::net::TcpStream;
 
-/// 1.12, 1.13, 1.16: request-target forms. Another authority, authority-
-/// and asterisk-form: 400. Odd origin-form paths go to U unchanged, on U.
+/// Request-target forms (1.12, 1.13, 1.16). Another authority, authority- and
+/// asterisk-form: 400. Odd origin-form paths go to U unchanged, on U.
 #[tokio::test]
 async fn request_target_forms() {
     let h = start().await;
@@ -40,7 +40,7 @@ async fn request_target_forms() {
     assert_invariants(&h);
 }
 
-/// 1.14: CONNECT gets 405 and no tunnel: TLS bytes after it are not relayed.
+/// CONNECT (1.14) gets 405 and no tunnel: TLS bytes after it are not relayed.
 #[tokio::test]
 async fn connect_is_405_and_opens_no_tunnel() {
     let h = start().await;
@@ -64,10 +64,10 @@ async fn connect_is_405_and_opens_no_tunnel() {
     assert_invariants(&h);
 }
 
-/// 1.11, 2.01: Upgrade (websocket, h2c) opens no tunnel; the upgrade fields
-/// and HTTP2-Settings never reach U; trailing bytes are just the next
-/// request. 2.03: `Connection` naming the proxy's own fields strips nothing
-/// the proxy adds.
+/// Upgrade requests (1.11, 2.01), websocket or h2c, open no tunnel; the
+/// upgrade fields and HTTP2-Settings never reach U; trailing bytes are just
+/// the next request. 2.03: `Connection` naming the proxy's own fields strips
+/// nothing the proxy adds.
 #[tokio::test]
 async fn upgrades_open_no_tunnel_and_connection_cannot_strip_what_the_proxy_adds() {
     let h = start().await;
@@ -97,9 +97,10 @@ async fn upgrades_open_no_tunnel_and_connection_cannot_strip_what_the_proxy_adds
     assert_invariants(&h);
 }
 
-/// 1.11 (c): an upstream that answers `101 Switching Protocols` to a plain
-/// GET (and then sends bytes of another protocol) opens no tunnel: the
-/// client gets 502 `upstream_unreachable`, never the 101 or those bytes.
+/// An unasked 101 (1.11 c): an upstream that answers `101 Switching
+/// Protocols` to a plain GET (and then sends bytes of another protocol) opens
+/// no tunnel: the client gets 502 `upstream_unreachable`, never the 101 or
+/// those bytes.
 #[tokio::test]
 async fn an_unasked_101_from_the_upstream_opens_no_tunnel() {
     let raw = RawUpstream::start(|_| {
@@ -123,8 +124,8 @@ async fn an_unasked_101_from_the_upstream_opens_no_tunnel() {
     assert_invariants(&h);
 }
 
-/// 1.17: HTTP/1.1 needs exactly one valid Host (RFC 9112 §3.2); whatever
-/// it says, U gets its own.
+/// Host validation (1.17): HTTP/1.1 needs exactly one valid Host (RFC 9112
+/// §3.2); whatever it says, U gets its own.
 #[tokio::test]
 async fn host_must_be_single_and_valid() {
     let h = start().await;
@@ -165,7 +166,7 @@ fn get_host(host: &str) -> String {
     format!("GET /1/x HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
 }
 
-/// 1.17, DNS rebinding (CVE-2018-5702): a browser led to the proxy by a
+/// DNS rebinding (1.17, CVE-2018-5702): a browser led to the proxy by a
 /// rebound name sends that name as its Host. With `listen.hosts` set, only
 /// the listed names are served, whatever their case, port or trailing dot;
 /// any other gets 403 `forbidden`, is counted and logged, and reaches
@@ -227,8 +228,8 @@ async fn h2_status(h: &Harness, authority: &str, host: Option<&str>) -> u16 {
     status
 }
 
-/// 1.17 over HTTP/2: `:authority` is the name, and a `Host` field beside
-/// it must be listed as well.
+/// The inbound name allow-list (1.17) over HTTP/2: `:authority` is the name,
+/// and a `Host` field beside it must be listed as well.
 #[tokio::test]
 async fn h2_authority_outside_listen_hosts_gets_403() {
     let h = start_with_hosts().await;
@@ -248,7 +249,8 @@ async fn h2_authority_outside_listen_hosts_gets_403() {
     assert_invariants(&h);
 }
 
-/// 1.17: without `listen.hosts` (the default) any valid Host is served.
+/// The inbound name allow-list (1.17): without `listen.hosts` (the default)
+/// any valid Host is served.
 #[tokio::test]
 async fn without_listen_hosts_any_host_is_served() {
     let h = start().await;

@@ -163,9 +163,9 @@ impl RawUpstream {
         self.accepted.load(Ordering::SeqCst)
     }
 
-    /// G1 for a raw upstream: every request carries exactly one of the
-    /// proxy's bearer tokens, no hop-by-hop field and nothing of the client's
-    /// credentials.
+    /// The upstream sees only clean requests (G1), for a raw upstream: every
+    /// request carries exactly one of the proxy's bearer tokens, no
+    /// hop-by-hop field and nothing of the client's credentials.
     pub fn assert_clean(&self) {
         for s in self.seen() {
             let lower = s.head.to_ascii_lowercase();

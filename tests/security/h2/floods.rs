@@ -8,9 +8,9 @@ use super::*;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-/// 1.26: CONTINUATION flood: HEADERS without END_HEADERS, then endless
-/// CONTINUATION frames, of 16 KiB and of 1 byte. The server gives up
-/// (GOAWAY or close) long before 8 MiB; nothing reaches the upstream.
+/// A CONTINUATION flood (1.26): HEADERS without END_HEADERS, then endless
+/// CONTINUATION frames, of 16 KiB and of 1 byte. The server gives up (GOAWAY
+/// or close) long before 8 MiB; nothing reaches the upstream.
 #[tokio::test]
 async fn continuation_flood_is_cut_off() {
     let h = Setup::default().start().await;
@@ -44,9 +44,9 @@ async fn continuation_flood_is_cut_off() {
     assert_invariants(&h);
 }
 
-/// 1.27: HPACK bomb: a 4 KiB field enters the dynamic table, then a block
-/// of thousands of one-byte references to it. The decoded size, not the
-/// wire size, is held to the 16 KiB limit: refused, nothing upstream.
+/// An HPACK bomb (1.27): a 4 KiB field enters the dynamic table, then a block
+/// of thousands of one-byte references to it. The decoded size, not the wire
+/// size, is held to the 16 KiB limit: refused, nothing upstream.
 #[tokio::test]
 async fn hpack_bomb_is_refused() {
     let h = Setup::default().start().await;
@@ -81,9 +81,10 @@ async fn hpack_bomb_is_refused() {
     assert_invariants(&h);
 }
 
-/// 1.28: a 1 MiB header block right after the preface, before the client
-/// has acknowledged the server's SETTINGS: the 16 KiB header-list limit
-/// already holds (431, RST or GOAWAY); nothing reaches the upstream.
+/// A huge header block before the SETTINGS ACK (1.28): a 1 MiB header block
+/// right after the preface, before the client has acknowledged the server's
+/// SETTINGS: the 16 KiB header-list limit already holds (431, RST or GOAWAY);
+/// nothing reaches the upstream.
 #[tokio::test]
 async fn a_huge_header_block_before_the_settings_ack_is_refused() {
     let h = Setup::default().start().await;
@@ -175,14 +176,14 @@ async fn bomb_connection(h: &Harness, refs: usize, size: usize) -> Seen {
     .await
 }
 
-/// 1.27 (b), the "HTTP/2 Bomb", on 100 connections at once: each holds
-/// its window at 0 and sends, on 100 streams, small references to one
+/// The "HTTP/2 Bomb" (1.27 b) on 100 connections at once: each holds its
+/// window at 0 and sends, on 100 streams, small references to one
 /// dynamic-table entry. Over the 16 KiB decoded limit (200 × 100 B per
 /// stream) every stream is refused; far over it (4 000 × 4 KiB, 1.6 GB
-/// decoded per connection) each connection is cut. Under it (90 × 100 B,
-/// one connection) the requests are forwarded and the answers wait on the
-/// closed window. Nothing over the limit reaches U, and the process grows
-/// by a few MiB, not by the decoded sizes.
+/// decoded per connection) each connection is cut. Under it (90 × 100 B, one
+/// connection) the requests are forwarded and the answers wait on the closed
+/// window. Nothing over the limit reaches U, and the process grows by a few
+/// MiB, not by the decoded sizes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hpack_bomb_with_the_window_held_at_zero_is_bounded() {
     let h = Setup::default().start().await;

@@ -1,8 +1,9 @@
-//! 6.09: random frame sequences, with HPACK blocks from a small grammar
-//! of good and bad fields, against one running proxy (after the h2
-//! crate's own `fuzz_e2e`). `FUZZ_CASES` sets the case count (default
-//! 64, a few seconds); for a longer campaign:
-//! `FUZZ_CASES=100000 cargo test --release --test security_h2 fuzz`.
+//! Fuzzing h2 frame sequences against a running proxy (6.09): random frame
+//! sequences, with HPACK blocks from a small grammar of good and bad fields,
+//! against one running proxy (after the h2 crate's own `fuzz_e2e`).
+//! `FUZZ_CASES` sets the case count (default 64, a few seconds); for a longer
+//! campaign: `FUZZ_CASES=100000 cargo test --release --test security
+//! h2::fuzz`.
 
 use super::*;
 use proptest::prelude::*;

@@ -9,9 +9,9 @@ use super::*;
 use crate::support;
 use tokio::io::AsyncWriteExt;
 
-/// 1.24: Rapid Reset. 2 000 streams opened and cancelled at once on one
-/// connection: the connection is cut off (GOAWAY or close) or the resets
-/// cost nothing upstream beyond a bounded few; other connections are served.
+/// Rapid Reset (1.24). 2 000 streams opened and cancelled at once on one
+/// connection: the connection is cut off (GOAWAY or close) or the resets cost
+/// nothing upstream beyond a bounded few; other connections are served.
 #[tokio::test]
 async fn rapid_reset_is_bounded() {
     let h = Setup::default().start().await;
@@ -37,14 +37,14 @@ async fn rapid_reset_is_bounded() {
     assert_invariants(&h);
 }
 
-/// 1.25 MadeYouReset (CVE-2025-8671): each stream is a valid request,
-/// then the client makes the *server* reset it, 10 000 times on one
-/// connection. h2 treats a WINDOW_UPDATE of 0, DATA after END_STREAM and
-/// an upper-case field name as connection errors (GOAWAY PROTOCOL_ERROR at
-/// the first, which RFC 9113 §5.4 allows); a stream window pushed past
-/// 2^31-1 is a stream error, counted against the pinned
-/// `max_local_error_reset_streams` (1024): GOAWAY ENHANCE_YOUR_CALM. Either way the connection ends long
-/// before 10 000 streams, and other clients are served.
+/// MadeYouReset (1.25, CVE-2025-8671): each stream is a valid request, then
+/// the client makes the *server* reset it, 10 000 times on one connection. h2
+/// treats a WINDOW_UPDATE of 0, DATA after END_STREAM and an upper-case field
+/// name as connection errors (GOAWAY PROTOCOL_ERROR at the first, which RFC
+/// 9113 §5.4 allows); a stream window pushed past 2^31-1 is a stream error,
+/// counted against the pinned `max_local_error_reset_streams` (1024): GOAWAY
+/// ENHANCE_YOUR_CALM. Either way the connection ends long before 10 000
+/// streams, and other clients are served.
 #[tokio::test]
 async fn made_you_reset_is_bounded() {
     const WINDOW_UPDATE: u8 = 0x8;
@@ -164,16 +164,16 @@ async fn paced(per_hour: u32) -> Harness {
     h
 }
 
-/// 1.24, resets after acceptance (CVE-2023-44487; Envoy 1.27.1 closes a
-/// connection once most of its streams are reset prematurely). Rounds of
-/// 50 streams on one connection: each round opens 50 that wait in the
-/// pacing queue, then resets the 50 before, so that streams are always
-/// open, and the client never answers the GOAWAY's PING. Every reset
-/// request leaves the queue and none is sent upstream. After 100 resets
-/// (`H2_PREMATURE_RESETS_MIN`, more than half the streams opened) the
-/// proxy sends GOAWAY; the client goes on, and 100 resets later the
-/// connection is closed. A new client is then served after about one
-/// interval: the resets kept no pacing slot.
+/// Resets after acceptance (1.24; CVE-2023-44487; Envoy 1.27.1 closes a
+/// connection once most of its streams are reset prematurely). Rounds of 50
+/// streams on one connection: each round opens 50 that wait in the pacing
+/// queue, then resets the 50 before, so that streams are always open, and the
+/// client never answers the GOAWAY's PING. Every reset request leaves the
+/// queue and none is sent upstream. After 100 resets
+/// (`H2_PREMATURE_RESETS_MIN`, more than half the streams opened) the proxy
+/// sends GOAWAY; the client goes on, and 100 resets later the connection is
+/// closed. A new client is then served after about one interval: the resets
+/// kept no pacing slot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resets_after_acceptance_get_goaway_then_a_close() {
     let h = paced(3600).await;
@@ -264,13 +264,13 @@ async fn resets_after_acceptance_get_goaway_then_a_close() {
     assert_invariants(&h);
 }
 
-/// 1.24, the other side: a client that cancels a few streams among many
-/// good ones is not cut off. Twelve rounds on one connection, each of 100
-/// requests the proxy answers at once (a denied path, 403) and 10 that
-/// wait for a pacing slot and are then reset: 120 premature resets, past
-/// the minimum of 100, but not most of the 1 320 streams. No GOAWAY, and
-/// the connection still serves a request at the end. Paced at one a
-/// minute, so that no cancelled request is served during the test.
+/// Rapid Reset (1.24), the other side: a client that cancels a few streams
+/// among many good ones is not cut off. Twelve rounds on one connection, each
+/// of 100 requests the proxy answers at once (a denied path, 403) and 10 that
+/// wait for a pacing slot and are then reset: 120 premature resets, past the
+/// minimum of 100, but not most of the 1 320 streams. No GOAWAY, and the
+/// connection still serves a request at the end. Paced at one a minute, so
+/// that no cancelled request is served during the test.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_cancelling_a_few_streams_is_not_cut_off() {
     let h = paced(60).await;

@@ -10,8 +10,9 @@ use super::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// 1.30, 1.27 and the §0.3 pins: the server advertises the limits
-/// src/server.rs sets (200 streams, a 16 KiB header list).
+/// Stream concurrency and header-list size (1.30, 1.27, the §0.3 pins): the
+/// server advertises the limits src/inbound/accept.rs sets (200 streams, a 16 KiB
+/// header list).
 #[tokio::test]
 async fn advertised_limits_are_the_pinned_ones() {
     let h = Setup::default().start().await;
@@ -24,7 +25,7 @@ async fn advertised_limits_are_the_pinned_ones() {
     assert_invariants(&h);
 }
 
-/// 1.21: pseudo-header abuse is a malformed stream (RST or 400) and never
+/// Pseudo-header abuse (1.21) is a malformed stream (RST or 400) and never
 /// reaches the upstream. A valid request on the same connection still works.
 #[tokio::test]
 async fn pseudo_header_abuse_never_reaches_the_upstream() {
@@ -102,7 +103,7 @@ async fn pseudo_header_abuse_never_reaches_the_upstream() {
     assert_invariants(&h);
 }
 
-/// 1.33: CONNECT and extended CONNECT over h2: 405 or RST, no tunnel.
+/// CONNECT and extended CONNECT over h2 (1.33): 405 or RST, no tunnel.
 #[tokio::test]
 async fn h2_connect_is_refused() {
     let h = Setup::default().start().await;
@@ -127,7 +128,7 @@ async fn h2_connect_is_refused() {
     assert_invariants(&h);
 }
 
-/// 1.23: a content-length that the DATA does not match is a stream error;
+/// A content-length that the DATA does not match (1.23) is a stream error;
 /// the upstream never sees a completed request with a short body.
 #[tokio::test]
 async fn h2_content_length_mismatch_is_a_stream_error() {
@@ -153,10 +154,11 @@ async fn h2_content_length_mismatch_is_a_stream_error() {
     assert_invariants(&h);
 }
 
-/// 1.15 over HTTP/2: the catalog's `deny_paths` bypass targets sent as
-/// `:path`, then `allow_paths = ["/1/"]`. Each is answered by the proxy
-/// (403 when it names the denied prefix, 400 when it is ambiguous, counted
-/// by the admin listener) and none reaches the upstream.
+/// Getting round `deny_paths` by path normalisation (1.15) over HTTP/2: the
+/// catalog's bypass targets sent as `:path`, then `allow_paths = ["/1/"]`.
+/// Each is answered by the proxy (403 when it names the denied prefix, 400
+/// when it is ambiguous, counted by the admin listener) and none reaches the
+/// upstream.
 #[tokio::test]
 async fn h2_path_normalisation_cannot_reach_denied_paths() {
     let h = Setup::default().admin().start().await;
@@ -213,8 +215,9 @@ async fn h2_path_normalisation_cannot_reach_denied_paths() {
     assert_invariants(&h);
 }
 
-/// 1.22: `te: trailers` is the one TE an h2 request may carry (RFC 9113
-/// §8.2.2): accepted, and not forwarded to an HTTP/1.1 upstream.
+/// Connection-specific fields in h2 (1.22): `te: trailers` is the one TE an
+/// h2 request may carry (RFC 9113 §8.2.2): accepted, and not forwarded to an
+/// HTTP/1.1 upstream.
 #[tokio::test]
 async fn h2_te_trailers_is_accepted_and_not_forwarded() {
     let h = Setup::default().start().await;
@@ -229,9 +232,10 @@ async fn h2_te_trailers_is_accepted_and_not_forwarded() {
     assert_invariants(&h);
 }
 
-/// 2.05: an `authorization` field the client put in the HPACK dynamic
-/// table on one stream and reuses by index on the next never reaches U:
-/// both requests arrive with the proxy's Bearer token only.
+/// The client's credentials never reach U (2.05): an `authorization` field
+/// the client put in the HPACK dynamic table on one stream and reuses by
+/// index on the next never reaches U: both requests arrive with the proxy's
+/// Bearer token only.
 #[tokio::test]
 async fn hpack_indexed_authorization_reused_on_a_second_stream_never_reaches_u() {
     let h = Setup::default().start().await;
@@ -270,9 +274,10 @@ async fn hpack_indexed_authorization_reused_on_a_second_stream_never_reaches_u()
     assert_invariants(&h);
 }
 
-/// 1.30: streams past the advertised `max_concurrent_streams` (200) are
-/// refused with RST_STREAM(REFUSED_STREAM) and never processed. The
-/// client opens 250 streams that stay open (no END_STREAM).
+/// Stream concurrency (1.30): streams past the advertised
+/// `max_concurrent_streams` (200) are refused with RST_STREAM(REFUSED_STREAM)
+/// and never processed. The client opens 250 streams that stay open (no
+/// END_STREAM).
 #[tokio::test]
 async fn streams_past_the_concurrency_limit_are_refused() {
     const REFUSED_STREAM: u32 = 0x7;
@@ -302,10 +307,11 @@ async fn streams_past_the_concurrency_limit_are_refused() {
     assert_invariants(&h);
 }
 
-/// 1.32 (a): on a TLS listener, HTTP/2 is chosen by ALPN only (RFC 9113
-/// §3.2, §3.3). A client that negotiated `http/1.1`, or no ALPN at all,
-/// and then sends the h2 preface is not served as HTTP/2: no SETTINGS, no
-/// answer on a stream, nothing upstream. One that negotiated `h2` is.
+/// Edge cases in h2 detection (1.32 a): on a TLS listener, HTTP/2 is chosen
+/// by ALPN only (RFC 9113 §3.2, §3.3). A client that negotiated `http/1.1`,
+/// or no ALPN at all, and then sends the h2 preface is not served as HTTP/2:
+/// no SETTINGS, no answer on a stream, nothing upstream. One that negotiated
+/// `h2` is.
 #[tokio::test]
 async fn h2_preface_over_tls_without_alpn_h2_is_not_served_as_h2() {
     let ca = fitbit_proxy::sim::TestCa::new();

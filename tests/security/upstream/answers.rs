@@ -8,9 +8,10 @@ use crate::support::faulty::{self, RawUpstream, Step};
 use http::Request;
 use http_body_util::Full;
 
-/// 4.19: what a broken upstream may send, and whether the proxy answers
-/// 502 (`true`) or passes a response cleaned of the bad framing (`false`;
-/// only the bare-LF answer is sound enough to keep its connection).
+/// Responses from U that do not parse (4.19): what a broken upstream may
+/// send, and whether the proxy answers 502 (`true`) or passes a response
+/// cleaned of the bad framing (`false`; only the bare-LF answer is sound
+/// enough to keep its connection).
 const UNPARSABLE: &[(&str, &[u8], bool)] = &[
     ("content-length abc", b"HTTP/1.1 200 OK\r\ncontent-length: abc\r\n\r\n{}", true),
     ("two content-lengths", b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 5\r\n\r\n{}abc", true),
@@ -35,10 +36,10 @@ fn huge_head() -> Vec<u8> {
     head
 }
 
-/// 4.19: each broken answer gives 502 `upstream_unreachable` in Fitbit's
-/// shape, or (where hyper can frame it safely) a clean answer; the bytes
-/// beyond the framing never reach the client, and the connection it came on
-/// carries no other request.
+/// Responses from U that do not parse (4.19): each broken answer gives 502
+/// `upstream_unreachable` in Fitbit's shape, or (where hyper can frame it
+/// safely) a clean answer; the bytes beyond the framing never reach the
+/// client, and the connection it came on carries no other request.
 #[tokio::test]
 async fn unparsable_answers_get_502_and_their_connection_is_not_reused() {
     let raw = RawUpstream::start(|s| {
@@ -93,11 +94,11 @@ async fn unparsable_answers_get_502_and_their_connection_is_not_reused() {
     h.finish().await;
 }
 
-/// 4.20: `103 Early Hints` and `100 Continue` before the answer are dropped
-/// (hyper's client consumes 1xx; the proxy passes only the final answer),
-/// which arrives intact. A HEAD answer's `Content-Length: 1000` and a 304's
-/// are passed on without a body and without waiting for one, and the
-/// upstream connection stays usable.
+/// 1xx responses, HEAD and 304 (4.20): `103 Early Hints` and `100 Continue`
+/// before the answer are dropped (hyper's client consumes 1xx; the proxy
+/// passes only the final answer), which arrives intact. A HEAD answer's
+/// `Content-Length: 1000` and a 304's are passed on without a body and
+/// without waiting for one, and the upstream connection stays usable.
 #[tokio::test]
 async fn interim_answers_are_dropped_and_head_and_304_come_back_bodiless() {
     let raw = RawUpstream::start(|s| {
@@ -153,10 +154,11 @@ async fn interim_answers_are_dropped_and_head_and_304_come_back_bodiless() {
 
 const HOP_ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\nConnection: close, X-Internal\r\nX-Internal: 1\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nProxy-Authenticate: Basic realm=x\r\nUpgrade: h2c\r\nTrailer: X-T\r\nX-Kept: yes\r\ncontent-length: 2\r\n\r\n{}";
 
-/// 2.04: an answer full of hop-by-hop fields, to an HTTP/1.1 and an h2c
-/// client: neither sees any of them (the end-to-end `X-Kept` passes). The
-/// upstream said `Connection: close` but leaves the socket open: the proxy
-/// does not pool it, so the next request arrives on a new connection.
+/// Hop-by-hop fields in the response (2.04): an answer full of them, to an
+/// HTTP/1.1 and an h2c client: neither sees any of them (the end-to-end
+/// `X-Kept` passes). The upstream said `Connection: close` but leaves the
+/// socket open: the proxy does not pool it, so the next request arrives on a
+/// new connection.
 #[tokio::test]
 async fn hop_by_hop_answer_fields_are_stripped_and_connection_close_is_not_pooled() {
     let raw = RawUpstream::start(|_| vec![faulty::send(HOP_ANSWER)]).await;
@@ -196,9 +198,9 @@ async fn hop_by_hop_answer_fields_are_stripped_and_connection_close_is_not_poole
     h.finish().await;
 }
 
-/// 2.16: redirects from the upstream go back to the client verbatim and
-/// are never followed: one request reaches the upstream per redirect, and
-/// nothing connects to the redirect's target.
+/// Redirects from U are never followed (2.16): they go back to the client
+/// verbatim and are never followed: one request reaches the upstream per
+/// redirect, and nothing connects to the redirect's target.
 #[tokio::test]
 async fn upstream_redirects_are_passed_back_not_followed() {
     let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -246,9 +248,9 @@ fn noise(len: usize, seed: u32) -> Vec<u8> {
         .collect()
 }
 
-/// 3.17: bodies pass byte for byte both ways, at odd sizes, and a
-/// `Content-Encoding: gzip` answer (here bytes that are not even valid
-/// gzip, so any attempt to decode would show) is neither decoded nor
+/// No body transformation (3.17): bodies pass byte for byte both ways, at odd
+/// sizes, and a `Content-Encoding: gzip` answer (here bytes that are not even
+/// valid gzip, so any attempt to decode would show) is neither decoded nor
 /// re-encoded: its header and bytes arrive as sent.
 #[tokio::test]
 async fn bodies_pass_byte_for_byte_both_ways() {
@@ -291,10 +293,11 @@ async fn bodies_pass_byte_for_byte_both_ways() {
     h.finish().await;
 }
 
-/// 2.09: an upstream echoing the request's `Authorization` in answer
-/// fields (one named field, one inside a longer value, one on a second
-/// `Set-Cookie` line). The proxy drops every field that contains the live
-/// token and keeps the rest; the client never sees it (G2).
+/// The token never appears in responses (2.09): an upstream echoing the
+/// request's `Authorization` in answer fields (one named field, one inside a
+/// longer value, one on a second `Set-Cookie` line). The proxy drops every
+/// field that contains the live token and keeps the rest; the client never
+/// sees it (G2).
 #[tokio::test]
 async fn answer_fields_echoing_the_token_are_dropped() {
     let raw = RawUpstream::start(|s| {

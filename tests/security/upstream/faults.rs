@@ -10,9 +10,9 @@ use crate::support::faulty::{self, RawUpstream, Step};
 use http::Request;
 use http_body_util::Full;
 
-/// 4.21: the upstream reads the request, then resets (or closes) a fresh
-/// connection without a byte: 502 at once, and the request is not sent
-/// again (the upstream may have acted on it).
+/// U resets before sending headers (4.21): it reads the request, then resets
+/// (or closes) a fresh connection without a byte: 502 at once, and the
+/// request is not sent again (the upstream may have acted on it).
 #[tokio::test]
 async fn a_reset_or_close_before_the_answer_gets_502_and_no_resend() {
     let raw = RawUpstream::start(|s| match s.path() {
@@ -30,12 +30,12 @@ async fn a_reset_or_close_before_the_answer_gets_502_and_no_resend() {
     h.finish().await;
 }
 
-/// 4.21, the keep-alive race: the upstream closes (FIN, or RST) a pooled
-/// connection just as the proxy reuses it; here it reads the second
-/// request on a connection and closes without a byte. A GET is retried once
-/// on a fresh connection and succeeds; the request reached the upstream
-/// twice but was answered (and so spent quota) once. A POST is never sent
-/// twice: 502.
+/// U resets before sending headers (4.21), the keep-alive race: the upstream
+/// closes (FIN, or RST) a pooled connection just as the proxy reuses it; here
+/// it reads the second request on a connection and closes without a byte. A
+/// GET is retried once on a fresh connection and succeeds; the request
+/// reached the upstream twice but was answered (and so spent quota) once. A
+/// POST is never sent twice: 502.
 #[tokio::test]
 async fn a_stale_pooled_connection_is_retried_once_for_safe_requests_only() {
     let raw = RawUpstream::start(|s| match (s.nth, s.path()) {
@@ -80,9 +80,10 @@ async fn a_stale_pooled_connection_is_retried_once_for_safe_requests_only() {
     h.finish().await;
 }
 
-/// 4.22: the upstream sends the head and part of the body, then a TCP
-/// RST. The client's answer is cut short, never ended cleanly; the access
-/// log marks it `complete=false`; the proxy goes on serving.
+/// U resets in the middle of the body (4.22): it sends the head and part of
+/// the body, then a TCP RST. The client's answer is cut short, never ended
+/// cleanly; the access log marks it `complete=false`; the proxy goes on
+/// serving.
 #[tokio::test]
 async fn a_reset_mid_body_reaches_the_client_as_a_cut_answer() {
     let logs = Logs::capture();
@@ -108,9 +109,9 @@ async fn a_reset_mid_body_reaches_the_client_as_a_cut_answer() {
     h.finish().await;
 }
 
-/// 4.25: over TLS, the upstream closes TCP without `close_notify` in the
-/// middle of a body with Content-Length, and of a close-delimited body.
-/// Neither is reported as complete.
+/// TLS truncation (4.25): over TLS, the upstream closes TCP without
+/// `close_notify` in the middle of a body with Content-Length, and of a
+/// close-delimited body. Neither is reported as complete.
 #[tokio::test]
 async fn a_tls_close_without_close_notify_is_a_cut_answer() {
     let logs = Logs::capture();
@@ -137,10 +138,10 @@ async fn a_tls_close_without_close_notify_is_a_cut_answer() {
     h.finish().await;
 }
 
-/// 4.23 under paused time, `request_timeout = "1s"` (also the upstream
-/// body's idle bound): a body whose bytes come 900 ms apart (4.5 s in all)
-/// flows to its end; one whose bytes come 1100 ms apart is cut after the
-/// first.
+/// A trickling body (4.23), under paused time, `request_timeout = "1s"` (also
+/// the upstream body's idle bound): a body whose bytes come 900 ms apart (4.5
+/// s in all) flows to its end; one whose bytes come 1100 ms apart is cut
+/// after the first.
 #[tokio::test(start_paused = true)]
 async fn a_body_trickling_just_under_the_idle_bound_flows_just_over_is_cut() {
     let trickle = |gap: u64| {
@@ -174,11 +175,11 @@ async fn a_body_trickling_just_under_the_idle_bound_flows_just_over_is_cut() {
     h.finish().await;
 }
 
-/// 4.24: an upstream whose certificate is for another name, expired, for
-/// an IP address only (the URL names `localhost`), or sent without its
-/// intermediate. The handshake fails: 502 `upstream_unreachable`, and not
-/// one HTTP byte (so no token) reaches it. The same PKI with the full chain
-/// works, so each failure is the defect's.
+/// TLS verification fails (4.24): an upstream whose certificate is for
+/// another name, expired, for an IP address only (the URL names `localhost`),
+/// or sent without its intermediate. The handshake fails: 502
+/// `upstream_unreachable`, and not one HTTP byte (so no token) reaches it.
+/// The same PKI with the full chain works, so each failure is the defect's.
 #[tokio::test]
 async fn bad_upstream_certificates_fail_closed_before_any_request() {
     use faulty::Leaf;

@@ -22,10 +22,10 @@ async fn start_h2(end: faulty::H2End) -> (Harness, faulty::H2Upstream) {
     (h, up)
 }
 
-/// 4.22 with an HTTP/2 upstream: headers announcing 1000 bytes, 10 of
-/// them, then RST_STREAM. An HTTP/1.1 client's connection closes short of
-/// the length; an h2c client's stream fails rather than ending. The
-/// upstream connection goes on serving.
+/// U resets in the middle of the body (4.22), an HTTP/2 upstream: headers
+/// announcing 1000 bytes, 10 of them, then RST_STREAM. An HTTP/1.1 client's
+/// connection closes short of the length; an h2c client's stream fails rather
+/// than ending. The upstream connection goes on serving.
 #[tokio::test]
 async fn an_h2_upstream_reset_mid_body_reaches_the_client_as_a_cut_answer() {
     let (h, up) = start_h2(faulty::H2End::Never).await;
@@ -45,10 +45,10 @@ async fn an_h2_upstream_reset_mid_body_reaches_the_client_as_a_cut_answer() {
     h.finish().await;
 }
 
-/// 4.28: an HTTP/2 upstream that, after its first answer on a connection,
-/// sends GOAWAY(NO_ERROR, last stream id) and closes — or closes without a
-/// GOAWAY. The pooled connection is dropped: every later request succeeds,
-/// each on a new connection.
+/// GOAWAY from an h2 upstream (4.28): an upstream that, after its first
+/// answer on a connection, sends GOAWAY(NO_ERROR, last stream id) and closes
+/// — or closes without a GOAWAY. The pooled connection is dropped: every
+/// later request succeeds, each on a new connection.
 #[tokio::test]
 async fn after_goaway_or_a_silent_close_h2_requests_go_to_a_new_connection() {
     for end in [faulty::H2End::Goaway, faulty::H2End::Close] {
@@ -66,10 +66,11 @@ async fn after_goaway_or_a_silent_close_h2_requests_go_to_a_new_connection() {
     }
 }
 
-/// 4.28, streams on both sides of a GOAWAY: two requests in flight on one
-/// h2 connection (streams 1 and 3) when the upstream sends GOAWAY(NO_ERROR,
-/// last stream id 1). Stream 1 completes; stream 3, which the upstream
-/// says it never processed, is sent again on a new connection and succeeds.
+/// GOAWAY from an h2 upstream (4.28), streams on both sides of it: two
+/// requests in flight on one h2 connection (streams 1 and 3) when the
+/// upstream sends GOAWAY(NO_ERROR, last stream id 1). Stream 1 completes;
+/// stream 3, which the upstream says it never processed, is sent again on a
+/// new connection and succeeds.
 #[tokio::test]
 async fn a_stream_above_the_goaway_last_stream_id_is_retried_on_a_new_connection() {
     let (h, up) = start_goaway(false).await;
@@ -92,9 +93,10 @@ async fn a_stream_above_the_goaway_last_stream_id_is_retried_on_a_new_connection
     h.finish().await;
 }
 
-/// 4.28, RST_STREAM followed at once by GOAWAY (Envoy CVE-2023-35945):
-/// the reset request gets 502 (the upstream may have processed it, so it
-/// is not resent), and the next requests succeed on a new connection.
+/// GOAWAY from an h2 upstream (4.28), right after RST_STREAM (Envoy
+/// CVE-2023-35945): the reset request gets 502 (the upstream may have
+/// processed it, so it is not resent), and the next requests succeed on a new
+/// connection.
 #[tokio::test]
 async fn a_reset_followed_by_goaway_gives_502_once_then_a_new_connection() {
     let (h, up) = start_goaway(true).await;

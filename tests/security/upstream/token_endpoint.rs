@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use crate::support::faulty::{self, RawUpstream, Step};
 
-/// 4.02 under paused time, `request_timeout = "2s"` (also the token fetch
-/// timeout): a token endpoint that accepts and never answers, and one that
-/// sends its head and then one body byte every 5 s. Ten concurrent requests
-/// share the one fetch in flight and each gets 503 `token_unavailable`
-/// with `Retry-After` once the fetch times out; none hangs.
+/// The token endpoint slow or hanging (4.02), under paused time,
+/// `request_timeout = "2s"` (also the token fetch timeout): a token endpoint
+/// that accepts and never answers, and one that sends its head and then one
+/// body byte every 5 s. Ten concurrent requests share the one fetch in flight
+/// and each gets 503 `token_unavailable` with `Retry-After` once the fetch
+/// times out; none hangs.
 #[tokio::test(start_paused = true)]
 async fn a_silent_or_trickling_token_endpoint_gives_503_within_the_fetch_timeout() {
     let trickle = || {
@@ -58,9 +59,9 @@ async fn a_silent_or_trickling_token_endpoint_gives_503_within_the_fetch_timeout
     }
 }
 
-/// T2: a token answer is read up to 64 KiB (a grant with a long `scope`
-/// is still a grant) and refused past it: `/readyz` is 200 with a 60 KiB
-/// answer, and 503 with 64 KiB + 1, whose requests get 503
+/// A token answer is bounded (T2): it is read up to 64 KiB (a grant with a
+/// long `scope` is still a grant) and refused past it: `/readyz` is 200 with
+/// a 60 KiB answer, and 503 with 64 KiB + 1, whose requests get 503
 /// `token_unavailable` without ever reaching the upstream.
 #[tokio::test]
 async fn token_answers_are_read_up_to_64_kib_and_refused_past_it() {
@@ -96,9 +97,9 @@ async fn token_answers_are_read_up_to_64_kib_and_refused_past_it() {
     }
 }
 
-/// 4.11: a token endpoint answering `307` to elsewhere. The redirect is
-/// not followed (the secret goes nowhere else); requests get 503
-/// `token_unavailable` naming the 307.
+/// Transport to the token endpoint (4.11): one answering `307` to elsewhere.
+/// The redirect is not followed (the secret goes nowhere else); requests get
+/// 503 `token_unavailable` naming the 307.
 #[tokio::test]
 async fn a_redirect_from_the_token_endpoint_is_not_followed() {
     let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -130,11 +131,11 @@ async fn a_redirect_from_the_token_endpoint_is_not_followed() {
     h.finish().await;
 }
 
-/// 4.03 under paused time: the token endpoint answers 503 with
-/// `Retry-After: 30`, then 429 with `Retry-After: 20`, then a bare 500,
-/// then a token. The refresher waits as long as each `Retry-After` asks
-/// (not its own 1 s and 2 s backoff), and its own backoff when none is
-/// given.
+/// The token endpoint answers 5xx or 429 (4.03), under paused time: the token
+/// endpoint answers 503 with `Retry-After: 30`, then 429 with `Retry-After:
+/// 20`, then a bare 500, then a token. The refresher waits as long as each
+/// `Retry-After` asks (not its own 1 s and 2 s backoff), and its own backoff
+/// when none is given.
 #[tokio::test(start_paused = true)]
 async fn the_token_endpoints_retry_after_is_honoured() {
     let times = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -177,9 +178,9 @@ async fn the_token_endpoints_retry_after_is_honoured() {
     h.finish().await;
 }
 
-/// 4.11: a token endpoint whose certificate does not verify (an untrusted
-/// root). The handshake fails closed: the secret is never sent (T reads no
-/// request) and requests get 503 `token_unavailable`.
+/// Transport to the token endpoint (4.11): one whose certificate does not
+/// verify (an untrusted root). The handshake fails closed: the secret is
+/// never sent (T reads no request) and requests get 503 `token_unavailable`.
 #[tokio::test]
 async fn an_unverifiable_token_endpoint_never_gets_the_secret() {
     let pki = faulty::Pki::new();
