@@ -1,9 +1,9 @@
-//! Catalog §1C (RELIABILITY.md), floods from HTTP/2 clients that never read
-//! what the proxy sends back: 1.29 (PING, SETTINGS, empty DATA, padded
-//! empty DATA, zero-length HEADERS, tiny WINDOW_UPDATE, PRIORITY churn;
-//! CVE-2019-9511…9518) and 1.31 (thousands
-//! of requests the proxy answers itself). One test in its own binary, so
-//! that the resident-set measurement sees only these connections.
+//! Floods from HTTP/2 clients that never read what the proxy sends back
+//! (RELIABILITY.md §1C): control and empty frames (1.29: PING, SETTINGS,
+//! empty DATA, padded empty DATA, zero-length HEADERS, tiny WINDOW_UPDATE,
+//! PRIORITY churn; CVE-2019-9511…9518) and thousands of requests the proxy
+//! answers itself (1.31). One test in its own binary, so that the
+//! resident-set measurement sees only these connections.
 //!
 //! Each flood is far larger than the kernel's socket buffers can hold in
 //! replies (`tcp_wmem` max here is 4 MiB): a server that kept reading and

@@ -1,8 +1,9 @@
-//! Catalog 5.01 over HTTP/2: SIGTERM on the binary while 50 h2c streams
-//! with 16 KiB bodies and 50 HTTP/1.1 requests are in flight. An h2 client
-//! library shows the GOAWAY and that every stream completes; a raw-frame
-//! connection shows the two GOAWAY steps of RFC 9113 §6.8 and that a stream
-//! opened after the last one is never processed.
+//! SIGTERM with requests in flight (5.01), over HTTP/2: the binary gets
+//! SIGTERM while 50 h2c streams with 16 KiB bodies and 50 HTTP/1.1
+//! requests are in flight. An h2 client library shows the GOAWAY and that
+//! every stream completes; a raw-frame connection shows the two GOAWAY
+//! steps of RFC 9113 §6.8 and that a stream opened after the last one is
+//! never processed.
 
 use std::time::Duration;
 

@@ -1,9 +1,11 @@
-//! Catalog §3 (RELIABILITY.md), clients that hold a connection without
-//! using it: 3.01 many slowloris heads at once, 3.03 idle HTTP/1.1
-//! keep-alive connections, 3.04 idle HTTP/2 connections that answer every
-//! PING, 3.06 clients that stop reading the answer (HTTP/1, and an HTTP/2
-//! window held at 0). On paused tokio time with the default bounds
-//! (`header_read_timeout` 10 s, `send_timeout` 60 s); every case ends with
+//! Clients that hold a connection without using it (RELIABILITY.md §3):
+//! connections that send nothing or part of a head (3.02), many slowloris
+//! heads at once (3.01), idle HTTP/1.1 keep-alive connections (3.03), idle
+//! HTTP/2 connections that answer every PING (3.04), and clients that stop
+//! reading the answer (3.06: HTTP/1, and an HTTP/2 window held at 0). All
+//! of `listen.header_read_timeout` and `listen.send_timeout` as bounds on
+//! idle connections is tested here. On paused tokio time with the default
+//! bounds (10 s, 60 s) unless a case says otherwise; every case ends with
 //! the global invariants.
 
 use std::net::SocketAddr;

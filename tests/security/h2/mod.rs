@@ -1,5 +1,5 @@
-//! Catalog §1C (RELIABILITY.md): HTTP/2 abuse over h2c prior knowledge,
-//! written as raw frames so that nothing a well-behaved client library
+//! HTTP/2 abuse (RELIABILITY.md §1C) over h2c prior knowledge, written as
+//! raw frames so that nothing a well-behaved client library
 //! would refuse to send is out of reach: pseudo-header abuse, CONNECT,
 //! rapid reset, CONTINUATION floods, HPACK bombs, and the limits the
 //! server advertises. Each test ends with the global invariants.
