@@ -9,8 +9,6 @@
 //! Needs Debian's `chromium` (`.ci/run` installs it); without it the test
 //! fails rather than pass unseen.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -18,13 +16,13 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::binary::{free_addr, BIN};
+use crate::support::{self, get, http1_client, send};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use support::binary::{free_addr, BIN};
-use support::{get, http1_client, send};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpListener;
 
