@@ -68,7 +68,7 @@ use tokio::net::TcpListener;
 pub use config::Config;
 
 use ops::supervise::AbortOnDrop;
-use ops::{admin, metrics};
+use ops::{admin, health, metrics, status};
 use token::{Exchange, TokenSource};
 
 /// Why the proxy could not run (as opposed to a bad config, caught earlier).
@@ -114,11 +114,18 @@ pub async fn run_with_admin(
     let tokens = TokenSource::new(fetch_timeout);
     let margin = config.credentials.refresh_before_expiry;
     let refresher = AbortOnDrop(tokens.spawn_refresher(exchange, margin, Arc::clone(&metrics)));
-    let health = admin::Health::new(Arc::clone(&tokens));
-    let admin =
-        admin.map(|l| AbortOnDrop(admin::spawn(l, Arc::clone(&health), Arc::clone(&metrics))));
+    let health = health::Health::new(Arc::clone(&tokens));
     let shutdown = health.drain_on(shutdown);
     let pacer = pacing::Pacer::new(&config.rate_limit);
+    let status = Arc::new(status::Sources {
+        health,
+        metrics: Arc::clone(&metrics),
+        pacer: Arc::clone(&pacer),
+        started: tokio::time::Instant::now(),
+        about: status::About::of(&config),
+    });
+    let plans = AbortOnDrop(tokio::spawn(Arc::clone(&status).sample_plans()));
+    let admin = admin.map(|l| AbortOnDrop(admin::spawn(l, status)));
     let refused = stack::refusal(Arc::clone(&metrics));
     let service = stack::build(&config, client, tokens, pacer, metrics);
     if let Ok(addr) = listener.local_addr() {
@@ -135,5 +142,6 @@ pub async fn run_with_admin(
     .await;
     drop(refresher);
     drop(admin);
+    drop(plans);
     Ok(())
 }

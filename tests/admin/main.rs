@@ -1,5 +1,5 @@
-//! Operations (SPEC §8, §9): the admin listener's `/healthz`, `/readyz` and
-//! `/metrics`, request ids, the access log, draining on SIGTERM and the
+//! Operations (SPEC §8, §9): the admin listener's `/healthz`, `/readyz`,
+//! `/metrics` and the status page (`status_page.rs`, in headless Chromium), request ids, the access log, draining on SIGTERM and the
 //! demo's printed commands. In-process tests run on paused tokio time; the
 //! ones that need the real binary (signals, log output) run it as a child.
 
@@ -7,6 +7,7 @@
 mod support;
 
 mod binary;
+mod status_page;
 
 use std::time::Duration;
 
@@ -44,7 +45,7 @@ async fn healthz_is_200_other_paths_404_and_only_get_and_head_are_allowed() {
         "healthz while no token is held"
     );
     assert_eq!(body, "ok\n");
-    for path in ["/", "/health", "/metrics/x", "/1/user/-/profile.json"] {
+    for path in ["/health", "/metrics/x", "/status", "/1/user/-/profile.json"] {
         assert_eq!(
             get_status(&client, &h.admin_url(path)).await,
             StatusCode::NOT_FOUND,

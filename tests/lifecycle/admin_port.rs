@@ -26,7 +26,7 @@ async fn the_admin_port_never_forwards_and_the_proxy_port_never_serves_admin_pat
         "/1/user/-/profile.json",
         "/sim/slow/1",
         "/oauth2/token",
-        "/",
+        "/index.html",
     ] {
         let (res, body) = send(&client, get(&h.admin_url(path))).await;
         assert_eq!(res.status(), StatusCode::NOT_FOUND, "{path}");

@@ -90,6 +90,12 @@ async fn nothing_secret_in_trace_logs_answers_or_check_output() {
         sim.token_fetches() >= 3,
         "the scenario did not exercise the token endpoint"
     );
+    // The admin port: the status page, its data, readiness and metrics.
+    for path in ["/", "/status.json", "/readyz", "/metrics"] {
+        let res = send(&client, get(&format!("http://{}{path}", p.admin))).await;
+        assert_eq!(res.0.status().is_success(), path != "/readyz", "{path}");
+        record(res);
+    }
 
     p.child.sigterm();
     let out = p.child.exited().await;
