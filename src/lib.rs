@@ -34,7 +34,9 @@
 //!  config/           proxy.toml → validated Config, every problem at once
 //!  profile/          what one API's conventions decide (fitbit.rs: header names,
 //!                    token lifetimes, error shape)
-//!  ops/              admin.rs: /healthz /readyz /metrics; metrics.rs; logging.rs;
+//!  ops/              admin.rs: the admin port (/healthz /readyz /metrics, the status
+//!                    page of status/ and /status.json); health.rs: readiness;
+//!                    metrics.rs (+ history.rs: sends per minute); logging.rs;
 //!                    supervise.rs: restarts the token refresher after a panic
 //!  sim/              the simulated Fitbit API for tests, `demo` (demo.rs), `simulate`
 //!  body.rs           the one body type of both directions
