@@ -36,9 +36,11 @@
 //!  config/           proxy.toml → validated Config, every problem at once
 //!  profile/          what one API's conventions decide (fitbit.rs: header names,
 //!                    token lifetimes, error shape)
-//!  ops/              admin.rs: /healthz /readyz /metrics; metrics.rs (process.rs:
-//!                    the process_* metrics); logging.rs; supervise.rs: restarts
-//!                    the token refresher after a panic
+//!  ops/              admin.rs: the admin port (/healthz /readyz /metrics, the status
+//!                    page of status/ and /status.json); health.rs: readiness;
+//!                    metrics.rs (+ history.rs: sends per minute, process.rs: the
+//!                    process_* metrics); logging.rs; supervise.rs: restarts the
+//!                    token refresher after a panic
 //!  sim/              the simulated Fitbit API for tests, `demo` (demo.rs), `simulate`
 //!  body.rs           the one body type of both directions
 //! ```
@@ -71,7 +73,7 @@ use tokio::net::TcpListener;
 pub use config::Config;
 
 use ops::supervise::AbortOnDrop;
-use ops::{admin, metrics};
+use ops::{admin, health, metrics, status};
 use token::{Exchange, TokenSource};
 
 /// Why the proxy could not run (as opposed to a bad config, caught earlier).
@@ -117,11 +119,18 @@ pub async fn run_with_admin(
     let tokens = TokenSource::new(fetch_timeout);
     let margin = config.credentials.refresh_before_expiry;
     let refresher = AbortOnDrop(tokens.spawn_refresher(exchange, margin, Arc::clone(&metrics)));
-    let health = admin::Health::new(Arc::clone(&tokens));
-    let admin =
-        admin.map(|l| AbortOnDrop(admin::spawn(l, Arc::clone(&health), Arc::clone(&metrics))));
+    let health = health::Health::new(Arc::clone(&tokens));
     let shutdown = health.drain_on(shutdown);
     let pacer = pacing::Pacer::new(&config.rate_limit);
+    let status = Arc::new(status::Sources {
+        health,
+        metrics: Arc::clone(&metrics),
+        pacer: Arc::clone(&pacer),
+        started: tokio::time::Instant::now(),
+        about: status::About::of(&config),
+    });
+    let plans = AbortOnDrop(tokio::spawn(Arc::clone(&status).sample_plans()));
+    let admin = admin.map(|l| AbortOnDrop(admin::spawn(l, status)));
     let refused = stack::refusal(Arc::clone(&metrics));
     let service = stack::build(&config, client, tokens, pacer, Arc::clone(&metrics));
     if let Ok(addr) = listener.local_addr() {
@@ -139,5 +148,6 @@ pub async fn run_with_admin(
     .await;
     drop(refresher);
     drop(admin);
+    drop(plans);
     Ok(())
 }

@@ -241,19 +241,19 @@ pub(crate) struct Line<'a> {
 impl Line<'_> {
     pub(crate) fn write(&self) {
         let duration_ms = self.duration.as_micros() as f64 / 1000.0;
-        use tracing::field::display;
+        use tracing::field::display as shown;
         // Method and path unquoted in the text format, as before this
         // struct existed; the other strings quoted.
         tracing::info!(
             target: ACCESS_LOG_TARGET,
-            method = self.method.map(display),
-            path = self.path.map(display),
+            method = self.method.map(shown),
+            path = self.path.map(shown),
             status = self.status,
             origin = self.origin,
             error = self.error,
             duration_ms,
             request_id = self.request_id,
-            client = self.client.map(display),
+            client = self.client.map(shown),
             bytes = self.bytes,
             complete = self.complete,
             "request"

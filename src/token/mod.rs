@@ -66,6 +66,8 @@ pub struct Status {
     pub fetching: bool,
     /// The last attempt failed (cleared by the next success).
     pub failure: Option<Failure>,
+    /// When the last attempt ended, successful or not.
+    pub last_fetch: Option<Instant>,
 }
 
 #[derive(Debug, Clone)]
@@ -114,6 +116,7 @@ impl TokenSource {
         let (status, _) = watch::channel(Status {
             fetching: true,
             failure: None,
+            last_fetch: None,
         });
         Arc::new(TokenSource {
             current: ArcSwapOption::empty(),
@@ -224,6 +227,7 @@ impl TokenSource {
         self.status.send_replace(Status {
             fetching: false,
             failure: None,
+            last_fetch: Some(Instant::now()),
         });
         tracing::info!(
             generation,
@@ -236,6 +240,7 @@ impl TokenSource {
         self.status.send_replace(Status {
             fetching: false,
             failure: Some(Failure { error, retry_at }),
+            last_fetch: Some(Instant::now()),
         });
     }
 }

@@ -1,9 +1,13 @@
-//! Operations (SPEC §8, §9): the admin listener's `/healthz`, `/readyz` and
-//! `/metrics`, request ids, the access log, draining on SIGTERM and the
+//! Operations (SPEC §8, §9): the admin listener's `/healthz`, `/readyz`,
+//! `/metrics` and the status page (`status_page.rs`, in headless Chromium), request ids, the access log, draining on SIGTERM and the
 //! demo's printed commands. In-process tests run on paused tokio time; the
 //! ones that need the real binary (signals, log output) run it as a child.
 
+#[path = "../support/mod.rs"]
 mod support;
+
+mod binary;
+mod status_page;
 
 use std::time::Duration;
 
@@ -27,10 +31,6 @@ fn not_ready(reason: &str) -> serde_json::Value {
     serde_json::json!({ "ready": false, "reason": reason })
 }
 
-async fn status(client: &TestClient, url: &str) -> StatusCode {
-    send(client, get(url)).await.0.status()
-}
-
 #[tokio::test(start_paused = true)]
 async fn healthz_is_200_other_paths_404_and_only_get_and_head_are_allowed() {
     let h = Setup::default()
@@ -45,9 +45,9 @@ async fn healthz_is_200_other_paths_404_and_only_get_and_head_are_allowed() {
         "healthz while no token is held"
     );
     assert_eq!(body, "ok\n");
-    for path in ["/", "/health", "/metrics/x", "/1/user/-/profile.json"] {
+    for path in ["/health", "/metrics/x", "/status", "/1/user/-/profile.json"] {
         assert_eq!(
-            status(&client, &h.admin_url(path)).await,
+            get_status(&client, &h.admin_url(path)).await,
             StatusCode::NOT_FOUND,
             "{path}"
         );
@@ -90,7 +90,7 @@ async fn readyz_says_no_token_yet_until_the_first_token_then_200() {
 async fn readyz_names_rejected_credentials_once_the_token_is_lost() {
     let h = Setup::default().admin().start().await;
     let client = http1_client();
-    assert_eq!(status(&client, &h.url("/1/x")).await, StatusCode::OK);
+    assert_eq!(get_status(&client, &h.url("/1/x")).await, StatusCode::OK);
     assert_eq!(readyz(&client, &h).await.0, StatusCode::OK);
     h.sim.fail_token_requests(Some(TokenFailure::InvalidClient));
     h.sim.revoke_all();
@@ -278,29 +278,6 @@ async fn metrics_count_known_traffic_exactly() {
     h.stop().await;
 }
 
-/// A source outside `listen.allow` gets its 403 through the access layer:
-/// a request id, a count (and an access-log line, written by the same
-/// record); the admin port is not subject to `listen.allow`.
-#[tokio::test(start_paused = true)]
-async fn a_source_outside_listen_allow_is_counted_and_gets_a_request_id() {
-    let h = Setup::default()
-        .listen("allow = [\"10.0.0.0/8\"]")
-        .admin()
-        .start()
-        .await;
-    let client = http1_client();
-    let (res, _) = send(&client, get(&h.url("/1/x"))).await;
-    assert_eq!(res.status(), StatusCode::FORBIDDEN);
-    assert_eq!(proxy_error(&res), Some("forbidden"));
-    assert!(!res.headers()["x-request-id"].is_empty());
-    let text = send(&client, get(&h.admin_url("/metrics"))).await.1;
-    let s = scrape(std::str::from_utf8(&text).unwrap());
-    let forbidden = [("origin", "proxy"), ("code", "403")];
-    assert_eq!(value(&s, "fitbit_proxy_requests_total", &forbidden), 1.0);
-    assert!(h.sim.received().is_empty());
-    h.stop().await;
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_request_whose_client_leaves_before_the_answer_is_counted_as_cancelled() {
     let h = Setup::default().admin().start().await;
@@ -415,233 +392,4 @@ async fn an_admin_address_in_use_fails_run() {
             .starts_with("cannot bind admin.addr 127.0.0.1:"),
         "{err}"
     );
-}
-
-/// Child-process tests: the real binary, real time, real signals.
-mod binary {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Output, Stdio};
-
-    use crate::support::binary::*;
-    use fitbit_proxy::sim::Sim;
-
-    use super::*;
-
-    /// The binary in front of `sim` with a 10 s grace, JSON logs and the
-    /// admin listener on, once `/readyz` says 200.
-    async fn start(upstream: &fitbit_proxy::sim::ServerHandle) -> Proxy {
-        let extra = Extras {
-            listen: "shutdown_grace = \"10s\"".into(),
-            ..Extras::default()
-        };
-        Launch {
-            extra,
-            ..Launch::default()
-        }
-        .start(upstream)
-        .await
-    }
-
-    /// Every stderr line as JSON (all of them must be), and the access lines.
-    fn json_lines(out: &Output) -> (Vec<serde_json::Value>, Vec<serde_json::Value>) {
-        let all = crate::support::binary::json_lines(out);
-        let access = access_lines(&all).into_iter().cloned().collect();
-        (all, access)
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn json_access_log_has_one_line_per_request_with_its_fields_and_no_secret() {
-        let sim = Sim::new(sim_config());
-        let upstream = sim.serve_plain(bind().await);
-        let p = start(&upstream).await;
-        let client = http1_client();
-        let base = format!("http://{}", p.proxy);
-        let req = Request::get(format!(
-            "{base}/1/user/-/profile.json?token=QUERY_CANARY&x=1"
-        ))
-        .header("x-request-id", "from-the-client")
-        .body(Full::default())
-        .unwrap();
-        let (ok, ok_body) = send(&client, req).await;
-        assert_eq!(ok.status(), StatusCode::OK);
-        let (refused, refused_body) = send(&client, get(&format!("{base}/oauth2/token"))).await;
-        assert_eq!(refused.status(), StatusCode::FORBIDDEN);
-        p.child.sigterm();
-        let out = p.child.exited().await;
-        assert_eq!(out.status.code(), Some(0));
-
-        let (all, access) = json_lines(&out);
-        assert!(!all.is_empty());
-        assert_eq!(access.len(), 2, "one line per request: {access:#?}");
-        let first = &access[0];
-        assert_eq!(first["level"], "INFO");
-        assert_eq!(first["method"], "GET");
-        assert_eq!(first["path"], "/1/user/-/profile.json");
-        assert_eq!(first["status"], 200);
-        assert_eq!(first["origin"], "upstream");
-        assert_eq!(first["request_id"], "from-the-client");
-        assert_eq!(first["bytes"], ok_body.len() as u64);
-        assert_eq!(first["complete"], true);
-        assert!(first["duration_ms"].as_f64().is_some_and(|d| d >= 0.0));
-        let second = &access[1];
-        assert_eq!(second["path"], "/oauth2/token");
-        assert_eq!(second["status"], 403);
-        assert_eq!(second["origin"], "proxy");
-        assert_eq!(second["bytes"], refused_body.len() as u64);
-        assert_eq!(
-            second["request_id"],
-            refused.headers()["x-request-id"].to_str().unwrap()
-        );
-        let logs = String::from_utf8_lossy(&out.stderr);
-        for canary in [SECRET, "SECRET_CANARY", "TOKEN_CANARY", "QUERY_CANARY"] {
-            assert!(!logs.contains(canary), "the logs leak {canary}:\n{logs}");
-        }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn sigterm_finishes_twenty_slow_requests_refuses_new_ones_and_exits_0() {
-        let sim = Sim::new(sim_config());
-        let upstream = sim.serve_plain(bind().await);
-        let p = start(&upstream).await;
-        let client = http1_client();
-        let url = format!("http://{}/sim/slow/2000", p.proxy);
-        let requests: Vec<_> = (0..20)
-            .map(|_| {
-                let (client, url) = (client.clone(), url.clone());
-                tokio::spawn(async move { send(&client, get(&url)).await.0.status() })
-            })
-            .collect();
-        for _ in 0..200 {
-            if sim.api_started() == 20 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert_eq!(sim.api_started(), 20, "all 20 reached the upstream");
-        let signalled = tokio::time::Instant::now();
-        p.child.sigterm();
-
-        // Draining: not ready, and the proxy's port refuses connections,
-        // well before the slow requests are done.
-        let (draining, refused) = p.draining_and_refusing().await;
-        assert!(draining, "/readyz did not go to 503 while draining");
-        assert!(refused, "new connections were still accepted after SIGTERM");
-        assert!(
-            signalled.elapsed() < Duration::from_millis(1500),
-            "checked while the slow requests were still in flight"
-        );
-
-        for request in requests {
-            assert_eq!(request.await.unwrap(), StatusCode::OK);
-        }
-        let out = p.child.exited().await;
-        assert_eq!(out.status.code(), Some(0), "exit 0 after draining");
-        let (_, access) = json_lines(&out);
-        let slow = access
-            .iter()
-            .filter(|l| l["path"] == "/sim/slow/2000" && l["status"] == 200)
-            .count();
-        assert_eq!(slow, 20, "each finished request was logged");
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn an_admin_address_in_use_exits_1() {
-        let taken = bind().await;
-        let sim = Sim::new(sim_config());
-        let upstream = sim.serve_plain(bind().await);
-        let extra = Extras {
-            admin: Some(format!("addr = \"{}\"", taken.local_addr().unwrap())),
-            ..Extras::default()
-        };
-        let proxy = free_addr().await;
-        let toml = config_toml(&upstream, None, &extra)
-            .replace("addr = \"127.0.0.1:0\"", &format!("addr = \"{proxy}\""));
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("proxy.toml");
-        std::fs::write(&path, toml).unwrap();
-        let child = Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(&path)
-            .env(SECRET_ENV, SECRET)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let out = Running(Some(child)).exited().await;
-        assert_eq!(out.status.code(), Some(1));
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(stderr.contains("cannot bind admin.addr"), "{stderr}");
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn demo_prints_curl_commands_that_work_as_printed() {
-        let mut child = Command::new(BIN)
-            .args(["demo", "--listen", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let child = Running(Some(child));
-        let (lines_tx, lines_rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = lines_tx.send(line);
-            }
-        });
-        let mut banner = Vec::new();
-        while let Ok(line) = lines_rx.recv_timeout(Duration::from_secs(10)) {
-            let end = line.contains("Ctrl-C");
-            banner.push(line);
-            if end {
-                break;
-            }
-        }
-        let commands: Vec<Vec<String>> = banner
-            .iter()
-            .map(|l| l.trim())
-            .filter(|l| l.starts_with("curl "))
-            .map(|l| l.split_whitespace().map(str::to_owned).collect())
-            .collect();
-        assert_eq!(commands.len(), 6, "{banner:#?}");
-        let run = |args: &[String]| {
-            // As printed, with a bound on time added.
-            let out = Command::new(&args[0])
-                .args(&args[1..])
-                .args(["--max-time", "10"])
-                .output()
-                .expect("curl runs");
-            assert!(out.status.success(), "{args:?}: {out:?}");
-            String::from_utf8_lossy(&out.stdout).into_owned()
-        };
-        let outputs = tokio::task::spawn_blocking(move || {
-            commands
-                .iter()
-                .map(|c| (c.join(" "), run(c)))
-                .collect::<Vec<_>>()
-        })
-        .await
-        .unwrap();
-        let profile: serde_json::Value = serde_json::from_str(&outputs[0].1)
-            .unwrap_or_else(|e| panic!("{}: {e}: {}", outputs[0].0, outputs[0].1));
-        assert_eq!(profile["path"], "/1/user/-/profile.json", "{profile}");
-        assert!(outputs[1].1.starts_with("HTTP/1.1 200"), "{}", outputs[1].1);
-        assert!(
-            outputs[2].1.contains("x-fitbit-proxy-error: forbidden"),
-            "{}",
-            outputs[2].1
-        );
-        assert_eq!(outputs[3].1, "ok\n");
-        assert_eq!(outputs[4].1, r#"{"ready":true}"#);
-        assert!(
-            outputs[5]
-                .1
-                .contains("fitbit_proxy_requests_total{origin=\"upstream\",code=\"200\"} 2"),
-            "{}",
-            outputs[5].1
-        );
-        child.sigterm();
-        let out = child.exited().await;
-        assert_eq!(out.status.code(), Some(0));
-    }
 }

@@ -1,15 +1,13 @@
-//! 6.04: concurrency of the token cache (single flight). Many clients of one
-//! `TokenSource` acquire, report 401s for the token they used (sometimes
-//! long after it was replaced), and give up while waiting, in interleavings
-//! drawn from a seed (random yields and sleeps on paused tokio time), while
-//! the real refresher fetches from the simulator's token endpoint over
-//! loopback.
-
-mod support;
+//! Concurrency of the token cache, single flight (6.04). Many clients of one
+//! `TokenSource` acquire, report 401s for the token they used (sometimes long
+//! after it was replaced), and give up while waiting, in interleavings drawn
+//! from a seed (random yields and sleeps on paused tokio time), while the
+//! real refresher fetches from the simulator's token endpoint over loopback.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::*;
 use fitbit_proxy::ops::metrics::Metrics;
 use fitbit_proxy::sim::{Sim, SimConfig};
 use fitbit_proxy::token::{Exchange, Token, TokenSource};
@@ -17,7 +15,6 @@ use fitbit_proxy::upstream::build_client;
 use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use support::*;
 use tokio::time::Instant;
 
 const CLIENTS: usize = 30;
@@ -129,8 +126,8 @@ async fn run(seed: u64) {
         c.await.expect("client checks held");
     }
 
-    // T3: one fetch per generation, never two at once (each fetch takes
-    // FETCH_TAKES, so the next cannot have started sooner).
+    // Single flight (T3): one fetch per generation, never two at once (each
+    // fetch takes FETCH_TAKES, so the next cannot have started sooner).
     let current = source
         .acquire()
         .await

@@ -1,18 +1,18 @@
-//! Catalog §3 (RELIABILITY.md), clients that hold a connection without
-//! using it: 3.01 many slowloris heads at once, 3.03 idle HTTP/1.1
-//! keep-alive connections, 3.04 idle HTTP/2 connections that answer every
-//! PING, 3.06 clients that stop reading the answer (HTTP/1, and an HTTP/2
-//! window held at 0). On paused tokio time with the default bounds
-//! (`header_read_timeout` 10 s, `send_timeout` 60 s); every case ends with
+//! Clients that hold a connection without using it (RELIABILITY.md §3):
+//! connections that send nothing or part of a head (3.02), many slowloris
+//! heads at once (3.01), idle HTTP/1.1 keep-alive connections (3.03), idle
+//! HTTP/2 connections that answer every PING (3.04), and clients that stop
+//! reading the answer (3.06: HTTP/1, and an HTTP/2 window held at 0). All
+//! of `listen.header_read_timeout` and `listen.send_timeout` as bounds on
+//! idle connections is tested here. On paused tokio time with the default
+//! bounds (10 s, 60 s) unless a case says otherwise; every case ends with
 //! the global invariants.
-
-mod support;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use support::invariants::*;
-use support::*;
+use crate::support::invariants::*;
+use crate::support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -22,11 +22,6 @@ const SEC: Duration = Duration::from_secs(1);
 const IDLE: Duration = Duration::from_secs(10);
 const SEND: Duration = Duration::from_secs(60);
 const PATH: &str = "/1/user/-/profile.json";
-
-async fn start() -> Harness {
-    count_panics();
-    Setup::default().admin().start().await
-}
 
 /// Connects once the proxy has taken the previous connection: a burst of
 /// connects can overflow the listen backlog, and a SYN retried after a
@@ -77,12 +72,57 @@ async fn closed_at(stream: &mut TcpStream) -> (Instant, usize) {
     (Instant::now(), total)
 }
 
-/// 3.03: 200 connections each make one keep-alive request, then stay idle.
-/// Each is closed `header_read_timeout` after its answer (hyper's head
-/// timer runs between requests too), not kept forever.
+/// Connections that send nothing, part of the h2 preface or part of a
+/// head are closed after `header_read_timeout` (3.02).
+#[tokio::test(start_paused = true)]
+async fn silent_connections_are_closed_after_header_read_timeout() {
+    let h = Setup::default()
+        .listen("header_read_timeout = \"3s\"")
+        .start()
+        .await;
+    for opening in [&b""[..], b"PRI * HTT", b"GET /1/x HTTP/1.1\r\nHost: x\r\n"] {
+        let mut s = TcpStream::connect(h.proxy).await.unwrap();
+        s.write_all(opening).await.unwrap();
+        let (_, closed) = read_for(&mut s, 60 * SEC).await;
+        assert!(
+            closed,
+            "connection opened with {opening:?} was never closed"
+        );
+    }
+    h.stop().await;
+}
+
+/// An h2c connection that sends the preface and an empty SETTINGS frame,
+/// then nothing (no PING answered), is closed within two
+/// `header_read_timeout`s (3.02, 3.04).
+#[tokio::test(start_paused = true)]
+async fn an_h2_connection_that_goes_quiet_after_the_preface_is_closed() {
+    let h = Setup::default()
+        .listen("header_read_timeout = \"5s\"")
+        .start()
+        .await;
+    let mut s = TcpStream::connect(h.proxy).await.unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let (_, closed) = read_for(&mut s, 600 * SEC).await;
+    assert!(closed, "held open for 600 s");
+    assert!(
+        started.elapsed() <= 11 * SEC,
+        "closed only after {:?}",
+        started.elapsed()
+    );
+    h.stop().await;
+}
+
+/// Idle HTTP/1.1 keep-alive connections (3.03): 200 connections each make one
+/// keep-alive request, then stay idle. Each is closed `header_read_timeout`
+/// after its answer (hyper's head timer runs between requests too), not kept
+/// forever.
 #[tokio::test(start_paused = true)]
 async fn idle_http1_keep_alive_connections_are_closed_after_the_idle_bound() {
-    let h = start().await;
+    let h = Setup::default().admin().start().await;
     let mut closes = tokio::task::JoinSet::new();
     for i in 0..200 {
         let mut stream = connect(h.proxy).await;
@@ -111,8 +151,7 @@ async fn idle_http1_keep_alive_connections_are_closed_after_the_idle_bound() {
     let (res, _) = send(&http1_client(), get(&h.url(PATH))).await;
     assert_eq!(res.status(), 200);
     assert_outcomes(&h, &[(("upstream", "200"), 201.0)]).await;
-    assert_invariants(&h);
-    h.stop().await;
+    h.finish().await;
 }
 
 /// An h2c connection made with the `h2` crate, whose driver answers every
@@ -151,13 +190,13 @@ async fn h2_get(
     res.await.expect("response head")
 }
 
-/// 3.04: an h2c client that answers every keep-alive PING and opens no
-/// stream is sent GOAWAY `header_read_timeout` after its last request
-/// ended; while a request is open (here one that takes 25 s upstream) the
-/// connection is not idle.
+/// Idle h2 connections (3.04): an h2c client that answers every keep-alive
+/// PING and opens no stream is sent GOAWAY `header_read_timeout` after its
+/// last request ended; while a request is open (here one that takes 25 s
+/// upstream) the connection is not idle.
 #[tokio::test(start_paused = true)]
 async fn an_idle_h2_connection_that_answers_pings_gets_goaway() {
-    let h = start().await;
+    let h = Setup::default().admin().start().await;
     let (mut send, mut ended) = h2_client(h.proxy).await;
     let res = h2_get(&mut send, "/sim/slow/25000").await;
     assert_eq!(res.status(), 200);
@@ -177,16 +216,15 @@ async fn an_idle_h2_connection_that_answers_pings_gets_goaway() {
         "closed after {idle:?}"
     );
     assert_outcomes(&h, &[(("upstream", "200"), 1.0)]).await;
-    assert_invariants(&h);
-    h.stop().await;
+    h.finish().await;
 }
 
-/// 3.01: 200 connections each send a request head one byte every 2 s.
-/// Every one is closed at `header_read_timeout`, and a normal client that
-/// arrives in the middle is served at once.
+/// Slowloris (3.01): 200 connections each send a request head one byte every
+/// 2 s. Every one is closed at `header_read_timeout`, and a normal client
+/// that arrives in the middle is served at once.
 #[tokio::test(start_paused = true)]
 async fn two_hundred_slowloris_connections_are_all_closed_and_others_are_served() {
-    let h = start().await;
+    let h = Setup::default().admin().start().await;
     let before = h.sim.api_started();
     let started = Instant::now();
     let mut slow = tokio::task::JoinSet::new();
@@ -231,65 +269,50 @@ async fn two_hundred_slowloris_connections_are_all_closed_and_others_are_served(
         "G6: only the normal client"
     );
     assert_outcomes(&h, &[(("upstream", "200"), 1.0)]).await;
-    assert_invariants(&h);
-    h.stop().await;
+    h.finish().await;
 }
 
-/// A raw upstream that answers every request with a 50 MiB body, written
-/// as fast as the proxy takes it. Reports, per connection, how many bytes
-/// it could write and when the proxy let go of the connection.
-async fn endless_upstream() -> (SocketAddr, mpsc::UnboundedReceiver<(usize, Instant)>) {
-    let listener = bind().await;
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok((mut conn, _)) = listener.accept().await {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match conn.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let len = 50 << 20;
-                let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {len}\r\n\r\n");
-                let mut written = 0;
-                if conn.write_all(answer.as_bytes()).await.is_ok() {
-                    let chunk = vec![b'z'; 16 * 1024];
-                    while written < len && conn.write_all(&chunk).await.is_ok() {
-                        written += chunk.len();
-                    }
-                }
-                let _ = tx.send((written, Instant::now()));
-            });
+/// The proxy (admin listener on) in front of a raw upstream that answers
+/// every request with a 50 MiB body, written as fast as the proxy takes
+/// it. The channel reports, per connection, how many bytes the upstream
+/// could write and when the proxy let go of the connection.
+async fn in_front_of_an_endless_upstream() -> (Harness, mpsc::UnboundedReceiver<(usize, Instant)>) {
+    let (upstream, released) = raw_upstream::answer_each(|mut conn| async move {
+        let len = 50 << 20;
+        let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {len}\r\n\r\n");
+        let mut written = 0;
+        if conn.write_all(answer.as_bytes()).await.is_ok() {
+            let chunk = vec![b'z'; 16 * 1024];
+            while written < len && conn.write_all(&chunk).await.is_ok() {
+                written += chunk.len();
+            }
         }
-    });
-    (addr, rx)
+        Some((written, Instant::now()))
+    })
+    .await;
+    let h = Setup::default()
+        .admin()
+        .upstream_url(format!("http://{upstream}"))
+        .start()
+        .await;
+    (h, released)
 }
 
-/// 3.06 over HTTP/1: a client asks for 50 MiB and reads nothing. The
-/// proxy takes from the upstream only what the buffers hold (memory stays
-/// bounded by back-pressure), cuts the client off `send_timeout` after it
-/// last took a byte, and lets go of the upstream connection.
-#[tokio::test(start_paused = true)]
-async fn a_client_that_stops_reading_is_cut_off_and_the_upstream_released() {
-    count_panics();
-    let (upstream, mut released) = endless_upstream().await;
-    let h = Setup::default().admin().upstream_at(upstream).start().await;
-    let mut stream = TcpStream::connect(h.proxy).await.unwrap();
-    let req = format!("GET {PATH} HTTP/1.1\r\nHost: x\r\n\r\n");
-    stream.write_all(req.as_bytes()).await.unwrap();
-    let asked = Instant::now();
+/// The upstream connection is let go `send_timeout` after `asked` (and
+/// at most an idle bound later), having written less than 32 MiB: the
+/// proxy took only what the buffers hold.
+async fn assert_released(
+    released: &mut mpsc::UnboundedReceiver<(usize, Instant)>,
+    asked: Instant,
+    what: &str,
+) {
     let (written, let_go) = tokio::time::timeout(600 * SEC, released.recv())
         .await
         .expect("the upstream connection is released")
         .unwrap();
     let held = let_go - asked;
     eprintln!(
-        "a client that reads nothing: cut after {held:?}, the upstream wrote {} KiB",
+        "{what}: cut after {held:?}, the upstream wrote {} KiB",
         written >> 10
     );
     assert!(
@@ -297,18 +320,31 @@ async fn a_client_that_stops_reading_is_cut_off_and_the_upstream_released() {
         "cut after {held:?}"
     );
     assert!(written < 32 << 20, "{} MiB taken from U", written >> 20);
+}
+
+/// A client that stops reading (3.06), over HTTP/1: a client asks for 50 MiB
+/// and reads nothing. The proxy takes from the upstream only what the buffers
+/// hold (memory stays bounded by back-pressure), cuts the client off
+/// `send_timeout` after it last took a byte, and lets go of the upstream
+/// connection.
+#[tokio::test(start_paused = true)]
+async fn a_client_that_stops_reading_is_cut_off_and_the_upstream_released() {
+    let (h, mut released) = in_front_of_an_endless_upstream().await;
+    let mut stream = TcpStream::connect(h.proxy).await.unwrap();
+    let req = format!("GET {PATH} HTTP/1.1\r\nHost: x\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.unwrap();
+    assert_released(&mut released, Instant::now(), "a client that reads nothing").await;
     let (_, got) = closed_at(&mut stream).await;
     assert!(got < 50 << 20, "the whole body arrived");
     assert_outcomes(&h, &[(("upstream", "200"), 1.0)]).await;
-    assert_invariants(&h);
-    h.stop().await;
+    h.finish().await;
 }
 
-/// 3.06: a slow reader that keeps taking bytes (64 KiB every second) is
+/// A slow reader (3.06): one that keeps taking bytes (64 KiB every second) is
 /// not cut, however long the download takes; the same over h2c.
 #[tokio::test(start_paused = true)]
 async fn a_slow_reader_that_keeps_reading_is_not_cut() {
-    let h = start().await;
+    let h = Setup::default().admin().start().await;
     let size = 4 << 20;
     let mut stream = TcpStream::connect(h.proxy).await.unwrap();
     let req = format!("GET /sim/stream/{size} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
@@ -329,18 +365,15 @@ async fn a_slow_reader_that_keeps_reading_is_not_cut() {
     assert!(total > size, "cut after {total} bytes ({took:?})");
     assert!(took > SEND, "the download outlasted send_timeout");
     assert_outcomes(&h, &[(("upstream", "200"), 1.0)]).await;
-    assert_invariants(&h);
-    h.stop().await;
+    h.finish().await;
 }
 
-/// 3.06 over h2c: the client keeps answering PINGs but never opens its
-/// stream's window again. `send_timeout` after the window ran out the
-/// connection is closed and the upstream connection released.
+/// A zero window (3.06), over h2c: the client keeps answering PINGs but never
+/// opens its stream's window again. `send_timeout` after the window ran out
+/// the connection is closed and the upstream connection released.
 #[tokio::test(start_paused = true)]
 async fn an_h2_window_held_at_zero_is_cut_off_and_the_upstream_released() {
-    count_panics();
-    let (upstream, mut released) = endless_upstream().await;
-    let h = Setup::default().admin().upstream_at(upstream).start().await;
+    let (h, mut released) = in_front_of_an_endless_upstream().await;
     let (mut send, ended) = h2_client(h.proxy).await;
     let res = h2_get(&mut send, PATH).await;
     assert_eq!(res.status(), 200);
@@ -351,25 +384,11 @@ async fn an_h2_window_held_at_zero_is_cut_off_and_the_upstream_released() {
     while got < 65_535 {
         got += body.data().await.expect("data").unwrap().len();
     }
-    let (written, let_go) = tokio::time::timeout(600 * SEC, released.recv())
-        .await
-        .expect("the upstream connection is released")
-        .unwrap();
-    let held = let_go - asked;
-    eprintln!(
-        "an h2 window held at 0: cut after {held:?}, the upstream wrote {} KiB",
-        written >> 10
-    );
-    assert!(
-        held >= SEND && held <= SEND + IDLE + SEC,
-        "cut after {held:?}"
-    );
-    assert!(written < 32 << 20, "{} MiB taken from U", written >> 20);
+    assert_released(&mut released, asked, "an h2 window held at 0").await;
     tokio::time::timeout(10 * SEC, ended)
         .await
         .expect("the h2 connection is closed")
         .unwrap();
     assert_outcomes(&h, &[(("upstream", "200"), 1.0)]).await;
-    assert_invariants(&h);
-    h.stop().await;
+    h.finish().await;
 }

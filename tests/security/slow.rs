@@ -1,15 +1,16 @@
-//! Catalog §3 (RELIABILITY.md), slow and broken bodies in both directions:
-//! 3.05 a client that stalls or cuts short its upload, 3.06 an upstream that
-//! sends its headers and then stalls the body. Over loopback with a short
+//! Slow and broken bodies in both directions (RELIABILITY.md §3): a client
+//! that stalls or cuts short its upload (3.05), and an upstream that sends
+//! its headers and then stalls the body (3.06). Over loopback with a short
 //! `header_read_timeout` (the client body's idle bound) and
 //! `request_timeout` (the upstream body's idle bound), so each case takes
 //! about a second. Every case ends with the global invariants.
 
-mod support;
-
 use std::convert::Infallible;
 use std::time::Duration;
 
+use super::impatient;
+use crate::support::invariants::*;
+use crate::support::*;
 use bytes::Bytes;
 use fitbit_proxy::sim::Sim;
 use futures_util::StreamExt;
@@ -18,8 +19,6 @@ use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use support::invariants::*;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -27,35 +26,7 @@ use tokio::time::Instant;
 const PATH: &str = "/1/user/-/foods/log.json";
 
 async fn start() -> Harness {
-    count_panics();
-    Setup::default()
-        .listen("header_read_timeout = \"1s\"")
-        .admin()
-        .start()
-        .await
-}
-
-/// Reads until the proxy closes (or resets) the connection; panics if it
-/// is still open after `limit`.
-async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> String {
-    let mut out = Vec::new();
-    let done = tokio::time::timeout(limit, async {
-        let mut buf = [0u8; 16 * 1024];
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => out.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await;
-    assert_no_canary("a raw answer", &out);
-    let text = String::from_utf8_lossy(&out).into_owned();
-    assert!(
-        done.is_ok(),
-        "connection still open after {limit:?}: {text}"
-    );
-    text
+    impatient().admin().start().await
 }
 
 /// No request body reached the upstream whole.
@@ -89,10 +60,10 @@ async fn start_upload(h: &Harness, declared: usize, sent: usize) -> TcpStream {
 /// Both sizes: read whole by the proxy, and streamed to the upstream.
 const UPLOADS: [(usize, usize); 2] = [(100, 10), (1 << 20, 100 * 1024)];
 
-/// 3.05: part of the declared body, then nothing. The body idle timeout
-/// (`header_read_timeout`) ends the upload: 408 `request_timeout` in
-/// Fitbit's shape, the connection closed, the upstream request aborted.
-/// A body that trickles faster than the bound goes through.
+/// A slow upload (3.05): part of the declared body, then nothing. The body
+/// idle timeout (`header_read_timeout`) ends the upload: 408
+/// `request_timeout` in Fitbit's shape, the connection closed, the upstream
+/// request aborted. A body that trickles faster than the bound goes through.
 #[tokio::test]
 async fn a_stalled_upload_gets_408_and_the_upstream_request_is_aborted() {
     let h = start().await;
@@ -131,11 +102,11 @@ async fn a_stalled_upload_gets_408_and_the_upstream_request_is_aborted() {
     assert!(raw.contains("\"bodyLen\":5"), "{raw}");
 
     assert_outcomes(&h, &[(("proxy", "408"), 2.0), (("upstream", "200"), 1.0)]).await;
-    assert_invariants(&h);
-    h.stop().await;
+    h.finish().await;
 }
 
-/// 3.05 over h2c: one DATA frame, then the stream stays open and silent.
+/// A slow upload (3.05) over h2c: one DATA frame, then the stream stays open
+/// and silent.
 #[tokio::test]
 async fn a_stalled_h2_upload_gets_408() {
     let h = start().await;
@@ -160,8 +131,7 @@ async fn a_stalled_h2_upload_gets_408() {
     assert_fitbit_error(&body, "request_timeout");
     assert_no_complete_upload(&h.sim, 100);
     assert_outcomes(&h, &[(("proxy", "408"), 1.0)]).await;
-    assert_invariants(&h);
-    h.stop().await;
+    h.finish().await;
 }
 
 /// The open bug found by benches/soak.sh: a client that cuts its upload
@@ -193,8 +163,7 @@ async fn an_upload_cut_short_is_the_clients_400_not_a_502() {
         Some(&2.0),
         "{outcomes:?}"
     );
-    assert_invariants(&h);
-    h.stop().await;
+    h.finish().await;
 }
 
 /// A raw upstream: answers every request with headers announcing 1000
@@ -205,66 +174,34 @@ async fn stalling_upstream() -> (
     std::net::SocketAddr,
     tokio::sync::mpsc::UnboundedReceiver<Duration>,
 ) {
-    let listener = bind().await;
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok((mut conn, _)) = listener.accept().await {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match conn.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let answer = b"HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: 1000\r\n\r\n0123456789";
-                if conn.write_all(answer).await.is_err() {
-                    return;
-                }
-                let sent = Instant::now();
-                let _ = tokio::time::timeout(Duration::from_secs(30), async {
-                    loop {
-                        match conn.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(_) => {}
-                        }
-                    }
-                })
-                .await;
-                let _ = tx.send(sent.elapsed());
-            });
-        }
-    });
-    (addr, rx)
+    raw_upstream::answer_each(|mut conn| async move {
+        let answer = b"HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: 1000\r\n\r\n0123456789";
+        conn.write_all(answer).await.ok()?;
+        let sent = Instant::now();
+        let mut buf = [0u8; 4096];
+        let _ = tokio::time::timeout(Duration::from_secs(30), async {
+            while matches!(conn.read(&mut buf).await, Ok(n) if n > 0) {}
+        })
+        .await;
+        Some(sent.elapsed())
+    })
+    .await
 }
 
-/// 3.06: the upstream sends its headers and part of the body, then stalls.
-/// After `upstream.request_timeout` (1 s here) with no body data the
-/// response is aborted: an HTTP/1 client sees its connection closed before
-/// the declared length, an h2c client a stream error; the proxy drops its
-/// connection to the upstream instead of holding (or pooling) it.
+/// An upstream that stalls its body (3.06): it sends its headers and part of
+/// the body, then stalls. After `upstream.request_timeout` (1 s here) with no
+/// body data the response is aborted: an HTTP/1 client sees its connection
+/// closed before the declared length, an h2c client a stream error; the proxy
+/// drops its connection to the upstream instead of holding (or pooling) it.
 #[tokio::test]
 async fn an_upstream_that_stalls_its_body_is_cut_off() {
-    count_panics();
-    let sim = Sim::new(sim_config());
-    let (sim_handle, _) = serve(&sim, Transport::Plain).await;
     let (raw_addr, mut closed) = stalling_upstream().await;
-    let dir = tempfile::tempdir().unwrap();
-    let extra = Extras {
-        listen: "header_read_timeout = \"1s\"".into(),
-        upstream: "request_timeout = \"1s\"".into(),
-        ..Extras::default()
-    };
-    let toml = config_toml(&sim_handle, None, &extra).replacen(
-        &format!("\nurl = \"{}\"", sim_handle.base_url()),
-        &format!("\nurl = \"http://{raw_addr}\""),
-        1,
-    );
-    assert!(toml.contains(&raw_addr.to_string()), "{toml}");
-    let (proxy, stop, task) = spawn_proxy(parse_config(&toml, dir.path())).await;
+    let h = impatient()
+        .upstream("request_timeout = \"1s\"")
+        .upstream_url(format!("http://{raw_addr}"))
+        .start()
+        .await;
+    let proxy = h.proxy;
 
     // HTTP/1: headers and 10 bytes, then the connection ends short.
     let started = Instant::now();
@@ -307,7 +244,5 @@ async fn an_upstream_that_stalls_its_body_is_cut_off() {
         .unwrap();
     assert!(held < Duration::from_secs(30), "held for {held:?}");
 
-    assert_no_panics();
-    let _ = stop.send(());
-    let _ = task.await;
+    h.finish().await;
 }

@@ -1,20 +1,19 @@
-//! Catalog 5.01 over HTTP/2: SIGTERM on the binary while 50 h2c streams
-//! with 16 KiB bodies and 50 HTTP/1.1 requests are in flight. An h2 client
-//! library shows the GOAWAY and that every stream completes; a raw-frame
-//! connection shows the two GOAWAY steps of RFC 9113 §6.8 and that a stream
-//! opened after the last one is never processed.
-
-mod support;
+//! SIGTERM with requests in flight (5.01), over HTTP/2: the binary gets
+//! SIGTERM while 50 h2c streams with 16 KiB bodies and 50 HTTP/1.1
+//! requests are in flight. An h2 client library shows the GOAWAY and that
+//! every stream completes; a raw-frame connection shows the two GOAWAY
+//! steps of RFC 9113 §6.8 and that a stream opened after the last one is
+//! never processed.
 
 use std::time::Duration;
 
+use crate::support::binary::*;
+use crate::support::h2frames::*;
+use crate::support::invariants::CANARIES;
+use crate::support::*;
 use bytes::Bytes;
 use http::{Request, StatusCode};
-use support::binary::*;
-use support::h2frames::*;
-use support::invariants::CANARIES;
-use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -46,21 +45,13 @@ impl RawH2 {
         });
         let acks = out.clone();
         tokio::spawn(async move {
-            let mut head = [0u8; 9];
-            while rd.read_exact(&mut head).await.is_ok() {
-                let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
-                let (kind, flags) = (head[3], head[4]);
-                let stream = u32::from_be_bytes(head[5..9].try_into().unwrap()) & 0x7fff_ffff;
-                let mut payload = vec![0; len];
-                if rd.read_exact(&mut payload).await.is_err() {
-                    return;
-                }
-                match (kind, flags & 0x1) {
+            while let Some(f) = read_frame(&mut rd).await {
+                match (f.kind, f.flags & 0x1) {
                     (SETTINGS, 0) => drop(acks.send(frame(SETTINGS, 0x1, 0, &[]))),
-                    (PING, 0) => drop(acks.send(frame(PING, 0x1, 0, &payload))),
+                    (PING, 0) => drop(acks.send(frame(PING, 0x1, 0, &f.payload))),
                     _ => {}
                 }
-                let _ = seen.send((kind, flags, stream, payload));
+                let _ = seen.send((f.kind, f.flags, f.stream, f.payload));
             }
         });
         let mut hello = PREFACE.to_vec();
@@ -118,8 +109,7 @@ async fn h2_post(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_sends_two_goaways_completes_every_h1_and_h2_request_and_exits_0() {
-    let sim = fitbit_proxy::sim::Sim::new(sim_config());
-    let upstream = sim.serve_plain(bind().await);
+    let (sim, upstream) = simulator().await;
     let p = Launch::default().start(&upstream).await;
 
     let tcp = TcpStream::connect(p.proxy).await.unwrap();

@@ -1,9 +1,9 @@
-//! 6.02: the pacer as a model-checked state machine. proptest drives random
-//! interleavings of sends, answers (late, out of order, with headers that
-//! lag by a few requests), window resets and clock advances against a model
-//! of the upstream's quota, first on the pure `Budget`, then on the whole
-//! `Pacer` (budget + governor limiter + waiting line) on paused tokio time.
-//! A failing case is shrunk by proptest to a short sequence of steps.
+//! The pacer as a model-checked state machine (6.02). proptest drives random
+//! interleavings of sends, answers (late, out of order, with headers that lag
+//! by a few requests), window resets and clock advances against a model of
+//! the upstream's quota, first on the pure `Budget`, then on the whole
+//! `Pacer` (budget + governor limiter + waiting line) on paused tokio time. A
+//! failing case is shrunk by proptest to a short sequence of steps.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -153,12 +153,13 @@ struct Pending {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
-    /// P1 and P8 on the budget alone: whatever the order and lateness of
-    /// the answers, a request is sent only while the budget is open, and
-    /// the upstream never counts more than its limit in one of its windows.
-    /// Liveness: once every answer is in, the budget never stays closed
-    /// longer than one upstream window plus the margin (it never freezes),
-    /// and an open budget always has something left.
+    /// No upstream 429, and no budget that freezes (P1, P8), on the budget
+    /// alone: whatever the order and lateness of the answers, a request is
+    /// sent only while the budget is open, and the upstream never counts more
+    /// than its limit in one of its windows. Liveness: once every answer is
+    /// in, the budget never stays closed longer than one upstream window plus
+    /// the margin (it never freezes), and an open budget always has something
+    /// left.
     #[test]
     fn the_budget_never_overspends_and_never_freezes(w in world(), steps in steps()) {
         let t0 = Instant::now();
@@ -376,20 +377,20 @@ fn run_pacer_model(w: World, s: Settings, events: Vec<Event>) {
 
         let log = log.lock().unwrap();
         up.lock().unwrap().assert_never_exceeded();
-        // P4: nobody waited longer than max_wait.
+        // Nobody waited longer than max_wait (P4).
         assert!(
             log.waits.iter().all(|d| *d <= s.max_wait),
             "waits {:?} > {:?}",
             log.waits,
             s.max_wait
         );
-        // P4: served in arrival order.
+        // Served in arrival order (P4).
         assert!(
             log.sent.windows(2).all(|p| p[0] < p[1]),
             "sent out of arrival order: {:?}",
             log.sent
         );
-        // F6: a cancelled client spent nothing: every permit reached the
+        // A cancelled client spent nothing (F6): every permit reached the
         // upstream, and only those.
         let counted: u32 = up.lock().unwrap().spent.iter().sum();
         assert_eq!(counted as usize, log.sent.len());
@@ -401,7 +402,8 @@ fn run_pacer_model(w: World, s: Settings, events: Vec<Event>) {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(96))]
 
-    /// P1, P4 and F6 on the pacer: zero upstream 429s, the line never
+    /// No 429, a fair and bounded line, and nothing spent by a client who
+    /// leaves (P1, P4, F6), on the pacer: zero upstream 429s, the line never
     /// longer than `max_queued`, no wait beyond `max_wait`, FIFO, and a
     /// client that gives up spends nothing and frees its place.
     #[test]
@@ -460,11 +462,12 @@ fn replica_steps() -> impl Strategy<Value = Vec<ReplicaStep>> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
-    /// 4.17 on the budget: `n` replicas, each with `shared_by(n)`, in front
-    /// of one quota whose window starts at any phase, answers late (up to
-    /// 0.9 s) and out of order, headers lagging: the upstream never counts
-    /// more than its limit in a window (no 429), and no replica more than
-    /// its share. Never closed longer than a window and the margin.
+    /// Several replicas sharing one quota (4.17), on the budget: `n`
+    /// replicas, each with `shared_by(n)`, in front of one quota whose window
+    /// starts at any phase, answers late (up to 0.9 s) and out of order,
+    /// headers lagging: the upstream never counts more than its limit in a
+    /// window (no 429), and no replica more than its share. Never closed
+    /// longer than a window and the margin.
     #[test]
     fn replicas_sharing_one_quota_never_overspend(
         w in world(),

@@ -1,25 +1,31 @@
-//! Catalog §6 on the stable toolchain: property tests over every parser a
-//! peer or an operator feeds (token responses, the config, request paths,
-//! the header hygiene and Basic credentials). The rate-limit headers have
-//! theirs in src/pacing/headers.rs.
+//! Property tests over every parser a peer or an operator feeds (the
+//! catalog's §6 on the stable toolchain): token responses, Basic
+//! credentials, the config, request paths and the header hygiene. The
+//! rate-limit header parser has its property tests beside it in
+//! src/pacing/dialect.rs, and here the cases its mutants needed.
 //!
 //! The case count is `FUZZ_CASES` (default 256, which keeps `cargo test`
 //! quick). For a longer campaign:
 //!
 //! ```sh
-//! FUZZ_CASES=1000000 cargo test --release --test fuzz_parsers
+//! FUZZ_CASES=1000000 cargo test --release --test models parsers
 //! ```
 //!
-//! proptest writes any failing input to `tests/fuzz_parsers.proptest-regressions`;
-//! commit that file so the case is replayed first on every later run.
+//! proptest writes any failing input to
+//! `tests/models/parsers.proptest-regressions`; commit that file so the
+//! case is replayed first on every later run.
 
 use std::path::Path;
+use std::time::Duration;
 
 use base64::Engine;
 use fitbit_proxy::layers::hop_by_hop::{strip_client_credentials, strip_hop_by_hop};
 use fitbit_proxy::layers::paths::{canonical, PathRules, Refusal};
+use fitbit_proxy::pacing::dialect::{parse, retry_after, RateLimit, MAX_RESET};
+use fitbit_proxy::profile::fitbit::{RATE_LIMIT_LIMIT, RATE_LIMIT_REMAINING, RATE_LIMIT_RESET};
 use fitbit_proxy::token::exchange::{basic_auth, parse_response};
 use fitbit_proxy::Config;
+use http::header::RETRY_AFTER;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use proptest::prelude::*;
 
@@ -75,8 +81,8 @@ fn token_json() -> impl Strategy<Value = String> {
 proptest! {
     #![proptest_config(config())]
 
-    /// 6.03, 4.05–4.08: never panics; an accepted token is a usable
-    /// header value; no error message carries the token.
+    /// The token response codec (6.03, 4.05–4.08) never panics; an accepted
+    /// token is a usable header value; no error message carries the token.
     #[test]
     fn token_responses(
         json in token_json(),
@@ -104,8 +110,9 @@ proptest! {
         }
     }
 
-    /// 6.03, 4.12: the Basic header decodes back to (id, secret) after
-    /// form-urldecoding each part (RFC 6749 §2.3.1).
+    /// The token request's credentials (6.03, 4.12): the Basic header decodes
+    /// back to (id, secret) after form-urldecoding each part (RFC 6749
+    /// §2.3.1).
     #[test]
     fn basic_credentials_round_trip(id in "\\PC{0,20}", secret in "\\PC{0,20}") {
         let value = basic_auth(&id, &secret);
@@ -119,8 +126,8 @@ proptest! {
         prop_assert_eq!(decode(b), secret);
     }
 
-    /// 6.05: arbitrary text and mutations of a valid config never panic,
-    /// and a secret canary in the file never shows in the error.
+    /// Config parsing (6.05): arbitrary text and mutations of a valid config
+    /// never panic, and a secret canary in the file never shows in the error.
     #[test]
     fn config_parsing(
         junk in "\\PC{0,200}",
@@ -139,9 +146,9 @@ proptest! {
         }
     }
 
-    /// 6.07, 1.15: paths. Never panics; an accepted path starts with `/`,
-    /// has no empty, `.` or `..` segment once decoded, and no `\`, `;` or
-    /// control character; a path whose decoded, lowercased form is under a
+    /// The path rules (6.07, 1.15) never panic: an accepted path starts with
+    /// `/`, has no empty, `.` or `..` segment once decoded, and no `\`, `;`
+    /// or control character; a path whose decoded, lowercased form is under a
     /// denied prefix is never allowed.
     #[test]
     fn path_rules(segments in proptest::collection::vec(
@@ -171,9 +178,9 @@ proptest! {
         }
     }
 
-    /// 6.06: header hygiene. No hop-by-hop name, nothing a Connection line
-    /// named, no client credential survives; end-to-end fields keep their
-    /// values and order.
+    /// The header hygiene function (6.06): no hop-by-hop name, nothing a
+    /// Connection line named, no client credential survives; end-to-end
+    /// fields keep their values and order.
     #[test]
     fn header_hygiene(fields in proptest::collection::vec((
         prop_oneof![
@@ -206,4 +213,45 @@ proptest! {
             prop_assert_eq!(after, before_lang);
         }
     }
+}
+
+// The rate-limit header parser (src/pacing/dialect.rs): the mutants that
+// cargo-mutants found its unit tests missed, each killed by an assertion
+// that names it (docs/hardening.md, 6.10).
+
+fn retry(value: &str) -> Option<Duration> {
+    let mut h = HeaderMap::new();
+    h.insert(RETRY_AFTER, value.parse().unwrap());
+    retry_after(&h)
+}
+
+#[test]
+fn digits_takes_nineteen_digits_and_refuses_signs_and_twenty() {
+    // `len() > 19` -> `>= 19`: the longest accepted value is refused.
+    assert_eq!(retry("1000000000000000000"), Some(MAX_RESET));
+    // `len() > 19` -> `== 19`: twenty digits (u64::MAX) get through.
+    assert_eq!(retry("18446744073709551615"), None);
+    // `||` -> `&&`: a sign, which `u64::from_str` would accept.
+    assert_eq!(retry("+5"), None);
+    assert_eq!(retry(""), None);
+    assert_eq!(retry(" 7 "), Some(Duration::from_secs(7)));
+}
+
+#[test]
+fn parse_reads_the_three_values() {
+    // `parse` -> `Ok(Some(Default::default()))`.
+    let mut h = HeaderMap::new();
+    h.insert(RATE_LIMIT_LIMIT, "150".parse().unwrap());
+    h.insert(RATE_LIMIT_REMAINING, "+3".parse().unwrap());
+    h.insert(RATE_LIMIT_RESET, "60".parse().unwrap());
+    assert!(parse(&h).is_err(), "a signed remaining is malformed");
+    h.insert(RATE_LIMIT_REMAINING, "3".parse().unwrap());
+    assert_eq!(
+        parse(&h),
+        Ok(Some(RateLimit {
+            limit: 150,
+            remaining: 3,
+            reset: Duration::from_secs(60),
+        }))
+    );
 }

@@ -1,46 +1,8 @@
-//! Config loading as an operator meets it: the shipped `proxy.toml`, the
-//! defaults, one message per bad setting, and secrets that never leak.
+//! Every bad setting is refused with its name and value, every problem at
+//! once; risky settings that are allowed warn; each count's smallest
+//! allowed value passes.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
-
-use fitbit_proxy::config::{Config, ConfigError, LogFormat, SecretSource};
-
-const CANARY: &str = "SECRET_CANARY_config";
-
-const CREDENTIALS: &str = r#"
-[credentials]
-client_id = "23ABCD"
-client_secret_env = "FITBIT_CLIENT_SECRET"
-"#;
-
-/// The environment the tests pretend to run in.
-fn env(name: &str) -> Option<String> {
-    match name {
-        "FITBIT_CLIENT_SECRET" => Some(CANARY.to_owned()),
-        "EMPTY_SECRET" => Some(String::new()),
-        _ => None,
-    }
-}
-
-fn parse(text: &str) -> Result<Config, ConfigError> {
-    Config::from_toml_str_with_env(text, Path::new("proxy.toml"), &env)
-}
-
-/// Adds working credentials unless the snippet is about them.
-fn with_credentials(snippet: &str) -> String {
-    if snippet.contains("[credentials]") {
-        snippet.to_owned()
-    } else {
-        format!("{snippet}\n{CREDENTIALS}")
-    }
-}
-
-fn manifest_dir() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
+use super::*;
 
 /// One bad setting per line → a substring of the error. The config is read as
 /// if from the crate root, so `Cargo.toml` is a file that exists but holds no
@@ -138,7 +100,7 @@ fn each_bad_setting_is_named_with_its_value() {
     let mut failures = Vec::new();
     for (snippet, want) in BAD {
         let text = with_credentials(snippet);
-        match Config::from_toml_str_with_env(&text, &source, &env) {
+        match parse_at(&text, &source) {
             Ok(_) => failures.push(format!("{snippet:?}: accepted, want {want:?}")),
             Err(e) if e.to_string().contains(want) => {}
             Err(e) => failures.push(format!("{snippet:?}:\n  got  {e}\n  want {want}")),
@@ -177,127 +139,6 @@ format = "xml"
 }
 
 #[test]
-fn defaults_are_those_of_the_spec() {
-    let c = parse(CREDENTIALS).unwrap();
-    assert_eq!(c.source, Path::new("proxy.toml"));
-    assert_eq!(
-        c.listen.addr,
-        "127.0.0.1:8080".parse::<SocketAddr>().unwrap()
-    );
-    assert_eq!(c.listen.tls, None);
-    assert!(c.listen.allow.is_empty());
-    assert!(c.listen.hosts.is_empty());
-    assert_eq!(c.listen.max_connections, 10_000);
-    assert_eq!(c.listen.header_read_timeout, Duration::from_secs(10));
-    assert_eq!(c.listen.send_timeout, Duration::from_secs(60));
-    assert_eq!(c.listen.max_request_body, 10_485_760);
-    assert_eq!(c.listen.shutdown_grace, Duration::from_secs(30));
-    assert_eq!(c.admin.addr, Some("127.0.0.1:9090".parse().unwrap()));
-    assert_eq!(c.upstream.url, "https://api.fitbit.com/");
-    assert_eq!(c.upstream.ca_file, None);
-    assert_eq!(c.upstream.connect_timeout, Duration::from_secs(5));
-    assert_eq!(c.upstream.request_timeout, Duration::from_secs(60));
-    assert_eq!(c.upstream.deny_paths, ["/oauth2/", "/1.1/oauth2/"]);
-    assert_eq!(c.upstream.allow_paths, None);
-    assert_eq!(
-        c.credentials.token_url,
-        "https://api.fitbit.com/oauth2/token"
-    );
-    assert_eq!(c.credentials.client_id, "23ABCD");
-    assert_eq!(c.credentials.client_secret.expose(), CANARY);
-    assert_eq!(
-        c.credentials.secret_source,
-        SecretSource::Env("FITBIT_CLIENT_SECRET".into())
-    );
-    assert_eq!(c.credentials.expires_in, 28_800);
-    assert_eq!(
-        c.credentials.refresh_before_expiry,
-        Duration::from_secs(300)
-    );
-    assert_eq!(c.rate_limit.hourly_quota, 150);
-    assert_eq!(c.rate_limit.burst, 10);
-    assert_eq!(c.rate_limit.max_wait, Duration::from_secs(30));
-    assert_eq!(c.rate_limit.max_queued, 1000);
-    assert_eq!(c.rate_limit.reset_margin, Duration::from_secs(2));
-    assert_eq!(c.rate_limit.replicas, 1);
-    assert_eq!(c.log.format, LogFormat::Text);
-    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
-}
-
-#[test]
-fn the_shipped_proxy_toml_is_valid_and_spells_out_the_defaults() {
-    let path = manifest_dir().join("proxy.toml");
-    let text = std::fs::read_to_string(&path).unwrap();
-    let shipped = Config::from_toml_str_with_env(&text, &path, &env).unwrap();
-    let defaults = Config::from_toml_str_with_env(CREDENTIALS, &path, &env).unwrap();
-    assert_eq!(shipped, defaults);
-}
-
-#[test]
-fn load_reads_the_file_and_names_it_when_it_cannot() {
-    let dir = TempDir::new();
-    let path = dir.write(
-        "proxy.toml",
-        "[credentials]\nclient_id = \"a\"\nclient_secret_file = \"secret\"\n",
-    );
-    dir.write("secret", &format!("{CANARY}\n"));
-    let config = Config::load(&path).unwrap();
-    assert_eq!(config.credentials.client_secret.expose(), CANARY);
-    assert_eq!(
-        config.credentials.secret_source,
-        SecretSource::File(dir.path("secret"))
-    );
-
-    let missing = dir.path("nope.toml");
-    let err = Config::load(&missing).unwrap_err().to_string();
-    let want = format!("{}: cannot read the config file: ", missing.display());
-    assert!(err.starts_with(&want), "{err}");
-}
-
-#[test]
-fn relative_paths_are_relative_to_the_config_file() {
-    let dir = TempDir::new();
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    dir.write("certs/proxy.pem", &cert.cert.pem());
-    dir.write("certs/proxy.key", &cert.signing_key.serialize_pem());
-    dir.write("certs/ca.pem", &cert.cert.pem());
-    dir.write("secret", &format!("{CANARY} \n\n"));
-    let text = r#"
-[listen]
-tls_cert = "certs/proxy.pem"
-tls_key = "certs/../certs/proxy.key"
-[upstream]
-ca_file = "certs/ca.pem"
-[credentials]
-client_id = "a"
-client_secret_file = "secret"
-"#;
-    let c = Config::from_toml_str_with_env(text, &dir.path("proxy.toml"), &env).unwrap();
-    let tls = c.listen.tls.as_ref().unwrap();
-    assert_eq!(tls.cert, dir.path("certs/proxy.pem"));
-    assert_eq!(tls.key, dir.path("certs/../certs/proxy.key"));
-    assert_eq!(c.upstream.ca_file, Some(dir.path("certs/ca.pem")));
-    assert_eq!(
-        c.credentials.secret_source,
-        SecretSource::File(dir.path("secret"))
-    );
-    assert_eq!(
-        c.credentials.client_secret.expose(),
-        CANARY,
-        "trailing whitespace trimmed"
-    );
-
-    // The same config read from elsewhere fails, naming the resolved path.
-    let elsewhere =
-        Config::from_toml_str_with_env(text, Path::new("/nonexistent/proxy.toml"), &env);
-    let err = elsewhere.unwrap_err().to_string();
-    assert!(
-        err.contains("cannot read /nonexistent/certs/proxy.pem"),
-        "{err}"
-    );
-}
-
-#[test]
 fn files_with_the_wrong_content_are_rejected() {
     let dir = TempDir::new();
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
@@ -311,7 +152,7 @@ tls_key = "cert.pem"
 client_id = "a"
 client_secret_file = "empty"
 "#;
-    let err = Config::from_toml_str_with_env(text, &dir.path("proxy.toml"), &env).unwrap_err();
+    let err = parse_at(text, &dir.path("proxy.toml")).unwrap_err();
     let lines = err.lines();
     assert_eq!(lines.len(), 2, "{err}");
     assert!(
@@ -324,6 +165,24 @@ client_secret_file = "empty"
             && lines[1].ends_with("empty is empty"),
         "{err}"
     );
+}
+
+/// Mutation testing (6.10): each count's smallest allowed value is accepted.
+/// Kills the cargo-mutants survivors in `Validator::count` (`raw < min` ->
+/// `raw <= min`, in the `min == 0` arm and the other): a limit of exactly 1
+/// (or a body limit of 0) was refused only by the mutants.
+#[test]
+fn the_smallest_allowed_counts_are_accepted() {
+    let c = parse(&with_credentials(
+        "[listen]\nmax_connections = 1\nmax_request_body = 0\n\
+         [rate_limit]\nhourly_quota = 1\nburst = 1\nmax_queued = 1",
+    ))
+    .unwrap();
+    assert_eq!(c.listen.max_connections, 1);
+    assert_eq!(c.listen.max_request_body, 0);
+    assert_eq!(c.rate_limit.hourly_quota, 1);
+    assert_eq!(c.rate_limit.burst, 1);
+    assert_eq!(c.rate_limit.max_queued, 1);
 }
 
 #[test]
@@ -342,204 +201,5 @@ fn warnings_for_allowed_but_risky_settings() {
     for (snippet, want) in cases {
         let config = parse(&with_credentials(snippet)).unwrap();
         assert_eq!(config.warnings, *want, "{snippet}");
-    }
-}
-
-#[test]
-fn the_secret_never_shows() {
-    let sources = [
-        "client_secret_env = \"FITBIT_CLIENT_SECRET\"".to_owned(),
-        format!("client_secret = \"{CANARY}\""),
-    ];
-    for source in &sources {
-        let good = format!("[credentials]\nclient_id = \"a\"\n{source}\n");
-        let config = parse(&good).unwrap();
-        assert_eq!(config.credentials.client_secret.expose(), CANARY);
-        let shown = [
-            format!("{config:?}"),
-            format!("{config:#?}"),
-            config.render_redacted(),
-            config.warnings.join("\n"),
-        ];
-        for text in shown {
-            assert!(!text.contains(CANARY), "{text}");
-        }
-
-        // Errors elsewhere, and a second source, must not print it either.
-        let bad = format!("{good}client_secret_file = \"x\"\nexpires_in = 1\n");
-        let err = parse(&bad).unwrap_err();
-        assert_eq!(err.problems.len(), 2, "{err}");
-        let text = format!("{err}\n{err:?}");
-        assert!(!text.contains(CANARY), "{text}");
-    }
-    let wrong_type = "[credentials]\nclient_id = \"a\"\nclient_secret = 8675309";
-    let err = parse(wrong_type).unwrap_err();
-    assert!(!format!("{err}{err:?}").contains("8675309"), "{err}");
-    assert!(
-        err.to_string()
-            .contains("credentials.client_secret: must be a string"),
-        "{err}"
-    );
-}
-
-#[test]
-fn render_redacted_is_the_effective_config_and_parses_back() {
-    let dir = TempDir::new();
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    dir.write("ca.pem", &cert.cert.pem());
-    dir.write("key.pem", &cert.signing_key.serialize_pem());
-    dir.write("secret", CANARY);
-    let everything = r#"
-[listen]
-addr = "[::1]:8443"
-tls_cert = "ca.pem"
-tls_key = "key.pem"
-allow = ["10.0.0.0/8", "192.0.2.7", "2001:db8::/32"]
-hosts = ["Proxy.Internal.", "10.0.0.5", "::1"]
-header_read_timeout = "1s 500ms"
-send_timeout = "2m"
-[admin]
-addr = ""
-[upstream]
-url = "http://127.0.0.1:8081/"
-ca_file = "ca.pem"
-allow_paths = ["/1/", "/1.2/"]
-deny_paths = []
-[credentials]
-token_url = "http://localhost:8081/oauth2/token?x=1"
-client_id = "id \"quoted\""
-client_secret_file = "secret"
-refresh_before_expiry = "0s"
-expires_in = 3600
-[rate_limit]
-max_wait = "250ms"
-replicas = 3
-[log]
-format = "json"
-"#;
-    let source = dir.path("proxy.toml");
-    for text in [CREDENTIALS, everything] {
-        let config = Config::from_toml_str_with_env(text, &source, &env).unwrap();
-        let rendered = config.render_redacted();
-        let again = Config::from_toml_str_with_env(&rendered, &source, &env);
-        assert_eq!(again.as_ref().ok(), Some(&config), "{rendered}\n{again:?}");
-    }
-}
-
-/// 6.10: each count's smallest allowed value is accepted. Kills the
-/// cargo-mutants survivors in `Validator::count` (`raw < min` ->
-/// `raw <= min`, in the `min == 0` arm and the other): a limit of exactly
-/// 1 (or a body limit of 0) was refused only by the mutants.
-#[test]
-fn the_smallest_allowed_counts_are_accepted() {
-    let c = parse(&with_credentials(
-        "[listen]\nmax_connections = 1\nmax_request_body = 0\n\
-         [rate_limit]\nhourly_quota = 1\nburst = 1\nmax_queued = 1",
-    ))
-    .unwrap();
-    assert_eq!(c.listen.max_connections, 1);
-    assert_eq!(c.listen.max_request_body, 0);
-    assert_eq!(c.rate_limit.hourly_quota, 1);
-    assert_eq!(c.rate_limit.burst, 1);
-    assert_eq!(c.rate_limit.max_queued, 1);
-}
-
-/// 1.17: entries are kept in the form requests are matched in.
-#[test]
-fn listen_hosts_are_canonical() {
-    let c = parse(&with_credentials(
-        "[listen]\nhosts = [\"Proxy.Internal.\", \"10.0.0.5\", \"::1\", \"[0:0::2]\"]",
-    ))
-    .unwrap();
-    assert_eq!(
-        c.listen.hosts,
-        ["proxy.internal", "10.0.0.5", "[::1]", "[::2]"]
-    );
-}
-
-#[test]
-fn render_redacted_of_the_defaults() {
-    let rendered = parse(CREDENTIALS).unwrap().render_redacted();
-    let want = r#"[listen]
-addr = "127.0.0.1:8080"
-# tls_cert, tls_key: not set (plain TCP)
-allow = []
-hosts = []
-max_connections = 10000
-header_read_timeout = "10s"
-send_timeout = "1m"
-max_request_body = 10485760
-shutdown_grace = "30s"
-
-[admin]
-addr = "127.0.0.1:9090"
-
-[upstream]
-url = "https://api.fitbit.com"
-# ca_file: not set (web PKI roots only)
-connect_timeout = "5s"
-request_timeout = "1m"
-deny_paths = ["/oauth2/", "/1.1/oauth2/"]
-# allow_paths: not set (every path not denied is forwarded)
-
-[credentials]
-token_url = "https://api.fitbit.com/oauth2/token"
-client_id = "23ABCD"
-client_secret_env = "FITBIT_CLIENT_SECRET"
-expires_in = 28800
-refresh_before_expiry = "5m"
-
-[rate_limit]
-hourly_quota = 150
-burst = 10
-max_wait = "30s"
-max_queued = 1000
-reset_margin = "2s"
-replicas = 1
-
-[log]
-format = "text"
-"#;
-    assert_eq!(rendered, want);
-}
-
-#[test]
-fn a_literal_secret_renders_redacted() {
-    let text = format!("[credentials]\nclient_id = \"a\"\nclient_secret = \"{CANARY}\"\n");
-    let rendered = parse(&text).unwrap().render_redacted();
-    assert!(
-        rendered.contains("\nclient_secret = \"<redacted>\"\n"),
-        "{rendered}"
-    );
-}
-
-/// A scratch directory removed on drop (std only, to keep dev-dependencies small).
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let dir =
-            std::env::temp_dir().join(format!("fitbit-proxy-config-{}-{n}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    fn write(&self, name: &str, contents: &str) -> PathBuf {
-        let path = self.path(name);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, contents).unwrap();
-        path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
