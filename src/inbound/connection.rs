@@ -105,13 +105,7 @@ pub(crate) async fn serve_h2<I: Park, S: ConnectionService>(
     let io = TrackIo::new(Rewind::new(prefix, io), None);
     let resets = Arc::new(Resets::default());
     let service = Watched {
-        inner: Track::new(
-            WithClient {
-                inner: S::clone(&service),
-                peer,
-            },
-            Arc::clone(&activity),
-        ),
+        inner: tracked(&service, peer, &activity),
         watch: Arc::clone(&resets),
     };
     let conn = ResetLimit::new(
@@ -153,13 +147,7 @@ pub(crate) async fn serve_h1<I: Park, S: ConnectionService>(
         turn.reset();
         let observed = Watched {
             inner: Watched {
-                inner: Track::new(
-                    WithClient {
-                        inner: S::clone(&service),
-                        peer,
-                    },
-                    Arc::clone(&activity),
-                ),
+                inner: tracked(&service, peer, &activity),
                 watch: Arc::clone(&turn),
             },
             // What hyper writes while no request is open is its own
@@ -214,6 +202,20 @@ pub(crate) async fn serve_h1<I: Park, S: ConnectionService>(
             };
         }
     }
+}
+
+/// A request's copy of the stack: given the peer's address, and tracked
+/// for the connection's deadlines.
+fn tracked<S: Clone>(
+    service: &Arc<S>,
+    peer: SocketAddr,
+    activity: &Arc<Activity>,
+) -> Track<WithClient<S>> {
+    let inner = WithClient {
+        inner: S::clone(service),
+        peer,
+    };
+    Track::new(inner, Arc::clone(activity))
 }
 
 /// hyper's unread bytes, then the rest of the replayed prefix, in a buffer

@@ -3,35 +3,19 @@
 //! empty value, `--listen` takes a host name, and a failure to bind is said
 //! once, with the system's reason once.
 
-mod support;
-
 use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 
-use support::binary::{Running, BIN};
+use super::cli::{fitbit_proxy, shipped_config, text, BIN};
 
-fn fitbit_proxy(args: &[&str], dir: &Path) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .current_dir(dir)
-        .env("FITBIT_CLIENT_SECRET", "SECRET_CANARY_cli_help")
-        .env_remove("FITBIT_PROXY_CONFIG")
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run fitbit-proxy")
-}
+/// A child killed if the test ends before it does.
+struct Running(Child);
 
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn shipped_config() -> String {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("proxy.toml")).unwrap()
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[test]
@@ -137,7 +121,7 @@ fn listen_takes_a_host_name_and_prefers_its_loopback_address() {
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
-    let child = Running(Some(child));
+    let child = Running(child);
     let banner = BufReader::new(stdout)
         .lines()
         .next()

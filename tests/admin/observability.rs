@@ -4,8 +4,6 @@
 //! the metrics beside the request counts: build info, process metrics,
 //! open connections by protocol.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -13,10 +11,12 @@ use std::time::Duration;
 use fitbit_proxy::sim::{Sim, SimConfig};
 use http::StatusCode;
 use prometheus_parse::{Scrape, Value};
-use support::binary::{access_lines, json_lines, Launch};
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::support::binary::{access_lines, json_lines, Launch};
+use crate::support::*;
+use crate::{scrape, value};
 
 /// One raw HTTP/1 answer: status, headers (names lowercased), body.
 #[derive(Debug)]
@@ -75,24 +75,6 @@ fn assert_refusal(answer: &Answer, status: u16, code: &str) -> String {
     let id = answer.headers["x-request-id"].clone();
     assert_eq!(id.len(), 32, "{answer:?}");
     id
-}
-
-fn scrape(text: &str) -> Scrape {
-    Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("exposition parses")
-}
-
-/// The one sample named `name` with these labels.
-fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let found: Vec<_> = scrape
-        .samples
-        .iter()
-        .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(v)))
-        .collect();
-    assert_eq!(found.len(), 1, "{name} {labels:?}: {found:?}");
-    match found[0].value {
-        Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => v,
-        ref other => panic!("{name}: {other:?}"),
-    }
 }
 
 async fn metrics(admin: SocketAddr) -> Scrape {

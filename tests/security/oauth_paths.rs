@@ -1,15 +1,17 @@
-//! The default `upstream.deny_paths`: every OAuth endpoint of Fitbit's, the
-//! token endpoint under `/oauth2/` and token introspection under
-//! `/1.1/oauth2/`, is refused with 403 and never reaches the upstream.
-
-mod support;
+//! The proxy owns the credentials: by default (`upstream.deny_paths`) every
+//! OAuth endpoint of Fitbit's, the token and revocation endpoints under
+//! `/oauth2/` and token introspection under `/1.1/oauth2/`, is refused with
+//! 403 and never reaches the upstream, in any letter case.
 
 use http::{Request, StatusCode};
 use http_body_util::Full;
-use support::*;
+
+use crate::support::invariants::*;
+use crate::support::*;
 
 #[tokio::test]
 async fn fitbit_oauth_paths_are_refused_and_never_forwarded() {
+    count_panics();
     let h = Setup::default().start().await;
     let client = http1_client();
     // Other 1.1 paths are forwarded (and this one waits for the first token).
@@ -34,11 +36,12 @@ async fn fitbit_oauth_paths_are_refused_and_never_forwarded() {
         assert_eq!(proxy_error(&res), Some("forbidden"), "{method} {path}");
         assert_fitbit_error(&body, "forbidden");
     }
-    assert_eq!(h.sim.api_started(), before_api, "nothing reached the API");
+    assert_nothing_forwarded_since(&h, before_api, "the OAuth paths");
     assert_eq!(
         h.sim.token_fetches(),
         before_tokens,
         "nor the token endpoint"
     );
+    assert_invariants(&h);
     h.stop().await;
 }
