@@ -21,6 +21,13 @@ pub enum ProxyError {
     Forbidden(&'static str),
     #[error("{0}")]
     MethodNotAllowed(&'static str),
+    /// Refused by the HTTP/1 parser before the stack saw the request.
+    #[error("the request target is too long")]
+    UriTooLong,
+    /// Refused by the HTTP/1 parser before the stack saw the request: over
+    /// the head buffer or the number of header fields.
+    #[error("the request head is too large")]
+    HeadTooLarge,
     #[error("no request body data from the client within listen.header_read_timeout ({0:?})")]
     ClientTimeout(Duration),
     #[error("request body exceeds listen.max_request_body ({limit} bytes)")]
@@ -52,6 +59,11 @@ impl ProxyError {
             ProxyError::MethodNotAllowed(_) => {
                 (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
             }
+            ProxyError::UriTooLong => (StatusCode::URI_TOO_LONG, "uri_too_long"),
+            ProxyError::HeadTooLarge => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "header_too_large",
+            ),
             ProxyError::ClientTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             ProxyError::PayloadTooLarge { .. } => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")

@@ -11,7 +11,9 @@
 //!  inbound/          accept.rs: allow-list, max_connections, first-bytes deadline,
 //!    │               h1 / h2c / TLS (tls.rs), draining; connection.rs: HTTP/1 parked
 //!    │               between requests, HTTP/2 (rapid_reset.rs); deadline.rs: idle
-//!    │               connections, clients that stop reading
+//!    │               connections, clients that stop reading; observe.rs: open
+//!    │               connections, each request's peer; refusal.rs: the proxy's
+//!    │               answer to HTTP/1 heads the parser refuses
 //!    ▼
 //!  stack.rs          the layer order, written once (and the allow-list refusal):
 //!  ├─ layers/        access.rs: request id, metrics, access log
@@ -36,8 +38,9 @@
 //!                    token lifetimes, error shape)
 //!  ops/              admin.rs: the admin port (/healthz /readyz /metrics, the status
 //!                    page of status/ and /status.json); health.rs: readiness;
-//!                    metrics.rs (+ history.rs: sends per minute); logging.rs;
-//!                    supervise.rs: restarts the token refresher after a panic
+//!                    metrics.rs (+ history.rs: sends per minute, process.rs: the
+//!                    process_* metrics); logging.rs; supervise.rs: restarts the
+//!                    token refresher after a panic
 //!  sim/              the simulated Fitbit API for tests, `demo` (demo.rs), `simulate`
 //!  body.rs           the one body type of both directions
 //! ```
@@ -129,7 +132,7 @@ pub async fn run_with_admin(
     let plans = AbortOnDrop(tokio::spawn(Arc::clone(&status).sample_plans()));
     let admin = admin.map(|l| AbortOnDrop(admin::spawn(l, status)));
     let refused = stack::refusal(Arc::clone(&metrics));
-    let service = stack::build(&config, client, tokens, pacer, metrics);
+    let service = stack::build(&config, client, tokens, pacer, Arc::clone(&metrics));
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, upstream = %config.upstream.url, "proxy listening");
     }
@@ -139,6 +142,7 @@ pub async fn run_with_admin(
         refused,
         &config.listen,
         inbound_tls,
+        metrics,
         shutdown,
     )
     .await;

@@ -2,13 +2,13 @@
 //! Exit codes: 0 clean shutdown, 1 runtime failure, 2 invalid config or
 //! arguments (clap exits 2 on bad arguments by itself).
 
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use fitbit_proxy::config::LogFormat;
 use fitbit_proxy::ops::logging;
 use fitbit_proxy::sim::demo;
@@ -22,38 +22,86 @@ use fitbit_proxy::Config;
     about = "Authenticating, pacing reverse proxy for the Fitbit Web API"
 )]
 struct Cli {
-    /// Path to proxy.toml.
-    #[arg(
-        long,
-        global = true,
-        env = "FITBIT_PROXY_CONFIG",
-        default_value = "proxy.toml"
-    )]
-    config: PathBuf,
+    /// With no command: `run`'s config.
+    #[command(flatten)]
+    config: ConfigArg,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// The config file of `run` and `check` (and of no command at all); `demo`
+/// and `simulate` build their own, so they do not take one. Not clap's
+/// `env`: its help shows `[env: FITBIT_PROXY_CONFIG=]` when the variable is
+/// unset, and a value from the environment would hide which of
+/// `fitbit-proxy --config A run` and the variable was meant.
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// Path to proxy.toml [default: $FITBIT_PROXY_CONFIG, else ./proxy.toml]
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+}
+
+/// The variable naming the config file when `--config` is not given.
+const CONFIG_ENV: &str = "FITBIT_PROXY_CONFIG";
+
+impl ConfigArg {
+    /// `--config` after the command, else before it, else the variable,
+    /// else `proxy.toml`.
+    fn resolve(self, before_command: ConfigArg) -> PathBuf {
+        self.config
+            .or(before_command.config)
+            .or_else(|| {
+                std::env::var_os(CONFIG_ENV)
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from)
+            })
+            .unwrap_or_else(|| PathBuf::from("proxy.toml"))
+    }
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Run the proxy (the default).
-    Run,
+    Run(ConfigArg),
     /// Validate the config and print it with every secret redacted.
-    Check,
+    Check(ConfigArg),
     /// Run a simulated Fitbit API and the proxy in front of it, on loopback.
     Demo {
-        /// Where the proxy listens.
-        #[arg(long, default_value = "127.0.0.1:8080")]
+        /// Where the proxy listens: IP:PORT or HOST:PORT (a name is
+        /// resolved, a loopback address preferred).
+        #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR", value_parser = listen_addr)]
         listen: SocketAddr,
     },
     /// Run only the simulated Fitbit API, for developing services locally.
     Simulate {
-        /// Where the simulator listens.
-        #[arg(long, default_value = "127.0.0.1:8081")]
+        /// Where the simulator listens: IP:PORT or HOST:PORT (a name is
+        /// resolved, a loopback address preferred).
+        #[arg(long, default_value = "127.0.0.1:8081", value_name = "ADDR", value_parser = listen_addr)]
         listen: SocketAddr,
         #[command(flatten)]
         sim: SimArgs,
     },
+}
+
+/// `--listen`: an address as is, or `HOST:PORT` resolved; of the host's
+/// addresses a loopback one is preferred (IPv4 first), so that
+/// `localhost:8080` stays on this machine whatever order the resolver gives.
+fn listen_addr(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    if text
+        .rsplit_once(':')
+        .is_none_or(|(_, port)| port.parse::<u16>().is_err())
+    {
+        return Err("expected IP:PORT or HOST:PORT, e.g. 127.0.0.1:8080 or localhost:8080".into());
+    }
+    let addrs = text
+        .to_socket_addrs()
+        .map_err(|err| format!("cannot resolve {text}: {err}"))?;
+    addrs
+        .min_by_key(|a| (!a.ip().is_loopback(), !a.is_ipv4()))
+        .ok_or_else(|| format!("{text} resolves to no address"))
 }
 
 /// How the simulated API behaves (`simulate` only).
@@ -76,8 +124,25 @@ struct SimArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let command = cli.command.unwrap_or(Command::Run);
-    match command {
+    let (check, config) = match cli
+        .command
+        .unwrap_or(Command::Run(ConfigArg { config: None }))
+    {
+        command @ (Command::Demo { .. } | Command::Simulate { .. })
+            if cli.config.config.is_some() =>
+        {
+            let name = if matches!(command, Command::Demo { .. }) {
+                "demo"
+            } else {
+                "simulate"
+            };
+            Cli::command()
+                .error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    format!("`{name}` runs on a config of its own and takes no --config"),
+                )
+                .exit()
+        }
         Command::Demo { listen } => {
             let _log = logging::init(LogFormat::Text);
             return exit_code(run_demo(listen, None));
@@ -86,41 +151,58 @@ fn main() -> ExitCode {
             let _log = logging::init(LogFormat::Text);
             return exit_code(run_demo(listen, Some(sim)));
         }
-        Command::Run | Command::Check => {}
-    }
-    let config = match Config::load(&cli.config) {
+        Command::Run(arg) => (false, arg.resolve(cli.config)),
+        Command::Check(arg) => (true, arg.resolve(cli.config)),
+    };
+    let config = match Config::load(&config) {
         Ok(config) => config,
         Err(err) => {
             eprintln!("{err}");
             return ExitCode::from(2);
         }
     };
-    match command {
-        Command::Check => {
-            for warning in &config.warnings {
-                eprintln!("warning: {warning}");
-            }
-            print!("{}", config.render_redacted());
-            ExitCode::SUCCESS
+    if check {
+        for warning in &config.warnings {
+            eprintln!("warning: {warning}");
         }
-        _ => {
-            // Kept to the end of `main`: its drop writes out queued lines,
-            // the error line of a failed run included.
-            let _log = logging::init(config.log.format);
-            exit_code(run(config))
-        }
+        print!("{}", config.render_redacted());
+        return ExitCode::SUCCESS;
     }
+    // Kept to the end of `main`: its drop writes out queued lines, the
+    // error line of a failed run included.
+    let _log = logging::init(config.log.format);
+    exit_code(run(config))
 }
 
+/// Exit code 1 for a runtime failure, logged once: as one log line (so that
+/// with `log.format = "json"` it is JSON like every other line), naming
+/// each cause once.
 fn exit_code(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!("{err:#}");
-            eprintln!("fitbit-proxy: {err:#}");
+            tracing::error!("{}", describe(&err));
             ExitCode::from(1)
         }
     }
+}
+
+/// The error and its causes joined by `: `, each once: a message that
+/// already quotes its cause (`cannot bind 127.0.0.1:8080: Address already
+/// in use`) is not followed by that cause again.
+fn describe(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let cause = cause.to_string();
+        if text.contains(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
 }
 
 #[tokio::main]

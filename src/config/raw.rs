@@ -97,7 +97,9 @@ impl Default for RawUpstream {
             ca_file: None,
             connect_timeout: "5s".into(),
             request_timeout: "60s".into(),
-            deny_paths: vec!["/oauth2/".into()],
+            // Fitbit's OAuth endpoints: the token endpoint and revocation under
+            // /oauth2/, token introspection under /1.1/oauth2/.
+            deny_paths: vec!["/oauth2/".into(), "/1.1/oauth2/".into()],
             allow_paths: None,
         }
     }

@@ -23,9 +23,11 @@ use tower::util::Either;
 
 use super::connection::{self, Protocols};
 use super::deadline::{Bounds, Phase};
+use super::observe::Observe;
 use super::ConnectionService;
 use crate::config::ListenConfig;
 use crate::ops::logging::Throttle;
+use crate::ops::metrics::Metrics;
 
 /// The HTTP/2 connection preface; enough of it tells h2c from HTTP/1.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -66,20 +68,22 @@ struct Listener {
 /// Serves `service` on `listener` until `shutdown` resolves, then stops
 /// accepting and waits up to `listen.shutdown_grace` for open connections.
 /// `refused` answers every request from a source outside `listen.allow`
-/// (`stack::refusal`).
+/// (`stack::refusal`). `metrics` counts open connections and the requests
+/// hyper refuses before `service` sees them.
 pub async fn serve<S, R>(
     listener: TcpListener,
     service: S,
     refused: R,
     cfg: &ListenConfig,
     tls: Option<TlsAcceptor>,
+    metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) where
     S: ConnectionService,
     R: ConnectionService,
 {
     let ctx = Arc::new(Listener {
-        protocols: protocols(cfg),
+        protocols: protocols(cfg, metrics),
         tls,
         allow: cfg.allow.clone(),
         first_bytes_deadline: cfg.header_read_timeout,
@@ -129,7 +133,8 @@ pub async fn serve<S, R>(
             // TLS and HTTP/2 live in boxes of their own.
             let opened = Box::pin(ctx.open(stream, peer, Arc::clone(&service), drain_signal));
             if let Some((stream, prefix, drain)) = opened.await {
-                let served = connection::serve_h1(&ctx.protocols, stream, prefix, service, drain);
+                let served =
+                    connection::serve_h1(&ctx.protocols, stream, prefix, service, drain, peer);
                 log_end(served.await, peer);
             }
         });
@@ -197,7 +202,7 @@ impl Listener {
         let served = if h2 {
             connection::serve_h2(&self.protocols, tls, prefix, service, drain, peer).await
         } else {
-            connection::serve_h1(&self.protocols, tls, prefix, service, drain).await
+            connection::serve_h1(&self.protocols, tls, prefix, service, drain, peer).await
         };
         log_end(served, peer);
         None
@@ -243,7 +248,7 @@ async fn read_first_bytes<I: AsyncRead + Unpin>(io: &mut I, deadline: Duration) 
     tokio::time::timeout(deadline, reading).await.ok().flatten()
 }
 
-fn protocols(cfg: &ListenConfig) -> Protocols {
+fn protocols(cfg: &ListenConfig, metrics: Arc<Metrics>) -> Protocols {
     let mut h1 = http1::Builder::new();
     h1.timer(TokioTimer::new())
         .header_read_timeout(cfg.header_read_timeout)
@@ -268,6 +273,7 @@ fn protocols(cfg: &ListenConfig) -> Protocols {
             idle: cfg.header_read_timeout,
             send: cfg.send_timeout,
         },
+        observe: Observe::new(metrics),
     }
 }
 

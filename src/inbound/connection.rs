@@ -42,7 +42,9 @@ use tokio::sync::watch;
 use tokio_rustls::server::TlsStream;
 
 use super::deadline::{self, Activity, Phase, Supervisor, Track, TrackIo};
+use super::observe::{Observe, Protocol, WithClient};
 use super::rapid_reset::{ResetLimit, Resets};
+use super::refusal::{Exchanges, HeldIo};
 use super::rewind::Rewind;
 use super::watch::{Watch, Watched, Watching};
 use super::ConnectionService;
@@ -58,6 +60,9 @@ pub(crate) struct Protocols {
     /// Idle connections and clients that stop reading (deadline.rs); a
     /// parked connection waits for its next request `bounds.idle` at most.
     pub(crate) bounds: deadline::Bounds,
+    /// Open connections by protocol, the peer's address on each request,
+    /// and hyper's own refusals (observe.rs, refusal.rs).
+    pub(crate) observe: Observe,
 }
 
 /// A transport a connection can be parked on: it waits for the next
@@ -95,11 +100,12 @@ pub(crate) async fn serve_h2<I: Park, S: ConnectionService>(
 ) -> hyper::Result<()> {
     // HTTP/2's control frames are writes too: there only response bodies
     // pulled count as the client's progress.
+    let _open = protocols.observe.open(Protocol::H2);
     let activity = Activity::new();
     let io = TrackIo::new(Rewind::new(prefix, io), None);
     let resets = Arc::new(Resets::default());
     let service = Watched {
-        inner: Track::new(S::clone(&service), Arc::clone(&activity)),
+        inner: tracked(&service, peer, &activity),
         watch: Arc::clone(&resets),
     };
     let conn = ResetLimit::new(
@@ -129,7 +135,10 @@ pub(crate) async fn serve_h1<I: Park, S: ConnectionService>(
     mut prefix: Bytes,
     service: Arc<S>,
     phase: watch::Receiver<Phase>,
+    peer: SocketAddr,
 ) -> hyper::Result<()> {
+    let _open = protocols.observe.open(Protocol::Http1);
+    let exchanges = Exchanges::new(peer, Arc::clone(&protocols.observe.metrics));
     let activity = Activity::new();
     let mut supervisor = Supervisor::new(protocols.bounds, phase.clone());
     let turn = Arc::new(Turn::default());
@@ -137,10 +146,18 @@ pub(crate) async fn serve_h1<I: Park, S: ConnectionService>(
     loop {
         turn.reset();
         let observed = Watched {
-            inner: Track::new(S::clone(&service), Arc::clone(&activity)),
-            watch: Arc::clone(&turn),
+            inner: Watched {
+                inner: tracked(&service, peer, &activity),
+                watch: Arc::clone(&turn),
+            },
+            // What hyper writes while no request is open is its own
+            // refusal, replaced by the proxy's answer (refusal.rs).
+            watch: Arc::clone(&exchanges),
         };
-        let io_tracked = TrackIo::new(Rewind::new(prefix, io), Some(Arc::clone(&activity)));
+        let io_tracked = TrackIo::new(
+            HeldIo::new(Rewind::new(prefix, io), &exchanges),
+            Some(Arc::clone(&activity)),
+        );
         let mut one = OneRequest::<I, S> {
             // Boxed: allocated for the request, freed while parked.
             conn: Box::new(
@@ -162,7 +179,7 @@ pub(crate) async fn serve_h1<I: Park, S: ConnectionService>(
             return Ok(());
         }
         let parts = one.conn.into_parts();
-        let (rest, inner) = parts.io.into_inner().into_inner().into_parts();
+        let (rest, inner) = parts.io.into_inner().into_inner().into_inner().into_parts();
         io = inner;
         prefix = join(parts.read_buf, rest);
         if prefix.is_empty() {
@@ -187,6 +204,20 @@ pub(crate) async fn serve_h1<I: Park, S: ConnectionService>(
     }
 }
 
+/// A request's copy of the stack: given the peer's address, and tracked
+/// for the connection's deadlines.
+fn tracked<S: Clone>(
+    service: &Arc<S>,
+    peer: SocketAddr,
+    activity: &Arc<Activity>,
+) -> Track<WithClient<S>> {
+    let inner = WithClient {
+        inner: S::clone(service),
+        peer,
+    };
+    Track::new(inner, Arc::clone(activity))
+}
+
 /// hyper's unread bytes, then the rest of the replayed prefix, in a buffer
 /// of their own: a `Bytes` sliced from hyper's read buffer, even an empty
 /// one, would keep all 8 KiB of it alive while parked.
@@ -199,8 +230,8 @@ fn join(read_ahead: Bytes, rest: Bytes) -> Bytes {
 }
 
 type H1Connection<I, S> = http1::Connection<
-    TokioIo<TrackIo<Rewind<I>>>,
-    TowerToHyperService<Watched<Track<S>, Arc<Turn>>>,
+    TokioIo<TrackIo<HeldIo<Rewind<I>>>>,
+    TowerToHyperService<Watched<Watched<Track<WithClient<S>>, Arc<Turn>>, Arc<Exchanges>>>,
 >;
 
 /// One request's hyper connection, as a future that ends when hyper stops

@@ -2,14 +2,18 @@
 //! the accept loop (`accept.rs`: `listen.allow`, `listen.max_connections`,
 //! the first-bytes deadline, protocol choice, draining), inbound TLS
 //! (`tls.rs`), the connection drivers (`connection.rs`: HTTP/1 parked between
-//! requests, HTTP/2 with its Rapid Reset bound in `rapid_reset.rs`), and the
+//! requests, HTTP/2 with its Rapid Reset bound in `rapid_reset.rs`), the
 //! deadlines hyper has no knob for (`deadline.rs`: idle connections, clients
-//! that stop reading).
+//! that stop reading), what the drivers report (`observe.rs`: open
+//! connections, each request's peer) and the proxy's answers in place of
+//! hyper's own refusals of HTTP/1 heads (`refusal.rs`).
 
 mod accept;
 mod connection;
 mod deadline;
+mod observe;
 mod rapid_reset;
+mod refusal;
 mod rewind;
 pub mod tls;
 mod watch;

@@ -1,10 +1,13 @@
 //! The access layer, outermost in the stack: gives every request an
 //! `x-request-id` (kept from the client when sane), passes it upstream and
 //! back, counts every answer in the metrics and writes one access-log line
-//! per request when its response body ends.
+//! per request when its response body ends. [`Line`] is the line's one
+//! shape, also written for requests hyper refused before the stack
+//! (`inbound/refusal.rs`).
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -22,6 +25,11 @@ use crate::ops::metrics::{Metrics, Origin};
 use crate::profile::fitbit;
 
 pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The peer's socket address, put in every request's extensions by the
+/// connection driver (`inbound/`) for the access log's `client` field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ClientAddr(pub(crate) SocketAddr);
 
 /// The access log's `tracing` target, fixed so that a `RUST_LOG` filter
 /// such as `fitbit_proxy::access=off` does not depend on where this file
@@ -108,8 +116,10 @@ where
             // Only the path: a query string may carry user data.
             path: req.uri().path().to_owned(),
             request_id,
+            client: req.extensions().get::<ClientAddr>().map(|c| c.0),
             start: Instant::now(),
             answer: None,
+            error: None,
             bytes: 0,
             complete: false,
         };
@@ -140,7 +150,9 @@ where
         let Ok(res) = std::task::ready!(this.inner.poll(cx));
         let mut record = this.record.take().expect("polled after completion");
         let (mut parts, body) = res.into_parts();
-        let origin = if parts.headers.contains_key(fitbit::PROXY_ERROR_HEADER) {
+        // The proxy's own answers name their kind in x-fitbit-proxy-error.
+        record.error = parts.headers.get(fitbit::PROXY_ERROR_HEADER).cloned();
+        let origin = if record.error.is_some() {
             Origin::Proxy
         } else {
             Origin::Upstream
@@ -166,9 +178,12 @@ struct Record {
     method: Method,
     path: String,
     request_id: HeaderValue,
+    client: Option<SocketAddr>,
     start: Instant,
     /// Status and origin, once the response headers are ready.
     answer: Option<(u16, Origin)>,
+    /// The `x-fitbit-proxy-error` of the proxy's own answers.
+    error: Option<HeaderValue>,
     /// Response body bytes handed to the connection so far.
     bytes: u64,
     /// The response body reached its end.
@@ -184,15 +199,61 @@ impl Drop for Record {
                 (CLIENT_CLOSED, "client")
             }
         };
-        let duration_ms = self.start.elapsed().as_micros() as f64 / 1000.0;
-        tracing::info!(
-            target: ACCESS_LOG_TARGET,
-            method = %self.method,
-            path = %self.path,
+        Line {
+            method: Some(self.method.as_str()),
+            path: Some(&self.path),
             status,
             origin,
+            error: self.error.as_ref().and_then(|e| e.to_str().ok()),
+            duration: self.start.elapsed(),
+            request_id: self.request_id.to_str().unwrap_or_default(),
+            client: self.client,
+            bytes: self.bytes,
+            complete: self.complete,
+        }
+        .write();
+    }
+}
+
+/// What one access-log line says. Fields that are `None` are left out of
+/// the line.
+pub(crate) struct Line<'a> {
+    /// `None` when the request head could not be read (refused by hyper).
+    pub(crate) method: Option<&'a str>,
+    /// Without the query. `None` as for `method`.
+    pub(crate) path: Option<&'a str>,
+    pub(crate) status: u16,
+    /// `upstream`, `proxy` or `client` (gone before the answer).
+    pub(crate) origin: &'a str,
+    /// The `x-fitbit-proxy-error` of the proxy's own answers.
+    pub(crate) error: Option<&'a str>,
+    pub(crate) duration: std::time::Duration,
+    pub(crate) request_id: &'a str,
+    /// The peer's address. The caller's identity, once callers are known
+    /// (a `caller` field), goes beside it.
+    pub(crate) client: Option<SocketAddr>,
+    /// Response body bytes handed to the connection.
+    pub(crate) bytes: u64,
+    /// The response body was sent to its end.
+    pub(crate) complete: bool,
+}
+
+impl Line<'_> {
+    pub(crate) fn write(&self) {
+        let duration_ms = self.duration.as_micros() as f64 / 1000.0;
+        use tracing::field::display as shown;
+        // Method and path unquoted in the text format, as before this
+        // struct existed; the other strings quoted.
+        tracing::info!(
+            target: ACCESS_LOG_TARGET,
+            method = self.method.map(shown),
+            path = self.path.map(shown),
+            status = self.status,
+            origin = self.origin,
+            error = self.error,
             duration_ms,
-            request_id = self.request_id.to_str().unwrap_or_default(),
+            request_id = self.request_id,
+            client = self.client.map(shown),
             bytes = self.bytes,
             complete = self.complete,
             "request"

@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, Request, Response, Version};
 use tower_layer::Layer;
@@ -21,10 +22,18 @@ use crate::profile::fitbit;
 /// The proxy's own answer for `err`: Fitbit's error shape, its status, and
 /// `x-fitbit-proxy-error` naming the kind.
 pub(crate) fn answer(err: &ProxyError) -> Response<Body> {
+    let (parts, body) = answer_parts(err);
+    Response::from_parts(parts, Body::full(body))
+}
+
+/// [`answer`]'s head and body, for a connection driver that writes the
+/// answer itself (`inbound/refusal.rs`).
+pub(crate) fn answer_parts(err: &ProxyError) -> (http::response::Parts, Bytes) {
     let (status, code) = err.status_and_code();
-    let mut res = Response::new(Body::full(fitbit::error_body(code, &err.to_string())));
-    *res.status_mut() = status;
-    let headers = res.headers_mut();
+    let body = Bytes::from(fitbit::error_body(code, &err.to_string()));
+    let (mut parts, ()) = Response::new(()).into_parts();
+    parts.status = status;
+    let headers = &mut parts.headers;
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert(fitbit::PROXY_ERROR_HEADER, HeaderValue::from_static(code));
     if let Some(after) = err.retry_after() {
@@ -42,7 +51,7 @@ pub(crate) fn answer(err: &ProxyError) -> Response<Body> {
             HeaderValue::from(view.reset_secs()),
         );
     }
-    res
+    (parts, body)
 }
 
 /// `Retry-After` in whole seconds, rounded up so a client never comes back early.
@@ -200,6 +209,8 @@ mod tests {
             (ProxyError::BadRequest("x"), 400, "bad_request"),
             (ProxyError::Forbidden("x"), 403, "forbidden"),
             (ProxyError::MethodNotAllowed("x"), 405, "method_not_allowed"),
+            (ProxyError::UriTooLong, 414, "uri_too_long"),
+            (ProxyError::HeadTooLarge, 431, "header_too_large"),
             (
                 ProxyError::ClientTimeout(Duration::from_secs(1)),
                 408,

@@ -1,6 +1,7 @@
 //! The proxy's metrics: one [`Metrics`] created by `run`, shared as
-//! `Arc<Metrics>` by the access layer, the token refresher and the pacing
-//! layer, and rendered by the admin listener's `/metrics`.
+//! `Arc<Metrics>` by the access layer, the token refresher, the pacing
+//! layer and the connection drivers, and rendered by the admin listener's
+//! `/metrics` together with the process metrics (`process.rs`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -76,6 +77,23 @@ pub type TaskLabels = [(&'static str, &'static str); 1];
 /// `rate_limited` or `queue_full`.
 pub type ReasonLabels = [(&'static str, String); 1];
 
+/// Labels of `fitbit_proxy_open_connections`: `protocol` is `http1` or `h2`.
+pub type ProtocolLabels = [(&'static str, &'static str); 1];
+
+/// Labels of `fitbit_proxy_build_info`.
+pub type BuildLabels = [(&'static str, &'static str); 3];
+
+/// What this binary is: its version, the git revision it was built from and
+/// the compiler's version (`unknown` when the build had no git checkout).
+pub const BUILD: BuildLabels = [
+    ("version", env!("CARGO_PKG_VERSION")),
+    ("revision", env!("FITBIT_PROXY_REVISION")),
+    ("rustversion", env!("FITBIT_PROXY_RUSTC_VERSION")),
+];
+
+/// The protocols of `fitbit_proxy_open_connections`.
+pub const PROTOCOLS: [&str; 2] = ["http1", "h2"];
+
 /// All metrics. Each field is a cheap handle (an `Arc` inside); updating one
 /// never locks anything but, for a new label set, the family's map.
 #[derive(Debug)]
@@ -109,6 +127,10 @@ pub struct Metrics {
     pub paced_rejections_total: Family<ReasonLabels, Counter>,
     /// Background tasks restarted after a panic, by task.
     pub task_restarts_total: Family<TaskLabels, Counter>,
+    /// Inbound connections open now, past their first bytes, by protocol.
+    open_connections: Family<ProtocolLabels, Gauge>,
+    /// 1, labelled with the build's version, git revision and compiler.
+    build_info: Family<BuildLabels, Gauge>,
     /// Log lines dropped because the log writer could not keep up; brought
     /// up to date at scrape time.
     log_lines_dropped: Counter,
@@ -145,11 +167,14 @@ impl Metrics {
             rate_limit_header_errors_total: Counter::default(),
             paced_rejections_total: Family::default(),
             task_restarts_total: Family::default(),
+            open_connections: Family::default(),
+            build_info: Family::default(),
             log_lines_dropped: Counter::default(),
             pacing_wait: Histogram::new(WAIT_BUCKETS),
             wait_counts: std::array::from_fn(|_| AtomicU64::new(0)),
             history: SendHistory::new(tokio::time::Instant::now()),
         };
+        m.build_info.get_or_create(&BUILD).set(1);
         // Known label values start at zero, so that a rate of them can be
         // computed before the first one happens.
         for result in ["ok", "rejected", "failed"] {
@@ -159,12 +184,25 @@ impl Metrics {
             m.paced_rejections_total
                 .get_or_create_owned(&[("reason", reason.to_owned())]);
         }
+        for protocol in PROTOCOLS {
+            m.open_connections
+                .get_or_create_owned(&[("protocol", protocol)]);
+        }
         m.register()
     }
 
     /// The registry holds clones of the handles; the fields stay usable.
     fn register(mut self) -> Metrics {
+        // The standard process_* names, unprefixed as in every client
+        // library, so that dashboards made for them work as they are.
+        self.registry
+            .register_collector(Box::new(crate::ops::process::ProcessCollector));
         let r = self.registry.sub_registry_with_prefix(PREFIX);
+        r.register(
+            "build_info",
+            "1, labelled with the version, the git revision and the compiler of this build",
+            self.build_info.clone(),
+        );
         r.register(
             "requests",
             "Answers by origin (upstream or proxy) and status code",
@@ -245,6 +283,11 @@ impl Metrics {
             self.pacing_wait.clone(),
         );
         r.register(
+            "open_connections",
+            "Inbound connections open now (past their first bytes), by protocol (http1, h2)",
+            self.open_connections.clone(),
+        );
+        r.register(
             "log_lines_dropped",
             "Log lines dropped because standard error could not take them fast enough",
             self.log_lines_dropped.clone(),
@@ -316,6 +359,13 @@ impl Metrics {
             .get_or_create_owned(&[("task", task)])
     }
 
+    /// The gauge of open inbound connections speaking `protocol` (one of
+    /// [`PROTOCOLS`]).
+    pub fn open_connections(&self, protocol: &'static str) -> Gauge {
+        self.open_connections
+            .get_or_create_owned(&[("protocol", protocol)])
+    }
+
     /// The OpenMetrics text exposition of every metric, with the token's
     /// remaining lifetime as of now.
     pub fn render(&self, token_expires_in: Option<Duration>) -> String {
@@ -375,7 +425,10 @@ mod tests {
         m.rate_limit_reset_seconds.set(12.5);
         let text = m.render(Some(Duration::from_secs(90)));
         for l in text.lines().filter(|l| !l.starts_with('#')) {
-            assert!(l.starts_with("fitbit_proxy_"), "{l}");
+            assert!(
+                l.starts_with("fitbit_proxy_") || l.starts_with("process_"),
+                "{l}"
+            );
         }
         for (start, value) in [
             (
@@ -400,6 +453,8 @@ mod tests {
                 "fitbit_proxy_task_restarts_total{task=\"token_refresher\"}",
                 "0",
             ),
+            ("fitbit_proxy_open_connections{protocol=\"http1\"}", "0"),
+            ("fitbit_proxy_open_connections{protocol=\"h2\"}", "0"),
         ] {
             assert_eq!(
                 line(&text, &format!("{start} ")),
@@ -407,6 +462,36 @@ mod tests {
             );
         }
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn build_info_is_one_with_the_version_revision_and_compiler() {
+        let text = Metrics::new().render(None);
+        let want = format!(
+            "fitbit_proxy_build_info{{version=\"{}\",revision=\"{}\",rustversion=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION"),
+            env!("FITBIT_PROXY_REVISION"),
+            env!("FITBIT_PROXY_RUSTC_VERSION"),
+        );
+        assert!(text.lines().any(|l| l == want), "{want}\n{text}");
+        assert!(!env!("FITBIT_PROXY_RUSTC_VERSION").is_empty());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn process_metrics_are_rendered_under_their_standard_names() {
+        let text = Metrics::new().render(None);
+        for name in [
+            "process_cpu_seconds_total ",
+            "process_resident_memory_bytes ",
+            "process_virtual_memory_bytes ",
+            "process_start_time_seconds ",
+            "process_threads ",
+            "process_open_fds ",
+            "process_max_fds ",
+        ] {
+            assert!(text.lines().any(|l| l.starts_with(name)), "{name}\n{text}");
+        }
     }
 
     #[test]

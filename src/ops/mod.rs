@@ -1,7 +1,8 @@
 //! Everything beside the request path that operators touch: the admin
 //! listener (`admin.rs`: health, readiness, metrics, the status page of
 //! `status/`), the metrics themselves (`metrics.rs`, with the per-minute send
-//! history of `history.rs`), log output (`logging.rs`) and the supervisor that restarts
+//! history of `history.rs` and the process metrics read from `/proc` in
+//! `process.rs`), log output (`logging.rs`) and the supervisor that restarts
 //! a background task after a panic (`supervise.rs`).
 
 pub(crate) mod admin;
@@ -9,5 +10,6 @@ pub(crate) mod health;
 mod history;
 pub mod logging;
 pub mod metrics;
+pub(crate) mod process;
 pub(crate) mod status;
 pub(crate) mod supervise;

@@ -1,12 +1,14 @@
 //! Operations (SPEC §8, §9): the admin listener's `/healthz`, `/readyz`,
 //! `/metrics` and the status page (`status_page.rs`, in headless Chromium), request ids, the access log, draining on SIGTERM and the
-//! demo's printed commands. In-process tests run on paused tokio time; the
+//! demo's printed commands; the access log's `client` and `error`, heads
+//! hyper refuses, build, process and connection metrics (`observability.rs`). In-process tests run on paused tokio time; the
 //! ones that need the real binary (signals, log output) run it as a child.
 
 #[path = "../support/mod.rs"]
 mod support;
 
 mod binary;
+mod observability;
 mod status_page;
 
 use std::time::Duration;

@@ -4,10 +4,10 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-const BIN: &str = env!("CARGO_BIN_EXE_fitbit-proxy");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_fitbit-proxy");
 const CANARY: &str = "SECRET_CANARY_cli";
 
-fn fitbit_proxy(args: &[&str], dir: &Path) -> Output {
+pub(crate) fn fitbit_proxy(args: &[&str], dir: &Path) -> Output {
     Command::new(BIN)
         .args(args)
         .current_dir(dir)
@@ -17,11 +17,11 @@ fn fitbit_proxy(args: &[&str], dir: &Path) -> Output {
         .expect("run fitbit-proxy")
 }
 
-fn shipped_config() -> String {
+pub(crate) fn shipped_config() -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("proxy.toml")).unwrap()
 }
 
-fn text(out: &Output) -> String {
+pub(crate) fn text(out: &Output) -> String {
     format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

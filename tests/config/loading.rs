@@ -31,7 +31,7 @@ fn defaults_are_those_of_the_spec() {
     assert_eq!(c.upstream.ca_file, None);
     assert_eq!(c.upstream.connect_timeout, Duration::from_secs(5));
     assert_eq!(c.upstream.request_timeout, Duration::from_secs(60));
-    assert_eq!(c.upstream.deny_paths, ["/oauth2/"]);
+    assert_eq!(c.upstream.deny_paths, ["/oauth2/", "/1.1/oauth2/"]);
     assert_eq!(c.upstream.allow_paths, None);
     assert_eq!(
         c.credentials.token_url,

@@ -1,10 +1,12 @@
 //! Config loading as an operator meets it: the shipped `proxy.toml`, the
 //! defaults, one message per bad setting, and secrets that never leak;
-//! and the command line around it (`check`, `run`, exit codes). The rules are tested here and only here; how the proxy behaves under
+//! and the command line around it (`check`, `run`, exit codes; help,
+//! `--listen` and bind errors in `cli_help.rs`). The rules are tested here and only here; how the proxy behaves under
 //! each setting is tested where that behaviour lives (tests/forwarding.rs
 //! for `max_request_body`, tests/listener.rs for `allow`, …).
 
 mod cli;
+mod cli_help;
 mod loading;
 mod rendering;
 mod validation;

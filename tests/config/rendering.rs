@@ -106,7 +106,7 @@ url = "https://api.fitbit.com"
 # ca_file: not set (web PKI roots only)
 connect_timeout = "5s"
 request_timeout = "1m"
-deny_paths = ["/oauth2/"]
+deny_paths = ["/oauth2/", "/1.1/oauth2/"]
 # allow_paths: not set (every path not denied is forwarded)
 
 [credentials]

@@ -132,8 +132,10 @@ async fn a_panic_in_one_request_stays_in_its_connection() {
     let server = tokio::spawn(async move {
         // The listener wants named (Unpin) futures, as the stack's are.
         let service = tower::service_fn(|req| Box::pin(service(req)));
-        let refused = fitbit_proxy::stack::refusal(Arc::new(Metrics::new()));
-        fitbit_proxy::inbound::serve(listener, service, refused, &config.listen, None, async {
+        let metrics = Arc::new(Metrics::new());
+        let refused = fitbit_proxy::stack::refusal(Arc::clone(&metrics));
+        let listen = &config.listen;
+        fitbit_proxy::inbound::serve(listener, service, refused, listen, None, metrics, async {
             let _ = stopped.await;
         })
         .await;

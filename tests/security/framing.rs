@@ -354,9 +354,9 @@ async fn pacing_refusals_leave_no_body_to_be_read_as_a_request() {
     assert_invariants(&h);
 }
 
-/// One counted outcome per request (G5): requests the stack answered are each
-/// counted once, by origin and code; what hyper refused before the stack is
-/// not a request.
+/// One counted outcome per request (G5): every answer is counted once, by
+/// origin and code: those of the stack, and the proxy's answers to heads
+/// hyper refused before the stack (here the malformed `Content-Length: +5`).
 #[tokio::test]
 async fn every_answer_is_counted_once() {
     let h = Setup::default().admin().start().await;
@@ -374,7 +374,7 @@ async fn every_answer_is_counted_once() {
     assert_outcomes(
         &h,
         &[
-            (("proxy", "400"), 3.0),
+            (("proxy", "400"), 4.0),
             (("proxy", "403"), 1.0),
             (("proxy", "405"), 1.0),
             (("upstream", "200"), 1.0),

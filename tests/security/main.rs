@@ -12,6 +12,7 @@ mod h2;
 mod headers;
 mod heads;
 mod idle;
+mod oauth_paths;
 mod observability;
 mod probe;
 mod slow;
