@@ -4,6 +4,7 @@
 //! warnings.
 
 mod credentials;
+mod shared;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -41,10 +42,11 @@ pub(super) fn validate(
     let credentials = v.credentials(&raw.credentials);
     let rate_limit = v.rate_limit(&raw.rate_limit);
     let log = v.log(&raw.log);
+    let shared = v.shared(&raw.shared);
     if let (Some(l), Some(r)) = (&listen, &rate_limit) {
         v.waiters_fit_in_the_grace(l, r, &raw.rate_limit.max_wait);
     }
-    let sections = (listen, admin, upstream, credentials, rate_limit, log);
+    let sections = (listen, admin, upstream, credentials, rate_limit, log, shared);
     match sections {
         (
             Some(listen),
@@ -53,6 +55,7 @@ pub(super) fn validate(
             Some(credentials),
             Some(rate_limit),
             Some(log),
+            Some(shared),
         ) if v.problems.is_empty() => Ok(Config {
             source: source.to_path_buf(),
             listen,
@@ -61,6 +64,7 @@ pub(super) fn validate(
             credentials,
             rate_limit,
             log,
+            shared,
             warnings: v.warnings.iter().map(|w| w.line(source)).collect(),
         }),
         // Unreachable while every `None` comes with a problem; never report
