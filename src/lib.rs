@@ -36,6 +36,9 @@
 //!                    token lifetimes, error shape)
 //!  ops/              admin.rs: /healthz /readyz /metrics; metrics.rs; logging.rs;
 //!                    supervise.rs: restarts the token refresher after a panic
+//!  shared/           Redis, for replicas on one client id: token.rs: one token for
+//!                    all (asked by token/refresh.rs before it fetches); client.rs:
+//!                    connection, timeouts, breaker.rs; seal.rs; scripts.rs (Lua)
 //!  sim/              the simulated Fitbit API for tests, `demo` (demo.rs), `simulate`
 //!  body.rs           the one body type of both directions
 //! ```
@@ -52,6 +55,7 @@ pub mod layers;
 pub mod ops;
 pub mod pacing;
 pub mod profile;
+pub mod shared;
 pub mod sim;
 pub mod stack;
 pub mod token;
@@ -113,8 +117,14 @@ pub async fn run_with_admin(
     let exchange = Exchange::new(client.clone(), &config.credentials, fetch_timeout);
     let tokens = TokenSource::new(fetch_timeout);
     let margin = config.credentials.refresh_before_expiry;
-    let refresher = AbortOnDrop(tokens.spawn_refresher(exchange, margin, Arc::clone(&metrics)));
-    let health = admin::Health::new(Arc::clone(&tokens));
+    let (shared, connector) = shared::Shared::start(&config, Arc::clone(&metrics));
+    let refresher = AbortOnDrop(tokens.spawn_shared_refresher(
+        exchange,
+        margin,
+        Arc::clone(&metrics),
+        shared.tokens(),
+    ));
+    let health = admin::Health::new(Arc::clone(&tokens), shared);
     let admin =
         admin.map(|l| AbortOnDrop(admin::spawn(l, Arc::clone(&health), Arc::clone(&metrics))));
     let shutdown = health.drain_on(shutdown);
@@ -134,6 +144,7 @@ pub async fn run_with_admin(
     )
     .await;
     drop(refresher);
+    drop(connector);
     drop(admin);
     Ok(())
 }

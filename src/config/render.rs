@@ -119,7 +119,9 @@ fn shared(s: &SharedConfig) -> String {
     let password = match password {
         Some(SecretSource::Env(name)) => format!("redis_password_env = {}", quote(name)),
         Some(SecretSource::File(file)) => format!("redis_password_file = {}", path(file)),
-        Some(SecretSource::Literal) | None => "# redis_password_env, redis_password_file: not set".to_owned(),
+        Some(SecretSource::Literal) | None => {
+            "# redis_password_env, redis_password_file: not set".to_owned()
+        }
     };
     format!(
         "[shared]\nredis_url = {}\n{password}\nkey_prefix = {}\ntimeout = {}\n",

@@ -46,7 +46,15 @@ pub(super) fn validate(
     if let (Some(l), Some(r)) = (&listen, &rate_limit) {
         v.waiters_fit_in_the_grace(l, r, &raw.rate_limit.max_wait);
     }
-    let sections = (listen, admin, upstream, credentials, rate_limit, log, shared);
+    let sections = (
+        listen,
+        admin,
+        upstream,
+        credentials,
+        rate_limit,
+        log,
+        shared,
+    );
     match sections {
         (
             Some(listen),

@@ -20,6 +20,7 @@ use tokio::task::JoinSet;
 use crate::body::Body;
 use crate::config::AdminConfig;
 use crate::ops::metrics::{self, Metrics};
+use crate::shared::Shared;
 use crate::token::{FetchError, Status, TokenSource};
 
 /// Admin connections served at once; more wait in the accept backlog.
@@ -48,15 +49,19 @@ pub(crate) async fn bind(cfg: &AdminConfig) -> Result<Option<TcpListener>, Admin
 }
 
 /// What readiness depends on: the token, and whether the proxy is draining.
+/// It also reports the shared state, which never makes a replica unready
+/// (a Redis outage must not pull every replica at once).
 pub(crate) struct Health {
     tokens: Arc<TokenSource>,
+    shared: Shared,
     draining: AtomicBool,
 }
 
 impl Health {
-    pub(crate) fn new(tokens: Arc<TokenSource>) -> Arc<Health> {
+    pub(crate) fn new(tokens: Arc<TokenSource>, shared: Shared) -> Arc<Health> {
         Arc::new(Health {
             tokens,
+            shared,
             draining: AtomicBool::new(false),
         })
     }
@@ -178,13 +183,18 @@ impl Admin {
     }
 
     fn readyz(&self) -> Response<Body> {
-        let (status, body) = match self.health.readiness() {
+        let (status, mut body) = match self.health.readiness() {
             Ok(()) => (StatusCode::OK, serde_json::json!({ "ready": true })),
             Err(reason) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 serde_json::json!({ "ready": false, "reason": reason }),
             ),
         };
+        let shared = self.health.shared.state();
+        body["shared"] = shared.as_str().into();
+        if let Some(reason) = shared.reason() {
+            body["shared_reason"] = reason.into();
+        }
         respond(status, "application/json", body.to_string())
     }
 

@@ -103,6 +103,8 @@ pub struct Metrics {
     /// Log lines dropped because the log writer could not keep up; brought
     /// up to date at scrape time.
     log_lines_dropped: Counter,
+    /// Redis, the breaker and shared tokens (`fitbit_proxy_shared_…`).
+    pub shared: crate::shared::SharedMetrics,
 }
 
 impl Default for Metrics {
@@ -130,6 +132,7 @@ impl Metrics {
             paced_rejections_total: Family::default(),
             task_restarts_total: Family::default(),
             log_lines_dropped: Counter::default(),
+            shared: crate::shared::SharedMetrics::default(),
         };
         // Known label values start at zero, so that a rate of them can be
         // computed before the first one happens.
@@ -224,6 +227,7 @@ impl Metrics {
             "Log lines dropped because standard error could not take them fast enough",
             self.log_lines_dropped.clone(),
         );
+        self.shared.register(r);
         self
     }
 

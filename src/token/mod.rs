@@ -22,6 +22,7 @@ pub use exchange::{Exchange, FetchError, Grant};
 pub use layer::AuthLayer;
 
 use crate::ops::supervise::spawn_supervised;
+use crate::shared::token::SharedTokens;
 
 /// The refresher's `task` label in `fitbit_proxy_task_restarts_total`.
 pub const REFRESHER_TASK: &str = "token_refresher";
@@ -55,6 +56,42 @@ impl std::fmt::Debug for Token {
             .field("header", &"<redacted>")
             .field("expires_at", &self.expires_at)
             .field("generation", &self.generation)
+            .finish()
+    }
+}
+
+/// A token to start using: fetched here, or fetched by another replica and
+/// taken from the shared store.
+pub(crate) struct Obtained {
+    /// `Bearer …`, marked sensitive.
+    pub(crate) header: HeaderValue,
+    /// The lifetime the token endpoint granted, which sets when to refresh.
+    pub(crate) lifetime: Duration,
+    pub(crate) expires_at: Instant,
+    /// Its generation in the shared store; `None` when not shared.
+    pub(crate) shared: Option<u64>,
+}
+
+impl Obtained {
+    /// A token fetched here with a request sent at `sent`; expiry counts
+    /// from then, so that it errs early.
+    pub(crate) fn fetched(grant: Grant, sent: Instant) -> Obtained {
+        Obtained {
+            expires_at: sent + grant.expires_in,
+            lifetime: grant.expires_in,
+            header: grant.header,
+            shared: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Obtained {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Obtained")
+            .field("header", &"<redacted>")
+            .field("lifetime", &self.lifetime)
+            .field("expires_at", &self.expires_at)
+            .field("shared", &self.shared)
             .finish()
     }
 }
@@ -134,6 +171,18 @@ impl TokenSource {
         margin: Duration,
         metrics: Arc<crate::ops::metrics::Metrics>,
     ) -> JoinHandle<()> {
+        self.spawn_shared_refresher(exchange, margin, metrics, None)
+    }
+
+    /// [`TokenSource::spawn_refresher`] that asks the replicas' shared
+    /// store (when there is one) before fetching.
+    pub(crate) fn spawn_shared_refresher(
+        self: &Arc<Self>,
+        exchange: Exchange,
+        margin: Duration,
+        metrics: Arc<crate::ops::metrics::Metrics>,
+        shared: Option<Arc<SharedTokens>>,
+    ) -> JoinHandle<()> {
         let source = Arc::clone(self);
         let exchange = Arc::new(exchange);
         let restarts = metrics.task_restarts(REFRESHER_TASK);
@@ -143,6 +192,7 @@ impl TokenSource {
                 Arc::clone(&exchange),
                 margin,
                 Arc::clone(&metrics),
+                shared.clone(),
             )
         })
     }
@@ -212,24 +262,30 @@ impl TokenSource {
 
     /// Publishes a new token; the token first, then the status, so that a
     /// request woken by the status always finds the token.
-    fn install(&self, grant: Grant, sent: Instant) {
+    fn install(&self, got: Obtained) {
         let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
-        // Expiry counts from when the request left, so it errs early.
-        let expires_at = sent + grant.expires_in;
+        let expires_in = got
+            .expires_at
+            .saturating_duration_since(Instant::now())
+            .as_secs();
         self.current.store(Some(Arc::new(Token {
-            header: grant.header,
-            expires_at,
+            header: got.header,
+            expires_at: got.expires_at,
             generation,
         })));
         self.status.send_replace(Status {
             fetching: false,
             failure: None,
         });
-        tracing::info!(
-            generation,
-            expires_in = grant.expires_in.as_secs(),
-            "access token fetched"
-        );
+        match got.shared {
+            Some(shared_generation) => tracing::info!(
+                generation,
+                shared_generation,
+                expires_in,
+                "access token in use (shared with the other replicas)"
+            ),
+            None => tracing::info!(generation, expires_in, "access token fetched"),
+        }
     }
 
     fn fail(&self, error: FetchError, retry_at: Instant) {

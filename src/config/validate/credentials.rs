@@ -83,7 +83,8 @@ impl Validator<'_> {
         }
         if let Some(path) = &raw.client_secret_file {
             let resolved = self.resolve("credentials.client_secret_file", path)?;
-            let secret = self.secret_from_file("credentials.client_secret_file", path, &resolved)?;
+            let secret =
+                self.secret_from_file("credentials.client_secret_file", path, &resolved)?;
             return Some((secret, SecretSource::File(resolved)));
         }
         let secret = raw.client_secret.clone()?;

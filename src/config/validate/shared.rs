@@ -81,7 +81,10 @@ impl Validator<'_> {
         }
     }
 
-    fn redis_password(&mut self, raw: &RawShared) -> Option<(Option<Secret>, Option<SecretSource>)> {
+    fn redis_password(
+        &mut self,
+        raw: &RawShared,
+    ) -> Option<(Option<Secret>, Option<SecretSource>)> {
         match (&raw.redis_password_env, &raw.redis_password_file) {
             (None, None) => Some((None, None)),
             (Some(name), None) => {
@@ -104,7 +107,9 @@ impl Validator<'_> {
 
     fn key_prefix(&mut self, raw: &str) -> Option<String> {
         let fits = (1..=MAX_PREFIX_LEN).contains(&raw.len())
-            && raw.bytes().all(|b| b.is_ascii_graphic() && b != b'{' && b != b'}');
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'{' && b != b'}');
         if fits {
             return Some(raw.to_owned());
         }
@@ -141,9 +146,7 @@ fn check_url(raw: &str) -> Result<(), String> {
     if raw.contains('?') {
         return Err("must not have a query (?...)".into());
     }
-    let uri: http::Uri = raw
-        .parse()
-        .map_err(|e| format!("not a valid URL ({e})"))?;
+    let uri: http::Uri = raw.parse().map_err(|e| format!("not a valid URL ({e})"))?;
     if uri.host().is_none_or(str::is_empty) {
         return Err("must name a host".into());
     }
