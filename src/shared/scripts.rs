@@ -13,7 +13,9 @@ use redis::Script;
 
 /// KEYS: token, lock, generation counter. ARGV: the generation being
 /// replaced (0: none), this replica's lock value, the lock's lifetime (ms),
-/// the least lifetime (ms) a token must have left to be taken.
+/// the least lifetime (ms) a token must have left to be taken, and a random
+/// number where a missing counter starts (a Redis that lost its data must
+/// not hand out a generation that a replica still holds from before).
 ///
 /// Returns `{"token", gen, ms left, lifetime ms, sealed}` when the stored
 /// token is another than the one being replaced and has enough time left;
@@ -30,7 +32,7 @@ if tok[1] and tok[1] ~= ARGV[1] then
   end
 end
 if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then
-  local counter = tonumber(redis.call('GET', KEYS[3])) or 0
+  local counter = tonumber(redis.call('GET', KEYS[3])) or tonumber(ARGV[5])
   local stored = tonumber(tok[1]) or 0
   return {'locked', tostring(math.max(counter, stored) + 1)}
 end

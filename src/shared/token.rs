@@ -24,6 +24,9 @@ use crate::token::Obtained;
 const POLL: Duration = Duration::from_millis(50);
 /// A stored token with less than this left is fetched again, not taken.
 const LEAST_LEFT: Duration = Duration::from_secs(1);
+/// A missing generation counter starts at a random number below this
+/// (exact in Lua's doubles, and short in logs).
+const FRESH_COUNTER_MAX: u64 = 1 << 40;
 /// The lock outlives the fetch's own timeout by this much, so that the
 /// holder can still store what it fetched.
 const LOCK_MARGIN: Duration = Duration::from_secs(2);
@@ -240,7 +243,8 @@ impl SharedTokens {
                     inv.arg(replacing)
                         .arg(value)
                         .arg(millis(self.lock_ttl))
-                        .arg(millis(LEAST_LEFT));
+                        .arg(millis(LEAST_LEFT))
+                        .arg(rand::random_range(1..FRESH_COUNTER_MAX));
                 },
             )
             .await

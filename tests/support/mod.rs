@@ -9,6 +9,7 @@ pub mod faulty;
 pub mod h2frames;
 pub mod invariants;
 pub mod raw_upstream;
+pub mod redis;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
