@@ -149,25 +149,18 @@ impl Redis {
         m.call_duration
             .get_or_create(&[("op", op)])
             .observe(started.elapsed().as_secs_f64());
-        let error = match result {
+        let (error, kind) = match result {
             Ok(Ok(value)) => {
                 self.lock_breaker().success();
                 return Ok(value);
             }
-            Ok(Err(e)) => {
-                let kind = error_kind(&e);
-                m.call_errors
-                    .get_or_create(&[("op", op), ("kind", kind)])
-                    .inc();
-                CallError::Redis(self.describe(&e))
-            }
-            Err(_) => {
-                m.call_errors
-                    .get_or_create(&[("op", op), ("kind", "timeout")])
-                    .inc();
-                CallError::Timeout(self.timeout)
-            }
+            // The connection's own response timeout is the same bound.
+            Ok(Err(e)) if !e.is_timeout() => (CallError::Redis(self.describe(&e)), error_kind(&e)),
+            Ok(Err(_)) | Err(_) => (CallError::Timeout(self.timeout), "timeout"),
         };
+        m.call_errors
+            .get_or_create(&[("op", op), ("kind", kind)])
+            .inc();
         tracing::debug!(op, error = %error, "Redis call failed");
         if self.lock_breaker().failure() {
             self.open(

@@ -24,6 +24,9 @@ use crate::token::Obtained;
 const POLL: Duration = Duration::from_millis(50);
 /// A stored token with less than this left is fetched again, not taken.
 const LEAST_LEFT: Duration = Duration::from_secs(1);
+/// A lock that may have been taken by a script that timed out is released
+/// again this often until Redis answers.
+const RELEASE_RETRY: Duration = Duration::from_millis(500);
 /// A missing generation counter starts at a random number below this
 /// (exact in Lua's doubles, and short in logs).
 const FRESH_COUNTER_MAX: u64 = 1 << 40;
@@ -125,7 +128,7 @@ impl SharedTokens {
     /// one this replica last held; `None` if it held none from Redis).
     /// Waits, polling, while another replica holds the lock, at most the
     /// lock's lifetime; the first Redis failure means [`Begin::Alone`].
-    pub(crate) async fn begin(&self, replacing: Option<u64>) -> Begin {
+    pub(crate) async fn begin(self: &Arc<Self>, replacing: Option<u64>) -> Begin {
         if !self.redis.settled(CONNECT_TIMEOUT * 2).await {
             return Begin::Alone;
         }
@@ -139,6 +142,9 @@ impl SharedTokens {
                 Ok(reply) => reply,
                 Err(error) => {
                     tracing::debug!(%error, "shared token unavailable; fetching alone");
+                    // Redis may still run the script it did not answer in
+                    // time, and take the lock for this replica.
+                    self.release_later(value);
                     return Begin::Alone;
                 }
             };
@@ -181,7 +187,7 @@ impl SharedTokens {
 
     /// Shares what the lease holder fetched and releases the lock; the
     /// token's shared generation, or `None` if it could not be stored.
-    pub(crate) async fn store(&self, lease: Lease, got: &Obtained) -> Option<u64> {
+    pub(crate) async fn store(self: &Arc<Self>, lease: Lease, got: &Obtained) -> Option<u64> {
         let left = got.expires_at.saturating_duration_since(Instant::now());
         let aad = self.aad(lease.generation);
         let Some(sealed) = self.sealer.seal(aad.as_bytes(), got.header.as_bytes()) else {
@@ -210,6 +216,7 @@ impl SharedTokens {
             }
             Err(error) => {
                 tracing::debug!(%error, "token not shared");
+                self.release_later(lease.value);
                 None
             }
         }
@@ -217,20 +224,33 @@ impl SharedTokens {
 
     /// Gives the lock up after a failed fetch, so that another replica may
     /// try at once; only this replica's own lock is deleted.
-    pub(crate) async fn release(&self, lease: Lease) {
-        let released = self
-            .invoke::<i64>(
-                "token_release",
-                &self.scripts.release,
-                &[&self.keys.lock],
-                |inv| {
-                    inv.arg(&lease.value);
-                },
-            )
-            .await;
-        if let Err(error) = released {
-            tracing::debug!(%error, "token lock not released; it expires by itself");
+    pub(crate) async fn release(self: &Arc<Self>, lease: Lease) {
+        if let Err(error) = self.release_value(&lease.value).await {
+            tracing::debug!(%error, "token lock not released yet");
+            self.release_later(lease.value);
         }
+    }
+
+    async fn release_value(&self, value: &str) -> Result<i64, CallError> {
+        let script = &self.scripts.release;
+        self.invoke("token_release", script, &[&self.keys.lock], |inv| {
+            inv.arg(value);
+        })
+        .await
+    }
+
+    /// Releases the lock `value` names, should a script that timed out
+    /// have taken it: at once (on the same connection, Redis runs it after
+    /// that script), else as soon as Redis answers again, for as long as a
+    /// lock lives. Otherwise the other replicas would wait out the lock.
+    fn release_later(self: &Arc<Self>, value: String) {
+        let tokens = Arc::clone(self);
+        tokio::spawn(async move {
+            let deadline = Instant::now() + tokens.lock_ttl;
+            while tokens.release_value(&value).await.is_err() && Instant::now() < deadline {
+                tokio::time::sleep(RELEASE_RETRY).await;
+            }
+        });
     }
 
     async fn obtain(&self, replacing: u64, value: &str) -> Result<Reply, String> {

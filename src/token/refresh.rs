@@ -66,16 +66,18 @@ pub(super) async fn run(
     shared: Option<Arc<SharedTokens>>,
 ) {
     let mut failures: u32 = 0;
-    // The shared generation of the token last installed: the one the next
-    // round replaces.
+    // The newest shared generation this replica has held: the one the next
+    // round replaces. A token fetched alone (Redis out of reach) leaves it
+    // as it was, so that once Redis is back a token that was revoked or
+    // due meanwhile is replaced there, not taken.
     let mut held: Option<u64> = None;
     loop {
         source.begin_fetch();
-        let result = obtain(&exchange, shared.as_deref(), held, &metrics).await;
+        let result = obtain(&exchange, shared.as_ref(), held, &metrics).await;
         let (next, hold) = match result {
             Ok(got) => {
                 failures = 0;
-                held = got.shared;
+                held = got.shared.or(held);
                 // Refresh as far ahead of expiry as a fresh token of that
                 // lifetime would be, however long ago it was fetched.
                 let ahead = got.lifetime - refresh_delay(got.lifetime, margin, rand::random());
@@ -107,7 +109,7 @@ pub(super) async fn run(
 /// shared when this replica holds the store's lock).
 async fn obtain(
     exchange: &Exchange,
-    shared: Option<&SharedTokens>,
+    shared: Option<&Arc<SharedTokens>>,
     held: Option<u64>,
     metrics: &Metrics,
 ) -> Result<Obtained, FetchError> {

@@ -10,6 +10,7 @@ pub mod h2frames;
 pub mod invariants;
 pub mod raw_upstream;
 pub mod redis;
+pub mod replicas;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

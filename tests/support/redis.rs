@@ -95,7 +95,7 @@ impl RedisServer {
         let Ok(mut conn) = self.connect().await else {
             return false;
         };
-        let mut ping = redis::cmd("PING");
+        let ping = redis::cmd("PING");
         let pong = ping.query_async::<String>(&mut conn);
         // A server with a password answers NOAUTH: it is up all the same.
         tokio::time::timeout(Duration::from_secs(1), pong)
