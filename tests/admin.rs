@@ -23,8 +23,9 @@ async fn readyz(client: &TestClient, h: &Harness) -> (StatusCode, serde_json::Va
     (res.status(), json)
 }
 
+/// A lone proxy's readiness names Redis as `disabled`.
 fn not_ready(reason: &str) -> serde_json::Value {
-    serde_json::json!({ "ready": false, "reason": reason })
+    serde_json::json!({ "ready": false, "reason": reason, "shared": "disabled" })
 }
 
 async fn status(client: &TestClient, url: &str) -> StatusCode {
@@ -82,7 +83,10 @@ async fn readyz_says_no_token_yet_until_the_first_token_then_200() {
     eventually(20 * SEC, || h.sim.tokens_issued() == 1).await;
     let (code, json) = readyz(&client, &h).await;
     assert_eq!(code, StatusCode::OK);
-    assert_eq!(json, serde_json::json!({ "ready": true }));
+    assert_eq!(
+        json,
+        serde_json::json!({ "ready": true, "shared": "disabled" })
+    );
     h.stop().await;
 }
 
@@ -632,7 +636,7 @@ mod binary {
             outputs[2].1
         );
         assert_eq!(outputs[3].1, "ok\n");
-        assert_eq!(outputs[4].1, r#"{"ready":true}"#);
+        assert_eq!(outputs[4].1, r#"{"ready":true,"shared":"disabled"}"#);
         assert!(
             outputs[5]
                 .1

@@ -7,12 +7,12 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use fitbit_proxy::sim::Sim;
 use fitbit_proxy::Config;
-use support::binary::{free_addr, Running, BIN};
+use support::binary::{Launch, BIN};
 use support::redis::RedisServer;
 use support::replicas::{readyz, status_of, until};
 use support::*;
@@ -151,49 +151,29 @@ fn check_refuses_a_password_in_the_url_and_exits_2() {
 async fn run_binary(redis: &RedisServer, password: &str, state: &str) -> String {
     let sim = Sim::new(sim_config());
     let upstream = sim.serve_plain(bind().await);
-    let dir = tempfile::tempdir().unwrap();
-    let (proxy, admin) = (free_addr().await, free_addr().await);
-    let pw_file = dir.path().join("redis-password");
+    let pw_dir = tempfile::tempdir().unwrap();
+    let pw_file = pw_dir.path().join("redis-password");
     std::fs::write(&pw_file, password).unwrap();
-    let extra = Extras {
-        admin: Some(format!("addr = \"{admin}\"")),
-        ..Extras::default()
-    };
-    let toml = config_toml(&upstream, None, &extra)
-        .replace("addr = \"127.0.0.1:0\"", &format!("addr = \"{proxy}\""))
-        + &format!(
-            "\n[shared]\nredis_url = \"{}\"\nredis_password_file = {:?}\n",
+    let launch = Launch {
+        append: format!(
+            "[shared]\nredis_url = \"{}\"\nredis_password_file = {:?}\n",
             redis.url(),
             pw_file.display().to_string()
-        );
-    let path = dir.path().join("proxy.toml");
-    std::fs::write(&path, toml).unwrap();
-    let child = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&path)
-        .env(SECRET_ENV, SECRET)
-        .env("RUST_LOG", "trace")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let child = Running(Some(child));
+        ),
+        rust_log: Some("trace"),
+        ..Launch::default()
+    };
+    let proxy = launch.start(&upstream).await;
     until(
-        &format!("ready, shared {state}"),
+        &format!("shared {state}"),
         Duration::from_secs(15),
-        || async {
-            let ready = http1_client()
-                .request(get(&format!("http://{admin}/readyz")))
-                .await
-                .is_ok_and(|r| r.status() == 200);
-            ready && readyz(admin).await.1["shared"] == state
-        },
+        || async { readyz(proxy.admin).await.1["shared"] == state },
     )
     .await;
     sim.revoke_all();
-    assert_eq!(status_of(proxy, "/1/user/-/profile.json").await, 200);
-    child.sigterm();
-    let out = child.exited().await;
+    assert_eq!(status_of(proxy.proxy, "/1/user/-/profile.json").await, 200);
+    proxy.child.sigterm();
+    let out = proxy.child.exited().await;
     format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

@@ -108,6 +108,7 @@ impl Redis {
             info = info.set_redis_settings(settings);
         }
         let (state, _) = watch::channel(SharedState::Connecting);
+        metrics.shared.set_breaker(BreakerState::Open);
         Ok(Arc::new(Redis {
             client: redis::Client::open(info)?,
             password: cfg.password.clone(),

@@ -29,7 +29,8 @@ pub(crate) type StateLabels = [(&'static str, &'static str); 1];
 pub struct SharedMetrics {
     /// 1 while Redis is in use, 0 while the proxy runs alone.
     pub state_up: Gauge,
-    /// 1 on the breaker's current state, 0 on the other.
+    /// 1 on the breaker's current state, 0 on the other (no series while
+    /// Redis is not configured).
     pub breaker: Family<StateLabels, Gauge>,
     /// Times the breaker opened.
     pub breaker_opened: Counter,
@@ -56,7 +57,6 @@ impl Default for SharedMetrics {
         for how in ["adopted", "fetched", "alone"] {
             m.tokens.get_or_create_owned(&[("how", how)]);
         }
-        m.set_breaker(BreakerState::Open);
         m
     }
 }

@@ -96,6 +96,10 @@ pub struct Launch {
     pub nofile: Option<u32>,
     /// Working directory and `TMPDIR` of the child.
     pub cwd: Option<std::path::PathBuf>,
+    /// TOML appended to the config (a section of its own, e.g. `[shared]`).
+    pub append: String,
+    /// `RUST_LOG` of the child; `info` when unset.
+    pub rust_log: Option<&'static str>,
 }
 
 impl Launch {
@@ -107,7 +111,8 @@ impl Launch {
         extra.admin = Some(format!("addr = \"{admin}\""));
         let toml = config_toml(upstream, None, &extra)
             .replace("addr = \"127.0.0.1:0\"", &format!("addr = \"{proxy}\""))
-            + "[log]\nformat = \"json\"\n";
+            + "[log]\nformat = \"json\"\n"
+            + &self.append;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("proxy.toml");
         std::fs::write(&path, toml).unwrap();
@@ -124,7 +129,7 @@ impl Launch {
         cmd.args(["run", "--config"])
             .arg(&path)
             .env(SECRET_ENV, SECRET)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", self.rust_log.unwrap_or("info"))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         if let Some(cwd) = &self.cwd {

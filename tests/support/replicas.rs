@@ -28,9 +28,14 @@ pub struct Group {
     _dir: tempfile::TempDir,
 }
 
+/// The Redis call timeout of the tests: roomy enough that a machine busy
+/// with other tests does not turn a slow answer into a fallback (which
+/// would change the fetch counts the tests assert).
+pub const CALL_TIMEOUT: &str = "500ms";
+
 /// The `[shared]` section for `url`, plus `extra` lines.
 pub fn shared_section(url: &str, extra: &str) -> String {
-    format!("\n[shared]\nredis_url = \"{url}\"\ntimeout = \"100ms\"\n{extra}\n")
+    format!("\n[shared]\nredis_url = \"{url}\"\ntimeout = \"{CALL_TIMEOUT}\"\n{extra}\n")
 }
 
 /// `n` proxies with admin listeners, in front of a simulator set up by
@@ -90,6 +95,15 @@ pub async fn readyz(admin: SocketAddr) -> (u16, serde_json::Value) {
         res.status().as_u16(),
         serde_json::from_slice(&body).unwrap(),
     )
+}
+
+/// `/readyz`'s `shared_reason` (empty when there is none).
+pub async fn shared_reason(admin: SocketAddr) -> String {
+    let (_, body) = readyz(admin).await;
+    body["shared_reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 pub async fn metrics(admin: SocketAddr) -> String {
