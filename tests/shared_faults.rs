@@ -155,3 +155,14 @@ async fn a_wrong_password_is_named_and_the_proxy_runs_alone() {
     let right = group(1, sim_config(), &redis.url(), extra, &[("REDIS_PW", RIGHT)]).await;
     all_ready(&right, "connected", SECS_10).await;
 }
+
+#[tokio::test]
+async fn rediss_to_a_server_without_tls_is_named_and_the_proxy_runs_alone() {
+    let redis = RedisServer::start().await;
+    let url = format!("rediss://127.0.0.1:{}", redis.port);
+    let g = group(1, sim_config(), &url, "", &[]).await;
+    all_ready(&g, "unreachable", SECS_10).await;
+    let reason = shared_reason(g.replicas[0].admin).await;
+    assert!(reason.starts_with("cannot connect to Redis"), "{reason}");
+    assert_eq!(status_of(g.replicas[0].proxy, "/1/x.json").await, 200);
+}

@@ -104,7 +104,7 @@ pub struct Metrics {
     /// up to date at scrape time.
     log_lines_dropped: Counter,
     /// Redis, the breaker and shared tokens (`fitbit_proxy_shared_…`).
-    pub shared: crate::shared::SharedMetrics,
+    pub shared: crate::shared::metrics::SharedMetrics,
 }
 
 impl Default for Metrics {
@@ -132,7 +132,7 @@ impl Metrics {
             paced_rejections_total: Family::default(),
             task_restarts_total: Family::default(),
             log_lines_dropped: Counter::default(),
-            shared: crate::shared::SharedMetrics::default(),
+            shared: crate::shared::metrics::SharedMetrics::default(),
         };
         // Known label values start at zero, so that a rate of them can be
         // computed before the first one happens.

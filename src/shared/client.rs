@@ -11,11 +11,14 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{ErrorKind, IntoConnectionInfo, RedisError, RedisResult};
+use redis::{
+    ErrorKind, FromRedisValue, IntoConnectionInfo, RedisError, RedisResult, Script,
+    ScriptInvocation,
+};
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
-use super::breaker::{retry_delay, Breaker, BreakerState, OPEN_FOR};
+use super::breaker::{retry_delay, Breaker, BreakerState, FAILURES_TO_OPEN, OPEN_FOR};
 use crate::config::{RedisConfig, Secret};
 use crate::ops::metrics::Metrics;
 
@@ -166,10 +169,32 @@ impl Redis {
         if self.lock_breaker().failure() {
             self.open(
                 &conn,
-                format!("{FAILURES} calls in a row failed, the last: {error}"),
+                format!("{FAILURES_TO_OPEN} calls in a row failed, the last: {error}"),
             );
         }
         Err(error)
+    }
+
+    /// Runs a Lua `script` on `keys` with the arguments `args` adds, as
+    /// [`Redis::call`] does: `EVALSHA`, and the script loaded again when
+    /// Redis answers `NOSCRIPT` (a restarted or flushed server), within the
+    /// one timeout.
+    pub(crate) async fn eval<T: FromRedisValue>(
+        &self,
+        op: &'static str,
+        script: &Script,
+        keys: &[&str],
+        args: impl FnOnce(&mut ScriptInvocation<'_>),
+    ) -> Result<T, CallError> {
+        let mut inv = script.prepare_invoke();
+        for key in keys {
+            inv.key(*key);
+        }
+        args(&mut inv);
+        self.call(op, |mut c: ConnectionManager| async move {
+            inv.invoke_async(&mut c).await
+        })
+        .await
     }
 
     /// Stops using `conn` (if still current) and wakes the connector.
@@ -320,5 +345,3 @@ fn error_kind(e: &RedisError) -> &'static str {
         _ => "other",
     }
 }
-
-const FAILURES: u32 = super::breaker::FAILURES_TO_OPEN;

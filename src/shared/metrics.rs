@@ -19,11 +19,11 @@ const CALL_BUCKETS: [f64; 12] = [
 
 /// What a Redis call was for: `connect`, `ping`, `token_obtain`,
 /// `token_store`, `token_release`.
-pub(crate) type OpLabels = [(&'static str, &'static str); 1];
+pub type OpLabels = [(&'static str, &'static str); 1];
 /// `op` and `kind` (`timeout`, `io`, `auth`, `server`, `other`).
-pub(crate) type ErrorLabels = [(&'static str, &'static str); 2];
+pub type ErrorLabels = [(&'static str, &'static str); 2];
 /// `state` of the breaker (`closed`, `open`), or `how` a token was had.
-pub(crate) type StateLabels = [(&'static str, &'static str); 1];
+pub type StateLabels = [(&'static str, &'static str); 1];
 
 #[derive(Debug)]
 pub struct SharedMetrics {

@@ -8,7 +8,7 @@
 
 mod breaker;
 mod client;
-mod metrics;
+pub mod metrics;
 mod scripts;
 mod seal;
 pub(crate) mod token;
@@ -16,7 +16,6 @@ pub(crate) mod token;
 use std::sync::Arc;
 
 pub use client::SharedState;
-pub use metrics::SharedMetrics;
 
 use client::Redis;
 use token::SharedTokens;

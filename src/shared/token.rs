@@ -10,15 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderValue;
-use redis::aio::ConnectionManager;
-use redis::{FromRedisValue, Script, ScriptInvocation};
 use tokio::time::Instant;
 
 use super::client::{CallError, Redis, CONNECT_TIMEOUT};
 use super::scripts::Scripts;
 use super::seal::Sealer;
 use crate::config::CredentialsConfig;
-use crate::token::Obtained;
+use crate::token::obtained::Obtained;
 
 /// How often a replica looks again while another one fetches.
 const POLL: Duration = Duration::from_millis(50);
@@ -195,7 +193,8 @@ impl SharedTokens {
             return None;
         };
         let stored = self
-            .invoke::<i64>(
+            .redis
+            .eval::<i64>(
                 "token_store",
                 &self.scripts.store,
                 &self.keys.all(),
@@ -233,10 +232,11 @@ impl SharedTokens {
 
     async fn release_value(&self, value: &str) -> Result<i64, CallError> {
         let script = &self.scripts.release;
-        self.invoke("token_release", script, &[&self.keys.lock], |inv| {
-            inv.arg(value);
-        })
-        .await
+        self.redis
+            .eval("token_release", script, &[&self.keys.lock], |inv| {
+                inv.arg(value);
+            })
+            .await
     }
 
     /// Releases the lock `value` names, should a script that timed out
@@ -255,7 +255,8 @@ impl SharedTokens {
 
     async fn obtain(&self, replacing: u64, value: &str) -> Result<Reply, String> {
         let parts = self
-            .invoke::<Vec<Vec<u8>>>(
+            .redis
+            .eval::<Vec<Vec<u8>>>(
                 "token_obtain",
                 &self.scripts.obtain,
                 &self.keys.all(),
@@ -270,26 +271,6 @@ impl SharedTokens {
             .await
             .map_err(|e| e.to_string())?;
         parse_reply(parts).ok_or_else(|| "unexpected answer from the token script".to_owned())
-    }
-
-    /// Runs `script` on `keys` with the arguments `args` adds.
-    async fn invoke<T: FromRedisValue>(
-        &self,
-        op: &'static str,
-        script: &Script,
-        keys: &[&str],
-        args: impl FnOnce(&mut ScriptInvocation<'_>),
-    ) -> Result<T, CallError> {
-        let mut inv = script.prepare_invoke();
-        for key in keys {
-            inv.key(*key);
-        }
-        args(&mut inv);
-        self.redis
-            .call(op, |mut c: ConnectionManager| async move {
-                inv.invoke_async(&mut c).await
-            })
-            .await
     }
 
     fn open(&self, generation: u64, sealed: &[u8]) -> Option<HeaderValue> {

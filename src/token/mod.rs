@@ -6,6 +6,7 @@
 
 pub mod exchange;
 pub(crate) mod layer;
+pub(crate) mod obtained;
 pub(crate) mod refresh;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +21,7 @@ use tokio::time::Instant;
 
 pub use exchange::{Exchange, FetchError, Grant};
 pub use layer::AuthLayer;
+pub(crate) use obtained::Obtained;
 
 use crate::ops::supervise::spawn_supervised;
 use crate::shared::token::SharedTokens;
@@ -56,42 +58,6 @@ impl std::fmt::Debug for Token {
             .field("header", &"<redacted>")
             .field("expires_at", &self.expires_at)
             .field("generation", &self.generation)
-            .finish()
-    }
-}
-
-/// A token to start using: fetched here, or fetched by another replica and
-/// taken from the shared store.
-pub(crate) struct Obtained {
-    /// `Bearer …`, marked sensitive.
-    pub(crate) header: HeaderValue,
-    /// The lifetime the token endpoint granted, which sets when to refresh.
-    pub(crate) lifetime: Duration,
-    pub(crate) expires_at: Instant,
-    /// Its generation in the shared store; `None` when not shared.
-    pub(crate) shared: Option<u64>,
-}
-
-impl Obtained {
-    /// A token fetched here with a request sent at `sent`; expiry counts
-    /// from then, so that it errs early.
-    pub(crate) fn fetched(grant: Grant, sent: Instant) -> Obtained {
-        Obtained {
-            expires_at: sent + grant.expires_in,
-            lifetime: grant.expires_in,
-            header: grant.header,
-            shared: None,
-        }
-    }
-}
-
-impl std::fmt::Debug for Obtained {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Obtained")
-            .field("header", &"<redacted>")
-            .field("lifetime", &self.lifetime)
-            .field("expires_at", &self.expires_at)
-            .field("shared", &self.shared)
             .finish()
     }
 }
