@@ -9,14 +9,15 @@
 #
 #   bash .ci/g3-capture.sh [cargo test target args]
 #
-# Default: the test files that exercise forwarding, tokens and pacing. Not
-# tests/upstream_dns.rs, whose point is a lookup through the resolver.
+# Default: the test binaries that exercise forwarding, tokens, pacing and
+# the security cases. Not tests/upstream_dns.rs, whose point is a lookup
+# through the resolver.
 # Needs: root, unshare, ip, tcpdump (Debian `tcpdump`, ~15 s to install).
 # Not part of .ci/run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(--test forwarding --test token --test pacing --test security_headers --test security_framing)
+[ ${#targets[@]} -gt 0 ] || targets=(--test forwarding --test token --test pacing --test security)
 command -v tcpdump >/dev/null || { echo "tcpdump missing: apt-get install tcpdump"; exit 2; }
 
 cargo test --locked --no-run "${targets[@]}" >/dev/null 2>&1

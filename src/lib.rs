@@ -34,7 +34,9 @@
 //!  config/           proxy.toml → validated Config, every problem at once
 //!  profile/          what one API's conventions decide (fitbit.rs: header names,
 //!                    token lifetimes, error shape)
-//!  ops/              admin.rs: /healthz /readyz /metrics; metrics.rs; logging.rs;
+//!  ops/              admin.rs: the admin port (/healthz /readyz /metrics, the status
+//!                    page of status/ and /status.json); health.rs: readiness;
+//!                    metrics.rs (+ history.rs: sends per minute); logging.rs;
 //!                    supervise.rs: restarts the token refresher after a panic
 //!  shared/           Redis, for replicas on one client id: token.rs: one token for
 //!                    all (asked by token/refresh.rs before it fetches); client.rs:
@@ -55,7 +57,6 @@ pub mod layers;
 pub mod ops;
 pub mod pacing;
 pub mod profile;
-pub mod shared;
 pub mod sim;
 pub mod stack;
 pub mod token;
@@ -72,7 +73,7 @@ use tokio::net::TcpListener;
 pub use config::Config;
 
 use ops::supervise::AbortOnDrop;
-use ops::{admin, metrics};
+use ops::{admin, health, metrics, status};
 use token::{Exchange, TokenSource};
 
 /// Why the proxy could not run (as opposed to a bad config, caught earlier).
@@ -124,11 +125,18 @@ pub async fn run_with_admin(
         Arc::clone(&metrics),
         shared.tokens(),
     ));
-    let health = admin::Health::new(Arc::clone(&tokens), shared);
-    let admin =
-        admin.map(|l| AbortOnDrop(admin::spawn(l, Arc::clone(&health), Arc::clone(&metrics))));
+    let health = health::Health::new(Arc::clone(&tokens), shared);
     let shutdown = health.drain_on(shutdown);
     let pacer = pacing::Pacer::new(&config.rate_limit);
+    let status = Arc::new(status::Sources {
+        health,
+        metrics: Arc::clone(&metrics),
+        pacer: Arc::clone(&pacer),
+        started: tokio::time::Instant::now(),
+        about: status::About::of(&config),
+    });
+    let plans = AbortOnDrop(tokio::spawn(Arc::clone(&status).sample_plans()));
+    let admin = admin.map(|l| AbortOnDrop(admin::spawn(l, status)));
     let refused = stack::refusal(Arc::clone(&metrics));
     let service = stack::build(&config, client, tokens, pacer, metrics);
     if let Ok(addr) = listener.local_addr() {
@@ -146,5 +154,6 @@ pub async fn run_with_admin(
     drop(refresher);
     drop(connector);
     drop(admin);
+    drop(plans);
     Ok(())
 }

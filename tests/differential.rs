@@ -1,10 +1,10 @@
-//! 6.08: differential parsing of HTTP/1 (the HTTP Garden method). The same
+//! Differential parsing of HTTP/1 (6.08, the HTTP Garden method). The same
 //! tricky byte streams (smuggling vectors, re-written from the HTTP Garden
 //! and smuggler families) go to nginx, HAProxy (Debian's packages, started
 //! here as child processes on loopback) and fitbit-proxy, each in front of
-//! its own recording upstream. fitbit-proxy must never forward a request
-//! that both references refused, and what it forwards must match what at
-//! least one reference forwarded (same requests, same bodies).
+//! its own recording upstream. fitbit-proxy must never forward a request that
+//! both references refused, and what it forwards must match what at least one
+//! reference forwarded (same requests, same bodies).
 //!
 //! .ci/run installs nginx-light and haproxy; under CI a missing binary is
 //! a failure, locally the test says it did not run.
@@ -221,15 +221,12 @@ async fn fitbit_proxy_forwards_nothing_both_nginx_and_haproxy_refuse() {
     let refs = [nginx(&ng, dir.path()).await, haproxy(&ha, dir.path()).await];
 
     // fitbit-proxy in front of its own recorder (token from the simulator).
-    let sim = fitbit_proxy::sim::Sim::new(sim_config());
-    let token_server = sim.serve_plain(bind().await);
     let (fp_upstream, fp_seen) = recorder().await;
-    let toml = config_toml(&token_server, None, &Extras::default()).replacen(
-        &token_server.base_url(),
-        &format!("http://{fp_upstream}"),
-        1,
-    );
-    let (fp, _stop, _task) = spawn_proxy(parse_config(&toml, dir.path())).await;
+    let h = Setup::default()
+        .upstream_url(format!("http://{fp_upstream}"))
+        .start()
+        .await;
+    let fp = h.proxy;
 
     let mut report = Vec::new();
     let mut wrong = Vec::new();

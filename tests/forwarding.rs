@@ -1,15 +1,20 @@
 //! Forwarding (SPEC F1–F7) and the proxy's own answers for requests it
-//! refuses (SPEC §7), over real loopback sockets against the simulator.
+//! refuses or cannot serve (SPEC §7), over real loopback sockets against
+//! the simulator. Every behaviour of `listen.max_request_body` is tested
+//! here; its validation is in tests/config.
 
 mod support;
 
 use std::time::Duration;
 
 use bytes::Bytes;
+use fitbit_proxy::sim::{Sim, TestCa};
 use http::{Method, Request, StatusCode, Version};
 use http_body_util::Full;
+use support::invariants::assert_invariants;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 #[tokio::test]
 async fn forwards_with_the_proxys_bearer_and_nothing_of_the_clients() {
@@ -130,30 +135,6 @@ async fn tls_upstream_through_ca_file_uses_http2_when_offered() {
 }
 
 #[tokio::test]
-async fn untrusted_upstream_certificate_fails_closed() {
-    // Tokens come from a plain loopback endpoint; the API is served over TLS
-    // by a CA the proxy was not told to trust.
-    let sim = fitbit_proxy::sim::Sim::new(sim_config());
-    let token_server = sim.serve_plain(bind().await);
-    let api = sim.serve_tls(bind().await, &fitbit_proxy::sim::TestCa::new());
-    let dir = tempfile::tempdir().unwrap();
-    let other_ca = write_ca(dir.path(), &fitbit_proxy::sim::TestCa::new());
-    let toml = config_toml(&api, Some(&other_ca), &Extras::default())
-        .replace(&api.token_url(), &token_server.token_url());
-    let (proxy, _stop, _task) = spawn_proxy(parse_config(&toml, dir.path())).await;
-    let (res, body) = send(&http1_client(), get(&format!("http://{proxy}/1/x.json"))).await;
-    assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
-    assert_eq!(proxy_error(&res), Some("upstream_unreachable"));
-    assert_fitbit_error(&body, "upstream_unreachable");
-    let message = String::from_utf8_lossy(&body);
-    assert!(message.contains("certificate"), "{message}");
-    assert!(
-        sim.received().is_empty(),
-        "nothing may be sent to an untrusted upstream"
-    );
-}
-
-#[tokio::test]
 async fn refuses_other_hosts_connect_and_denied_paths_without_forwarding() {
     let h = Setup::default().start().await;
     let upstream = h.upstream.addr;
@@ -259,18 +240,82 @@ async fn oversized_declared_body_is_refused_unread_and_never_parsed_as_a_request
     h.stop().await;
 }
 
-#[tokio::test]
-async fn oversized_chunked_body_is_cut_off_with_413() {
-    let h = Setup::default()
-        .listen("max_request_body = 1000")
-        .start()
-        .await;
+/// Two chunks of 600 bytes against `max_request_body = 1000` through a
+/// proxy started from `setup`: 413 `payload_too_large`, and no body over
+/// the limit reached the upstream.
+async fn chunked_upload_over_the_limit(setup: Setup) -> Harness {
+    let h = setup.listen("max_request_body = 1000").start().await;
     let chunk = format!("{:x}\r\n{}\r\n", 600, "a".repeat(600));
     let raw = format!("POST /1/upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{chunk}{chunk}0\r\n\r\n");
-    let out = raw_exchange(h.proxy, raw.as_bytes()).await;
+    let out = raw_exchange(h.proxy, raw).await;
     assert_eq!(first_status(&out), 413, "{out}");
+    assert!(out.contains("payload_too_large"), "{out}");
     assert!(h.sim.received().iter().all(|r| r.body_len <= 1000));
+    h
+}
+
+#[tokio::test]
+async fn oversized_chunked_body_is_cut_off_with_413() {
+    chunked_upload_over_the_limit(Setup::default())
+        .await
+        .stop()
+        .await;
+}
+
+#[tokio::test]
+async fn oversized_unsized_upload_to_an_http2_upstream_gets_413() {
+    let h = chunked_upload_over_the_limit(Setup::default().tls()).await;
+    // A body within the limit still goes through over h2.
+    let req = Request::post(h.url("/1/upload"))
+        .body(Full::new(Bytes::from(vec![b'x'; 900])))
+        .unwrap();
+    assert_eq!(send(&http1_client(), req).await.0.status(), StatusCode::OK);
     h.stop().await;
+}
+
+/// `Expect: 100-continue` (3.07) is answered by the proxy. With a declared
+/// length over `max_request_body` the answer is 413 at once, without a 100
+/// Continue and without reading the body; under the limit the proxy says
+/// 100 Continue, reads the body, forwards it, and the upstream never sees
+/// `Expect`.
+#[tokio::test]
+async fn expect_100_continue_is_answered_by_the_proxy() {
+    let h = Setup::default()
+        .listen("header_read_timeout = \"1s\"\nmax_request_body = 1000")
+        .start()
+        .await;
+    let post = |extra: &str| format!("POST /1/x HTTP/1.1\r\nHost: x\r\n{extra}\r\n\r\n");
+    let mut stream = TcpStream::connect(h.proxy).await.unwrap();
+    let too_big = post("Content-Length: 10737418240\r\nExpect: 100-continue");
+    stream.write_all(too_big.as_bytes()).await.unwrap();
+    let (raw, closed) = read_for(&mut stream, Duration::from_secs(5)).await;
+    let raw = String::from_utf8_lossy(&raw);
+    assert_eq!(statuses(&raw), [413], "{raw}");
+    assert!(!raw.contains("100 Continue"), "{raw}");
+    assert!(closed, "{raw}");
+    assert_eq!(h.sim.api_started(), 0);
+
+    let mut stream = TcpStream::connect(h.proxy).await.unwrap();
+    let small = post("Content-Length: 5\r\nExpect: 100-continue\r\nConnection: close");
+    stream.write_all(small.as_bytes()).await.unwrap();
+    let mut got = vec![0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut got))
+        .await
+        .expect("100 Continue")
+        .unwrap();
+    let interim = String::from_utf8_lossy(&got[..n]).into_owned();
+    assert!(
+        interim.starts_with("HTTP/1.1 100 Continue\r\n"),
+        "{interim:?}"
+    );
+    stream.write_all(b"hello").await.unwrap();
+    let rest = read_until_closed(&mut stream, Duration::from_secs(5)).await;
+    assert_eq!(statuses(&rest), [200]);
+    let seen = h.sim.received();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].body_len, 5);
+    assert!(!seen[0].headers.contains_key("expect"), "{:?}", seen[0]);
+    assert_invariants(&h);
 }
 
 #[tokio::test]
@@ -302,16 +347,17 @@ fn proc_status(pid: u32, name: &str) -> u64 {
     kb * 1024
 }
 
-/// 3.08 (SPEC F4): bodies stream through and are never held whole. The
-/// real binary (so that the resident set is the proxy's alone) carries 100
-/// concurrent uploads and 100 concurrent downloads of 16 MiB each; the
-/// downloads are read slowly (a pause after each MiB), so the proxy must
-/// hold the upstream back rather than buffer for the client. Its peak
-/// resident set (VmHWM) stays within 64 MiB of what it was before: a
-/// figure that does not depend on the body size. `RSS_BODY_MIB=100` runs
-/// the catalog's full 100 × 100 MiB by hand (20 GiB through loopback).
-/// Bodies over 64 KiB are never kept for a replay: tests/token.rs
-/// replay_keeps_small_bodies_only_and_never_loops (64 KiB + 1).
+/// Memory stays bounded while streaming (3.08, SPEC F4): bodies stream
+/// through and are never held whole. The real binary (so that the resident
+/// set is the proxy's alone) carries 100 concurrent uploads and 100
+/// concurrent downloads of 16 MiB each; the downloads are read slowly (a
+/// pause after each MiB), so the proxy must hold the upstream back rather
+/// than buffer for the client. Its peak resident set (VmHWM) stays within 64
+/// MiB of what it was before: a figure that does not depend on the body size.
+/// `RSS_BODY_MIB=100` runs the catalog's full 100 × 100 MiB by hand (20 GiB
+/// through loopback). Bodies over 64 KiB are never kept for a replay:
+/// tests/token.rs replay_keeps_small_bodies_only_and_never_loops (64 KiB +
+/// 1).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rss_does_not_grow_with_body_size() {
     use http_body_util::BodyExt;
@@ -322,18 +368,10 @@ async fn rss_does_not_grow_with_body_size() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(16);
     let size = mib << 20;
-    let sim = fitbit_proxy::sim::Sim::new(sim_config());
-    let upstream = sim.serve_plain(bind().await);
-    let extra = Extras {
-        listen: format!("max_request_body = {size}"),
-        ..Extras::default()
-    };
-    let mut p = Launch {
-        extra,
-        ..Launch::default()
-    }
-    .start(&upstream)
-    .await;
+    let (sim, upstream) = simulator().await;
+    let mut p = Launch::with(Extras::default().listen(&format!("max_request_body = {size}")))
+        .start(&upstream)
+        .await;
     // Its log goes on being read, so that a full pipe never stalls it.
     let mut stderr = p.child.0.as_mut().unwrap().stderr.take().unwrap();
     std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
@@ -407,28 +445,46 @@ async fn slow_upstream_gets_504_after_request_timeout() {
 }
 
 #[tokio::test]
+async fn untrusted_upstream_certificate_fails_closed() {
+    // The API is served over TLS by a CA the proxy was not told to trust;
+    // tokens come from the harness's simulator.
+    let api = Sim::new(sim_config());
+    let api_server = api.serve_tls(bind().await, &TestCa::new());
+    let h = Setup::default()
+        .upstream_url(api_server.base_url())
+        .trust(TestCa::new().cert_pem())
+        .start()
+        .await;
+    let (res, body) = send(&http1_client(), get(&h.url("/1/x.json"))).await;
+    assert_eq!(res.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(proxy_error(&res), Some("upstream_unreachable"));
+    assert_fitbit_error(&body, "upstream_unreachable");
+    let message = String::from_utf8_lossy(&body);
+    assert!(message.contains("certificate"), "{message}");
+    assert!(
+        api.received().is_empty(),
+        "nothing may be sent to an untrusted upstream"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
 async fn closed_upstream_port_gets_502() {
     // A token endpoint that works, and an API address where nothing listens.
-    let sim = fitbit_proxy::sim::Sim::new(sim_config());
-    let token_server = sim.serve_plain(bind().await);
     let closed = bind().await.local_addr().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let toml = config_toml(&token_server, None, &Extras::default()).replacen(
-        &token_server.base_url(),
-        &format!("http://{closed}"),
-        1,
-    );
-    let (proxy, _stop, _task) = spawn_proxy(parse_config(&toml, dir.path())).await;
-    let (res, body) = send(&http1_client(), get(&format!("http://{proxy}/1/x"))).await;
+    let h = Setup::default()
+        .upstream_url(format!("http://{closed}"))
+        .start()
+        .await;
+    let (res, body) = send(&http1_client(), get(&h.url("/1/x"))).await;
     assert_eq!(res.status(), StatusCode::BAD_GATEWAY, "{body:?}");
     assert_eq!(proxy_error(&res), Some("upstream_unreachable"));
+    h.stop().await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn connect_deadline_covers_the_tls_handshake() {
     // An "https" upstream that accepts TCP and then says nothing.
-    let sim = fitbit_proxy::sim::Sim::new(sim_config());
-    let token_server = sim.serve_plain(bind().await);
     let silent = bind().await;
     let silent_addr = silent.local_addr().unwrap();
     let _hold = tokio::spawn(async move {
@@ -437,127 +493,45 @@ async fn connect_deadline_covers_the_tls_handshake() {
             held.push(s);
         }
     });
-    let dir = tempfile::tempdir().unwrap();
-    let toml = config_toml(
-        &token_server,
-        None,
-        &Extras {
-            upstream: "connect_timeout = \"1s\"\nrequest_timeout = \"30s\"".into(),
-            ..Extras::default()
-        },
-    )
-    .replacen(
-        &token_server.base_url(),
-        &format!("https://{silent_addr}"),
-        1,
-    );
-    let (proxy, _stop, _task) = spawn_proxy(parse_config(&toml, dir.path())).await;
-    let (res, body) = send(&http1_client(), get(&format!("http://{proxy}/1/x"))).await;
+    let h = Setup::default()
+        .upstream("connect_timeout = \"1s\"\nrequest_timeout = \"30s\"")
+        .upstream_url(format!("https://{silent_addr}"))
+        .start()
+        .await;
+    let (res, body) = send(&http1_client(), get(&h.url("/1/x"))).await;
     assert_eq!(res.status(), StatusCode::BAD_GATEWAY, "{body:?}");
     assert!(
         String::from_utf8_lossy(&body).contains("connect timed out"),
         "{body:?}"
     );
+    h.stop().await;
 }
 
 #[tokio::test]
 async fn client_disconnect_cancels_the_upstream_request() {
     // The upstream is a bare socket, so the test sees exactly when the
     // proxy gives up on it.
-    let sim = fitbit_proxy::sim::Sim::new(sim_config());
-    let token_server = sim.serve_plain(bind().await);
-    let upstream = bind().await;
-    let upstream_addr = upstream.local_addr().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let toml = config_toml(&token_server, None, &Extras::default()).replacen(
-        &token_server.base_url(),
-        &format!("http://{upstream_addr}"),
-        1,
-    );
-    let (proxy, _stop, _task) = spawn_proxy(parse_config(&toml, dir.path())).await;
+    let (upstream, upstream_addr) = raw_upstream::listener().await;
+    let h = Setup::default()
+        .upstream_url(format!("http://{upstream_addr}"))
+        .start()
+        .await;
 
-    let mut client = tokio::net::TcpStream::connect(proxy).await.unwrap();
+    let mut client = TcpStream::connect(h.proxy).await.unwrap();
     client
         .write_all(b"GET /1/slow HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
     let (mut conn, _) = upstream.accept().await.unwrap();
-    let mut buf = vec![0u8; 4096];
-    let n = conn.read(&mut buf).await.unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("GET /1/slow HTTP/1.1"));
+    let head = raw_upstream::read_head(&mut conn).await.expect("a request");
+    assert!(head.starts_with("GET /1/slow HTTP/1.1"), "{head}");
     drop(client);
     // The proxy must close (or reset) its upstream connection.
+    let mut buf = [0u8; 4096];
     let closed = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match conn.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => continue,
-            }
-        }
+        while matches!(conn.read(&mut buf).await, Ok(n) if n > 0) {}
     })
     .await;
     assert!(closed.is_ok(), "the upstream request was not cancelled");
-}
-
-#[tokio::test(start_paused = true)]
-async fn silent_connections_are_closed_after_header_read_timeout() {
-    let h = Setup::default()
-        .listen("header_read_timeout = \"3s\"")
-        .start()
-        .await;
-    for opening in [&b""[..], b"PRI * HTT", b"GET /1/x HTTP/1.1\r\nHost: x\r\n"] {
-        let mut s = tokio::net::TcpStream::connect(h.proxy).await.unwrap();
-        s.write_all(opening).await.unwrap();
-        let mut buf = Vec::new();
-        let read = tokio::time::timeout(Duration::from_secs(60), s.read_to_end(&mut buf)).await;
-        assert!(
-            read.is_ok(),
-            "connection opened with {opening:?} was never closed"
-        );
-    }
     h.stop().await;
-}
-
-#[tokio::test]
-async fn connections_past_max_connections_are_closed_at_once() {
-    let h = Setup::default().listen("max_connections = 2").start().await;
-    let mut held = Vec::new();
-    for _ in 0..2 {
-        let mut s = tokio::net::TcpStream::connect(h.proxy).await.unwrap();
-        // A request, answered, keeps each connection open and counted.
-        s.write_all(b"GET /1/x HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .unwrap();
-        let mut buf = [0u8; 1024];
-        let n = s.read(&mut buf).await.unwrap();
-        assert!(n > 0);
-        held.push(s);
-    }
-    let mut third = tokio::net::TcpStream::connect(h.proxy).await.unwrap();
-    let _ = third
-        .write_all(b"GET /1/x HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await;
-    let mut buf = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(10), third.read_to_end(&mut buf)).await;
-    assert!(
-        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
-        "third connection was served: {buf:?}"
-    );
-    drop(held);
-    h.stop().await;
-}
-
-#[tokio::test(start_paused = true)]
-async fn draining_does_not_wait_for_connections_that_never_sent_a_request() {
-    let h = Setup::default().start().await;
-    let _silent = tokio::net::TcpStream::connect(h.proxy).await.unwrap();
-    // Let the proxy accept it.
-    tokio::time::sleep(Duration::from_millis(10)).await;
-    let started = tokio::time::Instant::now();
-    h.stop().await;
-    assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "drain waited {:?}",
-        started.elapsed()
-    );
 }

@@ -1,54 +1,28 @@
-//! The listener: inbound TLS with ALPN, the source allow-list, HTTP/2
-//! connections that go quiet, and oversized streamed uploads to an HTTP/2
-//! upstream.
+//! The listener, before any request is read: inbound TLS with ALPN, the
+//! source allow-list (`listen.allow`) and `listen.max_connections`. How long
+//! a silent or idle connection is kept is in tests/security (idle).
 
 mod support;
 
 use std::time::Duration;
 
-use base64::Engine;
 use bytes::Bytes;
 use fitbit_proxy::sim::TestCa;
-use http::{Request, StatusCode, Version};
+use http::{StatusCode, Version};
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use support::invariants::assert_outcomes;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn pem(label: &str, der: &[u8]) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let lines: Vec<&str> = b64
-        .as_bytes()
-        .chunks(64)
-        .map(|c| std::str::from_utf8(c).unwrap())
-        .collect();
-    format!(
-        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
-        lines.join("\n")
-    )
-}
-
-/// Writes a certificate and key for `localhost` issued by `ca`; returns
-/// the `[listen]` lines that use them.
-fn tls_listen_lines(dir: &std::path::Path, ca: &TestCa) -> String {
-    let (chain, key) = ca.issue(&["localhost", "127.0.0.1"]);
-    let cert_pem: String = chain.iter().map(|c| pem("CERTIFICATE", c)).collect();
-    std::fs::write(dir.join("proxy.pem"), cert_pem).unwrap();
-    std::fs::write(dir.join("proxy.key"), pem("PRIVATE KEY", key.secret_der())).unwrap();
-    format!(
-        "tls_cert = {:?}\ntls_key = {:?}",
-        dir.join("proxy.pem"),
-        dir.join("proxy.key")
-    )
-}
+use tokio::net::TcpStream;
 
 #[tokio::test]
 async fn inbound_tls_serves_http2_and_http1_by_alpn() {
     let ca = TestCa::new();
     let certs = tempfile::tempdir().unwrap();
     let h = Setup::default()
-        .listen(&tls_listen_lines(certs.path(), &ca))
+        .listen(&tls_listen(certs.path(), &ca))
         .start()
         .await;
     let tls = ca.client_config();
@@ -71,13 +45,12 @@ async fn inbound_tls_serves_http2_and_http1_by_alpn() {
     }
     assert_eq!(h.sim.received().len(), 2);
     // Plain HTTP on the TLS port gets nowhere.
-    let mut plain = tokio::net::TcpStream::connect(h.proxy).await.unwrap();
+    let mut plain = TcpStream::connect(h.proxy).await.unwrap();
     plain
         .write_all(b"GET /1/x HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
-    let mut buf = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), plain.read_to_end(&mut buf)).await;
+    let (buf, _) = read_for(&mut plain, Duration::from_secs(10)).await;
     assert!(!String::from_utf8_lossy(&buf).contains("200 OK"));
     assert_eq!(h.sim.received().len(), 2);
     h.stop().await;
@@ -108,45 +81,49 @@ async fn sources_outside_the_allow_list_get_403_before_anything_else() {
     h.stop().await;
 }
 
+/// A source outside `listen.allow` gets its 403 through the access layer:
+/// a request id and a count (and an access-log line, written by the same
+/// record); the admin port is not subject to `listen.allow`.
 #[tokio::test(start_paused = true)]
-async fn an_h2_connection_that_goes_quiet_after_the_preface_is_closed() {
+async fn a_source_outside_listen_allow_is_counted_and_gets_a_request_id() {
     let h = Setup::default()
-        .listen("header_read_timeout = \"5s\"")
+        .listen("allow = [\"10.0.0.0/8\"]")
+        .admin()
         .start()
         .await;
-    let mut s = tokio::net::TcpStream::connect(h.proxy).await.unwrap();
-    // The preface and an empty SETTINGS frame, then silence: no PING answered.
-    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
-        .await
-        .unwrap();
-    let started = tokio::time::Instant::now();
-    let mut buf = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(600), s.read_to_end(&mut buf)).await;
-    assert!(read.is_ok(), "held open for 600 s");
-    assert!(
-        started.elapsed() <= Duration::from_secs(11),
-        "closed only after {:?}",
-        started.elapsed()
-    );
+    let (res, _) = send(&http1_client(), get(&h.url("/1/x"))).await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_eq!(proxy_error(&res), Some("forbidden"));
+    assert!(!res.headers()["x-request-id"].is_empty());
+    assert_outcomes(&h, &[(("proxy", "403"), 1.0)]).await;
+    assert!(h.sim.received().is_empty());
     h.stop().await;
 }
 
 #[tokio::test]
-async fn oversized_unsized_upload_to_an_http2_upstream_gets_413() {
-    let h = Setup::default()
-        .tls()
-        .listen("max_request_body = 1000")
-        .start()
+async fn connections_past_max_connections_are_closed_at_once() {
+    let h = Setup::default().listen("max_connections = 2").start().await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(h.proxy).await.unwrap();
+        // A request, answered, keeps each connection open and counted.
+        s.write_all(b"GET /1/x HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 1024];
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0);
+        held.push(s);
+    }
+    let mut third = TcpStream::connect(h.proxy).await.unwrap();
+    let _ = third
+        .write_all(b"GET /1/x HTTP/1.1\r\nHost: x\r\n\r\n")
         .await;
-    let chunk = format!("{:x}\r\n{}\r\n", 600, "a".repeat(600));
-    let raw = format!("POST /1/upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{chunk}{chunk}0\r\n\r\n");
-    let out = raw_exchange(h.proxy, raw.as_bytes()).await;
-    assert_eq!(first_status(&out), 413, "{out}");
-    assert!(out.contains("payload_too_large"), "{out}");
-    // A body within the limit still goes through over h2.
-    let req = Request::post(h.url("/1/upload"))
-        .body(Full::new(Bytes::from(vec![b'x'; 900])))
-        .unwrap();
-    assert_eq!(send(&http1_client(), req).await.0.status(), StatusCode::OK);
+    let (got, closed) = read_for(&mut third, Duration::from_secs(10)).await;
+    assert!(
+        closed && got.is_empty(),
+        "third connection was served: {got:?}"
+    );
+    drop(held);
     h.stop().await;
 }

@@ -41,6 +41,14 @@ async fn paced_proxy(max_wait: &str, max_queued: u32) -> Harness {
         .await
 }
 
+/// Sends the burst's requests, so that the next ones wait for the pace.
+async fn spend_the_burst(h: &Harness) {
+    let client = http1_client();
+    for _ in 0..BURST {
+        assert_eq!(get_status(&client, &h.url("/1/warm")).await, StatusCode::OK);
+    }
+}
+
 /// `clients` loops, each sending one request after another for `duration`;
 /// a proxy refusal is retried after its Retry-After (at most a second).
 async fn saturate(h: &Harness, clients: usize, duration: Duration) {
@@ -139,21 +147,24 @@ fn assert_paced(h: &Harness, used_by_others: u32) {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn spends_each_window_fully_and_evenly_without_an_upstream_429() {
+/// Five windows of saturating demand with the upstream's `remaining`
+/// reported `lag` requests high: P1–P3 hold in each full window.
+async fn five_paced_windows(lag: u32) {
     let h = paced_proxy("30s", 1000).await;
+    h.sim.set_reported_lag(lag);
     saturate(&h, 8, WINDOW * 5).await;
     assert_paced(&h, 0);
     h.stop().await;
 }
 
 #[tokio::test(start_paused = true)]
+async fn spends_each_window_fully_and_evenly_without_an_upstream_429() {
+    five_paced_windows(0).await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn headers_that_lag_by_five_cause_no_429() {
-    let h = paced_proxy("30s", 1000).await;
-    h.sim.set_reported_lag(5);
-    saturate(&h, 8, WINDOW * 5).await;
-    assert_paced(&h, 0);
-    h.stop().await;
+    five_paced_windows(5).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -191,19 +202,11 @@ async fn another_consumer_of_the_quota_slows_the_proxy_down() {
 async fn waiting_requests_are_served_in_arrival_order() {
     let h = paced_proxy("120s", 1000).await;
     // Spend the burst, so that the rest queue behind the pace.
-    let client = http1_client();
-    for _ in 0..BURST {
-        assert_eq!(
-            send(&client, get(&h.url("/1/warm"))).await.0.status(),
-            StatusCode::OK
-        );
-    }
+    spend_the_burst(&h).await;
     let mut tasks = Vec::new();
     for i in 0..12 {
         let url = h.url(&format!("/1/order/{i:02}"));
-        tasks.push(tokio::spawn(async move {
-            send(&http1_client(), get(&url)).await.0.status()
-        }));
+        tasks.push(spawn_get(&http1_client(), url));
         // Let it reach the line before the next one arrives.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -226,17 +229,13 @@ async fn waiting_requests_are_served_in_arrival_order() {
 #[tokio::test(start_paused = true)]
 async fn a_slot_beyond_max_wait_is_refused_at_once_and_never_sent() {
     let h = paced_proxy("5s", 1000).await;
+    spend_the_burst(&h).await;
     let client = http1_client();
-    for _ in 0..BURST {
-        send(&client, get(&h.url("/1/warm"))).await;
-    }
     // The pace is now 2 s a request: two waiting put a third 6 s away.
     let mut waiting = Vec::new();
     for i in 0..2 {
         let url = h.url(&format!("/1/wait/{i}"));
-        waiting.push(tokio::spawn(async move {
-            send(&http1_client(), get(&url)).await.0.status()
-        }));
+        waiting.push(spawn_get(&http1_client(), url));
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let started = Instant::now();
@@ -249,18 +248,10 @@ async fn a_slot_beyond_max_wait_is_refused_at_once_and_never_sent() {
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(proxy_error(&res), Some("rate_limited"));
     assert_fitbit_error(&body, "rate_limited");
-    let retry: u64 = res.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let retry = number(&res, "retry-after");
     assert!((5..=8).contains(&retry), "retry-after {retry}");
     assert_eq!(res.headers()["fitbit-rate-limit-limit"], "30");
-    let remaining: u32 = res.headers()["fitbit-rate-limit-remaining"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let remaining = number(&res, "fitbit-rate-limit-remaining");
     assert!(remaining <= 25, "remaining {remaining}");
     assert!(res.headers().contains_key("fitbit-rate-limit-reset"));
     for t in waiting {
@@ -276,19 +267,11 @@ async fn a_slot_beyond_max_wait_is_refused_at_once_and_never_sent() {
 #[tokio::test(start_paused = true)]
 async fn past_max_queued_is_503_and_a_client_that_gives_up_frees_its_place() {
     let h = paced_proxy("60s", 2).await;
+    spend_the_burst(&h).await;
     let client = http1_client();
-    for _ in 0..BURST {
-        send(&client, get(&h.url("/1/warm"))).await;
-    }
-    let first = tokio::spawn({
-        let url = h.url("/1/q/0");
-        async move { send(&http1_client(), get(&url)).await.0.status() }
-    });
+    let first = spawn_get(&http1_client(), h.url("/1/q/0"));
     tokio::time::sleep(Duration::from_millis(10)).await;
-    let quitter = tokio::spawn({
-        let url = h.url("/1/q/quitter");
-        async move { send(&http1_client(), get(&url)).await.0.status() }
-    });
+    let quitter = spawn_get(&http1_client(), h.url("/1/q/quitter"));
     tokio::time::sleep(Duration::from_millis(10)).await;
     let (res, body) = send(&client, get(&h.url("/1/q/full"))).await;
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -401,7 +384,7 @@ async fn replica(
         ..Extras::default()
     };
     let toml = config_toml(&h.upstream, None, &extras);
-    let (addr, stop, task) = spawn_proxy(parse_config(&toml, h.dir.path())).await;
+    let (addr, stop, task) = spawn_proxy(parse_config(&toml, h.dir.path()), None).await;
     (addr, (stop, task))
 }
 
@@ -447,10 +430,11 @@ fn per_replica(seen: &[Received], replicas: usize, full: usize) -> Vec<Vec<u32>>
     out
 }
 
-/// 4.17: three proxies with the same client id and `replicas = 3` in front
-/// of one quota, saturating demand through each for five windows: each
-/// keeps to its share (30 / 3 = 10 a window), so the simulator answers no
-/// 429 at all, and the three shares fill every window.
+/// Several replicas sharing one quota (4.17): three proxies with the same
+/// client id and `replicas = 3` in front of one quota, saturating demand
+/// through each for five windows: each keeps to its share (30 / 3 = 10 a
+/// window), so the simulator answers no 429 at all, and the three shares fill
+/// every window.
 #[tokio::test(start_paused = true)]
 async fn three_replicas_sharing_one_quota_use_it_all_without_an_upstream_429() {
     let (h, proxies, _others) = sharing_one_quota(3, 3).await;
@@ -471,9 +455,10 @@ async fn three_replicas_sharing_one_quota_use_it_all_without_an_upstream_429() {
     h.stop().await;
 }
 
-/// 4.17, the trade-off: with one of three replicas idle, the other two
-/// still keep to their shares. No upstream 429, and a third of the quota
-/// goes unused (the price of not coordinating; see `pacing::budget`).
+/// Several replicas sharing one quota (4.17), the trade-off: with one of
+/// three replicas idle, the other two still keep to their shares. No upstream
+/// 429, and a third of the quota goes unused (the price of not coordinating;
+/// see `pacing::budget`).
 #[tokio::test(start_paused = true)]
 async fn with_one_replica_idle_the_others_keep_to_their_shares() {
     let (h, proxies, _others) = sharing_one_quota(2, 3).await;
@@ -488,11 +473,12 @@ async fn with_one_replica_idle_the_others_keep_to_their_shares() {
     h.stop().await;
 }
 
-/// 4.17 misconfigured: two proxies on one quota, each left at `replicas =
-/// 1`. Each counts only its own requests and learns the other's from the
-/// headers (P6); both go for a window's last units, so about one upstream
-/// 429 a window gets through. Pinned so that the cost of forgetting the key
-/// stays known: every 429 is passed on and honoured (P5), the quota is used.
+/// Several replicas sharing one quota (4.17), misconfigured: two proxies on
+/// one quota, each left at `replicas = 1`. Each counts only its own requests
+/// and learns the other's from the headers (P6); both go for a window's last
+/// units, so about one upstream 429 a window gets through. Pinned so that the
+/// cost of forgetting the key stays known: every 429 is passed on and
+/// honoured (P5), the quota is used.
 #[tokio::test(start_paused = true)]
 async fn two_proxies_left_at_one_replica_let_a_429_a_window_through() {
     let (h, proxies, _others) = sharing_one_quota(2, 1).await;

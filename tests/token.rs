@@ -11,6 +11,7 @@ use bytes::Bytes;
 use fitbit_proxy::sim::{SimConfig, TokenFailure};
 use http::{Request, StatusCode};
 use http_body_util::Full;
+use support::invariants::assert_outcomes;
 use support::*;
 
 const SEC: Duration = Duration::from_secs(1);
@@ -24,7 +25,7 @@ fn lifetime(secs: u64) -> SimConfig {
 }
 
 async fn status(client: &TestClient, h: &Harness, path: &str) -> StatusCode {
-    send(client, get(&h.url(path))).await.0.status()
+    get_status(client, &h.url(path)).await
 }
 
 #[tokio::test(start_paused = true)]
@@ -80,11 +81,8 @@ async fn five_hundred_concurrent_cold_requests_cause_one_token_request() {
     let clients: Vec<TestClient> = (0..10).map(|_| h2c_client()).collect();
     let mut tasks = Vec::new();
     for i in 0..500 {
-        let client = clients[i % clients.len()].clone();
         let url = h.url(&format!("/1/cold/{i}"));
-        tasks.push(tokio::spawn(async move {
-            send(&client, get(&url)).await.0.status()
-        }));
+        tasks.push(spawn_get(&clients[i % clients.len()], url));
     }
     for t in tasks {
         assert_eq!(t.await.unwrap(), StatusCode::OK);
@@ -213,11 +211,7 @@ async fn outage_at_start_up_answers_503_at_once_then_recovers_by_itself() {
             started.elapsed() < Duration::from_millis(50),
             "the 503 was not immediate"
         );
-        let retry: u64 = res.headers()["retry-after"]
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let retry = number(&res, "retry-after");
         assert!((1..=2).contains(&retry), "retry-after {retry}");
         assert_fitbit_error(&body, "token_unavailable");
         assert!(String::from_utf8_lossy(&body).contains("HTTP 500"));
@@ -255,11 +249,7 @@ async fn rejected_credentials_are_named_and_retried_once_a_minute() {
             text.contains("credentials rejected") && text.contains("_client"),
             "{text}"
         );
-        let retry: u64 = res.headers()["retry-after"]
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let retry = number(&res, "retry-after");
         assert!(retry >= 59, "retry-after {retry}");
         tokio::time::sleep(Duration::from_secs(59)).await;
         assert_eq!(h.sim.token_fetches(), 1, "retried within the minute");
@@ -292,11 +282,8 @@ async fn fifty_concurrent_401s_for_a_revoked_token_cause_one_fetch_and_all_succe
     h.sim.revoke(&h.sim.current_token().unwrap());
     let mut tasks = Vec::new();
     for i in 0..50 {
-        let client = client.clone();
         let url = h.url(&format!("/1/after-revoke/{i}"));
-        tasks.push(tokio::spawn(async move {
-            send(&client, get(&url)).await.0.status()
-        }));
+        tasks.push(spawn_get(&client, url));
     }
     for t in tasks {
         assert_eq!(t.await.unwrap(), StatusCode::OK);
@@ -372,6 +359,42 @@ async fn replay_keeps_small_bodies_only_and_never_loops() {
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(h.sim.token_fetches(), fetches + 1);
     h.stop().await;
+}
+
+/// A 401 that is not about the token (4.14): one whose `errorType` is not
+/// about the token, and a 403 `insufficient_scope`, go back to the client as
+/// they are: no token refresh, no replay.
+#[tokio::test]
+async fn other_401s_and_403_insufficient_scope_pass_through_without_a_refresh() {
+    let h = Setup::default().admin().start().await;
+    let client = http1_client();
+    let cases = [
+        (401, "insufficient_permissions"),
+        (401, "invalid_request"),
+        (401, "system"),
+        (403, "insufficient_scope"),
+        (403, "invalid_token"),
+    ];
+    for (status, error_type) in cases {
+        let path = format!("/sim/status/{status}?errorType={error_type}");
+        let (res, body) = send(&client, get(&h.url(&path))).await;
+        assert_eq!(res.status(), status, "{error_type}");
+        assert_eq!(proxy_error(&res), None, "{error_type}");
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["errors"][0]["errorType"], error_type);
+    }
+    assert_eq!(h.sim.token_fetches(), 1, "a token was refreshed");
+    assert_eq!(
+        h.sim.received().len(),
+        cases.len(),
+        "a request was replayed"
+    );
+    assert_outcomes(
+        &h,
+        &[(("upstream", "401"), 3.0), (("upstream", "403"), 2.0)],
+    )
+    .await;
+    h.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,7 +2,7 @@
 //! `Arc<Metrics>` by the access layer, the token refresher and the pacing
 //! layer, and rendered by the admin listener's `/metrics`.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
@@ -11,6 +11,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
+
+use super::history::SendHistory;
+use crate::error::QuotaView;
 
 /// Every metric name starts with this and an underscore.
 pub const PREFIX: &str = "fitbit_proxy";
@@ -23,6 +26,12 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 /// or for a slow upstream (`request_timeout`).
 const DURATION_BUCKETS: [f64; 14] = [
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// Bounds of the pacing wait histogram, in seconds: no wait at all up to
+/// the longest `rate_limit.max_wait` worth allowing.
+const WAIT_BUCKETS: [f64; 12] = [
+    0.0, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
 /// Who produced an answer: the upstream, or the proxy itself (one of its
@@ -103,6 +112,13 @@ pub struct Metrics {
     /// Log lines dropped because the log writer could not keep up; brought
     /// up to date at scrape time.
     log_lines_dropped: Counter,
+    /// Seconds each request sent upstream waited for its pacing slot.
+    pacing_wait: Histogram,
+    /// The same waits by bucket, for the status page's quantiles.
+    wait_counts: [AtomicU64; WAIT_BUCKETS.len() + 1],
+    /// Upstream answers per minute over the last hour (the status page's
+    /// chart).
+    pub(crate) history: SendHistory,
     /// Redis, the breaker and shared tokens (`fitbit_proxy_shared_…`).
     pub shared: crate::shared::metrics::SharedMetrics,
 }
@@ -132,6 +148,9 @@ impl Metrics {
             paced_rejections_total: Family::default(),
             task_restarts_total: Family::default(),
             log_lines_dropped: Counter::default(),
+            pacing_wait: Histogram::new(WAIT_BUCKETS),
+            wait_counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            history: SendHistory::new(tokio::time::Instant::now()),
             shared: crate::shared::metrics::SharedMetrics::default(),
         };
         // Known label values start at zero, so that a rate of them can be
@@ -222,6 +241,12 @@ impl Metrics {
             "Background tasks restarted after a panic, by task",
             self.task_restarts_total.clone(),
         );
+        r.register_with_unit(
+            "pacing_wait",
+            "Time requests sent upstream waited for their pacing slot",
+            Unit::Seconds,
+            self.pacing_wait.clone(),
+        );
         r.register(
             "log_lines_dropped",
             "Log lines dropped because standard error could not take them fast enough",
@@ -231,12 +256,46 @@ impl Metrics {
         self
     }
 
-    /// Counts one answer and its time to response headers.
+    /// Counts one answer and its time to response headers; an answer from
+    /// the upstream is a request sent, for the status page's chart.
     pub fn request(&self, origin: Origin, code: u16, to_headers: Duration) {
         self.requests
             .get_or_create(&RequestLabels { origin, code })
             .inc();
         self.request_duration.observe(to_headers.as_secs_f64());
+        if origin == Origin::Upstream {
+            self.history.record_send(tokio::time::Instant::now());
+        }
+    }
+
+    /// The quota gauges, as the pacer sees the window now.
+    pub(crate) fn show_quota(&self, view: QuotaView) {
+        self.rate_limit_limit.set(i64::from(view.limit));
+        self.rate_limit_remaining.set(i64::from(view.remaining));
+        self.rate_limit_reset_seconds.set(view.reset.as_secs_f64());
+    }
+
+    /// How long a request that is sent upstream waited for its slot.
+    pub(crate) fn pacing_waited(&self, wait: Duration) {
+        let secs = wait.as_secs_f64();
+        self.pacing_wait.observe(secs);
+        let bucket = WAIT_BUCKETS
+            .iter()
+            .position(|&bound| secs <= bound)
+            .unwrap_or(WAIT_BUCKETS.len());
+        self.wait_counts[bucket].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The `q` quantile (0 to 1) of the pacing waits so far, estimated the
+    /// way Prometheus's `histogram_quantile` does: the upper bound of the
+    /// bucket it falls in, interpolated linearly. `None` before any wait.
+    pub(crate) fn pacing_wait_quantile(&self, q: f64) -> Option<f64> {
+        let counts: Vec<u64> = self
+            .wait_counts
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect();
+        quantile(&WAIT_BUCKETS, &counts, q)
     }
 
     /// Counts one token fetch by its result: `ok`, `rejected` (the
@@ -274,6 +333,30 @@ impl Metrics {
             .expect("writing to a String cannot fail");
         out
     }
+}
+
+/// `histogram_quantile` over bucket `bounds` and per-bucket `counts` (one
+/// more than the bounds: the last bucket is everything above them).
+fn quantile(bounds: &[f64], counts: &[u64], q: f64) -> Option<f64> {
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = q.clamp(0.0, 1.0) * total as f64;
+    let mut below = 0u64;
+    for (i, &count) in counts.iter().enumerate() {
+        if count > 0 && (below + count) as f64 >= rank {
+            let Some(&upper) = bounds.get(i) else {
+                // Above every bound: Prometheus answers the highest bound.
+                return bounds.last().copied();
+            };
+            let lower = if i == 0 { 0.0 } else { bounds[i - 1] };
+            let within = (rank - below as f64) / count as f64;
+            return Some(lower + (upper - lower) * within);
+        }
+        below += count;
+    }
+    bounds.last().copied()
 }
 
 #[cfg(test)]
@@ -328,6 +411,25 @@ mod tests {
             );
         }
         assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn quantiles_interpolate_within_buckets() {
+        let bounds = [1.0, 2.0, 4.0];
+        // 10 at or below 1 s, 10 in (1, 2], nothing higher.
+        let counts = [10, 10, 0, 0];
+        assert_eq!(quantile(&bounds, &counts, 0.5), Some(1.0));
+        assert_eq!(quantile(&bounds, &counts, 0.75), Some(1.5));
+        assert_eq!(quantile(&bounds, &counts, 1.0), Some(2.0));
+        assert_eq!(quantile(&bounds, &[0, 0, 0, 3], 0.5), Some(4.0));
+        assert_eq!(quantile(&bounds, &[0; 4], 0.5), None);
+        let m = Metrics::new();
+        for _ in 0..99 {
+            m.pacing_waited(Duration::ZERO);
+        }
+        m.pacing_waited(Duration::from_secs(3));
+        assert_eq!(m.pacing_wait_quantile(0.5), Some(0.0));
+        assert!(m.pacing_wait_quantile(0.995).unwrap() > 2.5);
     }
 
     #[test]

@@ -1,9 +1,13 @@
 //! Everything beside the request path that operators touch: the admin
-//! listener (`admin.rs`: health, readiness, metrics), the metrics themselves
-//! (`metrics.rs`), log output (`logging.rs`) and the supervisor that restarts
+//! listener (`admin.rs`: health, readiness, metrics, the status page of
+//! `status/`), the metrics themselves (`metrics.rs`, with the per-minute send
+//! history of `history.rs`), log output (`logging.rs`) and the supervisor that restarts
 //! a background task after a panic (`supervise.rs`).
 
 pub(crate) mod admin;
+pub(crate) mod health;
+mod history;
 pub mod logging;
 pub mod metrics;
+pub(crate) mod status;
 pub(crate) mod supervise;

@@ -81,6 +81,7 @@ where
         // line, no box, and `self.inner` (readied by `poll_ready`) is used
         // as is.
         if let Some(permit) = self.shared.pacer.try_admit_now() {
+            self.shared.metrics.pacing_waited(Duration::ZERO);
             return ResponseFuture {
                 state: State::Sent {
                     sending: self.inner.call(req),
@@ -107,11 +108,13 @@ where
     S: Service<Request<Body>, Response = Response<Body>, Error = BoxError>,
     S::Future: Send,
 {
+    let arrived = tokio::time::Instant::now();
     let admitted = {
         let _depth = QueueDepth::enter(&shared);
         shared.pacer.admit().await
     };
     let permit = admitted.map_err(|refusal| shared.refused(refusal))?;
+    shared.metrics.pacing_waited(arrived.elapsed());
     let res = inner.call(req).await?;
     shared.learn(permit, &res);
     Ok(res)
@@ -154,10 +157,7 @@ impl Shared {
             }
             _ => {}
         }
-        let view = self.pacer.view();
-        m.rate_limit_limit.set(i64::from(view.limit));
-        m.rate_limit_remaining.set(i64::from(view.remaining));
-        m.rate_limit_reset_seconds.set(view.reset.as_secs_f64());
+        m.show_quota(self.pacer.view());
     }
 }
 

@@ -92,6 +92,7 @@ fn demo_banner(proxy: SocketAddr, admin: SocketAddr, upstream: &str) -> String {
          \x20 simulated Fitbit API: {upstream}\n\
          \x20 proxy:                http://{proxy}\n\
          \x20 admin:                http://{admin}\n\
+         \x20 status page:          http://{admin}/\n\
          \n\
          Try, in another terminal:\n\
          \x20 curl -s http://{proxy}/1/user/-/profile.json\n\

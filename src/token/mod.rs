@@ -69,6 +69,8 @@ pub struct Status {
     pub fetching: bool,
     /// The last attempt failed (cleared by the next success).
     pub failure: Option<Failure>,
+    /// When the last attempt ended, successful or not.
+    pub last_fetch: Option<Instant>,
 }
 
 #[derive(Debug, Clone)]
@@ -117,6 +119,7 @@ impl TokenSource {
         let (status, _) = watch::channel(Status {
             fetching: true,
             failure: None,
+            last_fetch: None,
         });
         Arc::new(TokenSource {
             current: ArcSwapOption::empty(),
@@ -242,6 +245,7 @@ impl TokenSource {
         self.status.send_replace(Status {
             fetching: false,
             failure: None,
+            last_fetch: Some(Instant::now()),
         });
         match got.shared {
             Some(shared_generation) => tracing::info!(
@@ -258,6 +262,7 @@ impl TokenSource {
         self.status.send_replace(Status {
             fetching: false,
             failure: Some(Failure { error, retry_at }),
+            last_fetch: Some(Instant::now()),
         });
     }
 }

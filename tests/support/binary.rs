@@ -58,10 +58,16 @@ pub struct Proxy {
     pub child: Running,
     pub proxy: SocketAddr,
     pub admin: SocketAddr,
+    /// Holds `proxy.toml`.
     pub dir: tempfile::TempDir,
 }
 
 impl Proxy {
+    /// The config file the binary runs with.
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("proxy.toml")
+    }
+
     /// After SIGTERM: whether `/readyz` went to 503 and the proxy's port
     /// refused connections, polled for at most a second.
     pub async fn draining_and_refusing(&self) -> (bool, bool) {
@@ -88,30 +94,58 @@ impl Proxy {
 }
 
 /// How to start the binary; `Default` is the harness's config with the
-/// admin listener on and JSON logs.
-#[derive(Default)]
+/// admin listener on, JSON logs and `RUST_LOG=info`.
 pub struct Launch {
     pub extra: Extras,
     /// Run through `sh -c "ulimit -n N; exec …"`.
     pub nofile: Option<u32>,
     /// Working directory and `TMPDIR` of the child.
     pub cwd: Option<std::path::PathBuf>,
+    /// `log.format`: `json` or `text`.
+    pub log_format: &'static str,
+    pub rust_log: &'static str,
+    /// The admin listener's address (default: a free loopback port).
+    pub admin: Option<SocketAddr>,
     /// TOML appended to the config (a section of its own, e.g. `[shared]`).
     pub append: String,
-    /// `RUST_LOG` of the child; `info` when unset.
-    pub rust_log: Option<&'static str>,
+}
+
+impl Default for Launch {
+    fn default() -> Self {
+        Launch {
+            extra: Extras::default(),
+            nofile: None,
+            cwd: None,
+            log_format: "json",
+            rust_log: "info",
+            admin: None,
+            append: String::new(),
+        }
+    }
 }
 
 impl Launch {
-    /// Writes the config, starts the binary in front of `upstream` and
-    /// waits (bounded, 10 s) until `/readyz` says 200.
-    pub async fn start(self, upstream: &ServerHandle) -> Proxy {
-        let (proxy, admin) = (free_addr().await, free_addr().await);
+    /// The default launch with these extra config lines.
+    pub fn with(extra: Extras) -> Self {
+        Launch {
+            extra,
+            ..Launch::default()
+        }
+    }
+
+    /// Writes the config and starts the binary in front of `upstream`,
+    /// without waiting for it.
+    pub async fn spawn(self, upstream: &ServerHandle) -> Proxy {
+        let proxy = free_addr().await;
+        let admin = match self.admin {
+            Some(addr) => addr,
+            None => free_addr().await,
+        };
         let mut extra = self.extra;
         extra.admin = Some(format!("addr = \"{admin}\""));
         let toml = config_toml(upstream, None, &extra)
             .replace("addr = \"127.0.0.1:0\"", &format!("addr = \"{proxy}\""))
-            + "[log]\nformat = \"json\"\n"
+            + &format!("[log]\nformat = \"{}\"\n", self.log_format)
             + &self.append;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("proxy.toml");
@@ -129,23 +163,32 @@ impl Launch {
         cmd.args(["run", "--config"])
             .arg(&path)
             .env(SECRET_ENV, SECRET)
-            .env("RUST_LOG", self.rust_log.unwrap_or("info"))
+            .env("RUST_LOG", self.rust_log)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         if let Some(cwd) = &self.cwd {
             cmd.current_dir(cwd).env("TMPDIR", cwd);
         }
-        let child = Running(Some(cmd.spawn().unwrap()));
+        Proxy {
+            child: Running(Some(cmd.spawn().unwrap())),
+            proxy,
+            admin,
+            dir,
+        }
+    }
+
+    /// [`Launch::spawn`], then waits (bounded, 10 s) until `/readyz` says
+    /// 200.
+    pub async fn start(self, upstream: &ServerHandle) -> Proxy {
+        let p = self.spawn(upstream).await;
         let client = http1_client();
         for _ in 0..400 {
-            if let Ok(res) = client.request(get(&format!("http://{admin}/readyz"))).await {
+            if let Ok(res) = client
+                .request(get(&format!("http://{}/readyz", p.admin)))
+                .await
+            {
                 if res.status() == StatusCode::OK {
-                    return Proxy {
-                        child,
-                        proxy,
-                        admin,
-                        dir,
-                    };
+                    return p;
                 }
             }
             tokio::time::sleep(Duration::from_millis(25)).await;

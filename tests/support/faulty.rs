@@ -1,16 +1,15 @@
 //! A scripted raw upstream (catalog actor U/X) for the answers and faults a
 //! real server would never produce: broken framing, resets, truncation,
 //! trickles, bad certificates. It records every request head it reads, on
-//! which connection, and counts accepted connections; a proxy started with
-//! [`Setup::start_against`] forwards to it and fetches tokens from the
-//! simulator as usual.
+//! which connection, and counts accepted connections. A proxy started with
+//! [`super::Setup::upstream_url`] (or [`super::Setup::token_url`]) set to its URL talks
+//! to it and to the simulator for the rest.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fitbit_proxy::sim::Sim;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
@@ -20,8 +19,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
+use super::bind;
 use super::invariants::HOP_BY_HOP;
-use super::{bind, config_toml, parse_config, serve, spawn_proxy_with_admin, Harness, Setup};
 
 /// What the upstream does after reading a request head (and its body).
 #[derive(Debug, Clone)]
@@ -74,7 +73,7 @@ pub struct RawUpstream {
 
 /// A TLS server (ring, TLS 1.2 and 1.3) for a scripted upstream, offering
 /// `alpn` (nothing: no ALPN).
-fn tls_acceptor(
+pub fn tls_acceptor(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
     alpn: &[&[u8]],
@@ -164,9 +163,9 @@ impl RawUpstream {
         self.accepted.load(Ordering::SeqCst)
     }
 
-    /// G1 for a raw upstream: every request carries exactly one of the
-    /// proxy's bearer tokens, no hop-by-hop field and nothing of the client's
-    /// credentials.
+    /// The upstream sees only clean requests (G1), for a raw upstream: every
+    /// request carries exactly one of the proxy's bearer tokens, no
+    /// hop-by-hop field and nothing of the client's credentials.
     pub fn assert_clean(&self) {
         for s in self.seen() {
             let lower = s.head.to_ascii_lowercase();
@@ -391,72 +390,47 @@ impl Pki {
         (vec![cert.der().clone()], key)
     }
 
+    /// A leaf for `localhost`, valid now, signed by the root.
+    pub fn localhost(&self) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+        self.leaf(Leaf {
+            names: &["localhost"],
+            validity: None,
+            by_intermediate: false,
+        })
+    }
+
     /// The intermediate's certificate, to complete a chain.
     pub fn intermediate(&self) -> CertificateDer<'static> {
         self.intermediate_der.clone()
     }
 }
 
-impl Setup {
-    /// Starts the proxy with `upstream.url` pointing at `upstream` (its
-    /// certificates trusted through `ca_pem`), tokens from the simulator.
-    pub async fn start_against(self, upstream: &str, ca_pem: Option<&str>) -> Harness {
-        self.start_raw(Some(upstream), None, ca_pem).await
-    }
-
-    /// Starts the proxy in front of the simulator, fetching tokens from
-    /// `token_url` instead.
-    pub async fn start_with_token_url(self, token_url: &str) -> Harness {
-        self.start_raw(None, Some(token_url), None).await
-    }
-
-    async fn start_raw(
-        self,
-        upstream: Option<&str>,
-        token_url: Option<&str>,
-        ca_pem: Option<&str>,
-    ) -> Harness {
-        let admin_listener = if self.admin { Some(bind().await) } else { None };
-        let admin = admin_listener.as_ref().map(|l| l.local_addr().unwrap());
-        let mut extra = self.extra;
-        if let Some(addr) = admin {
-            extra.admin = Some(format!("addr = \"{addr}\""));
+/// Accepts TLS connections offering ALPN `h2`, with `pki`'s leaf for
+/// `localhost`, and runs `serve` on each with its number (0, 1, …).
+async fn serve_h2_tls<F, Fut>(pki: &Pki, serve: F) -> SocketAddr
+where
+    F: Fn(tokio_rustls::server::TlsStream<TcpStream>, usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (chain, key) = pki.localhost();
+    let acceptor = tls_acceptor(chain, key, &[b"h2"]);
+    let listener = bind().await;
+    let addr = listener.local_addr().unwrap();
+    let serve = Arc::new(serve);
+    tokio::spawn(async move {
+        for conn in 0.. {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let (acceptor, serve) = (acceptor.clone(), serve.clone());
+            tokio::spawn(async move {
+                if let Ok(tls) = acceptor.accept(tcp).await {
+                    serve(tls, conn).await;
+                }
+            });
         }
-        let sim = Sim::new(self.sim_config);
-        let (handle, _) = serve(&sim, super::Transport::Plain).await;
-        let dir = tempfile::tempdir().unwrap();
-        let ca_file = ca_pem.map(|pem| {
-            let path = dir.path().join("ca.pem");
-            std::fs::write(&path, pem).unwrap();
-            path
-        });
-        let mut toml = config_toml(&handle, ca_file.as_deref(), &extra);
-        for (key, old, new) in [
-            ("url", handle.base_url(), upstream),
-            ("token_url", handle.token_url(), token_url),
-        ] {
-            if let Some(new) = new {
-                let (old, new) = (
-                    format!("\n{key} = \"{old}\""),
-                    format!("\n{key} = \"{new}\""),
-                );
-                assert!(toml.contains(&old), "{toml}");
-                toml = toml.replacen(&old, &new, 1);
-            }
-        }
-        let config = parse_config(&toml, dir.path());
-        let (proxy, stop, task) = spawn_proxy_with_admin(config.clone(), admin_listener).await;
-        Harness {
-            sim,
-            upstream: handle,
-            proxy,
-            admin,
-            config,
-            dir,
-            stop: Some(stop),
-            task,
-        }
-    }
+    });
+    addr
 }
 
 /// How an HTTP/2 upstream ([`H2Upstream`]) ends a connection after its
@@ -483,34 +457,20 @@ pub struct H2Upstream {
 }
 
 impl H2Upstream {
-    pub async fn start(
-        chain: Vec<CertificateDer<'static>>,
-        key: PrivateKeyDer<'static>,
-        end: H2End,
-    ) -> Self {
-        let acceptor = tls_acceptor(chain, key, &[b"h2"]);
-        let listener = bind().await;
-        let up = H2Upstream {
-            addr: listener.local_addr().unwrap(),
-            seen: Arc::default(),
-            closed: Arc::default(),
-        };
-        let (seen, closed) = (up.seen.clone(), up.closed.clone());
-        tokio::spawn(async move {
-            for conn in 0.. {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    return;
-                };
-                let (acceptor, seen, closed) = (acceptor.clone(), seen.clone(), closed.clone());
-                tokio::spawn(async move {
-                    if let Ok(tls) = acceptor.accept(tcp).await {
-                        let _ = serve_h2(tls, conn, end, seen).await;
-                    }
-                    closed.fetch_add(1, Ordering::SeqCst);
-                });
+    /// Serves with `pki`'s leaf for `localhost`.
+    pub async fn start(pki: &Pki, end: H2End) -> Self {
+        let seen: Arc<Mutex<Vec<(usize, String)>>> = Arc::default();
+        let closed: Arc<AtomicUsize> = Arc::default();
+        let (s, c) = (Arc::clone(&seen), Arc::clone(&closed));
+        let addr = serve_h2_tls(pki, move |tls, conn| {
+            let (seen, closed) = (s.clone(), c.clone());
+            async move {
+                let _ = serve_h2(tls, conn, end, seen).await;
+                closed.fetch_add(1, Ordering::SeqCst);
             }
-        });
-        up
+        })
+        .await;
+        H2Upstream { addr, seen, closed }
     }
 
     pub fn url(&self) -> String {
@@ -588,32 +548,18 @@ pub struct GoawayUpstream {
 }
 
 impl GoawayUpstream {
-    pub async fn start(
-        chain: Vec<CertificateDer<'static>>,
-        key: PrivateKeyDer<'static>,
-        rst_first: bool,
-    ) -> Self {
-        let acceptor = tls_acceptor(chain, key, &[b"h2"]);
-        let listener = bind().await;
-        let up = GoawayUpstream {
-            addr: listener.local_addr().unwrap(),
-            seen: Arc::default(),
-        };
-        let seen = up.seen.clone();
-        tokio::spawn(async move {
-            for conn in 0..100 {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    return;
-                };
-                let (acceptor, seen) = (acceptor.clone(), seen.clone());
-                tokio::spawn(async move {
-                    if let Ok(tls) = acceptor.accept(tcp).await {
-                        let _ = serve_goaway(tls, conn, rst_first, seen).await;
-                    }
-                });
+    /// Serves with `pki`'s leaf for `localhost`.
+    pub async fn start(pki: &Pki, rst_first: bool) -> Self {
+        let seen: Arc<Mutex<Vec<(usize, u32)>>> = Arc::default();
+        let s = Arc::clone(&seen);
+        let addr = serve_h2_tls(pki, move |tls, conn| {
+            let seen = s.clone();
+            async move {
+                let _ = serve_goaway(tls, conn, rst_first, seen).await;
             }
-        });
-        up
+        })
+        .await;
+        GoawayUpstream { addr, seen }
     }
 
     pub fn url(&self) -> String {
@@ -643,15 +589,13 @@ async fn serve_goaway(
     };
     let mut streams = Vec::new();
     for _ in 0..1000 {
-        let mut head = [0u8; 9];
-        io.read_exact(&mut head).await?;
-        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
-        let mut payload = vec![0u8; len];
-        io.read_exact(&mut payload).await?;
-        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
-        match head[3] {
-            SETTINGS if head[4] & 0x1 == 0 => io.write_all(&frame(SETTINGS, 0x1, 0, &[])).await?,
+        let Some(f) = read_frame(&mut io).await else {
+            return Ok(());
+        };
+        match f.kind {
+            SETTINGS if f.flags & 0x1 == 0 => io.write_all(&frame(SETTINGS, 0x1, 0, &[])).await?,
             HEADERS => {
+                let stream = f.stream;
                 seen.lock().unwrap().push((conn, stream));
                 streams.push(stream);
                 let goaway = |last: u32| {

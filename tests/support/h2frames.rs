@@ -48,3 +48,28 @@ pub fn request_block(method: &str, path: &str) -> Vec<u8> {
     }
     out
 }
+
+/// One frame as read off the wire (the stream id without its reserved bit).
+#[derive(Debug)]
+pub struct RawFrame {
+    pub kind: u8,
+    pub flags: u8,
+    pub stream: u32,
+    pub payload: Vec<u8>,
+}
+
+/// Reads the next frame; `None` once the peer closed or the read failed.
+pub async fn read_frame<R: tokio::io::AsyncRead + Unpin>(io: &mut R) -> Option<RawFrame> {
+    use tokio::io::AsyncReadExt;
+    let mut head = [0u8; 9];
+    io.read_exact(&mut head).await.ok()?;
+    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+    let mut payload = vec![0u8; len];
+    io.read_exact(&mut payload).await.ok()?;
+    Some(RawFrame {
+        kind: head[3],
+        flags: head[4],
+        stream: u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff,
+        payload,
+    })
+}

@@ -44,10 +44,10 @@ const FORWARDING_IDENTITY: [&str; 8] = [
     "via",
 ];
 
-/// G1: every request the upstream saw carries exactly one
-/// `authorization: Bearer TOKEN_CANARY_…`, the upstream's own `Host`, and
-/// nothing of the client's credentials, of the hop-by-hop set or of the
-/// forwarding-identity fields.
+/// The upstream sees only clean requests (G1): every request it saw carries
+/// exactly one `authorization: Bearer TOKEN_CANARY_…`, the upstream's own
+/// `Host`, and nothing of the client's credentials, of the hop-by-hop set or
+/// of the forwarding-identity fields.
 pub fn assert_upstream_clean(h: &Harness) {
     let upstream = h.upstream.addr.to_string();
     for r in h.sim.received() {
@@ -103,7 +103,8 @@ pub fn assert_upstream_clean(h: &Harness) {
     }
 }
 
-/// G2 for bytes a client received: no token, secret or client credential.
+/// No secret reaches a client (G2), for the bytes it received: no token,
+/// secret or client credential.
 pub fn assert_no_canary(what: &str, bytes: &[u8]) {
     let text = String::from_utf8_lossy(bytes);
     for canary in CANARIES {
@@ -111,8 +112,9 @@ pub fn assert_no_canary(what: &str, bytes: &[u8]) {
     }
 }
 
-/// G6: the upstream saw no request head since `before` (a value of
-/// `h.sim.api_started()` taken before the refused traffic).
+/// Nothing refused is forwarded (G6): the upstream saw no request head since
+/// `before` (a value of `h.sim.api_started()` taken before the refused
+/// traffic).
 pub fn assert_nothing_forwarded_since(h: &Harness, before: u64, what: &str) {
     let now = h.sim.api_started();
     assert_eq!(
@@ -147,8 +149,8 @@ pub async fn request_outcomes(h: &Harness) -> BTreeMap<(String, String), f64> {
     out
 }
 
-/// G5: the requests the stack accepted each got exactly one counted
-/// outcome: the counters add up to `expected`.
+/// One counted outcome per request (G5): the requests the stack accepted each
+/// got exactly one counted outcome: the counters add up to `expected`.
 pub async fn assert_outcomes(h: &Harness, expected: &[((&str, &str), f64)]) {
     let got = request_outcomes(h).await;
     let want: BTreeMap<(String, String), f64> = expected
@@ -161,11 +163,12 @@ pub async fn assert_outcomes(h: &Harness, expected: &[((&str, &str), f64)]) {
 static PANICS: AtomicUsize = AtomicUsize::new(0);
 static HOOK: Once = Once::new();
 
-/// G4 (in-process): counts panics raised outside the tests' own code — in
-/// the proxy's connection tasks, which tokio would swallow, or in its
-/// dependencies. A failing assertion in a test (a panic located in
+/// No panic (G4, in-process): counts panics raised outside the tests' own
+/// code — in the proxy's connection tasks, which tokio would swallow, or in
+/// its dependencies. A failing assertion in a test (a panic located in
 /// `tests/`) is that test's own failure and does not fail the others.
-/// Call at the start of a test, then [`assert_no_panics`] at its end.
+/// [`super::Setup::start`] calls it; [`assert_no_panics`] at the end of a
+/// test checks it.
 pub fn count_panics() {
     HOOK.call_once(|| {
         let previous = std::panic::take_hook();
@@ -190,4 +193,12 @@ pub fn assert_invariants(h: &Harness) {
     assert_upstream_clean(h);
     assert_no_panics();
     assert!(!h.finished(), "G4: the proxy stopped on its own");
+}
+
+impl Harness {
+    /// [`assert_invariants`], then [`Harness::stop`].
+    pub async fn finish(self) {
+        assert_invariants(&self);
+        self.stop().await;
+    }
 }

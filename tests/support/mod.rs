@@ -2,28 +2,30 @@
 //! `127.0.0.1:0`, wired together through a generated config. Nothing sleeps
 //! waiting for start-up: listeners are bound before anything runs.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, unused_imports)]
 
 pub mod binary;
 pub mod faulty;
 pub mod h2frames;
 pub mod invariants;
+pub mod raw;
 pub mod raw_upstream;
 pub mod redis;
 pub mod replicas;
 
+pub use raw::{first_status, raw_exchange, read_for, read_until_closed, statuses};
+
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use bytes::Bytes;
 use fitbit_proxy::sim::{ServerHandle, Sim, SimConfig, TestCa};
 use fitbit_proxy::Config;
-use http::{Request, Response};
+use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -68,6 +70,13 @@ pub async fn bind() -> TcpListener {
         .expect("bind loopback")
 }
 
+/// A simulator with the harness's config, served plainly on loopback.
+pub async fn simulator() -> (Sim, ServerHandle) {
+    let sim = Sim::new(sim_config());
+    let handle = sim.serve_plain(bind().await);
+    (sim, handle)
+}
+
 /// Serves `sim` plainly or over TLS with a fresh CA; returns the handle and
 /// the CA (so its PEM can be trusted through `upstream.ca_file`).
 pub async fn serve(sim: &Sim, transport: Transport) -> (ServerHandle, Option<TestCa>) {
@@ -89,6 +98,17 @@ pub struct Extras {
     pub rate_limit: String,
     /// Replaces the `[admin]` section's `addr = ""` when set.
     pub admin: Option<String>,
+}
+
+impl Extras {
+    pub fn listen(mut self, extra: &str) -> Self {
+        self.listen = extra.to_owned();
+        self
+    }
+    pub fn rate_limit(mut self, extra: &str) -> Self {
+        self.rate_limit = extra.to_owned();
+        self
+    }
 }
 
 /// The config a test starts from: upstream and token endpoint on `handle`,
@@ -134,26 +154,43 @@ client_secret_env = "{SECRET_ENV}"
     )
 }
 
+/// Writes a certificate and key for `localhost` issued by `ca` into `dir`;
+/// the `[listen]` lines that serve TLS with them.
+pub fn tls_listen(dir: &Path, ca: &TestCa) -> String {
+    let (chain, key) = ca.issue(&["localhost", "127.0.0.1"]);
+    let cert_pem: String = chain.iter().map(|c| pem("CERTIFICATE", c)).collect();
+    std::fs::write(dir.join("proxy.pem"), cert_pem).unwrap();
+    std::fs::write(dir.join("proxy.key"), pem("PRIVATE KEY", key.secret_der())).unwrap();
+    format!(
+        "tls_cert = {:?}\ntls_key = {:?}",
+        dir.join("proxy.pem"),
+        dir.join("proxy.key")
+    )
+}
+
+fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
+}
+
 pub fn parse_config(toml: &str, dir: &Path) -> Config {
     let env = |name: &str| (name == SECRET_ENV).then(|| SECRET.to_string());
     Config::from_toml_str_with_env(toml, &dir.join("test.toml"), &env)
         .unwrap_or_else(|e| panic!("test config invalid:\n{e}\n{toml}"))
 }
 
-/// Writes the CA's PEM into `dir` for `upstream.ca_file`.
-pub fn write_ca(dir: &Path, ca: &TestCa) -> PathBuf {
-    let path = dir.join("ca.pem");
-    std::fs::write(&path, ca.cert_pem()).expect("write ca.pem");
-    path
-}
-
-/// Starts the proxy with `config` on a fresh loopback listener.
-pub async fn spawn_proxy(config: Config) -> (SocketAddr, oneshot::Sender<()>, JoinHandle<()>) {
-    spawn_proxy_with_admin(config, None).await
-}
-
-/// Starts the proxy with `config` and an admin listener bound by the caller.
-pub async fn spawn_proxy_with_admin(
+/// Runs the proxy with `config` on a fresh loopback listener, and the
+/// admin listener on `admin` when given.
+pub async fn spawn_proxy(
     config: Config,
     admin: Option<TcpListener>,
 ) -> (SocketAddr, oneshot::Sender<()>, JoinHandle<()>) {
@@ -170,16 +207,22 @@ pub async fn spawn_proxy_with_admin(
     (addr, stop, task)
 }
 
-/// Builder for the common case.
+/// Builder for the common case: a simulator and the proxy in front of it.
+/// Starting also counts panics from then on (G4, [`invariants::count_panics`]),
+/// so that any test can end with [`invariants::assert_invariants`].
 pub struct Setup {
     pub sim_config: SimConfig,
     pub transport: Transport,
     pub extra: Extras,
     /// Serve the admin listener on a fresh loopback port.
     pub admin: bool,
-    /// Forward to this address (an in-test raw upstream) instead of the
-    /// simulator, which still serves the token endpoint.
-    pub upstream_addr: Option<SocketAddr>,
+    /// Forward to this URL (an in-test upstream) instead of the
+    /// simulator's API; the simulator still serves the token endpoint.
+    pub upstream_url: Option<String>,
+    /// Fetch tokens from this URL instead of the simulator's endpoint.
+    pub token_url: Option<String>,
+    /// A CA (PEM) for `upstream.ca_file`, for a TLS peer of the test's own.
+    pub ca_pem: Option<String>,
 }
 
 impl Default for Setup {
@@ -189,7 +232,9 @@ impl Default for Setup {
             transport: Transport::Plain,
             extra: Extras::default(),
             admin: false,
-            upstream_addr: None,
+            upstream_url: None,
+            token_url: None,
+            ca_pem: None,
         }
     }
 }
@@ -222,14 +267,26 @@ impl Setup {
         self
     }
 
-    /// Forwards to `addr` (plain HTTP) instead of the simulator's API.
-    pub fn upstream_at(mut self, addr: SocketAddr) -> Self {
-        self.upstream_addr = Some(addr);
+    pub fn sim(mut self, sim_config: SimConfig) -> Self {
+        self.sim_config = sim_config;
         self
     }
 
-    pub fn sim(mut self, sim_config: SimConfig) -> Self {
-        self.sim_config = sim_config;
+    /// Forwards to `url` instead of the simulator's API.
+    pub fn upstream_url(mut self, url: impl Into<String>) -> Self {
+        self.upstream_url = Some(url.into());
+        self
+    }
+
+    /// Fetches tokens from `url` instead of the simulator.
+    pub fn token_url(mut self, url: impl Into<String>) -> Self {
+        self.token_url = Some(url.into());
+        self
+    }
+
+    /// Trusts the CA `pem` for the upstream and the token endpoint.
+    pub fn trust(mut self, pem: impl Into<String>) -> Self {
+        self.ca_pem = Some(pem.into());
         self
     }
 
@@ -239,6 +296,7 @@ impl Setup {
 
     /// Starts, scripting the simulator before the proxy's first token fetch.
     pub async fn start_with(mut self, script: impl FnOnce(&Sim)) -> Harness {
+        invariants::count_panics();
         let admin_listener = if self.admin { Some(bind().await) } else { None };
         let admin = admin_listener.as_ref().map(|l| l.local_addr().unwrap());
         if let Some(addr) = admin {
@@ -248,14 +306,25 @@ impl Setup {
         script(&sim);
         let (upstream, ca) = serve(&sim, self.transport).await;
         let dir = tempfile::tempdir().unwrap();
-        let ca_file = ca.as_ref().map(|ca| write_ca(dir.path(), ca));
+        let ca_pem = self.ca_pem.or_else(|| ca.map(|ca| ca.cert_pem()));
+        let ca_file = ca_pem.map(|pem| {
+            let path = dir.path().join("ca.pem");
+            std::fs::write(&path, pem).expect("write ca.pem");
+            path
+        });
         let mut toml = config_toml(&upstream, ca_file.as_deref(), &self.extra);
-        if let Some(addr) = self.upstream_addr {
-            let sim_url = format!("\nurl = \"{}\"", upstream.base_url());
-            toml = toml.replacen(&sim_url, &format!("\nurl = \"http://{addr}\""), 1);
+        for (key, old, new) in [
+            ("url", upstream.base_url(), self.upstream_url),
+            ("token_url", upstream.token_url(), self.token_url),
+        ] {
+            if let Some(new) = new {
+                let old = format!("\n{key} = \"{old}\"");
+                assert!(toml.contains(&old), "{toml}");
+                toml = toml.replacen(&old, &format!("\n{key} = \"{new}\""), 1);
+            }
         }
         let config = parse_config(&toml, dir.path());
-        let (proxy, stop, task) = spawn_proxy_with_admin(config.clone(), admin_listener).await;
+        let (proxy, stop, task) = spawn_proxy(config.clone(), admin_listener).await;
         Harness {
             sim,
             upstream,
@@ -326,6 +395,27 @@ pub async fn send(client: &TestClient, req: Request<Full<Bytes>>) -> (Response<(
     (Response::from_parts(parts, ()), bytes)
 }
 
+/// The status of a GET for `url`.
+pub async fn get_status(client: &TestClient, url: &str) -> StatusCode {
+    send(client, get(url)).await.0.status()
+}
+
+/// [`get_status`] in a task of its own, so that it can wait (for a
+/// pacing slot, a token, the upstream) while the test goes on.
+pub fn spawn_get(client: &TestClient, url: String) -> JoinHandle<StatusCode> {
+    let client = client.clone();
+    tokio::spawn(async move { get_status(&client, &url).await })
+}
+
+/// The answer's field `name` as a number (`retry-after`, the rate-limit
+/// fields).
+pub fn number(res: &Response<()>, name: &str) -> u64 {
+    let value = res.headers()[name].to_str().unwrap();
+    value
+        .parse()
+        .unwrap_or_else(|e| panic!("{name}: {value:?}: {e}"))
+}
+
 /// The `x-fitbit-proxy-error` code of a proxy-generated answer.
 pub fn proxy_error(res: &Response<()>) -> Option<&str> {
     res.headers()
@@ -344,35 +434,6 @@ pub fn assert_fitbit_error(body: &[u8], code: &str) {
             .is_some_and(|m| !m.is_empty()),
         "{v}"
     );
-}
-
-/// Writes raw bytes on a fresh connection and reads until the peer closes,
-/// for requests a normal client would refuse to send. Panics if the peer
-/// keeps the connection open: callers send `Connection: close` or expect
-/// the proxy to close.
-pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> String {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream.write_all(bytes).await.unwrap();
-    let mut out = Vec::new();
-    let read = tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        stream.read_to_end(&mut out),
-    )
-    .await;
-    let text = String::from_utf8_lossy(&out).into_owned();
-    assert!(
-        read.is_ok(),
-        "the proxy kept the connection open after: {text}"
-    );
-    text
-}
-
-/// The status code of the first response in a raw HTTP/1 exchange.
-pub fn first_status(raw: &str) -> u16 {
-    raw.split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {raw:?}"))
 }
 
 /// Waits (in small steps of tokio time) until `cond` holds; panics after

@@ -1,44 +1,17 @@
-//! A raw upstream for answers the simulator never gives (a `101`, repeated
-//! `Set-Cookie` lines, an h2 peer that looks at the HPACK bytes): it hands
-//! each accepted connection to the test, and a proxy is started in front of
-//! it with the simulator as its token endpoint.
+//! The pieces of a hand-written upstream, for the tests whose upstream does
+//! something [`super::faulty::RawUpstream`] cannot script: a loopback
+//! listener, reading one request head off a connection, and an upstream
+//! that hands each connection to the test once its request is read.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
-use fitbit_proxy::sim::{Sim, TestCa};
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
 
-use super::{bind, config_toml, parse_config, serve, sim_config, spawn_proxy, write_ca};
-use super::{Extras, Harness, Transport};
-
-/// Starts a proxy whose `upstream.url` is `url` (the raw upstream's) and
-/// whose token endpoint is a fresh simulator; `ca` is trusted for a TLS
-/// upstream. `Harness::sim` sees only token requests.
-pub async fn start_proxy(url: &str, ca: Option<&TestCa>, extra: &Extras) -> Harness {
-    let sim = Sim::new(sim_config());
-    let (upstream, _) = serve(&sim, Transport::Plain).await;
-    let dir = tempfile::tempdir().unwrap();
-    let ca_file = ca.map(|ca| write_ca(dir.path(), ca));
-    let toml = config_toml(&upstream, ca_file.as_deref(), extra).replacen(
-        &format!("\nurl = \"{}\"", upstream.base_url()),
-        &format!("\nurl = \"{url}\""),
-        1,
-    );
-    assert!(toml.contains(url), "{toml}");
-    let config = parse_config(&toml, dir.path());
-    let (proxy, stop, task) = spawn_proxy(config.clone()).await;
-    Harness {
-        sim,
-        upstream,
-        proxy,
-        admin: None,
-        config,
-        dir,
-        stop: Some(stop),
-        task,
-    }
-}
+use super::bind;
 
 /// A loopback listener for the raw upstream and its address.
 pub async fn listener() -> (TcpListener, SocketAddr) {
@@ -59,4 +32,31 @@ pub async fn read_head<I: AsyncRead + Unpin>(io: &mut I) -> Option<String> {
         head.push(byte[0]);
     }
     Some(String::from_utf8_lossy(&head).into_owned())
+}
+
+/// A loopback upstream that reads the first request head of each
+/// connection, then hands the connection to `answer`; what `answer`
+/// reports (one value a connection, or nothing) comes out of the channel.
+pub async fn answer_each<T, F, Fut>(answer: F) -> (SocketAddr, mpsc::UnboundedReceiver<T>)
+where
+    T: Send + 'static,
+    F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Option<T>> + Send + 'static,
+{
+    let (listener, addr) = listener().await;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let answer = Arc::new(answer);
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let (tx, answer) = (tx.clone(), answer.clone());
+            tokio::spawn(async move {
+                if read_head(&mut conn).await.is_some() {
+                    if let Some(report) = answer(conn).await {
+                        let _ = tx.send(report);
+                    }
+                }
+            });
+        }
+    });
+    (addr, rx)
 }

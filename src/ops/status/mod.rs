@@ -1,0 +1,198 @@
+//! The status page on the admin port (`GET /`) and the same data for
+//! machines (`GET /status.json`): readiness, the token, the quota with its
+//! send history, the pacing line, callers, shared state and the effective
+//! configuration with every secret redacted. Both are read-only snapshots of
+//! state the proxy keeps anyway; neither can change anything.
+
+mod page;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::time::Instant;
+
+use super::health::Health;
+use super::history::{History, INTERVAL};
+use super::metrics::Metrics;
+use crate::config::Config;
+use crate::pacing::Pacer;
+use crate::token::FetchError;
+
+pub(crate) use page::Page;
+
+/// How often the budget's plan is sampled into the send history.
+const PLAN_SAMPLE: Duration = Duration::from_secs(10);
+
+/// Everything the status page reads, gathered once by `run`.
+pub(crate) struct Sources {
+    pub(crate) health: Arc<Health>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) pacer: Arc<Pacer>,
+    pub(crate) started: Instant,
+    /// What the configuration says, fixed for the process's life.
+    pub(crate) about: About,
+}
+
+/// The configuration's part of the status: which API, and the effective
+/// config as `check` prints it (secrets redacted).
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct About {
+    pub(crate) profile: &'static str,
+    pub(crate) upstream: String,
+    pub(crate) config: String,
+}
+
+impl About {
+    pub(crate) fn of(config: &Config) -> About {
+        About {
+            profile: "fitbit",
+            upstream: config.upstream.url.to_string(),
+            config: config.render_redacted(),
+        }
+    }
+}
+
+/// `/status.json`. Durations are in seconds; times are "seconds ago" or
+/// "seconds from now", since the proxy's clock is not the reader's.
+#[derive(Debug, Serialize)]
+pub(crate) struct Status {
+    version: &'static str,
+    uptime_secs: u64,
+    ready: bool,
+    /// Why the proxy is not ready; `null` when it is.
+    reason: Option<String>,
+    #[serde(flatten)]
+    about: About,
+    token: TokenStatus,
+    quota: Quota,
+    line: Line,
+    /// Callers and their share of the quota (none tracked yet).
+    callers: Vec<serde_json::Value>,
+    shared: Shared,
+}
+
+#[derive(Debug, Serialize)]
+struct TokenStatus {
+    /// A valid token is held.
+    held: bool,
+    /// 1 for the first token fetched, 2 for the next…; 0 before the first.
+    generation: u64,
+    /// Seconds until the held token expires; 0 when none is held.
+    expires_in_secs: u64,
+    fetching: bool,
+    /// `ok`, `rejected`, `failed`, or `null` before the first attempt ended.
+    last_fetch: Option<&'static str>,
+    last_fetch_ago_secs: Option<u64>,
+    /// What went wrong with the last attempt, if it failed.
+    last_error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Quota {
+    limit: u32,
+    remaining: u32,
+    reset_secs: u64,
+    /// Share of this window's quota spent, 0 to 1.
+    spent: f64,
+    history: History,
+}
+
+#[derive(Debug, Serialize)]
+struct Line {
+    waiting: i64,
+    wait_p50_secs: Option<f64>,
+    wait_p99_secs: Option<f64>,
+    refused_rate_limited: u64,
+    refused_queue_full: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct Shared {
+    /// `disabled`: this proxy shares nothing with other replicas.
+    state: &'static str,
+}
+
+impl Sources {
+    pub(crate) fn snapshot(&self) -> Status {
+        let now = Instant::now();
+        let reason = self.health.readiness().err();
+        let view = self.pacer.view();
+        let m = &self.metrics;
+        let refused = |reason: &str| {
+            m.paced_rejections_total
+                .get_or_create(&[("reason", reason.to_owned())])
+                .get()
+        };
+        Status {
+            version: env!("CARGO_PKG_VERSION"),
+            uptime_secs: now.duration_since(self.started).as_secs(),
+            ready: reason.is_none(),
+            reason,
+            about: self.about.clone(),
+            token: self.token(now),
+            quota: Quota {
+                limit: view.limit,
+                remaining: view.remaining,
+                reset_secs: view.reset_secs(),
+                spent: if view.limit == 0 {
+                    0.0
+                } else {
+                    f64::from(view.limit.saturating_sub(view.remaining)) / f64::from(view.limit)
+                },
+                history: m.history.snapshot(now),
+            },
+            line: Line {
+                waiting: m.queue_depth.get(),
+                wait_p50_secs: m.pacing_wait_quantile(0.5),
+                wait_p99_secs: m.pacing_wait_quantile(0.99),
+                refused_rate_limited: refused("rate_limited"),
+                refused_queue_full: refused("queue_full"),
+            },
+            callers: Vec::new(),
+            shared: Shared { state: "disabled" },
+        }
+    }
+
+    fn token(&self, now: Instant) -> TokenStatus {
+        let tokens = self.health.tokens();
+        let held = tokens.valid();
+        let status = tokens.status();
+        let failure = status.failure.as_ref().map(|f| &f.error);
+        TokenStatus {
+            held: held.is_some(),
+            generation: held.as_ref().map_or(0, |t| t.generation()),
+            expires_in_secs: held.as_ref().map_or(0, |t| {
+                t.expires_at().saturating_duration_since(now).as_secs()
+            }),
+            fetching: status.fetching,
+            last_fetch: status.last_fetch.map(|_| match failure {
+                None => "ok",
+                Some(FetchError::Rejected { .. }) => "rejected",
+                Some(_) => "failed",
+            }),
+            last_fetch_ago_secs: status
+                .last_fetch
+                .map(|at| now.saturating_duration_since(at).as_secs()),
+            last_error: failure.map(ToString::to_string),
+        }
+    }
+
+    /// Records, every few seconds, what the budget plans to send per
+    /// minute: what is left spread evenly over the time to the reset.
+    pub(crate) async fn sample_plans(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(PLAN_SAMPLE);
+        loop {
+            tick.tick().await;
+            let view = self.pacer.view();
+            let per_minute = if view.reset <= INTERVAL {
+                f64::from(view.remaining)
+            } else {
+                f64::from(view.remaining) * INTERVAL.as_secs_f64() / view.reset.as_secs_f64()
+            };
+            self.metrics
+                .history
+                .record_plan(Instant::now(), per_minute.round() as u32);
+        }
+    }
+}
