@@ -83,7 +83,10 @@ async fn readyz_says_no_token_yet_until_the_first_token_then_200() {
     eventually(20 * SEC, || h.sim.tokens_issued() == 1).await;
     let (code, json) = readyz(&client, &h).await;
     assert_eq!(code, StatusCode::OK);
-    assert_eq!(json, serde_json::json!({ "ready": true, "shared": "disabled" }));
+    assert_eq!(
+        json,
+        serde_json::json!({ "ready": true, "shared": "disabled" })
+    );
     h.stop().await;
 }
 

@@ -8,12 +8,12 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use fitbit_proxy::sim::Sim;
-use fitbit_proxy::Config;
 use crate::support::binary::{Launch, BIN};
 use crate::support::redis::RedisServer;
 use crate::support::replicas::{readyz, status_of, until};
 use crate::support::*;
+use fitbit_proxy::sim::Sim;
+use fitbit_proxy::Config;
 
 const PASSWORD: &str = "REDIS_PW_CANARY_1";
 
