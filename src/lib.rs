@@ -57,6 +57,7 @@ pub mod layers;
 pub mod ops;
 pub mod pacing;
 pub mod profile;
+pub mod shared;
 pub mod sim;
 pub mod stack;
 pub mod token;

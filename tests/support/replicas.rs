@@ -65,7 +65,7 @@ pub async fn group(
     for _ in 0..n {
         let admin = bind().await;
         let admin_addr = admin.local_addr().unwrap();
-        let (proxy, stop, task) = spawn_proxy_with_admin(config.clone(), Some(admin)).await;
+        let (proxy, stop, task) = spawn_proxy(config.clone(), Some(admin)).await;
         replicas.push(Replica {
             proxy,
             admin: admin_addr,
