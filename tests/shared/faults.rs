@@ -103,6 +103,10 @@ async fn an_unreachable_redis_at_start_up_leaves_the_proxy_alone_and_it_says_so(
     let admin = g.replicas[0].admin;
     let reason = shared_reason(admin).await;
     assert!(reason.starts_with("cannot connect to Redis"), "{reason}");
+    let (_, status) = send(&http1_client(), get(&format!("http://{admin}/status.json"))).await;
+    let status: serde_json::Value = serde_json::from_slice(&status).unwrap();
+    assert_eq!(status["shared"]["state"], "unreachable", "{status}");
+    assert_eq!(status["shared"]["reason"], reason.as_str(), "{status}");
     assert_eq!(status_of(g.replicas[0].proxy, "/1/x.json").await, 200);
     assert_eq!(g.sim.token_fetches(), 1);
     let text = metrics(admin).await;
