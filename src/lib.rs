@@ -41,6 +41,9 @@
 //!                    metrics.rs (+ history.rs: sends per minute, process.rs: the
 //!                    process_* metrics); logging.rs; supervise.rs: restarts the
 //!                    token refresher after a panic
+//!  shared/           Redis, for replicas on one client id: token.rs: one token for
+//!                    all (asked by token/refresh.rs before it fetches); client.rs:
+//!                    connection, timeouts, breaker.rs; seal.rs; scripts.rs (Lua)
 //!  sim/              the simulated Fitbit API for tests, `demo` (demo.rs), `simulate`
 //!  body.rs           the one body type of both directions
 //! ```
@@ -57,6 +60,7 @@ pub mod layers;
 pub mod ops;
 pub mod pacing;
 pub mod profile;
+pub mod shared;
 pub mod sim;
 pub mod stack;
 pub mod token;
@@ -118,8 +122,14 @@ pub async fn run_with_admin(
     let exchange = Exchange::new(client.clone(), &config.credentials, fetch_timeout);
     let tokens = TokenSource::new(fetch_timeout);
     let margin = config.credentials.refresh_before_expiry;
-    let refresher = AbortOnDrop(tokens.spawn_refresher(exchange, margin, Arc::clone(&metrics)));
-    let health = health::Health::new(Arc::clone(&tokens));
+    let (shared, connector) = shared::Shared::start(&config, Arc::clone(&metrics));
+    let refresher = AbortOnDrop(tokens.spawn_shared_refresher(
+        exchange,
+        margin,
+        Arc::clone(&metrics),
+        shared.tokens(),
+    ));
+    let health = health::Health::new(Arc::clone(&tokens), shared);
     let shutdown = health.drain_on(shutdown);
     let pacer = pacing::Pacer::new(&config.rate_limit);
     let status = Arc::new(status::Sources {
@@ -147,6 +157,7 @@ pub async fn run_with_admin(
     )
     .await;
     drop(refresher);
+    drop(connector);
     drop(admin);
     drop(plans);
     Ok(())

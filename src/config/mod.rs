@@ -34,6 +34,7 @@ pub struct Config {
     pub credentials: CredentialsConfig,
     pub rate_limit: RateLimitConfig,
     pub log: LogConfig,
+    pub shared: SharedConfig,
     /// Things that are allowed but deserve a warning at start-up
     /// (literal secret, plain-http upstream off loopback…).
     pub warnings: Vec<String>,
@@ -116,6 +117,28 @@ pub enum LogFormat {
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
     pub format: LogFormat,
+}
+
+/// `[shared]`: state shared with the other replicas on this client id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharedConfig {
+    /// `None` when `redis_url = ""`: the proxy is alone.
+    pub redis: Option<RedisConfig>,
+    /// Keys live under `{key_prefix}:{client_id}:…`.
+    pub key_prefix: String,
+    /// The longest one Redis call may take; slower counts as a failure.
+    pub timeout: Duration,
+}
+
+/// Where Redis is and how to log in. The URL never carries a password
+/// (validation refuses one), so it may be logged and printed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedisConfig {
+    /// `redis://host:port/db` or `rediss://…` (TLS).
+    pub url: String,
+    pub password: Option<Secret>,
+    /// Where the password came from (printed by `check`, never the value).
+    pub password_source: Option<SecretSource>,
 }
 
 impl Config {

@@ -25,6 +25,7 @@ pub(super) struct RawConfig {
     pub(super) credentials: RawCredentials,
     pub(super) rate_limit: RawRateLimit,
     pub(super) log: RawLog,
+    pub(super) shared: RawShared,
 }
 
 #[derive(Debug, Deserialize)]
@@ -171,6 +172,31 @@ impl Default for RawLog {
     fn default() -> Self {
         RawLog {
             format: "text".into(),
+        }
+    }
+}
+
+/// `[shared]`: Redis for state shared across replicas; `redis_url = ""`
+/// keeps the proxy alone.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawShared {
+    pub(super) redis_url: String,
+    pub(super) redis_password_env: Option<String>,
+    pub(super) redis_password_file: Option<String>,
+    pub(super) key_prefix: String,
+    #[serde(deserialize_with = "duration_text")]
+    pub(super) timeout: String,
+}
+
+impl Default for RawShared {
+    fn default() -> Self {
+        RawShared {
+            redis_url: String::new(),
+            redis_password_env: None,
+            redis_password_file: None,
+            key_prefix: "fitbit-proxy".into(),
+            timeout: "100ms".into(),
         }
     }
 }

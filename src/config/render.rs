@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use super::validate::REDACTED;
 use super::{
-    quote, Config, CredentialsConfig, ListenConfig, LogFormat, SecretSource, UpstreamConfig,
+    quote, Config, CredentialsConfig, ListenConfig, LogFormat, SecretSource, SharedConfig,
+    UpstreamConfig,
 };
 
 pub(super) fn render(config: &Config) -> String {
@@ -18,6 +19,7 @@ pub(super) fn render(config: &Config) -> String {
         credentials(&config.credentials),
         rate_limit(config),
         log(config.log.format),
+        shared(&config.shared),
     ];
     sections.join("\n")
 }
@@ -105,6 +107,28 @@ fn log(format: LogFormat) -> String {
         LogFormat::Json => "json",
     };
     format!("[log]\nformat = {}\n", quote(format))
+}
+
+/// The URL carries no password (validation refuses one); the password
+/// appears only as its source.
+fn shared(s: &SharedConfig) -> String {
+    let (url, password) = match &s.redis {
+        None => (String::new(), None),
+        Some(r) => (r.url.clone(), r.password_source.as_ref()),
+    };
+    let password = match password {
+        Some(SecretSource::Env(name)) => format!("redis_password_env = {}", quote(name)),
+        Some(SecretSource::File(file)) => format!("redis_password_file = {}", path(file)),
+        Some(SecretSource::Literal) | None => {
+            "# redis_password_env, redis_password_file: not set".to_owned()
+        }
+    };
+    format!(
+        "[shared]\nredis_url = {}\n{password}\nkey_prefix = {}\ntimeout = {}\n",
+        quote(&url),
+        quote(&s.key_prefix),
+        duration(s.timeout),
+    )
 }
 
 fn duration(d: Duration) -> String {

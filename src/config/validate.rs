@@ -4,6 +4,7 @@
 //! warnings.
 
 mod credentials;
+mod shared;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -41,33 +42,29 @@ pub(super) fn validate(
     let credentials = v.credentials(&raw.credentials);
     let rate_limit = v.rate_limit(&raw.rate_limit);
     let log = v.log(&raw.log);
+    let shared = v.shared(&raw.shared);
     if let (Some(l), Some(r)) = (&listen, &rate_limit) {
         v.waiters_fit_in_the_grace(l, r, &raw.rate_limit.max_wait);
     }
-    let sections = (listen, admin, upstream, credentials, rate_limit, log);
-    match sections {
-        (
-            Some(listen),
-            Some(admin),
-            Some(upstream),
-            Some(credentials),
-            Some(rate_limit),
-            Some(log),
-        ) if v.problems.is_empty() => Ok(Config {
-            source: source.to_path_buf(),
-            listen,
-            admin,
-            upstream,
-            credentials,
-            rate_limit,
-            log,
-            warnings: v.warnings.iter().map(|w| w.line(source)).collect(),
-        }),
-        // Unreachable while every `None` comes with a problem; never report
-        // an invalid config with nothing to say.
-        _ if v.problems.is_empty() => Err(vec![Problem::file("invalid configuration")]),
-        _ => Err(v.problems),
+    if !v.problems.is_empty() {
+        return Err(v.problems);
     }
+    let config = (|| {
+        Some(Config {
+            source: source.to_path_buf(),
+            listen: listen?,
+            admin: admin?,
+            upstream: upstream?,
+            credentials: credentials?,
+            rate_limit: rate_limit?,
+            log: log?,
+            shared: shared?,
+            warnings: v.warnings.iter().map(|w| w.line(source)).collect(),
+        })
+    })();
+    // Unreachable while every `None` comes with a problem; never report an
+    // invalid config with nothing to say.
+    config.ok_or_else(|| vec![Problem::file("invalid configuration")])
 }
 
 /// Collects problems and warnings. Each check returns `None` exactly when it

@@ -132,13 +132,18 @@ impl Admin {
     }
 
     fn readyz(&self) -> Response<Body> {
-        let (status, body) = match self.status.health.readiness() {
+        let (status, mut body) = match self.status.health.readiness() {
             Ok(()) => (StatusCode::OK, serde_json::json!({ "ready": true })),
             Err(reason) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 serde_json::json!({ "ready": false, "reason": reason }),
             ),
         };
+        let shared = self.status.health.shared();
+        body["shared"] = shared.as_str().into();
+        if let Some(reason) = shared.reason() {
+            body["shared_reason"] = reason.into();
+        }
         respond(status, "application/json", body.to_string())
     }
 

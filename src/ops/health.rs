@@ -1,25 +1,35 @@
 //! Readiness: whether the proxy should be sent traffic (a valid token is
 //! held and it is not draining), and if not, a reason that names what an
-//! operator should look at. Read by `/readyz` and the status page.
+//! operator should look at; and where the replica stands with Redis, which
+//! never makes it unready (a Redis outage must not pull every replica at
+//! once). Read by `/readyz` and the status page.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use crate::shared::{Shared, SharedState};
 use crate::token::{FetchError, Status, TokenSource};
 
 /// What readiness depends on: the token, and whether the proxy is draining.
 pub(crate) struct Health {
     tokens: Arc<TokenSource>,
+    shared: Shared,
     draining: AtomicBool,
 }
 
 impl Health {
-    pub(crate) fn new(tokens: Arc<TokenSource>) -> Arc<Health> {
+    pub(crate) fn new(tokens: Arc<TokenSource>, shared: Shared) -> Arc<Health> {
         Arc::new(Health {
             tokens,
+            shared,
             draining: AtomicBool::new(false),
         })
+    }
+
+    /// Where this replica stands with Redis (`[shared]`).
+    pub(crate) fn shared(&self) -> SharedState {
+        self.shared.state()
     }
 
     /// `shutdown`, marking the proxy as draining the moment it resolves:

@@ -141,6 +141,8 @@ pub struct Metrics {
     /// Upstream answers per minute over the last hour (the status page's
     /// chart).
     pub(crate) history: SendHistory,
+    /// Redis, the breaker and shared tokens (`fitbit_proxy_shared_…`).
+    pub shared: crate::shared::metrics::SharedMetrics,
 }
 
 impl Default for Metrics {
@@ -173,6 +175,7 @@ impl Metrics {
             pacing_wait: Histogram::new(WAIT_BUCKETS),
             wait_counts: std::array::from_fn(|_| AtomicU64::new(0)),
             history: SendHistory::new(tokio::time::Instant::now()),
+            shared: crate::shared::metrics::SharedMetrics::default(),
         };
         m.build_info.get_or_create(&BUILD).set(1);
         // Known label values start at zero, so that a rate of them can be
@@ -292,6 +295,7 @@ impl Metrics {
             "Log lines dropped because standard error could not take them fast enough",
             self.log_lines_dropped.clone(),
         );
+        self.shared.register(r);
         self
     }
 

@@ -6,6 +6,7 @@
 
 pub mod exchange;
 pub(crate) mod layer;
+pub(crate) mod obtained;
 pub(crate) mod refresh;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,8 +21,10 @@ use tokio::time::Instant;
 
 pub use exchange::{Exchange, FetchError, Grant};
 pub use layer::AuthLayer;
+pub(crate) use obtained::Obtained;
 
 use crate::ops::supervise::spawn_supervised;
+use crate::shared::token::SharedTokens;
 
 /// The refresher's `task` label in `fitbit_proxy_task_restarts_total`.
 pub const REFRESHER_TASK: &str = "token_refresher";
@@ -137,6 +140,18 @@ impl TokenSource {
         margin: Duration,
         metrics: Arc<crate::ops::metrics::Metrics>,
     ) -> JoinHandle<()> {
+        self.spawn_shared_refresher(exchange, margin, metrics, None)
+    }
+
+    /// [`TokenSource::spawn_refresher`] that asks the replicas' shared
+    /// store (when there is one) before fetching.
+    pub(crate) fn spawn_shared_refresher(
+        self: &Arc<Self>,
+        exchange: Exchange,
+        margin: Duration,
+        metrics: Arc<crate::ops::metrics::Metrics>,
+        shared: Option<Arc<SharedTokens>>,
+    ) -> JoinHandle<()> {
         let source = Arc::clone(self);
         let exchange = Arc::new(exchange);
         let restarts = metrics.task_restarts(REFRESHER_TASK);
@@ -146,6 +161,7 @@ impl TokenSource {
                 Arc::clone(&exchange),
                 margin,
                 Arc::clone(&metrics),
+                shared.clone(),
             )
         })
     }
@@ -215,13 +231,15 @@ impl TokenSource {
 
     /// Publishes a new token; the token first, then the status, so that a
     /// request woken by the status always finds the token.
-    fn install(&self, grant: Grant, sent: Instant) {
+    fn install(&self, got: Obtained) {
         let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
-        // Expiry counts from when the request left, so it errs early.
-        let expires_at = sent + grant.expires_in;
+        let expires_in = got
+            .expires_at
+            .saturating_duration_since(Instant::now())
+            .as_secs();
         self.current.store(Some(Arc::new(Token {
-            header: grant.header,
-            expires_at,
+            header: got.header,
+            expires_at: got.expires_at,
             generation,
         })));
         self.status.send_replace(Status {
@@ -229,11 +247,15 @@ impl TokenSource {
             failure: None,
             last_fetch: Some(Instant::now()),
         });
-        tracing::info!(
-            generation,
-            expires_in = grant.expires_in.as_secs(),
-            "access token fetched"
-        );
+        match got.shared {
+            Some(shared_generation) => tracing::info!(
+                generation,
+                shared_generation,
+                expires_in,
+                "access token in use (shared with the other replicas)"
+            ),
+            None => tracing::info!(generation, expires_in, "access token fetched"),
+        }
     }
 
     fn fail(&self, error: FetchError, retry_at: Instant) {

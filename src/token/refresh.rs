@@ -9,8 +9,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::exchange::{Exchange, FetchError};
-use super::TokenSource;
+use super::{Obtained, TokenSource};
 use crate::ops::metrics::Metrics;
+use crate::shared::token::{Begin, SharedTokens};
 
 /// Backoff after a failed fetch: 1 s doubling up to 60 s.
 const BACKOFF_FIRST: Duration = Duration::from_secs(1);
@@ -55,29 +56,34 @@ pub(crate) fn honour_retry_after(backoff: Duration, retry_after: Option<Duration
     backoff.max(retry_after.unwrap_or_default().min(BACKOFF_MAX))
 }
 
-/// Runs until the proxy stops (the task is aborted with it).
+/// Runs until the proxy stops (the task is aborted with it). With a shared
+/// store, each round first asks it for a token to replace the one held.
 pub(super) async fn run(
     source: Arc<TokenSource>,
     exchange: Arc<Exchange>,
     margin: Duration,
     metrics: Arc<Metrics>,
+    shared: Option<Arc<SharedTokens>>,
 ) {
     let mut failures: u32 = 0;
+    // The newest shared generation this replica has held: the one the next
+    // round replaces. A token fetched alone (Redis out of reach) leaves it
+    // as it was, so that once Redis is back a token that was revoked or
+    // due meanwhile is replaced there, not taken.
+    let mut held: Option<u64> = None;
     loop {
         source.begin_fetch();
-        let sent = Instant::now();
-        let result = exchange.fetch().await;
-        metrics.token_fetch(match &result {
-            Ok(_) => "ok",
-            Err(FetchError::Rejected { .. }) => "rejected",
-            Err(_) => "failed",
-        });
+        let result = obtain(&exchange, shared.as_ref(), held, &metrics).await;
         let (next, hold) = match result {
-            Ok(grant) => {
+            Ok(got) => {
                 failures = 0;
-                let lifetime = grant.expires_in;
-                source.install(grant, sent);
-                (refresh_delay(lifetime, margin, rand::random()), false)
+                held = got.shared.or(held);
+                // Refresh as far ahead of expiry as a fresh token of that
+                // lifetime would be, however long ago it was fetched.
+                let ahead = got.lifetime - refresh_delay(got.lifetime, margin, rand::random());
+                let next = (got.expires_at - ahead).saturating_duration_since(Instant::now());
+                source.install(got);
+                (next, false)
             }
             Err(error) => {
                 failures += 1;
@@ -95,6 +101,58 @@ pub(super) async fn run(
             }
         };
         wait(&source, Instant::now() + next, hold).await;
+    }
+}
+
+/// A token to replace the shared generation `held`: taken from the shared
+/// store when another replica fetched it; otherwise fetched here (and
+/// shared when this replica holds the store's lock).
+async fn obtain(
+    exchange: &Exchange,
+    shared: Option<&Arc<SharedTokens>>,
+    held: Option<u64>,
+    metrics: &Metrics,
+) -> Result<Obtained, FetchError> {
+    let lease = match shared {
+        Some(store) => match store.begin(held).await {
+            Begin::Adopt(got) => {
+                metrics.shared.token("adopted");
+                return Ok(got);
+            }
+            Begin::Lead(lease) => Some((store, lease)),
+            Begin::Alone => None,
+        },
+        None => None,
+    };
+    let sent = Instant::now();
+    let result = exchange.fetch().await;
+    metrics.token_fetch(match &result {
+        Ok(_) => "ok",
+        Err(FetchError::Rejected { .. }) => "rejected",
+        Err(_) => "failed",
+    });
+    match (result, lease) {
+        (Ok(grant), Some((store, lease))) => {
+            let mut got = Obtained::fetched(grant, sent);
+            got.shared = store.store(lease, &got).await;
+            metrics.shared.token(if got.shared.is_some() {
+                "fetched"
+            } else {
+                "alone"
+            });
+            Ok(got)
+        }
+        (Ok(grant), None) => {
+            if shared.is_some() {
+                metrics.shared.token("alone");
+            }
+            Ok(Obtained::fetched(grant, sent))
+        }
+        (Err(error), Some((store, lease))) => {
+            store.release(lease).await;
+            Err(error)
+        }
+        (Err(error), None) => Err(error),
     }
 }
 

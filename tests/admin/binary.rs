@@ -136,7 +136,7 @@ async fn demo_prints_curl_commands_that_work_as_printed() {
         outputs[2].1
     );
     assert_eq!(outputs[3].1, "ok\n");
-    assert_eq!(outputs[4].1, r#"{"ready":true}"#);
+    assert_eq!(outputs[4].1, r#"{"ready":true,"shared":"disabled"}"#);
     assert!(
         outputs[5]
             .1

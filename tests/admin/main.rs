@@ -29,8 +29,9 @@ async fn readyz(client: &TestClient, h: &Harness) -> (StatusCode, serde_json::Va
     (res.status(), json)
 }
 
+/// A lone proxy's readiness names Redis as `disabled`.
 fn not_ready(reason: &str) -> serde_json::Value {
-    serde_json::json!({ "ready": false, "reason": reason })
+    serde_json::json!({ "ready": false, "reason": reason, "shared": "disabled" })
 }
 
 #[tokio::test(start_paused = true)]
@@ -84,7 +85,10 @@ async fn readyz_says_no_token_yet_until_the_first_token_then_200() {
     eventually(20 * SEC, || h.sim.tokens_issued() == 1).await;
     let (code, json) = readyz(&client, &h).await;
     assert_eq!(code, StatusCode::OK);
-    assert_eq!(json, serde_json::json!({ "ready": true }));
+    assert_eq!(
+        json,
+        serde_json::json!({ "ready": true, "shared": "disabled" })
+    );
     h.stop().await;
 }
 

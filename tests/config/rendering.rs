@@ -126,6 +126,12 @@ replicas = 1
 
 [log]
 format = "text"
+
+[shared]
+redis_url = ""
+# redis_password_env, redis_password_file: not set
+key_prefix = "fitbit-proxy"
+timeout = "100ms"
 "#;
     assert_eq!(rendered, want);
 }

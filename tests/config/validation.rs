@@ -71,7 +71,7 @@ const BAD: &[(&str, &str)] = &[
     // [log]
     ("[log]\nformat = \"xml\"", r#"proxy.toml: log.format = "xml": must be "text" or "json""#),
     // unknown keys, at the top and in every section
-    ("colour = \"blue\"", "proxy.toml: colour: unknown key (expected one of listen, admin, upstream, credentials, rate_limit, log)"),
+    ("colour = \"blue\"", "proxy.toml: colour: unknown key (expected one of listen, admin, upstream, credentials, rate_limit, log, shared)"),
     ("[lisen]\naddr = \"127.0.0.1:1\"", "proxy.toml: lisen: unknown key (expected one of listen, admin"),
     ("[listen]\nadr = \"127.0.0.1:1\"", "proxy.toml: listen.adr: unknown key (expected one of addr, tls_cert, tls_key, allow, hosts, max_connections"),
     ("listen.adr = \"127.0.0.1:1\"", "proxy.toml: listen.adr: unknown key"),

@@ -106,6 +106,8 @@ pub struct Launch {
     pub rust_log: &'static str,
     /// The admin listener's address (default: a free loopback port).
     pub admin: Option<SocketAddr>,
+    /// TOML appended to the config (a section of its own, e.g. `[shared]`).
+    pub append: String,
 }
 
 impl Default for Launch {
@@ -117,6 +119,7 @@ impl Default for Launch {
             log_format: "json",
             rust_log: "info",
             admin: None,
+            append: String::new(),
         }
     }
 }
@@ -142,7 +145,8 @@ impl Launch {
         extra.admin = Some(format!("addr = \"{admin}\""));
         let toml = config_toml(upstream, None, &extra)
             .replace("addr = \"127.0.0.1:0\"", &format!("addr = \"{proxy}\""))
-            + &format!("[log]\nformat = \"{}\"\n", self.log_format);
+            + &format!("[log]\nformat = \"{}\"\n", self.log_format)
+            + &self.append;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("proxy.toml");
         std::fs::write(&path, toml).unwrap();

@@ -10,6 +10,8 @@ pub mod h2frames;
 pub mod invariants;
 pub mod raw;
 pub mod raw_upstream;
+pub mod redis;
+pub mod replicas;
 
 pub use raw::{first_status, raw_exchange, read_for, read_until_closed, statuses};
 

@@ -78,12 +78,13 @@ impl Validator<'_> {
 
     fn secret_value(&mut self, raw: &RawCredentials) -> Option<(Secret, SecretSource)> {
         if let Some(name) = &raw.client_secret_env {
-            let secret = self.secret_from_env(name)?;
+            let secret = self.secret_from_env("credentials.client_secret_env", name)?;
             return Some((secret, SecretSource::Env(name.clone())));
         }
         if let Some(path) = &raw.client_secret_file {
             let resolved = self.resolve("credentials.client_secret_file", path)?;
-            let secret = self.secret_from_file(path, &resolved)?;
+            let secret =
+                self.secret_from_file("credentials.client_secret_file", path, &resolved)?;
             return Some((secret, SecretSource::File(resolved)));
         }
         let secret = raw.client_secret.clone()?;
@@ -99,8 +100,9 @@ impl Validator<'_> {
         Some((secret, SecretSource::Literal))
     }
 
+    /// The secret in the environment variable `name`, set by `key`.
     /// Messages name the variable, never its value.
-    fn secret_from_env(&mut self, name: &str) -> Option<Secret> {
+    pub(super) fn secret_from_env(&mut self, key: &str, name: &str) -> Option<Secret> {
         let message = match (self.env)(name) {
             _ if name.is_empty() => "must name an environment variable".to_owned(),
             None => format!("environment variable {name} is not set"),
@@ -109,16 +111,17 @@ impl Validator<'_> {
             }
             Some(value) => return Some(Secret::new(value)),
         };
-        let problem = Problem::new("credentials.client_secret_env", message);
+        let problem = Problem::new(key, message);
         self.problem(problem.with_value(quote(name)));
         None
     }
 
-    fn secret_from_file(&mut self, raw: &str, path: &Path) -> Option<Secret> {
+    /// The secret in the file `raw` (resolved to `path`), set by `key`.
+    pub(super) fn secret_from_file(&mut self, key: &str, raw: &str, path: &Path) -> Option<Secret> {
         match files::read_secret(path) {
             Ok(secret) => Some(secret),
             Err(message) => {
-                let problem = Problem::new("credentials.client_secret_file", message);
+                let problem = Problem::new(key, message);
                 self.problem(problem.with_value(quote(raw)));
                 None
             }

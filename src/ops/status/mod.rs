@@ -109,8 +109,11 @@ struct Line {
 
 #[derive(Debug, Serialize)]
 struct Shared {
+    /// `connected`, `unreachable` (this replica runs alone meanwhile), or
     /// `disabled`: this proxy shares nothing with other replicas.
     state: &'static str,
+    /// Why it is unreachable; `null` otherwise.
+    reason: Option<String>,
 }
 
 impl Sources {
@@ -150,7 +153,13 @@ impl Sources {
                 refused_queue_full: refused("queue_full"),
             },
             callers: Vec::new(),
-            shared: Shared { state: "disabled" },
+            shared: {
+                let shared = self.health.shared();
+                Shared {
+                    state: shared.as_str(),
+                    reason: shared.reason().map(str::to_owned),
+                }
+            },
         }
     }
 

@@ -123,7 +123,7 @@
     text("refused-queue-full", l.refused_queue_full);
 
     callers(s.callers);
-    text("shared-state", s.shared.state);
+    text("shared-state", s.shared.reason ? s.shared.state + " (" + s.shared.reason + ")" : s.shared.state);
     text("shared-replicas", s.shared.replicas === undefined ? "–" : s.shared.replicas);
     text("config", s.config);
     text("updated", "updated " + new Date().toLocaleTimeString());
