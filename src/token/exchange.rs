@@ -112,6 +112,13 @@ impl Exchange {
             .await
             .map_err(|e| FetchError::Transport(describe_chain(&e)))?;
         let status = res.status();
+        // A success that says it is not JSON (a captive portal's page, a
+        // misrouted request) is not a grant, whatever its body holds.
+        if status.is_success() && !is_json(res.headers()) {
+            return Err(FetchError::Malformed(
+                "the answer's Content-Type is not JSON",
+            ));
+        }
         let retry_after = crate::pacing::dialect::retry_after(res.headers());
         let bytes = Limited::new(res.into_body(), MAX_RESPONSE_BYTES)
             .collect()
@@ -127,6 +134,18 @@ impl Exchange {
             other => other,
         })
     }
+}
+
+/// Whether the answer's `Content-Type`, if it has one, is JSON
+/// (`application/json` or a `+json` type, any parameters). An answer
+/// without one is judged by its body alone.
+fn is_json(headers: &http::HeaderMap) -> bool {
+    let Some(value) = headers.get(CONTENT_TYPE) else {
+        return true;
+    };
+    let media = value.to_str().unwrap_or_default();
+    let media = media.split(';').next().unwrap_or_default().trim();
+    media.eq_ignore_ascii_case("application/json") || media.to_ascii_lowercase().ends_with("+json")
 }
 
 /// RFC 6749 §2.3.1: each part is form-urlencoded before joining with `:`.
@@ -292,6 +311,25 @@ mod tests {
                 "{body}: error echoes the token: {err}"
             );
         }
+    }
+
+    #[test]
+    fn json_content_types() {
+        let with = |value: Option<&str>| {
+            let mut h = http::HeaderMap::new();
+            if let Some(v) = value {
+                h.insert(CONTENT_TYPE, HeaderValue::from_str(v).unwrap());
+            }
+            is_json(&h)
+        };
+        assert!(with(None));
+        assert!(with(Some("application/json")));
+        assert!(with(Some("Application/JSON;charset=UTF-8")));
+        assert!(with(Some("application/problem+json")));
+        assert!(!with(Some("text/html; charset=utf-8")));
+        assert!(!with(Some("text/plain")));
+        assert!(!with(Some("application/jsonx")));
+        assert!(!with(Some("")));
     }
 
     #[test]
