@@ -89,6 +89,12 @@ impl Exchange {
         }
     }
 
+    /// The token endpoint (keys the refresher's failpoint).
+    #[cfg(feature = "failpoints")]
+    pub(crate) fn url(&self) -> &Uri {
+        &self.url
+    }
+
     /// One token request, bounded by the fetch timeout.
     pub async fn fetch(&self) -> Result<Grant, FetchError> {
         match tokio::time::timeout(self.timeout, self.round_trip()).await {

@@ -64,6 +64,8 @@ pub(super) async fn run(
 ) {
     let mut failures: u32 = 0;
     loop {
+        #[cfg(feature = "failpoints")]
+        crate::failpoints::hit("token_refresher", &exchange.url().to_string());
         source.begin_fetch();
         let sent = Instant::now();
         let result = exchange.fetch().await;
