@@ -206,15 +206,26 @@ pub fn parse_response(status: StatusCode, body: &[u8]) -> Result<Grant, FetchErr
         return Err(FetchError::Malformed("token_type is not Bearer"));
     }
     let expires_in = parse_expires_in(answer.expires_in)?;
-    if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+    if !is_b64token(&token) {
         return Err(FetchError::Malformed(
-            "access_token is empty or has characters a header cannot carry",
+            "access_token is empty or not an RFC 6750 b64token",
         ));
     }
     let mut header = HeaderValue::try_from(format!("Bearer {token}"))
         .map_err(|_| FetchError::Malformed("access_token cannot be a header value"))?;
     header.set_sensitive(true);
     Ok(Grant { header, expires_in })
+}
+
+/// RFC 6750 §2.1: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" )
+/// *"="`. Nothing else can be sent as a Bearer credential, so nothing else
+/// is taken (a CR LF or space could split or bend the header).
+fn is_b64token(token: &str) -> bool {
+    let body = token.trim_end_matches('=');
+    !body.is_empty()
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
 }
 
 /// A positive whole number of seconds, as a JSON number or numeric string.
@@ -270,6 +281,11 @@ mod tests {
         assert!(g.header.is_sensitive());
         assert_eq!(g.header, "Bearer TOKEN_CANARY_1");
         assert!(ok(r#"{"access_token":"t","expires_in":"3600","token_type":"bearer"}"#).is_ok());
+        // A JWT, and base64 with its padding.
+        assert!(ok(
+            r#"{"access_token":"eyJh.eyJz-_~+/.c2ln==","expires_in":1,"token_type":"Bearer"}"#
+        )
+        .is_ok());
         let bad: &[(&str, &str)] = &[
             ("<html>hi</html>", "not a JSON object"),
             (
@@ -302,11 +318,23 @@ mod tests {
             ),
             (
                 r#"{"access_token":"TOKEN CANARY","expires_in":60,"token_type":"Bearer"}"#,
-                "header cannot carry",
+                "b64token",
             ),
             (
                 r#"{"access_token":"","expires_in":60,"token_type":"Bearer"}"#,
                 "empty",
+            ),
+            (
+                r#"{"access_token":"TOKEN=CANARY","expires_in":60,"token_type":"Bearer"}"#,
+                "b64token",
+            ),
+            (
+                r#"{"access_token":"TOKEN_CANARY\r\nX-Injected: 1","expires_in":60,"token_type":"Bearer"}"#,
+                "b64token",
+            ),
+            (
+                r#"{"access_token":"TOKEN_CANARY_tök","expires_in":60,"token_type":"Bearer"}"#,
+                "b64token",
             ),
         ];
         for (body, want) in bad {

@@ -74,7 +74,7 @@ fn token_json() -> impl Strategy<Value = String> {
     ];
     let access_token = prop_oneof![
         6 => Just(serde_json::json!(TOKEN)),
-        1 => prop_oneof![Just(""), Just(" "), Just("a\r\nX-Injected: 1"), Just("tök"), Just("a=b")]
+        1 => prop_oneof![Just(""), Just(" "), Just("a\r\nX-Injected: 1"), Just("tök"), Just("a=b"), Just("ab=="), Just("a.b-c_d~e+f/g"), Just("=")]
             .prop_map(|t| serde_json::json!(t)),
         1 => any_value.clone(),
     ];
@@ -302,7 +302,7 @@ fn parse_reads_the_three_values() {
 /// What a 200 token answer must give, decided apart from
 /// src/token/exchange.rs: the lifetime when the body is one JSON object
 /// with each of `access_token`, `token_type`, `expires_in` at most once, a
-/// token of visible ASCII, `token_type` Bearer in any case (RFC 6749 §7.1),
+/// token in RFC 6750's b64token syntax, `token_type` Bearer in any case (RFC 6749 §7.1),
 /// and `expires_in` a whole number of seconds above 0, as a number or a
 /// numeric string, capped at `u32::MAX` seconds; `None` otherwise.
 fn token_oracle(body: &[u8]) -> Option<Duration> {
@@ -315,8 +315,11 @@ fn token_oracle(body: &[u8]) -> Option<Duration> {
             return None;
         }
     }
+    // RFC 6750's b64token: token68 characters, `=` only at the end.
     let token = object.get("access_token")?.as_str()?;
-    if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+    let (body, padding) = token.split_at(token.find('=').unwrap_or(token.len()));
+    let token68 = |c: char| c.is_ascii_alphanumeric() || "-._~+/".contains(c);
+    if body.is_empty() || !body.chars().all(token68) || padding.chars().any(|c| c != '=') {
         return None;
     }
     if !object
@@ -335,7 +338,7 @@ fn token_oracle(body: &[u8]) -> Option<Duration> {
 }
 
 /// The catalog's token answers (4.05 bodies that do not parse, 4.06
-/// `token_type`, 4.08 `expires_in`), one per line: the lifetime granted, or
+/// `token_type`, 4.07 `access_token`, 4.08 `expires_in`), one per line: the lifetime granted, or
 /// `None` for a refusal.
 #[test]
 fn token_answer_variants() {
@@ -343,6 +346,8 @@ fn token_answer_variants() {
     let typed = |t: &str| grant(&format!(r#""token_type":{t},"expires_in":3600"#));
     let lasting = |e: &str| grant(&format!(r#""token_type":"Bearer","expires_in":{e}"#));
     let hour = Some(Duration::from_secs(3600));
+    let token =
+        |t: &str| format!(r#"{{"access_token":"{t}","token_type":"Bearer","expires_in":3600}}"#);
     let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
     let deep_object = format!("{}1{}", r#"{"a":"#.repeat(10_000), "}".repeat(10_000));
     let mut latin1 = lasting("3600").into_bytes();
@@ -381,6 +386,15 @@ fn token_answer_variants() {
         ("empty type", typed(r#""""#).into_bytes(), None),
         ("type null", typed("null").into_bytes(), None),
         ("no type", grant(r#""expires_in":3600"#).into_bytes(), None),
+        // 4.07: the token, an RFC 6750 b64token (its length is capped by
+        // the 64 KiB read of the answer, tests/security/upstream).
+        ("empty token", token("").into_bytes(), None),
+        ("a space", token(" ").into_bytes(), None),
+        ("CR LF", token("a\\r\\nX-Injected: 1").into_bytes(), None),
+        ("non-ASCII", token("tök").into_bytes(), None),
+        ("= inside", token("a=b").into_bytes(), None),
+        ("= padding", token("ab==").into_bytes(), hour),
+        ("a JWT", token("eyJh.eyJz-_~+/.c2ln").into_bytes(), hour),
         // 4.08: expires_in, a whole positive number of seconds.
         ("0", lasting("0").into_bytes(), None),
         ("-5", lasting("-5").into_bytes(), None),

@@ -9,8 +9,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// A CONTINUATION flood (1.26): HEADERS without END_HEADERS, then endless
-/// CONTINUATION frames, of 16 KiB and of 1 byte. The server gives up (GOAWAY
-/// or close) long before 8 MiB; nothing reaches the upstream.
+/// CONTINUATION frames, of 16 KiB and of 1 byte. The server gives up with a
+/// GOAWAY carrying an error long before 8 MiB; nothing reaches the upstream.
 #[tokio::test]
 async fn continuation_flood_is_cut_off() {
     let h = Setup::default().start().await;
@@ -31,8 +31,10 @@ async fn continuation_flood_is_cut_off() {
         };
         let _ = tokio::time::timeout(Duration::from_secs(10), flood).await;
         let seen = c.read(Duration::from_secs(5), |_| false).await;
+        // ENHANCE_YOUR_CALM for 1-byte frames, COMPRESSION_ERROR for a
+        // block past h2's buffer: an error either way, never a close alone.
         assert!(
-            seen.goaway.is_some() || seen.closed,
+            seen.goaway.is_some_and(|code| code != 0),
             "piece {piece}: wrote {written} bytes, {seen:?}"
         );
         assert!(
