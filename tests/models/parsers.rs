@@ -363,7 +363,7 @@ fn token_answer_variants() {
             b"<html><body>Log in</body></html>".to_vec(),
             None,
         ),
-        ("truncated", lasting("3600")[..30].as_bytes().to_vec(), None),
+        ("truncated", lasting("3600").as_bytes()[..30].to_vec(), None),
         ("array", b"[]".to_vec(), None),
         ("null", b"null".to_vec(), None),
         ("empty", Vec::new(), None),
