@@ -59,6 +59,20 @@ async fn a_silent_or_trickling_token_endpoint_gives_503_within_the_fetch_timeout
     }
 }
 
+/// The proxy (with its admin listener) fetching its token from a raw
+/// endpoint that answers every request with `answer`; returned once the
+/// endpoint has been asked.
+async fn behind_a_token_endpoint_answering(answer: Vec<u8>) -> (Harness, RawUpstream) {
+    let token = RawUpstream::start(move |_| vec![faulty::send(&answer)]).await;
+    let h = Setup::default()
+        .admin()
+        .token_url(format!("{}/oauth2/token", token.url()))
+        .start()
+        .await;
+    eventually(Duration::from_secs(5), || !token.seen().is_empty()).await;
+    (h, token)
+}
+
 /// A token answer is bounded (T2): it is read up to 64 KiB (a grant with a
 /// long `scope` is still a grant) and refused past it: `/readyz` is 200 with
 /// a 60 KiB answer, and 503 with 64 KiB + 1, whose requests get 503
@@ -73,13 +87,7 @@ async fn token_answers_are_read_up_to_64_kib_and_refused_past_it() {
         let answer = format!(
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {size}\r\n\r\n{body}"
         );
-        let token = RawUpstream::start(move |_| vec![faulty::send(&answer)]).await;
-        let h = Setup::default()
-            .admin()
-            .token_url(format!("{}/oauth2/token", token.url()))
-            .start()
-            .await;
-        eventually(Duration::from_secs(5), || !token.seen().is_empty()).await;
+        let (h, _token) = behind_a_token_endpoint_answering(answer.into_bytes()).await;
         let client = http1_client();
         let readyz = || async { send(&client, get(&h.admin_url("/readyz"))).await.0.status() };
         if ready {
@@ -247,13 +255,7 @@ async fn unusable_token_answers_are_refused_and_named() {
         )
         .into_bytes();
         answer.extend(body);
-        let token = RawUpstream::start(move |_| vec![faulty::send(&answer)]).await;
-        let h = Setup::default()
-            .admin()
-            .token_url(format!("{}/oauth2/token", token.url()))
-            .start()
-            .await;
-        eventually(Duration::from_secs(5), || !token.seen().is_empty()).await;
+        let (h, _token) = behind_a_token_endpoint_answering(answer).await;
         let client = http1_client();
         let readyz = || async { send(&client, get(&h.admin_url("/readyz"))).await };
         if what == "grant" {
