@@ -41,11 +41,12 @@ start_simulator() {
 }
 
 # Runs the proxy on the proxy.toml read from stdin, with the simulator's
-# secret in the environment variable named by $1, at RUST_LOG=warn; waits
+# secret in the environment variable named by $1, at RUST_LOG=$PROXY_RUST_LOG
+# (default warn); waits
 # (bounded: 10 s) until /readyz says 200.
 start_proxy() {
     cat >"$WORK/proxy.toml"
-    env "$1=$SECRET" RUST_LOG=warn "$BIN" run --config "$WORK/proxy.toml" >"$WORK/proxy.log" 2>&1 &
+    env "$1=$SECRET" RUST_LOG="${PROXY_RUST_LOG:-warn}" "$BIN" run --config "$WORK/proxy.toml" >"$WORK/proxy.log" 2>&1 &
     PROXY_PID=$!
     PIDS+=($PROXY_PID)
     for _ in $(seq 100); do

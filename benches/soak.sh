@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Soak (RELIABILITY.md 3.16): mixed traffic through the real binary for a
 # bounded time, then a report: requests served, errors by kind, peak RSS and
-# open file descriptors at start and end. Not run by CI.
+# open file descriptors at start and end. It fails when RSS, open
+# descriptors or tokio tasks grow from the middle third of the run to the
+# last (no plateau), when a token or the secret shows in the proxy's log or
+# admin answers, and when the proxy panicked or died. Not run by CI.
 #
 #   benches/soak.sh [SECONDS] [CLIENTS]      # defaults: 60 s, 8 clients
 #   benches/soak.sh 1800                     # the catalog's 30-minute soak
@@ -13,8 +16,12 @@
 # drives h2c (prior knowledge) in bounded rounds. The simulator grants 30 s
 # tokens (a refresh every ~15 s) and a quota of SOAK_QUOTA per 60 s window
 # (default 120000, ~2,000/s), so pacing spreads the load. Every 10 s the
-# proxy's RSS, open descriptors and threads are sampled; the report compares
-# the last third of the run with the middle one, so a leak shows as growth.
+# proxy's RSS, open descriptors, threads and alive tokio tasks
+# (fitbit_proxy_runtime_tasks) are sampled; the medians of the last third of
+# the run must not exceed those of the middle third by more than RSS 10 % +
+# 2 MiB, 8 descriptors, tasks 10 % + 20 (runs shorter than 60 s are too
+# short to judge and fail). The proxy logs at SOAK_RUST_LOG (default: warn,
+# and debug for the token code, so that every fetch is logged and searched).
 # Needs curl, python3 and h2load (nghttp2-client). Everything is on
 # loopback; every loop is bounded by the deadline; only the processes this
 # script starts are stopped, by PID.
@@ -26,6 +33,7 @@ CLIENTS=${2:-8}
 source benches/lib.sh
 
 QUOTA=${SOAK_QUOTA:-120000}
+export PROXY_RUST_LOG=${SOAK_RUST_LOG:-warn,fitbit_proxy::token=debug}
 start_simulator --quota "$QUOTA" --window 60s --token-lifetime 30s
 start_proxy SOAK_SECRET <<TOML
 [listen]
@@ -83,18 +91,22 @@ h2c() {
     done
 }
 threads() { awk '/Threads/ {print $2}' "/proc/$PROXY_PID/status"; }
+tasks() {
+    curl -s -m 5 "http://127.0.0.1:$ADMIN_PORT/metrics" \
+        | awk '/^fitbit_proxy_runtime_tasks / {print $2; found=1} END {if (!found) print -1}'
+}
 for n in $(seq "$CLIENTS"); do client "$n" & PIDS+=($!); done
 h2c & PIDS+=($!)
 START=$(date +%s)
 PEAK=0
 NEXT_SAMPLE=$START
-echo "elapsed_s rss_kib fds threads" >"$WORK/samples.txt"
+echo "elapsed_s rss_kib fds threads tasks" >"$WORK/samples.txt"
 while [ "$(date +%s)" -lt "$DEADLINE" ]; do
     sleep 1
     r=$(rss_kib); [ "$r" -gt "$PEAK" ] && PEAK=$r
     now=$(date +%s)
     if [ "$now" -ge "$NEXT_SAMPLE" ]; then
-        echo "$((now - START)) $r $(fds) $(threads)" >>"$WORK/samples.txt"
+        echo "$((now - START)) $r $(fds) $(threads) $(tasks)" >>"$WORK/samples.txt"
         NEXT_SAMPLE=$((NEXT_SAMPLE + 10))
     fi
 done
@@ -113,23 +125,46 @@ curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" \
     | grep -E '^fitbit_proxy_(requests_total|token_fetches_total|paced_|rate_limit_|upstream_rate_limited)' | sed 's/^/  /'
 echo "RSS KiB: start $START_RSS, peak sampled $PEAK, high-water $HWM, end $END_RSS"
 echo "open fds: start $START_FDS, end $END_FDS"
+# Secrets: no token the simulator issued (prefix sim-token-) and not the
+# secret in the proxy's log or in anything the admin port answers.
+for path in /metrics /readyz /status.json /; do
+    curl -s -m 5 "http://127.0.0.1:$ADMIN_PORT$path" >>"$WORK/admin-answers.txt" || true
+done
+LEAKS=$(cat "$WORK/proxy.log" "$WORK/admin-answers.txt" | grep -c -F -e "$SECRET" -e 'sim-token-' || true)
+FETCH_LINES=$(grep -c 'access token fetched' "$WORK/proxy.log" || true)
+echo "secrets: $LEAKS lines with a token or the secret in the log ($(wc -l <"$WORK/proxy.log") lines, $FETCH_LINES token fetches logged) and admin answers"
 # Plateau: the middle third of the samples against the last third.
 python3 - "$WORK/samples.txt" <<'PY'
 import statistics, sys
 rows = [list(map(int, line.split())) for line in open(sys.argv[1]).readlines()[1:]]
 n = len(rows)
 middle, last = rows[n // 3 : 2 * n // 3], rows[2 * n // 3 :]
-if middle and last:
-    for name, i in (("RSS KiB", 1), ("open fds", 2), ("threads", 3)):
-        m = [r[i] for r in middle]
-        l = [r[i] for r in last]
-        print(f"plateau {name}: middle third median {statistics.median(m):g} (max {max(m)}), "
-              f"last third median {statistics.median(l):g} (max {max(l)})")
-print("samples (elapsed_s rss_kib fds threads), every 10th:")
+if len(middle) < 2 or len(last) < 2:
+    sys.exit(f"plateau: {n} samples are too few to judge (run 60 s or more)")
+grew = []
+# (name, column, allowed growth as a share, and in units)
+for name, i, share, units in (("RSS KiB", 1, 0.10, 2048), ("open fds", 2, 0.0, 8),
+                              ("threads", 3, None, None), ("tasks", 4, 0.10, 20)):
+    m = [r[i] for r in middle]
+    l = [r[i] for r in last]
+    mm, lm = statistics.median(m), statistics.median(l)
+    verdict = ""
+    if share is not None:
+        if min(m + l) < 0:
+            grew.append(f"{name}: not sampled")
+        elif lm > mm * (1 + share) + units:
+            verdict = f"  GROWTH over {share:.0%} + {units}"
+            grew.append(name)
+    print(f"plateau {name}: middle third median {mm:g} (max {max(m)}), "
+          f"last third median {lm:g} (max {max(l)}){verdict}")
+print("samples (elapsed_s rss_kib fds threads tasks), every 10th:")
 for r in rows[::10]:
     print("  " + " ".join(map(str, r)))
+if grew:
+    sys.exit("no plateau: " + ", ".join(grew))
 PY
 cp "$WORK/samples.txt" "${SOAK_SAMPLES:-/dev/null}" 2>/dev/null || true
 if grep -q 'panicked' "$WORK/proxy.log"; then echo "PANIC in the proxy log"; exit 1; fi
-if grep -q "$SECRET" "$WORK/proxy.log"; then echo "the secret appeared in the log"; exit 1; fi
+if [ "$LEAKS" -ne 0 ]; then echo "a token or the secret appeared in the log or an admin answer"; exit 1; fi
+if [ "$FETCH_LINES" -eq 0 ]; then echo "no token fetch was logged: the search saw nothing"; exit 1; fi
 kill -0 "$PROXY_PID" || { echo "the proxy died"; exit 1; }

@@ -46,6 +46,7 @@
 //!                    connection, timeouts, breaker.rs; seal.rs; scripts.rs (Lua)
 //!  sim/              the simulated Fitbit API for tests, `demo` (demo.rs), `simulate`
 //!  body.rs           the one body type of both directions
+//!  failpoints.rs     fault injection for the tests (the `failpoints` feature only)
 //! ```
 //!
 //! [`run`] puts the boxes together: it builds the upstream client, the token
@@ -55,6 +56,8 @@
 mod body;
 pub mod config;
 mod error;
+#[cfg(feature = "failpoints")]
+pub mod failpoints;
 pub mod inbound;
 pub mod layers;
 pub mod ops;

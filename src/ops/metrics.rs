@@ -131,6 +131,9 @@ pub struct Metrics {
     open_connections: Family<ProtocolLabels, Gauge>,
     /// 1, labelled with the build's version, git revision and compiler.
     build_info: Family<BuildLabels, Gauge>,
+    /// Tasks alive in the runtime that renders the metrics; set at scrape
+    /// time (a leak of tasks shows as growth, benches/soak.sh).
+    runtime_tasks: Gauge,
     /// Log lines dropped because the log writer could not keep up; brought
     /// up to date at scrape time.
     log_lines_dropped: Counter,
@@ -171,6 +174,7 @@ impl Metrics {
             task_restarts_total: Family::default(),
             open_connections: Family::default(),
             build_info: Family::default(),
+            runtime_tasks: Gauge::default(),
             log_lines_dropped: Counter::default(),
             pacing_wait: Histogram::new(WAIT_BUCKETS),
             wait_counts: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -279,6 +283,11 @@ impl Metrics {
             "Background tasks restarted after a panic, by task",
             self.task_restarts_total.clone(),
         );
+        r.register(
+            "runtime_tasks",
+            "Tasks alive in the proxy's runtime",
+            self.runtime_tasks.clone(),
+        );
         r.register_with_unit(
             "pacing_wait",
             "Time requests sent upstream waited for their pacing slot",
@@ -375,6 +384,11 @@ impl Metrics {
     pub fn render(&self, token_expires_in: Option<Duration>) -> String {
         self.token_expires_in
             .set(token_expires_in.map_or(0.0, |d| d.as_secs_f64()));
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let tasks = runtime.metrics().num_alive_tasks();
+            self.runtime_tasks
+                .set(i64::try_from(tasks).unwrap_or(i64::MAX));
+        }
         let dropped = crate::ops::logging::dropped_lines();
         self.log_lines_dropped
             .inc_by(dropped.saturating_sub(self.log_lines_dropped.get()));

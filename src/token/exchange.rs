@@ -89,6 +89,12 @@ impl Exchange {
         }
     }
 
+    /// The token endpoint (keys the refresher's failpoint).
+    #[cfg(feature = "failpoints")]
+    pub(crate) fn url(&self) -> &Uri {
+        &self.url
+    }
+
     /// One token request, bounded by the fetch timeout.
     pub async fn fetch(&self) -> Result<Grant, FetchError> {
         match tokio::time::timeout(self.timeout, self.round_trip()).await {
@@ -112,6 +118,13 @@ impl Exchange {
             .await
             .map_err(|e| FetchError::Transport(describe_chain(&e)))?;
         let status = res.status();
+        // A success that says it is not JSON (a captive portal's page, a
+        // misrouted request) is not a grant, whatever its body holds.
+        if status.is_success() && !is_json(res.headers()) {
+            return Err(FetchError::Malformed(
+                "the answer's Content-Type is not JSON",
+            ));
+        }
         let retry_after = crate::pacing::dialect::retry_after(res.headers());
         let bytes = Limited::new(res.into_body(), MAX_RESPONSE_BYTES)
             .collect()
@@ -127,6 +140,18 @@ impl Exchange {
             other => other,
         })
     }
+}
+
+/// Whether the answer's `Content-Type`, if it has one, is JSON
+/// (`application/json` or a `+json` type, any parameters). An answer
+/// without one is judged by its body alone.
+fn is_json(headers: &http::HeaderMap) -> bool {
+    let Some(value) = headers.get(CONTENT_TYPE) else {
+        return true;
+    };
+    let media = value.to_str().unwrap_or_default();
+    let media = media.split(';').next().unwrap_or_default().trim();
+    media.eq_ignore_ascii_case("application/json") || media.to_ascii_lowercase().ends_with("+json")
 }
 
 /// RFC 6749 §2.3.1: each part is form-urlencoded before joining with `:`.
@@ -181,15 +206,26 @@ pub fn parse_response(status: StatusCode, body: &[u8]) -> Result<Grant, FetchErr
         return Err(FetchError::Malformed("token_type is not Bearer"));
     }
     let expires_in = parse_expires_in(answer.expires_in)?;
-    if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+    if !is_b64token(&token) {
         return Err(FetchError::Malformed(
-            "access_token is empty or has characters a header cannot carry",
+            "access_token is empty or not an RFC 6750 b64token",
         ));
     }
     let mut header = HeaderValue::try_from(format!("Bearer {token}"))
         .map_err(|_| FetchError::Malformed("access_token cannot be a header value"))?;
     header.set_sensitive(true);
     Ok(Grant { header, expires_in })
+}
+
+/// RFC 6750 §2.1: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" )
+/// *"="`. Nothing else can be sent as a Bearer credential, so nothing else
+/// is taken (a CR LF or space could split or bend the header).
+fn is_b64token(token: &str) -> bool {
+    let body = token.trim_end_matches('=');
+    !body.is_empty()
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b))
 }
 
 /// A positive whole number of seconds, as a JSON number or numeric string.
@@ -245,6 +281,11 @@ mod tests {
         assert!(g.header.is_sensitive());
         assert_eq!(g.header, "Bearer TOKEN_CANARY_1");
         assert!(ok(r#"{"access_token":"t","expires_in":"3600","token_type":"bearer"}"#).is_ok());
+        // A JWT, and base64 with its padding.
+        assert!(ok(
+            r#"{"access_token":"eyJh.eyJz-_~+/.c2ln==","expires_in":1,"token_type":"Bearer"}"#
+        )
+        .is_ok());
         let bad: &[(&str, &str)] = &[
             ("<html>hi</html>", "not a JSON object"),
             (
@@ -277,11 +318,23 @@ mod tests {
             ),
             (
                 r#"{"access_token":"TOKEN CANARY","expires_in":60,"token_type":"Bearer"}"#,
-                "header cannot carry",
+                "b64token",
             ),
             (
                 r#"{"access_token":"","expires_in":60,"token_type":"Bearer"}"#,
                 "empty",
+            ),
+            (
+                r#"{"access_token":"TOKEN=CANARY","expires_in":60,"token_type":"Bearer"}"#,
+                "b64token",
+            ),
+            (
+                r#"{"access_token":"TOKEN_CANARY\r\nX-Injected: 1","expires_in":60,"token_type":"Bearer"}"#,
+                "b64token",
+            ),
+            (
+                r#"{"access_token":"TOKEN_CANARY_tök","expires_in":60,"token_type":"Bearer"}"#,
+                "b64token",
             ),
         ];
         for (body, want) in bad {
@@ -292,6 +345,25 @@ mod tests {
                 "{body}: error echoes the token: {err}"
             );
         }
+    }
+
+    #[test]
+    fn json_content_types() {
+        let with = |value: Option<&str>| {
+            let mut h = http::HeaderMap::new();
+            if let Some(v) = value {
+                h.insert(CONTENT_TYPE, HeaderValue::from_str(v).unwrap());
+            }
+            is_json(&h)
+        };
+        assert!(with(None));
+        assert!(with(Some("application/json")));
+        assert!(with(Some("Application/JSON;charset=UTF-8")));
+        assert!(with(Some("application/problem+json")));
+        assert!(!with(Some("text/html; charset=utf-8")));
+        assert!(!with(Some("text/plain")));
+        assert!(!with(Some("application/jsonx")));
+        assert!(!with(Some("")));
     }
 
     #[test]

@@ -72,6 +72,8 @@ pub(super) async fn run(
     // due meanwhile is replaced there, not taken.
     let mut held: Option<u64> = None;
     loop {
+        #[cfg(feature = "failpoints")]
+        crate::failpoints::hit("token_refresher", &exchange.url().to_string());
         source.begin_fetch();
         let result = obtain(&exchange, shared.as_ref(), held, &metrics).await;
         let (next, hold) = match result {

@@ -1,6 +1,6 @@
 //! A whole life: readiness through every state (5.05), a restart that
-//! fetches a new token and leaves nothing on disk (5.06), and a panic that
-//! stays in its own connection (5.11).
+//! fetches a new token and leaves nothing on disk (5.06), a panic that
+//! stays in its own connection, and one in the token refresher (5.11).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -71,6 +71,61 @@ async fn readiness_through_a_whole_life() {
     assert_eq!(healthz(&h).await, StatusCode::OK);
     assert_eq!(slow.await.unwrap(), StatusCode::OK);
     h.stop().await;
+}
+
+/// `fitbit_proxy_task_restarts_total{task="token_refresher"}`.
+async fn refresher_restarts(h: &Harness) -> u64 {
+    let (_, body) = send(&http1_client(), get(&h.admin_url("/metrics"))).await;
+    let text = String::from_utf8_lossy(&body).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix("fitbit_proxy_task_restarts_total{task=\"token_refresher\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("the refresher's restart counter")
+}
+
+/// A panic in the token refresher (5.11), injected through the
+/// `token_refresher` failpoint (src/failpoints.rs): the upstream revokes the
+/// token, a request's 401 wakes the refresher, and it panics before
+/// fetching. The panic is counted; with no valid token `/readyz` is 503;
+/// the refresher is restarted 1 s later and fetches at once (2 s here), so
+/// readiness is back 3 s after the panic, and the request that was waiting
+/// for the new token is served with it.
+#[tokio::test(start_paused = true)]
+async fn a_panic_in_the_token_refresher_is_restarted_and_readiness_follows() {
+    let h = Setup::default().admin().start().await;
+    let client = http1_client();
+    let readyz = || {
+        let (client, url) = (client.clone(), h.admin_url("/readyz"));
+        async move { get_status(&client, &url).await }
+    };
+    eventually(10 * SEC, || h.sim.tokens_issued() == 1).await;
+    assert_eq!(readyz().await, StatusCode::OK);
+    assert_eq!(refresher_restarts(&h).await, 0);
+
+    let token_url = h.config.credentials.token_url.to_string();
+    fitbit_proxy::failpoints::once("token_refresher", token_url, || {
+        panic!("injected panic in the token refresher")
+    });
+    h.sim.set_token_delay(2 * SEC);
+    h.sim.revoke_all();
+    let waiting = spawn_get(&client, h.url("/1/x"));
+    eventually_async(5 * SEC, || async { refresher_restarts(&h).await == 1 }).await;
+    let panicked = tokio::time::Instant::now();
+    assert_eq!(
+        readyz().await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "no valid token while the refresher is down"
+    );
+    eventually_async(10 * SEC, || async { readyz().await == StatusCode::OK }).await;
+    let back = panicked.elapsed();
+    assert!(
+        (3 * SEC..=4 * SEC).contains(&back),
+        "ready again {back:?} after the panic"
+    );
+    assert_eq!(waiting.await.unwrap(), StatusCode::OK);
+    assert_eq!(h.sim.tokens_issued(), 2);
+    assert_eq!(refresher_restarts(&h).await, 1);
+    h.finish().await;
 }
 
 /// A restart fetches the token again and nothing persists (5.06): a run

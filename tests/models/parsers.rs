@@ -46,22 +46,43 @@ fn config() -> ProptestConfig {
 const TOKEN: &str = "TOKEN_CANARY_fuzz";
 const SECRET: &str = "SECRET_CANARY_fuzz";
 
-/// JSON objects built around the four fields a token answer has, with
-/// values of every JSON type (6.03).
+/// JSON objects built around the four fields a token answer has, each
+/// field mostly present with a value from the catalog's list (4.06, 4.08)
+/// or of any JSON type, plus a few random or repeated fields (6.03).
 fn token_json() -> impl Strategy<Value = String> {
-    let value = prop_oneof![
+    let any_value = prop_oneof![
         Just(serde_json::json!(TOKEN)),
-        Just(serde_json::json!("Bearer")),
-        Just(serde_json::json!("bEaReR")),
         any::<i64>().prop_map(|n| serde_json::json!(n)),
         any::<f64>().prop_map(|n| serde_json::json!(n)),
         ".{0,40}".prop_map(|s| serde_json::json!(s)),
         Just(serde_json::json!(null)),
         Just(serde_json::json!([])),
         Just(serde_json::json!({})),
-        Just(serde_json::json!(u64::MAX)),
-        Just(serde_json::json!("3600")),
     ];
+    let token_type = prop_oneof![
+        4 => prop_oneof![Just("Bearer"), Just("bearer"), Just("BEARER"), Just("bEaReR")]
+            .prop_map(|t| serde_json::json!(t)),
+        4 => prop_oneof![Just("mac"), Just("DPoP"), Just("N_A"), Just(""), Just("Bearer "), Just("Bearerx")]
+            .prop_map(|t| serde_json::json!(t)),
+        1 => any_value.clone(),
+    ];
+    let expires_in = prop_oneof![
+        4 => prop_oneof![Just(3600u64), Just(1), Just(0), Just(u64::MAX)].prop_map(|n| serde_json::json!(n)),
+        4 => prop_oneof![Just(-5.0f64), Just(3600.5), Just(1e12), Just(3600.0)].prop_map(|n| serde_json::json!(n)),
+        2 => prop_oneof![Just("3600"), Just(" 60 "), Just("1e3"), Just("-1"), Just("")].prop_map(|s| serde_json::json!(s)),
+        1 => any_value.clone(),
+    ];
+    let access_token = prop_oneof![
+        6 => Just(serde_json::json!(TOKEN)),
+        1 => prop_oneof![Just(""), Just(" "), Just("a\r\nX-Injected: 1"), Just("tök"), Just("a=b"), Just("ab=="), Just("a.b-c_d~e+f/g"), Just("=")]
+            .prop_map(|t| serde_json::json!(t)),
+        1 => any_value.clone(),
+    ];
+    let known = (
+        proptest::option::weighted(0.9, access_token),
+        proptest::option::weighted(0.9, token_type),
+        proptest::option::weighted(0.9, expires_in),
+    );
     let key = prop_oneof![
         Just("access_token".to_owned()),
         Just("expires_in".to_owned()),
@@ -69,7 +90,17 @@ fn token_json() -> impl Strategy<Value = String> {
         Just("scope".to_owned()),
         "[a-z_]{1,12}",
     ];
-    proptest::collection::vec((key, value), 0..6).prop_map(|fields| {
+    let extra = proptest::collection::vec((key, any_value), 0..3);
+    (known, extra, any::<proptest::sample::Index>()).prop_map(|((a, t, e), extra, at)| {
+        let mut fields: Vec<(String, serde_json::Value)> =
+            [("access_token", a), ("token_type", t), ("expires_in", e)]
+                .into_iter()
+                .filter_map(|(k, v)| Some((k.to_owned(), v?)))
+                .collect();
+        for field in extra {
+            let at = at.index(fields.len() + 1);
+            fields.insert(at, field);
+        }
         let body: Vec<String> = fields
             .iter()
             .map(|(k, v)| format!("{}:{v}", serde_json::json!(k)))
@@ -81,8 +112,11 @@ fn token_json() -> impl Strategy<Value = String> {
 proptest! {
     #![proptest_config(config())]
 
-    /// The token response codec (6.03, 4.05–4.08) never panics; an accepted
-    /// token is a usable header value; no error message carries the token.
+    /// The token response codec (6.03, 4.05–4.08) never panics, and
+    /// decides as [`token_oracle`], written apart from it: an accepted
+    /// answer has a `token_type` of Bearer in any case, a whole positive
+    /// `expires_in` (capped), a token a header can carry; everything else is
+    /// refused. No error message carries the token.
     #[test]
     fn token_responses(
         json in token_json(),
@@ -91,17 +125,19 @@ proptest! {
     ) {
         let status = StatusCode::from_u16(status).unwrap();
         for body in [json.as_bytes(), &raw[..]] {
+            let want = status.is_success().then(|| token_oracle(body)).flatten();
             match parse_response(status, body) {
                 Ok(grant) => {
                     prop_assert!(status.is_success());
                     let value = grant.header.to_str().expect("visible ASCII");
                     prop_assert!(value.starts_with("Bearer ") && value.len() > 7);
                     prop_assert!(grant.header.is_sensitive());
-                    prop_assert!(grant.expires_in.as_secs() > 0);
+                    prop_assert_eq!(Some(grant.expires_in), want, "{}", String::from_utf8_lossy(body));
                     let shown = format!("{grant:?}");
                     prop_assert!(!shown.contains(TOKEN));
                 }
                 Err(e) => {
+                    prop_assert_eq!(None, want, "{}: refused: {}", String::from_utf8_lossy(body), e);
                     prop_assert!(!e.to_string().contains(TOKEN), "{}", e);
                     let shown = format!("{e:?}");
                     prop_assert!(!shown.contains(TOKEN));
@@ -146,35 +182,42 @@ proptest! {
         }
     }
 
-    /// The path rules (6.07, 1.15) never panic: an accepted path starts with
-    /// `/`, has no empty, `.` or `..` segment once decoded, and no `\`, `;`
-    /// or control character; a path whose decoded, lowercased form is under a
-    /// denied prefix is never allowed.
+    /// The path rules (6.07, 1.15) against an independent reference
+    /// normaliser ([`reference_path`]): never a panic; a target that does
+    /// not start with `/` is refused as ambiguous; a path the most lenient
+    /// reading puts under the denied prefix is never forwarded; and a path
+    /// that is forwarded reads the same to the reference as to the proxy,
+    /// so no server can find another path in it.
     #[test]
-    fn path_rules(segments in proptest::collection::vec(
+    fn path_rules(
+        start in prop_oneof![
+            4 => Just("/"), 1 => Just(""), 1 => Just("\\"), 1 => Just("//"), 1 => Just("./"),
+            1 => Just("%2F"), 1 => Just("*"), 1 => Just("http://a/"),
+        ],
+        segments in proptest::collection::vec(
         prop_oneof![
             Just("oauth2".to_owned()), Just("OAuth2".to_owned()), Just("%6Fauth2".to_owned()),
             Just(".".to_owned()), Just("..".to_owned()), Just("".to_owned()), Just("%2e".to_owned()),
             Just("%2F".to_owned()), Just("%5C".to_owned()), Just(";x".to_owned()), Just("..;".to_owned()),
             Just("%252f".to_owned()), Just("%c0%ae".to_owned()), Just("1".to_owned()), Just("token".to_owned()),
+            Just("\\".to_owned()), Just("oauth2;x".to_owned()), Just("%3b".to_owned()), Just("%2e%2e".to_owned()),
+            Just("%252e%252e".to_owned()), Just("%00".to_owned()), Just("%25".to_owned()), Just("%4F%41uth2".to_owned()),
             "[a-zA-Z0-9%._~-]{0,6}", "\\PC{0,4}",
         ], 0..6)) {
-        let raw = format!("/{}", segments.join("/"));
+        let raw = format!("{start}{}", segments.join("/"));
         let rules = PathRules::new(&["/oauth2/".to_owned()], None);
-        match canonical(&raw) {
-            Ok(path) => {
-                prop_assert!(path.starts_with('/'));
-                let trimmed = path.strip_suffix('/').unwrap_or(&path);
-                if !trimmed.is_empty() {
-                    for seg in trimmed[1..].split('/') {
-                        prop_assert!(!seg.is_empty() && seg != "." && seg != "..", "{raw} -> {path}");
-                    }
+        let verdict = rules.check(&raw);
+        match reference_path(&raw) {
+            None => prop_assert!(matches!(verdict, Err(Refusal::Ambiguous(_))), "{raw}: {verdict:?}"),
+            Some(reading) => {
+                let denied = reading == "/oauth2" || reading.starts_with("/oauth2/");
+                if denied {
+                    prop_assert!(verdict.is_err(), "{raw} reads as {reading} and was forwarded");
                 }
-                prop_assert!(!path.contains('\\') && !path.contains(';'), "{raw}");
-                let denied = path == "/oauth2" || path.starts_with("/oauth2/");
-                prop_assert_eq!(rules.check(&raw) == Err(Refusal::NotForwarded), denied, "{}", raw);
+                if verdict.is_ok() {
+                    prop_assert_eq!(canonical(&raw).ok(), Some(reading), "{}", raw);
+                }
             }
-            Err(_) => prop_assert!(matches!(rules.check(&raw), Err(Refusal::Ambiguous(_)))),
         }
     }
 
@@ -254,4 +297,252 @@ fn parse_reads_the_three_values() {
             reset: Duration::from_secs(60),
         }))
     );
+}
+
+/// What a 200 token answer must give, decided apart from
+/// src/token/exchange.rs: the lifetime when the body is one JSON object
+/// with each of `access_token`, `token_type`, `expires_in` at most once, a
+/// token in RFC 6750's b64token syntax, `token_type` Bearer in any case (RFC 6749 §7.1),
+/// and `expires_in` a whole number of seconds above 0, as a number or a
+/// numeric string, capped at `u32::MAX` seconds; `None` otherwise.
+fn token_oracle(body: &[u8]) -> Option<Duration> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let object = value.as_object()?;
+    // serde_json keeps the last of repeated keys; a strict reader refuses.
+    for key in ["access_token", "token_type", "expires_in"] {
+        let needle = format!("{}:", serde_json::json!(key));
+        if String::from_utf8_lossy(body).matches(&needle).count() > 1 {
+            return None;
+        }
+    }
+    // RFC 6750's b64token: token68 characters, `=` only at the end.
+    let token = object.get("access_token")?.as_str()?;
+    let (body, padding) = token.split_at(token.find('=').unwrap_or(token.len()));
+    let token68 = |c: char| c.is_ascii_alphanumeric() || "-._~+/".contains(c);
+    if body.is_empty() || !body.chars().all(token68) || padding.chars().any(|c| c != '=') {
+        return None;
+    }
+    if !object
+        .get("token_type")?
+        .as_str()?
+        .eq_ignore_ascii_case("bearer")
+    {
+        return None;
+    }
+    let secs = match object.get("expires_in")? {
+        serde_json::Value::Number(n) => n.as_u64()?,
+        serde_json::Value::String(s) => s.trim().parse().ok()?,
+        _ => return None,
+    };
+    (secs > 0).then(|| Duration::from_secs(secs.min(u64::from(u32::MAX))))
+}
+
+/// The catalog's token answers (4.05 bodies that do not parse, 4.06
+/// `token_type`, 4.07 `access_token`, 4.08 `expires_in`), one per line: the lifetime granted, or
+/// `None` for a refusal.
+#[test]
+fn token_answer_variants() {
+    let grant = |fields: &str| format!(r#"{{"access_token":"{TOKEN}",{fields}}}"#);
+    let typed = |t: &str| grant(&format!(r#""token_type":{t},"expires_in":3600"#));
+    let lasting = |e: &str| grant(&format!(r#""token_type":"Bearer","expires_in":{e}"#));
+    let hour = Some(Duration::from_secs(3600));
+    let token =
+        |t: &str| format!(r#"{{"access_token":"{t}","token_type":"Bearer","expires_in":3600}}"#);
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let deep_object = format!("{}1{}", r#"{"a":"#.repeat(10_000), "}".repeat(10_000));
+    let mut latin1 = lasting("3600").into_bytes();
+    latin1.splice(20..21, [0xe9]);
+    let utf16: Vec<u8> = lasting("3600")
+        .encode_utf16()
+        .flat_map(|u| u.to_le_bytes())
+        .collect();
+    let cases: Vec<(&str, Vec<u8>, Option<Duration>)> = vec![
+        // 4.05: bodies that do not parse as a token answer.
+        (
+            "captive portal",
+            b"<html><body>Log in</body></html>".to_vec(),
+            None,
+        ),
+        ("truncated", lasting("3600").as_bytes()[..30].to_vec(), None),
+        ("array", b"[]".to_vec(), None),
+        ("null", b"null".to_vec(), None),
+        ("empty", Vec::new(), None),
+        ("nesting 10 000 deep", deep.into_bytes(), None),
+        ("objects 10 000 deep", deep_object.into_bytes(), None),
+        (
+            "two access_tokens",
+            grant(r#""access_token":"other","token_type":"Bearer","expires_in":3600"#).into_bytes(),
+            None,
+        ),
+        ("latin-1 byte", latin1, None),
+        ("UTF-16", utf16, None),
+        // 4.06: token_type, any case of Bearer and nothing else.
+        ("Bearer", typed(r#""Bearer""#).into_bytes(), hour),
+        ("bearer", typed(r#""bearer""#).into_bytes(), hour),
+        ("BEARER", typed(r#""BEARER""#).into_bytes(), hour),
+        ("mac", typed(r#""mac""#).into_bytes(), None),
+        ("DPoP", typed(r#""DPoP""#).into_bytes(), None),
+        ("N_A", typed(r#""N_A""#).into_bytes(), None),
+        ("empty type", typed(r#""""#).into_bytes(), None),
+        ("type null", typed("null").into_bytes(), None),
+        ("no type", grant(r#""expires_in":3600"#).into_bytes(), None),
+        // 4.07: the token, an RFC 6750 b64token (its length is capped by
+        // the 64 KiB read of the answer, tests/security/upstream).
+        ("empty token", token("").into_bytes(), None),
+        ("a space", token(" ").into_bytes(), None),
+        ("CR LF", token("a\\r\\nX-Injected: 1").into_bytes(), None),
+        ("non-ASCII", token("tök").into_bytes(), None),
+        ("= inside", token("a=b").into_bytes(), None),
+        ("= padding", token("ab==").into_bytes(), hour),
+        ("a JWT", token("eyJh.eyJz-_~+/.c2ln").into_bytes(), hour),
+        // 4.08: expires_in, a whole positive number of seconds.
+        ("0", lasting("0").into_bytes(), None),
+        ("-5", lasting("-5").into_bytes(), None),
+        (
+            "no expires_in",
+            grant(r#""token_type":"Bearer""#).into_bytes(),
+            None,
+        ),
+        ("\"3600\"", lasting(r#""3600""#).into_bytes(), hour),
+        ("3600.5", lasting("3600.5").into_bytes(), None),
+        ("3600.0", lasting("3600.0").into_bytes(), None),
+        ("1e12", lasting("1e12").into_bytes(), None),
+        ("\"1e3\"", lasting(r#""1e3""#).into_bytes(), None),
+        (
+            "2^64-1, capped",
+            lasting("18446744073709551615").into_bytes(),
+            Some(Duration::from_secs(u32::MAX.into())),
+        ),
+        (
+            "2^64, refused",
+            lasting("18446744073709551616").into_bytes(),
+            None,
+        ),
+        ("1", lasting("1").into_bytes(), Some(Duration::from_secs(1))),
+    ];
+    for (name, body, want) in cases {
+        let got = parse_response(StatusCode::OK, &body);
+        assert_eq!(
+            got.as_ref().ok().map(|g| g.expires_in),
+            want,
+            "{name}: {got:?}"
+        );
+        assert_eq!(token_oracle(&body), want, "{name}: the oracle");
+        if let Err(e) = got {
+            assert!(!format!("{e} {e:?}").contains(TOKEN), "{name}: {e}");
+        }
+    }
+}
+
+/// A reference reading of a request path, written apart from
+/// src/layers/paths.rs after RFC 3986 and the most lenient servers: `None`
+/// when it is not a path (no leading `/`); otherwise percent-decoded until
+/// nothing changes (a server that decodes twice sees `%252f` as `/`), `\`
+/// read as `/` (as Windows servers do), `;parameters` cut from each segment
+/// (as Tomcat does with `..;x`), lowercased, empty segments merged (as
+/// nginx's `merge_slashes`) and dot segments removed (RFC 3986 §5.2.4).
+fn reference_path(raw: &str) -> Option<String> {
+    if !raw.starts_with('/') {
+        return None;
+    }
+    let mut text = raw.to_owned();
+    for _ in 0..4 {
+        let decoded = percent_encoding::percent_decode_str(&text)
+            .decode_utf8_lossy()
+            .into_owned();
+        if decoded == text {
+            break;
+        }
+        text = decoded;
+    }
+    // ASCII case only: no non-ASCII letter lowercases into `oauth`.
+    let text = text.replace('\\', "/").to_ascii_lowercase();
+    let trailing = text.ends_with('/') && text.len() > 1;
+    let mut out: Vec<&str> = Vec::new();
+    for segment in text.split('/') {
+        let segment = segment.split(';').next().unwrap_or_default();
+        match segment {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            s => out.push(s),
+        }
+    }
+    let mut path = format!("/{}", out.join("/"));
+    if trailing && path != "/" {
+        path.push('/');
+    }
+    Some(path)
+}
+
+/// The catalog's bypass targets (1.15) and their neighbours, each with the
+/// decision `deny_paths = ["/oauth2/"]` must give: forwarded, refused as
+/// ambiguous (400) or not forwarded (403).
+#[test]
+fn path_rules_corpus() {
+    #[derive(Debug, PartialEq)]
+    enum Want {
+        Forward,
+        Ambiguous,
+        Deny,
+    }
+    use Want::*;
+    let corpus = [
+        ("/1/user/-/profile.json", Forward),
+        ("/1/user/-/activities/date/2026-11-23.json", Forward),
+        ("/1/x/", Forward),
+        ("/oauth2x/token", Forward),
+        ("/1/oauth2/token", Forward),
+        ("/1/foods/search%C3%A9.json", Forward),
+        ("/oauth2/revoke", Deny),
+        ("/OAUTH2/revoke", Deny),
+        ("/%6Fauth2/revoke", Deny),
+        ("/%4F%41UTH2/token", Deny),
+        ("/oauth2", Deny),
+        ("/oauth2/", Deny),
+        ("//oauth2/revoke", Ambiguous),
+        ("/./oauth2/revoke", Ambiguous),
+        ("/1/../oauth2/revoke", Ambiguous),
+        ("/1/..;x/oauth2/revoke", Ambiguous),
+        ("/1%2F..%2Foauth2/revoke", Ambiguous),
+        ("/1%5C..%5Coauth2/revoke", Ambiguous),
+        ("/oauth2%2Frevoke", Ambiguous),
+        ("/%2e%2e/oauth2/token", Ambiguous),
+        ("/%252e%252e/oauth2/token", Ambiguous),
+        ("/1/%c0%ae%c0%ae/oauth2/token", Ambiguous),
+        ("/oauth2;x/token", Ambiguous),
+        ("/\\oauth2\\token", Ambiguous),
+        ("/oauth2%00/token", Ambiguous),
+        ("/oauth2%20/token", Ambiguous),
+        ("oauth2/token", Ambiguous),
+        ("", Ambiguous),
+        ("*", Ambiguous),
+        ("%2Foauth2/token", Ambiguous),
+        ("http://api.fitbit.com/oauth2/token", Ambiguous),
+    ];
+    let rules = PathRules::new(&["/oauth2/".to_owned()], None);
+    for (raw, want) in corpus {
+        let got = match rules.check(raw) {
+            Ok(()) => Forward,
+            Err(Refusal::Ambiguous(_)) => Ambiguous,
+            Err(Refusal::NotForwarded) => Deny,
+        };
+        assert_eq!(got, want, "{raw:?}");
+    }
+}
+
+#[test]
+fn the_reference_reading_of_paths() {
+    let cases = [
+        ("/1/../oauth2/x", Some("/oauth2/x")),
+        ("/%252e%252e/%4Fauth2", Some("/oauth2")),
+        ("/1/..;x/OAuth2\\x", Some("/oauth2/x")),
+        ("//a//b/", Some("/a/b/")),
+        ("/", Some("/")),
+        ("a/b", None),
+    ];
+    for (raw, want) in cases {
+        assert_eq!(reference_path(raw).as_deref(), want, "{raw:?}");
+    }
 }

@@ -3,14 +3,17 @@
 //! after it was replaced), and give up while waiting, in interleavings drawn
 //! from a seed (random yields and sleeps on paused tokio time), while the
 //! real refresher fetches from the simulator's token endpoint over loopback.
+//! Tokens live 3 s, so that several expire during a run, and the endpoint
+//! fails (HTTP 500) for random stretches longer than that: refreshes fail,
+//! back off, and tokens run out while clients keep asking.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::support::*;
 use fitbit_proxy::ops::metrics::Metrics;
-use fitbit_proxy::sim::{Sim, SimConfig};
-use fitbit_proxy::token::{Exchange, Token, TokenSource};
+use fitbit_proxy::sim::{Sim, SimConfig, TokenFailure};
+use fitbit_proxy::token::{Exchange, Token, TokenSource, Unavailable};
 use fitbit_proxy::upstream::build_client;
 use proptest::prelude::*;
 use rand::rngs::StdRng;
@@ -20,14 +23,28 @@ use tokio::time::Instant;
 const CLIENTS: usize = 30;
 const ROUNDS: usize = 12;
 const FETCH_TAKES: Duration = Duration::from_millis(300);
+const LIFETIME: Duration = Duration::from_secs(3);
 
-/// Random yields and a short sleep: where this task lets the others run.
+/// Random yields and a sleep: where this task lets the others run.
 async fn shuffle(rng: &mut StdRng) {
     for _ in 0..rng.random_range(0..4) {
         tokio::task::yield_now().await;
     }
     if rng.random_bool(0.5) {
-        tokio::time::sleep(Duration::from_millis(rng.random_range(0..120))).await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..1500))).await;
+    }
+}
+
+/// The token endpoint fails with 500 for three stretches of 2-6 s (longer
+/// than the refresh interval, up to twice a token's lifetime), at random
+/// moments of the clients' run.
+async fn outages(sim: Sim, seed: u64) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..3000))).await;
+        sim.fail_token_requests(Some(TokenFailure::Status(500)));
+        tokio::time::sleep(Duration::from_millis(rng.random_range(2000..6000))).await;
+        sim.fail_token_requests(None);
     }
 }
 
@@ -59,10 +76,13 @@ async fn client(source: Arc<TokenSource>, seed: u64) {
             .await;
             continue;
         }
-        let token = source
-            .acquire()
-            .await
-            .expect("a token within the wait limit");
+        let token = match source.acquire().await {
+            Ok(token) => token,
+            // The last fetch failed and no valid token is left: refused at
+            // once, to come back after the backoff.
+            Err(Unavailable::Failed { .. }) => continue,
+            Err(e) => panic!("no answer within the wait limit: {e}"),
+        };
         let g = token.generation();
         assert!(
             token.expires_at() > Instant::now(),
@@ -98,7 +118,7 @@ async fn client(source: Arc<TokenSource>, seed: u64) {
 
 async fn run(seed: u64) {
     let sim = Sim::new(SimConfig {
-        token_lifetime: Some(Duration::from_secs(28800)),
+        token_lifetime: Some(LIFETIME),
         ..sim_config()
     });
     sim.set_token_delay(FETCH_TAKES);
@@ -122,17 +142,33 @@ async fn run(seed: u64) {
             ))
         })
         .collect();
+    let chaos = tokio::spawn(outages(sim.clone(), seed));
     for c in clients {
         c.await.expect("client checks held");
     }
+    chaos.await.unwrap();
 
+    // Once the endpoint is back, a token comes within the backoff: neither
+    // cancelled waiters nor failed fetches poisoned the source.
+    let mut current = None;
+    for _ in 0..20 {
+        match source.acquire().await {
+            Ok(token) => {
+                current = Some(token);
+                break;
+            }
+            Err(e) => tokio::time::sleep(e.retry_after().max(FETCH_TAKES)).await,
+        }
+    }
+    let current = current.expect("a token once the endpoint recovered");
+    assert!(current.expires_at() > Instant::now());
     // Single flight (T3): one fetch per generation, never two at once (each
     // fetch takes FETCH_TAKES, so the next cannot have started sooner).
-    let current = source
-        .acquire()
-        .await
-        .expect("not poisoned by cancelled waiters");
-    assert_eq!(sim.token_fetches(), current.generation());
+    assert_eq!(sim.tokens_issued(), current.generation());
+    assert!(
+        sim.token_fetches() > sim.tokens_issued(),
+        "no fetch failed: the outages missed every refresh"
+    );
     let starts: Vec<Instant> = sim.token_requests().iter().map(|t| t.at).collect();
     assert!(
         starts.windows(2).all(|w| w[1] - w[0] >= FETCH_TAKES),

@@ -454,23 +454,42 @@ pub struct H2Upstream {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<(usize, String)>>>,
     closed: Arc<AtomicUsize>,
+    authorities: Authorities,
 }
+
+/// Each request's `:authority` and its `host` fields, in arrival order.
+type Authorities = Arc<Mutex<Vec<(Option<String>, Vec<String>)>>>;
 
 impl H2Upstream {
     /// Serves with `pki`'s leaf for `localhost`.
     pub async fn start(pki: &Pki, end: H2End) -> Self {
         let seen: Arc<Mutex<Vec<(usize, String)>>> = Arc::default();
         let closed: Arc<AtomicUsize> = Arc::default();
-        let (s, c) = (Arc::clone(&seen), Arc::clone(&closed));
+        let authorities: Authorities = Arc::default();
+        let (s, c, a) = (
+            Arc::clone(&seen),
+            Arc::clone(&closed),
+            Arc::clone(&authorities),
+        );
         let addr = serve_h2_tls(pki, move |tls, conn| {
-            let (seen, closed) = (s.clone(), c.clone());
+            let (seen, closed, authorities) = (s.clone(), c.clone(), a.clone());
             async move {
-                let _ = serve_h2(tls, conn, end, seen).await;
+                let _ = serve_h2(tls, conn, end, seen, authorities).await;
                 closed.fetch_add(1, Ordering::SeqCst);
             }
         })
         .await;
-        H2Upstream { addr, seen, closed }
+        H2Upstream {
+            addr,
+            seen,
+            closed,
+            authorities,
+        }
+    }
+
+    /// Each request's `:authority` and `host` fields, in arrival order.
+    pub fn authorities(&self) -> Vec<(Option<String>, Vec<String>)> {
+        self.authorities.lock().unwrap().clone()
     }
 
     pub fn url(&self) -> String {
@@ -493,11 +512,19 @@ async fn serve_h2(
     conn: usize,
     end: H2End,
     seen: Arc<Mutex<Vec<(usize, String)>>>,
+    authorities: Authorities,
 ) -> Result<(), h2::Error> {
     use bytes::Bytes;
     let mut h2 = h2::server::handshake(tls).await?;
     while let Some(accepted) = h2.accept().await {
         let (req, mut respond) = accepted?;
+        let hosts = req.headers().get_all("host").iter();
+        let hosts = hosts.map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        let authority = req.uri().authority().map(|a| a.to_string());
+        authorities
+            .lock()
+            .unwrap()
+            .push((authority, hosts.collect()));
         let path = req.uri().path().to_owned();
         seen.lock().unwrap().push((conn, path.clone()));
         if path == "/rst" {

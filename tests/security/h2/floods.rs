@@ -9,8 +9,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// A CONTINUATION flood (1.26): HEADERS without END_HEADERS, then endless
-/// CONTINUATION frames, of 16 KiB and of 1 byte. The server gives up (GOAWAY
-/// or close) long before 8 MiB; nothing reaches the upstream.
+/// CONTINUATION frames, of 16 KiB and of 1 byte. The server gives up with a
+/// GOAWAY carrying an error long before 8 MiB; nothing reaches the upstream.
 #[tokio::test]
 async fn continuation_flood_is_cut_off() {
     let h = Setup::default().start().await;
@@ -31,8 +31,10 @@ async fn continuation_flood_is_cut_off() {
         };
         let _ = tokio::time::timeout(Duration::from_secs(10), flood).await;
         let seen = c.read(Duration::from_secs(5), |_| false).await;
+        // ENHANCE_YOUR_CALM for 1-byte frames, COMPRESSION_ERROR for a
+        // block past h2's buffer: an error either way, never a close alone.
         assert!(
-            seen.goaway.is_some() || seen.closed,
+            seen.goaway.is_some_and(|code| code != 0),
             "piece {piece}: wrote {written} bytes, {seen:?}"
         );
         assert!(
@@ -49,7 +51,7 @@ async fn continuation_flood_is_cut_off() {
 /// size, is held to the 16 KiB limit: refused, nothing upstream.
 #[tokio::test]
 async fn hpack_bomb_is_refused() {
-    let h = Setup::default().start().await;
+    let h = Setup::default().admin().start().await;
     let mut c = Conn::open(&h).await;
     let fields = get_fields("/1/x");
     let mut hb = block(&fields);
@@ -58,7 +60,7 @@ async fn hpack_bomb_is_refused() {
     hb.extend(std::iter::repeat_n(0x80 | 62, 4000));
     c.headers(1, END_STREAM | END_HEADERS, &hb).await;
     let seen = c.answer().await;
-    assert!(seen.dealt_with_stream_1(), "{seen:?}");
+    assert!(seen.refused_stream_1(&[431]), "{seen:?}");
     assert_eq!(h.sim.api_started(), 0, "the bomb reached U");
     // 24 576 distinct tiny fields in one block (hyperium/h2#909).
     let mut c = Conn::open(&h).await;
@@ -76,8 +78,9 @@ async fn hpack_bomb_is_refused() {
     }
     c.send(&frame(CONTINUATION, END_HEADERS, 1, &[])).await;
     let seen = c.answer().await;
-    assert!(seen.dealt_with_stream_1(), "{seen:?}");
+    assert!(seen.refused_stream_1(&[431]), "{seen:?}");
     assert_eq!(h.sim.api_started(), 0);
+    assert_upstream_never_answered(&h).await;
     assert_invariants(&h);
 }
 
@@ -87,7 +90,7 @@ async fn hpack_bomb_is_refused() {
 /// nothing reaches the upstream.
 #[tokio::test]
 async fn a_huge_header_block_before_the_settings_ack_is_refused() {
-    let h = Setup::default().start().await;
+    let h = Setup::default().admin().start().await;
     let mut stream = TcpStream::connect(h.proxy).await.unwrap();
     stream.write_all(PREFACE).await.unwrap();
     stream.write_all(&frame(SETTINGS, 0, 0, &[])).await.unwrap();
@@ -110,8 +113,9 @@ async fn a_huge_header_block_before_the_settings_ack_is_refused() {
     };
     let _ = tokio::time::timeout(Duration::from_secs(10), flood).await;
     let seen = c.answer().await;
-    assert!(seen.dealt_with_stream_1(), "wrote {written}: {seen:?}");
+    assert!(seen.refused_stream_1(&[431]), "wrote {written}: {seen:?}");
     assert_eq!(h.sim.api_started(), 0, "the huge head reached U");
+    assert_upstream_never_answered(&h).await;
     assert_invariants(&h);
 }
 
@@ -134,7 +138,8 @@ async fn bomb_connection(h: &Harness, refs: usize, size: usize) -> Seen {
     let pseudo = get_fields("/1/bomb");
     let pseudo = block(&pseudo);
     let mut stream = TcpStream::connect(h.proxy).await.unwrap();
-    let zero_window = [0, 4, 0, 0, 0, 0];
+    let mut zero_window = vec![0, 4, 0, 0, 0, 0];
+    zero_window.extend(NO_HEADER_TABLE);
     let mut start = PREFACE.to_vec();
     start.extend(frame(SETTINGS, 0, 0, &zero_window));
     start.extend(frame(SETTINGS, 0x1, 0, &[]));
@@ -186,7 +191,7 @@ async fn bomb_connection(h: &Harness, refs: usize, size: usize) -> Seen {
 /// MiB, not by the decoded sizes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hpack_bomb_with_the_window_held_at_zero_is_bounded() {
-    let h = Setup::default().start().await;
+    let h = Setup::default().admin().start().await;
     let before = rss();
     for (refs, size) in [(200, 100), (4000, 4096)] {
         let conns = (0..100).map(|_| bomb_connection(&h, refs, size));
@@ -196,17 +201,30 @@ async fn hpack_bomb_with_the_window_held_at_zero_is_bounded() {
             0,
             "{refs} × {size}: over the limit, reached U"
         );
-        for s in &seen {
-            assert!(
-                s.goaway.is_some() || s.closed || s.answered.len() + s.resets.len() == 100,
-                "{refs} × {size}: {s:?}"
-            );
-        }
         let cut = seen
             .iter()
             .filter(|s| s.goaway.is_some() || s.closed)
             .count();
-        eprintln!("{refs} refs × {size} B on 100 connections: {cut} cut off");
+        if refs == 200 {
+            assert_eq!(cut, 0, "{refs} × {size}: a connection was cut");
+            // Over the limit but not far over: each stream refused with
+            // 431 (or reset), the connection kept.
+            for s in &seen {
+                let refused = (1..=100u32)
+                    .map(|i| 2 * i - 1)
+                    .filter(|id| s.status(*id) == Some(431) || s.reset(*id).is_some())
+                    .count();
+                assert_eq!(refused, 100, "{refs} × {size}: {s:?}");
+            }
+        } else {
+            // Far over: every connection cut off by GOAWAY with an error.
+            assert_eq!(cut, 100, "{refs} × {size}: {seen:?}");
+            for s in &seen {
+                assert!(s.goaway.is_some_and(|c| c != 0), "{s:?}");
+                assert!(s.answered.is_empty(), "{s:?}");
+            }
+        }
+        assert_upstream_never_answered(&h).await;
     }
     let seen = bomb_connection(&h, 90, 100).await;
     assert_eq!(seen.answered.len(), 100, "90 × 100: {seen:?}");
@@ -219,8 +237,11 @@ async fn hpack_bomb_with_the_window_held_at_zero_is_bounded() {
             .sum();
         assert!(size <= 16 * 1024, "a {size}-byte head reached U");
     }
+    // Measured 15-21 MiB with the other security tests running in this
+    // process; the bound leaves room for them, not for the decoded sizes
+    // (hundreds of MiB per connection).
     let grown = rss().saturating_sub(before);
-    eprintln!("grown by {} KiB", grown >> 10);
-    assert!(grown < 64 << 20, "grew by {} MiB", grown >> 20);
+    println!("grown by {} KiB", grown >> 10);
+    assert!(grown < 32 << 20, "grew by {} MiB", grown >> 20);
     assert_invariants(&h);
 }

@@ -114,3 +114,50 @@ async fn a_reset_followed_by_goaway_gives_502_once_then_a_new_connection() {
     assert_outcomes(&h, &[(("proxy", "502"), 1.0), (("upstream", "200"), 3.0)]).await;
     h.finish().await;
 }
+
+/// What identifies the request to an HTTP/2 upstream (2.08): whatever the
+/// client names (`Host: fitbit-proxy.internal` over HTTP/1.1; over h2c
+/// `:authority: p.internal`, alone or with `host: x`), the upstream gets
+/// `:authority` equal to `upstream.url`'s host and port, and no `host` field
+/// that differs from it.
+#[tokio::test]
+async fn an_h2_upstream_sees_its_own_authority_and_no_other_host() {
+    let (h, up) = start_h2(faulty::H2End::Never).await;
+    let own = format!("localhost:{}", up.addr.port());
+    let raw = "GET /1/h1 HTTP/1.1\r\nHost: fitbit-proxy.internal\r\nConnection: close\r\n\r\n";
+    let answer = raw_exchange(h.proxy, raw).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let tcp = tokio::net::TcpStream::connect(h.proxy).await.unwrap();
+    let io = hyper_util::rt::TokioIo::new(tcp);
+    let (mut client, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut forwarded = 1;
+    for host in [None, Some("x")] {
+        let mut req = http::Request::get("http://p.internal/1/h2");
+        if let Some(host) = host {
+            req = req.header("host", host);
+        }
+        let req = req
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let res = client.send_request(req).await.unwrap();
+        // A `host` that differs from `:authority` may be refused (1.21);
+        // whatever is forwarded names the upstream.
+        assert!(
+            res.status() == StatusCode::OK || res.status() == StatusCode::BAD_REQUEST,
+            "host {host:?}: {}",
+            res.status()
+        );
+        forwarded += usize::from(res.status() == StatusCode::OK);
+    }
+    let seen = up.authorities();
+    assert_eq!(seen.len(), forwarded, "{seen:?}");
+    for (authority, hosts) in &seen {
+        assert_eq!(authority.as_deref(), Some(own.as_str()), "{seen:?}");
+        assert!(hosts.iter().all(|host| *host == own), "{seen:?}");
+    }
+    h.finish().await;
+}

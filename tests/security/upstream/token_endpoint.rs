@@ -59,6 +59,20 @@ async fn a_silent_or_trickling_token_endpoint_gives_503_within_the_fetch_timeout
     }
 }
 
+/// The proxy (with its admin listener) fetching its token from a raw
+/// endpoint that answers every request with `answer`; returned once the
+/// endpoint has been asked.
+async fn behind_a_token_endpoint_answering(answer: Vec<u8>) -> (Harness, RawUpstream) {
+    let token = RawUpstream::start(move |_| vec![faulty::send(&answer)]).await;
+    let h = Setup::default()
+        .admin()
+        .token_url(format!("{}/oauth2/token", token.url()))
+        .start()
+        .await;
+    eventually(Duration::from_secs(5), || !token.seen().is_empty()).await;
+    (h, token)
+}
+
 /// A token answer is bounded (T2): it is read up to 64 KiB (a grant with a
 /// long `scope` is still a grant) and refused past it: `/readyz` is 200 with
 /// a 60 KiB answer, and 503 with 64 KiB + 1, whose requests get 503
@@ -73,13 +87,7 @@ async fn token_answers_are_read_up_to_64_kib_and_refused_past_it() {
         let answer = format!(
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {size}\r\n\r\n{body}"
         );
-        let token = RawUpstream::start(move |_| vec![faulty::send(&answer)]).await;
-        let h = Setup::default()
-            .admin()
-            .token_url(format!("{}/oauth2/token", token.url()))
-            .start()
-            .await;
-        eventually(Duration::from_secs(5), || !token.seen().is_empty()).await;
+        let (h, _token) = behind_a_token_endpoint_answering(answer.into_bytes()).await;
         let client = http1_client();
         let readyz = || async { send(&client, get(&h.admin_url("/readyz"))).await.0.status() };
         if ready {
@@ -198,4 +206,74 @@ async fn an_unverifiable_token_endpoint_never_gets_the_secret() {
     assert!(token.seen().is_empty(), "a token request got through");
     assert!(h.sim.received().is_empty());
     h.finish().await;
+}
+
+/// A token answer that does not parse (4.05), over the wire: a captive
+/// portal's `text/html` page, a valid grant labelled `text/plain`, truncated
+/// JSON, `[]`, `null`, nesting 10 000 deep, an empty body, a body in
+/// UTF-16. Each is refused: requests get 503 `token_unavailable`, `/readyz`
+/// is 503 naming an unusable answer, and neither shows the token; nothing
+/// is forwarded. The same grant labelled `application/json;charset=UTF-8`
+/// is taken.
+#[tokio::test]
+async fn unusable_token_answers_are_refused_and_named() {
+    let grant =
+        r#"{"access_token":"TOKEN_CANARY_unusable","expires_in":3600,"token_type":"Bearer"}"#;
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let utf16: Vec<u8> = grant.encode_utf16().flat_map(|u| u.to_le_bytes()).collect();
+    let cases: Vec<(&str, &str, Vec<u8>)> = vec![
+        (
+            "captive portal",
+            "text/html",
+            b"<html><body>Log in</body></html>".to_vec(),
+        ),
+        (
+            "grant as text/plain",
+            "text/plain",
+            grant.as_bytes().to_vec(),
+        ),
+        (
+            "truncated",
+            "application/json",
+            grant.as_bytes()[..40].to_vec(),
+        ),
+        ("array", "application/json", b"[]".to_vec()),
+        ("null", "application/json", b"null".to_vec()),
+        ("nesting 10 000 deep", "application/json", deep.into_bytes()),
+        ("empty", "application/json", Vec::new()),
+        ("UTF-16", "application/json", utf16),
+        (
+            "grant",
+            "application/json;charset=UTF-8",
+            grant.as_bytes().to_vec(),
+        ),
+    ];
+    for (what, content_type, body) in cases {
+        let mut answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        answer.extend(body);
+        let (h, _token) = behind_a_token_endpoint_answering(answer).await;
+        let client = http1_client();
+        let readyz = || async { send(&client, get(&h.admin_url("/readyz"))).await };
+        if what == "grant" {
+            let ready = || async { readyz().await.0.status() == 200 };
+            eventually_async(Duration::from_secs(5), ready).await;
+            h.finish().await;
+            continue;
+        }
+        let (res, body) = send(&client, get(&h.url("/1/x"))).await;
+        assert_eq!(res.status(), 503, "{what}");
+        assert_eq!(proxy_error(&res), Some("token_unavailable"), "{what}");
+        assert_no_canary(what, &body);
+        let (res, body) = readyz().await;
+        assert_eq!(res.status(), 503, "{what}");
+        let text = String::from_utf8_lossy(&body);
+        assert!(text.contains("unusable answer"), "{what}: {text}");
+        assert_no_canary(what, &body);
+        assert!(h.sim.received().is_empty(), "{what}: forwarded");
+        h.finish().await;
+    }
 }
