@@ -109,14 +109,14 @@ const BAD: &[(&str, &str)] = &[
     // [log]
     ("[log]\nformat = \"xml\"", r#"proxy.toml: log.format = "xml": must be "text" or "json""#),
     // unknown keys, at the top and in every section
-    ("colour = \"blue\"", "proxy.toml: colour: unknown key (expected one of listen, admin, upstream, credentials, rate_limit, log)"),
+    ("colour = \"blue\"", "proxy.toml: colour: unknown key (expected one of listen, admin, upstream, credentials, rate_limit, log, profile)"),
     ("[lisen]\naddr = \"127.0.0.1:1\"", "proxy.toml: lisen: unknown key (expected one of listen, admin"),
     ("[listen]\nadr = \"127.0.0.1:1\"", "proxy.toml: listen.adr: unknown key (expected one of addr, tls_cert, tls_key, allow, hosts, max_connections"),
     ("listen.adr = \"127.0.0.1:1\"", "proxy.toml: listen.adr: unknown key"),
     ("[admin]\nport = 9090", "proxy.toml: admin.port: unknown key (expected addr)"),
     ("[upstream]\nurls = \"https://x\"", "proxy.toml: upstream.urls: unknown key (expected one of url, ca_file"),
-    ("[credentials]\nclient_id = \"a\"\nclient_secret_env = \"FITBIT_CLIENT_SECRET\"\nscope = \"activity\"", "proxy.toml: credentials.scope: unknown key (expected one of token_url, client_id"),
-    ("[rate_limit]\nquota = 150", "proxy.toml: rate_limit.quota: unknown key (expected one of hourly_quota, burst"),
+    ("[credentials]\nclient_id = \"a\"\nclient_secret_env = \"FITBIT_CLIENT_SECRET\"\nscopes = \"activity\"", "proxy.toml: credentials.scopes: unknown key (expected one of token_url, client_id"),
+    ("[rate_limit]\nquotas = 150", "proxy.toml: rate_limit.quotas: unknown key (expected one of quota, hourly_quota, window"),
     ("[log]\nlevel = \"debug\"", "proxy.toml: log.level: unknown key (expected format)"),
     // wrong types
     ("[listen]\nmax_connections = \"many\"", "proxy.toml: listen.max_connections: invalid type: string \"many\", expected an integer (line 2, column 19)"),
@@ -163,14 +163,14 @@ format = "xml"
 "#;
     let err = parse(text).unwrap_err();
     let want = [
-        "proxy.toml: listen.addr = \"nowhere\": must be an IP address and port such as \"127.0.0.1:8080\"",
-        "proxy.toml: listen.max_connections = 0: must be at least 1",
-        "proxy.toml: upstream.url = \"ftp://x\": must be http or https",
-        "proxy.toml: upstream.allow_paths = []: must not be empty: it would forward nothing (remove the key to forward every path not denied)",
+        "proxy.toml: listen.addr = \"nowhere\": must be an IP address and port such as \"127.0.0.1:8080\" (line 3, column 1)",
+        "proxy.toml: listen.max_connections = 0: must be at least 1 (line 4, column 1)",
+        "proxy.toml: upstream.url = \"ftp://x\": must be http or https (line 6, column 1)",
+        "proxy.toml: upstream.allow_paths = []: must not be empty: it would forward nothing (remove the key to forward every path not denied) (line 7, column 1)",
         "proxy.toml: credentials.client_id: missing (required)",
-        "proxy.toml: credentials: one of client_secret_env, client_secret_file, client_secret is required",
-        "proxy.toml: credentials.expires_in = 1234: must be one of 3600, 28800, 86400, 604800, 2592000, 31536000",
-        "proxy.toml: log.format = \"xml\": must be \"text\" or \"json\"",
+        "proxy.toml: credentials: one of client_secret_env, client_secret_file, client_secret is required (line 8, column 2)",
+        "proxy.toml: credentials.expires_in = 1234: must be one of 3600, 28800, 86400, 604800, 2592000, 31536000 (line 9, column 1)",
+        "proxy.toml: log.format = \"xml\": must be \"text\" or \"json\" (line 11, column 1)",
     ];
     assert_eq!(err.lines(), want);
     assert_eq!(err.to_string(), want.join("\n"));
@@ -209,12 +209,12 @@ fn defaults_are_those_of_the_spec() {
         c.credentials.secret_source,
         SecretSource::Env("FITBIT_CLIENT_SECRET".into())
     );
-    assert_eq!(c.credentials.expires_in, 28_800);
+    assert_eq!(c.credentials.expires_in, Some(28_800));
     assert_eq!(
         c.credentials.refresh_before_expiry,
         Duration::from_secs(300)
     );
-    assert_eq!(c.rate_limit.hourly_quota, 150);
+    assert_eq!(c.rate_limit.quota, 150);
     assert_eq!(c.rate_limit.burst, 10);
     assert_eq!(c.rate_limit.max_wait, Duration::from_secs(30));
     assert_eq!(c.rate_limit.max_queued, 1000);
@@ -316,12 +316,12 @@ client_secret_file = "empty"
     assert_eq!(lines.len(), 2, "{err}");
     assert!(
         lines[0].contains("listen.tls_key = \"cert.pem\": ")
-            && lines[0].ends_with("cert.pem contains no PEM private key"),
+            && lines[0].ends_with("cert.pem contains no PEM private key (line 4, column 1)"),
         "{err}"
     );
     assert!(
         lines[1].contains("credentials.client_secret_file = \"empty\": ")
-            && lines[1].ends_with("empty is empty"),
+            && lines[1].ends_with("empty is empty (line 7, column 1)"),
         "{err}"
     );
 }
@@ -439,7 +439,7 @@ fn the_smallest_allowed_counts_are_accepted() {
     .unwrap();
     assert_eq!(c.listen.max_connections, 1);
     assert_eq!(c.listen.max_request_body, 0);
-    assert_eq!(c.rate_limit.hourly_quota, 1);
+    assert_eq!(c.rate_limit.quota, 1);
     assert_eq!(c.rate_limit.burst, 1);
     assert_eq!(c.rate_limit.max_queued, 1);
 }
@@ -460,7 +460,9 @@ fn listen_hosts_are_canonical() {
 #[test]
 fn render_redacted_of_the_defaults() {
     let rendered = parse(CREDENTIALS).unwrap().render_redacted();
-    let want = r#"[listen]
+    let want = r#"profile = "fitbit"
+
+[listen]
 addr = "127.0.0.1:8080"
 # tls_cert, tls_key: not set (plain TCP)
 allow = []
@@ -486,11 +488,16 @@ deny_paths = ["/oauth2/"]
 token_url = "https://api.fitbit.com/oauth2/token"
 client_id = "23ABCD"
 client_secret_env = "FITBIT_CLIENT_SECRET"
+client_auth = "basic"
+scope = ""
+params = {}
 expires_in = 28800
 refresh_before_expiry = "5m"
 
 [rate_limit]
-hourly_quota = 150
+headers = "fitbit"
+quota = 150
+window = "1h"
 burst = 10
 max_wait = "30s"
 max_queued = 1000

@@ -104,7 +104,7 @@ impl Pacer {
     pub fn new(cfg: &RateLimitConfig) -> Arc<Self> {
         Arc::new(Pacer {
             budget: Mutex::new(
-                Budget::new(cfg.hourly_quota, cfg.reset_margin, Instant::now())
+                Budget::new(cfg.quota, cfg.reset_margin, Instant::now())
                     .shared_by(cfg.replicas),
             ),
             shape: Mutex::new(None),
