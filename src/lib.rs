@@ -56,6 +56,7 @@ pub mod sim;
 pub mod stack;
 pub mod token;
 pub mod upstream;
+mod wallclock;
 
 pub use body::Body;
 pub use error::{BoxError, ProxyError};
@@ -119,7 +120,7 @@ pub async fn run_with_admin(
         admin.map(|l| AbortOnDrop(admin::spawn(l, Arc::clone(&health), Arc::clone(&metrics))));
     let shutdown = health.drain_on(shutdown);
     let pacer = pacing::Pacer::new(&config.rate_limit);
-    let refused = stack::refusal(Arc::clone(&metrics));
+    let refused = stack::refusal_in(layers::respond::Answers::of(&config), Arc::clone(&metrics));
     let service = stack::build(&config, client, tokens, pacer, metrics);
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, upstream = %config.upstream.url, "proxy listening");

@@ -1,7 +1,18 @@
-//! The quota budget of one upstream application: limit, what is left, and
+//! The quota budget of one upstream policy: limit, what is left, and
 //! when the window resets. It counts the proxy's own requests and reads the
 //! upstream's headers, and believes whichever leaves less. Pure
 //! state: every method takes `now`, so tests drive it without a clock.
+//!
+//! Windows of any length from 5 s to a day. A length the headers give
+//! (IETF `w`) is believed at once; otherwise it is learned: the proxy sees
+//! a boundary pass, and the first answer after it says where the window
+//! ends. While the current window's end is not known (at start-up, before
+//! the first answer; just after a boundary whose window's length is not
+//! known yet), nothing is held back or refused that the count and the
+//! last reading say fits: requests go at once, never paced against an
+//! assumed length. Once the end is known, what is left is spread to it,
+//! so a proxy started anywhere in a window spreads the first full window
+//! like every other.
 //!
 //! Several replicas on one client id (`rate_limit.replicas = N`)
 //! each keep to a share of every window, `limit / N` by their own
@@ -42,8 +53,10 @@ use super::dialect::{RateLimit, MAX_RESET};
 const SAME_WINDOW: Duration = Duration::from_secs(3);
 
 /// Windows shorter than this are not believed: a window that closes before
-/// its margin has passed would keep the budget closed for good.
-const MIN_WINDOW: Duration = Duration::from_secs(5);
+/// its margin has passed would keep the budget closed for good. (A policy
+/// of a shorter window is paced as if its quota were per this long: safe,
+/// if slower.)
+pub(crate) const MIN_WINDOW: Duration = Duration::from_secs(5);
 
 /// The reset header is whole seconds: the true reset may be up to this
 /// much earlier than computed, so nothing is scheduled that close to it
@@ -71,10 +84,16 @@ struct Reading {
 #[derive(Debug)]
 pub struct Budget {
     limit: u32,
-    /// When the current window ends (no margin), on our clock.
+    /// When the current window ends (no margin), on our clock; while
+    /// `settled` is false only a guess (now plus the assumed length).
     window_end: Instant,
-    /// The window's length, learned from `-reset`; assumed an hour before.
-    window_len: Duration,
+    /// Whether `window_end` is known: from a reading of this window, or
+    /// from a known length after a boundary.
+    settled: bool,
+    /// The window's length, when known (given by the headers, or learned).
+    window_len: Option<Duration>,
+    /// The configured window, for guesses only.
+    assumed_len: Duration,
     /// Where the current window began, when the proxy saw that boundary
     /// pass; taken by the first reading, which learns the length from it.
     window_start: Option<Instant>,
@@ -107,25 +126,31 @@ pub struct Budget {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Allowance {
     /// `remaining` may be spread until `until` (the window's end less the
-    /// reset's uncertainty). `seq` counts the requests sent so far.
+    /// reset's uncertainty). `seq` counts the requests sent so far. When
+    /// not `paced`, the window's end is not known yet: nothing that fits is
+    /// held back.
     Open {
         remaining: u32,
         until: Instant,
         generation: u64,
         seq: u64,
+        paced: bool,
     },
     /// Nothing may be sent before this instant.
     Closed { until: Instant },
 }
 
 impl Budget {
-    /// Before any headers: `hourly_quota` for an hour from `now`.
-    pub fn new(hourly_quota: u32, margin: Duration, now: Instant) -> Self {
-        let window_len = Duration::from_secs(3600);
+    /// Before any headers: `quota` for a window whose end is not known
+    /// (assumed an hour; see [`Budget::assuming`]).
+    pub fn new(quota: u32, margin: Duration, now: Instant) -> Self {
+        let assumed_len = Duration::from_secs(3600);
         Budget {
-            limit: hourly_quota,
-            window_end: now + window_len,
-            window_len,
+            limit: quota,
+            window_end: now + assumed_len,
+            settled: false,
+            window_len: None,
+            assumed_len,
             window_start: None,
             sent: 0,
             seq: 0,
@@ -138,6 +163,22 @@ impl Budget {
             late: Vec::new(),
             read: false,
         }
+    }
+
+    /// The configured window: the guess of a window's length until one is
+    /// known (used only once an answer without headers leaves no other).
+    pub fn assuming(mut self, window: Duration, now: Instant) -> Self {
+        self.assumed_len = window.clamp(MIN_WINDOW, MAX_RESET);
+        self.window_end = now + self.assumed_len;
+        self
+    }
+
+    /// A budget for a policy first seen in the answer to request `seq`,
+    /// with `sent` requests sent so far: that answer is its first reading.
+    pub(crate) fn first_seen(mut self, seq: u64, sent: u64) -> Self {
+        self.seq = sent;
+        self.window_first_seq = seq.saturating_sub(1);
+        self
     }
 
     /// This budget is one of `replicas` proxies spending the same quota
@@ -159,11 +200,16 @@ impl Budget {
             return;
         }
         let mut boundary = self.window_end;
-        while boundary + self.window_len + self.margin <= now {
-            boundary += self.window_len;
+        // Windows that passed unseen (nothing was asked) are skipped.
+        let step = self.window_len.unwrap_or(self.assumed_len);
+        while boundary + step + self.margin <= now {
+            boundary += step;
         }
         self.window_start = Some(boundary);
-        self.window_end = boundary + self.window_len;
+        self.window_end = boundary + step;
+        // A known length gives the new window's end; otherwise its first
+        // answer will.
+        self.settled = self.settled && self.window_len.is_some();
         let carried = if self.read {
             u32::try_from(self.late.len()).unwrap_or(u32::MAX)
         } else {
@@ -205,16 +251,17 @@ impl Budget {
             .window_end
             .checked_sub(RESET_UNCERTAINTY)
             .unwrap_or(self.window_end);
-        if remaining == 0 || now >= until {
+        if remaining == 0 || (self.settled && now >= until) {
             return Allowance::Closed {
                 until: self.window_end + self.margin,
             };
         }
         Allowance::Open {
             remaining,
-            until,
+            until: until.max(now + RESET_UNCERTAINTY),
             generation: self.generation,
             seq: self.seq,
+            paced: self.settled,
         }
     }
 
@@ -232,6 +279,18 @@ impl Budget {
 
     /// Reads an answer's headers. `seq` is the request's send number.
     pub fn observe(&mut self, now: Instant, seq: u64, rl: RateLimit) {
+        self.observe_window(now, seq, rl, None);
+    }
+
+    /// [`Budget::observe`] with the window's length when the answer gives
+    /// it: then it is believed at once.
+    pub fn observe_window(
+        &mut self,
+        now: Instant,
+        seq: u64,
+        rl: RateLimit,
+        window: Option<Duration>,
+    ) {
         self.roll(now);
         if seq <= self.window_first_seq {
             return; // sent in an earlier window: says nothing of this one
@@ -239,14 +298,19 @@ impl Budget {
         let end = now + rl.reset;
         self.settle_late(seq, end, rl.reset);
         self.read = true;
-        // The length is learned only against a boundary the proxy saw pass
-        // (a roll), never against its own start-up: that would be a guess.
+        if let Some(given) = window {
+            self.window_len = Some(given.clamp(MIN_WINDOW, MAX_RESET));
+        }
+        // Otherwise the length is learned only against a boundary the proxy
+        // saw pass (a roll), never against its own start-up: that would be
+        // a guess.
         if let Some(start) = self.window_start.take() {
-            if end > start + SAME_WINDOW {
-                self.window_len = (end - start).clamp(MIN_WINDOW, MAX_RESET);
+            if end > start + SAME_WINDOW && window.is_none() {
+                self.window_len = Some((end - start).clamp(MIN_WINDOW, MAX_RESET));
             }
         }
         self.window_end = end;
+        self.settled = true;
         self.limit = rl.limit;
         if self.reading.is_none_or(|r| seq >= r.seq) {
             self.reading = Some(Reading {
@@ -276,30 +340,41 @@ impl Budget {
         }
     }
 
-    /// An upstream 429: nothing more until the reset (from the
-    /// headers, else `Retry-After`) plus the margin.
+    /// An answer carried no reading: if the window's end is still not
+    /// known, the configured window is all there is to go by.
+    pub(crate) fn on_unread(&mut self, now: Instant) {
+        self.roll(now);
+        self.settled = true;
+    }
+
+    /// An upstream 429: nothing more until `Retry-After` (which wins over
+    /// any quota header), else the headers' reset, plus the margin.
     pub fn on_rejected(
         &mut self,
         now: Instant,
         rl: Option<RateLimit>,
         retry_after: Option<Duration>,
     ) {
-        let wait = rl
-            .map(|r| r.reset)
-            .or(retry_after)
+        let wait = retry_after
+            .or(rl.map(|r| r.reset))
             .unwrap_or(DEFAULT_429_PAUSE);
-        let until = now + wait + self.margin;
-        self.paused_until = Some(self.paused_until.map_or(until, |t| t.max(until)));
+        self.pause(now + wait + self.margin);
         if let Some(rl) = rl {
             // This window is spent, whatever the counts said.
             self.limit = rl.limit;
             self.window_end = now + rl.reset;
+            self.settled = true;
             self.sent = self.limit;
         }
     }
 
-    /// The window's length as last learned.
-    pub fn window_len(&self) -> Duration {
+    /// Nothing is sent before `until` (an upstream's `Retry-After`).
+    pub(crate) fn pause(&mut self, until: Instant) {
+        self.paused_until = Some(self.paused_until.map_or(until, |t| t.max(until)));
+    }
+
+    /// The window's length, when known.
+    pub fn window_len(&self) -> Option<Duration> {
         self.window_len
     }
 
@@ -390,17 +465,17 @@ mod tests {
         ));
         let Allowance::Open {
             remaining,
-            until,
             generation,
+            paced,
             ..
         } = b.allowance(t0 + secs(12))
         else {
             panic!("window did not roll");
         };
         assert_eq!((remaining, generation), (3, 1));
-        // The length is not known yet (only the hour is assumed) until an
-        // answer of this window says; the last second is kept free.
-        assert_eq!(until, t0 + secs(10 + 3600 - 1));
+        // The length is not known yet until an answer of this window says:
+        // nothing that fits is held back meanwhile.
+        assert!(!paced);
         // An answer to a request of the old window says nothing of this one.
         b.observe(t0 + secs(12), s, rl(3, 0, 0));
         assert_eq!(b.remaining(t0 + secs(12)), 3);
@@ -504,7 +579,7 @@ mod tests {
         let t0 = Instant::now();
         let mut b = Budget::new(150, MARGIN, t0);
         b.on_send(t0);
-        b.on_rejected(t0, Some(rl(150, 0, 30)), Some(secs(99)));
+        b.on_rejected(t0, Some(rl(150, 0, 30)), None);
         assert_eq!(
             b.allowance(t0 + secs(31)),
             Allowance::Closed {
@@ -515,6 +590,15 @@ mod tests {
             b.allowance(t0 + secs(32)),
             Allowance::Open { remaining: 150, .. }
         ));
+        // Retry-After wins over the quota headers.
+        let mut b = Budget::new(150, MARGIN, t0);
+        b.on_rejected(t0, Some(rl(150, 0, 30)), Some(secs(99)));
+        assert_eq!(
+            b.allowance(t0),
+            Allowance::Closed {
+                until: t0 + secs(101)
+            }
+        );
         // Retry-After alone, then nothing at all.
         let mut b = Budget::new(150, MARGIN, t0);
         b.on_rejected(t0, None, Some(secs(17)));

@@ -157,7 +157,7 @@ impl Shared {
         let view = self.pacer.view();
         m.rate_limit_limit.set(i64::from(view.limit));
         m.rate_limit_remaining.set(i64::from(view.remaining));
-        m.rate_limit_reset_seconds.set(view.reset.as_secs_f64());
+        m.rate_limit_reset_seconds.set(view.reset_secs as f64);
     }
 }
 

@@ -1,7 +1,10 @@
 //! The pacer: spreads what is left of the budget over the time to the reset
 //! with a governor GCRA limiter (`burst` back to back, then one request per
 //! interval), serves waiting requests in arrival order, and refuses at once
-//! the ones whose slot is beyond `max_wait` or past `max_queued`.
+//! the ones whose slot is beyond `max_wait` or past `max_queued`. The
+//! refusal is decided when a request arrives; one admitted is refused later
+//! only when an answer moves its slot past its `max_wait`, and then at
+//! once, when that answer comes, never after waiting it out.
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,9 +18,10 @@ use tokio::time::Instant;
 
 use http::{HeaderMap, StatusCode};
 
-use super::budget::{Allowance, Budget};
+use super::budget::Allowance;
+use super::budgets::Budgets;
 use super::clock::{TokioClock, TokioInstant};
-use super::dialect::{parse, retry_after, Malformed};
+use super::dialect::{read, retry_after, Malformed};
 use crate::config::RateLimitConfig;
 use crate::error::QuotaView;
 
@@ -34,6 +38,15 @@ const SAME_END: Duration = Duration::from_secs(2);
 /// The shortest interval the limiter is given: small enough not to cap a
 /// large quota (a millisecond would hold a 10M/hour budget to 1000/s).
 const MIN_INTERVAL: Duration = Duration::from_micros(1);
+
+/// While a window's end is not known, the burst goes at once and the rest
+/// waits for the answer that tells (woken by it; this is only how often
+/// the head of the line looks again if none comes).
+const UNKNOWN_END_RECHECK: Duration = Duration::from_millis(250);
+
+/// The limiter's interval while a window's end is not known: no cell comes
+/// back before an answer re-plans.
+const NO_REFILL: Duration = Duration::from_secs(24 * 3600);
 
 /// The limiter for one pace, and the budget it was planned for.
 struct Shape {
@@ -52,6 +65,9 @@ struct Plan {
     generation: u64,
     /// Requests sent when the plan was made.
     seq: u64,
+    /// A steady pace to keep (the sliding budget's), rather than spreading
+    /// `remaining` to `until`.
+    steady: Option<Duration>,
 }
 
 impl Plan {
@@ -66,6 +82,9 @@ impl Plan {
         } else {
             self.until - now.until
         };
+        if self.steady.is_some() || now.steady.is_some() {
+            return self.steady == now.steady && self.generation == now.generation;
+        }
         self.generation == now.generation && moved < SAME_END && now.remaining + slack >= expected
     }
 }
@@ -89,7 +108,7 @@ pub struct Permit {
 }
 
 pub struct Pacer {
-    budget: Mutex<Budget>,
+    budget: Mutex<Budgets>,
     shape: Mutex<Option<Arc<Shape>>>,
     /// Fair (FIFO) turn-taking: only the head of the line asks the limiter.
     line: tokio::sync::Mutex<()>,
@@ -97,25 +116,26 @@ pub struct Pacer {
     waiting: AtomicUsize,
     /// When the head of the line will be sent, for estimating slots.
     head_due: Mutex<Option<Instant>>,
+    /// Woken when an answer changes the budget, so that the head of the
+    /// line looks again rather than sleep on an old plan.
+    changed: tokio::sync::Notify,
     cfg: RateLimitConfig,
 }
 
 impl Pacer {
     pub fn new(cfg: &RateLimitConfig) -> Arc<Self> {
         Arc::new(Pacer {
-            budget: Mutex::new(
-                Budget::new(cfg.quota, cfg.reset_margin, Instant::now())
-                    .shared_by(cfg.replicas),
-            ),
+            budget: Mutex::new(Budgets::new(cfg, Instant::now())),
             shape: Mutex::new(None),
             line: tokio::sync::Mutex::new(()),
             waiting: AtomicUsize::new(0),
             head_due: Mutex::new(None),
+            changed: tokio::sync::Notify::new(),
             cfg: cfg.clone(),
         })
     }
 
-    fn budget(&self) -> MutexGuard<'_, Budget> {
+    fn budget(&self) -> MutexGuard<'_, Budgets> {
         lock(&self.budget)
     }
 
@@ -123,12 +143,12 @@ impl Pacer {
         self.waiting.load(Ordering::Relaxed)
     }
 
+    /// The proxy's view of the quota, with the requests waiting for it.
     pub fn view(&self) -> QuotaView {
-        let (limit, remaining, reset) = self.budget().view(Instant::now());
+        let waiting = u32::try_from(self.queue_depth()).unwrap_or(u32::MAX);
         QuotaView {
-            limit,
-            remaining,
-            reset,
+            waiting,
+            ..self.budget().view(Instant::now())
         }
     }
 
@@ -148,8 +168,32 @@ impl Pacer {
         }
         let _place = Place::take(&self.waiting);
         let deadline = arrived + self.cfg.max_wait;
-        let Ok(_turn) = tokio::time::timeout_at(deadline, self.line.lock()).await else {
-            return Err(self.rate_limited(self.estimate(Instant::now(), ahead)));
+        let sent_before = self.budget().sent();
+        // One place in the (first come, first served) line, kept however
+        // often the budget changes meanwhile.
+        let turn = self.line.lock();
+        tokio::pin!(turn);
+        let too_late = tokio::time::sleep_until(deadline);
+        tokio::pin!(too_late);
+        let _turn = loop {
+            tokio::select! {
+                turn = &mut turn => break turn,
+                // An answer changed the budget: if this request's slot is
+                // now past its wait, it is told at once, not at the end.
+                () = self.changed.notified() => {
+                    let now = Instant::now();
+                    let sent = self.budget().sent() - sent_before;
+                    let ahead = ahead.saturating_sub(usize::try_from(sent).unwrap_or(usize::MAX));
+                    let slot = self.estimate(now, ahead);
+                    if now + slot > deadline {
+                        return Err(self.rate_limited(slot));
+                    }
+                }
+                // Only if the estimates were wrong.
+                () = &mut too_late => {
+                    return Err(self.rate_limited(self.estimate(Instant::now(), ahead)));
+                }
+            }
         };
         loop {
             let now = Instant::now();
@@ -162,7 +206,10 @@ impl Pacer {
                 return Err(self.rate_limited(due - now));
             }
             *lock(&self.head_due) = Some(due);
-            tokio::time::sleep_until(due).await;
+            tokio::select! {
+                () = tokio::time::sleep_until(due) => {}
+                () = self.changed.notified() => {}
+            }
         }
         *lock(&self.head_due) = None;
         let seq = self.budget().on_send(Instant::now());
@@ -197,7 +244,7 @@ impl Pacer {
     /// `None` if a request may go now (and takes its cell from the
     /// limiter), else when to look again.
     fn next_send(&self, now: Instant) -> Option<Instant> {
-        let allowance = self.budget().allowance(now);
+        let (allowance, steady) = self.budget().allowance(now);
         match allowance {
             Allowance::Closed { until } => Some(until),
             Allowance::Open {
@@ -205,7 +252,12 @@ impl Pacer {
                 until,
                 generation,
                 seq,
+                paced,
             } => {
+                // A window whose end is not known: its burst goes at once,
+                // the rest waits for the first answer (never for an
+                // assumed length).
+                let steady = if paced { steady } else { Some(NO_REFILL) };
                 let shape = self.shape_for(
                     now,
                     Plan {
@@ -213,8 +265,16 @@ impl Pacer {
                         until,
                         generation,
                         seq,
+                        steady,
                     },
                 );
+                if !paced {
+                    return shape
+                        .limiter
+                        .check()
+                        .err()
+                        .map(|_| now + UNKNOWN_END_RECHECK);
+                }
                 match shape.limiter.check() {
                     Ok(()) => None,
                     Err(not_until) => Some(not_until.earliest_possible().0),
@@ -259,7 +319,10 @@ impl Pacer {
         };
         let time_left = plan.until.saturating_duration_since(now);
         let slack = (time_left / 10).min(Duration::from_secs(1));
-        let interval = ((time_left - slack) / spread).max(MIN_INTERVAL);
+        let interval = plan
+            .steady
+            .unwrap_or_else(|| (time_left - slack) / spread)
+            .max(MIN_INTERVAL);
         let quota = Quota::with_period(interval)
             .expect("interval > 0")
             .allow_burst(burst);
@@ -284,16 +347,18 @@ impl Pacer {
 
     /// When a request arriving now, with `ahead` waiting before it, would be
     /// sent: the head's due time plus one interval per request ahead, or
-    /// the next window's opening when this one is spent.
+    /// the next window's opening when this one is spent. A window whose
+    /// length is not known yet is never assumed long: its requests go as
+    /// soon as it opens.
     fn estimate(&self, now: Instant, ahead: usize) -> Duration {
         let ahead_u32 = u32::try_from(ahead).unwrap_or(u32::MAX);
         let mut budget = self.budget();
-        let next_window_pace = budget.window_len() / budget.share().max(1);
+        let next_window_pace = budget.next_window_pace().unwrap_or(Duration::ZERO);
         let reopen = |until: Instant, queued: u32| {
             until.saturating_duration_since(now)
                 + next_window_pace * queued.saturating_sub(self.cfg.burst)
         };
-        match budget.allowance(now) {
+        match budget.allowance(now).0 {
             Allowance::Closed { until } => reopen(until, ahead_u32),
             Allowance::Open {
                 remaining, until, ..
@@ -303,6 +368,8 @@ impl Pacer {
                 let reopens = until + Duration::from_secs(1) + self.cfg.reset_margin;
                 reopen(reopens, ahead_u32 - remaining)
             }
+            // The rest of the burst goes at once, then the first answer.
+            Allowance::Open { paced: false, .. } => Duration::ZERO,
             Allowance::Open { .. } if ahead == 0 => Duration::ZERO,
             Allowance::Open {
                 remaining, until, ..
@@ -328,23 +395,26 @@ impl Pacer {
         headers: &HeaderMap,
     ) -> Option<Malformed> {
         let now = Instant::now();
-        let (reading, malformed) = match parse(headers) {
-            Ok(reading) => (reading, None),
-            Err(err) => (None, Some(err)),
-        };
+        let (policies, malformed) = read(self.cfg.headers, headers);
+        let retry_after = retry_after(headers);
         let mut budget = self.budget();
         if status == StatusCode::TOO_MANY_REQUESTS {
-            budget.on_rejected(now, reading, retry_after(headers));
-            let (limit, remaining, reset) = budget.view(now);
+            budget.on_rejected(now, &policies, retry_after);
+            let view = budget.view(now);
             tracing::warn!(
-                limit,
-                remaining,
-                reset_secs = reset.as_secs(),
+                limit = view.limit,
+                remaining = view.remaining,
+                reset_secs = view.reset_secs,
                 "upstream answered 429; nothing is sent until its reset"
             );
-        } else if let Some(reading) = reading {
-            budget.observe(now, permit.seq, reading);
+        } else {
+            if let (StatusCode::SERVICE_UNAVAILABLE, Some(after)) = (status, retry_after) {
+                budget.pause(now + after);
+            }
+            budget.observe(now, permit.seq, &policies);
         }
+        drop(budget);
+        self.changed.notify_waiters();
         malformed
     }
 }
