@@ -84,12 +84,24 @@ struct Reading {
 #[derive(Debug)]
 pub struct Budget {
     limit: u32,
-    /// When the current window ends (no margin), on our clock; while
-    /// `settled` is false only a guess (now plus the assumed length).
+    /// When the current window ends at the latest (no margin), on our
+    /// clock; while `settled` is false only a guess (now plus the assumed
+    /// length).
     window_end: Instant,
+    /// When it ends at the earliest: nothing is scheduled after this, so
+    /// that no request counts in the next window.
+    end_low: Instant,
     /// Whether `window_end` is known: from a reading of this window, or
     /// from a known length after a boundary.
     settled: bool,
+    /// Whether `window_end` is a bound the readings give (the earliest of
+    /// their ends), rather than a guess: then each new reading of the same
+    /// window can only bring it closer.
+    bounded: bool,
+    /// How much later than a reading says the window may end: 0 for a
+    /// reset rounded up (seconds from now), 1 s for one rounded either way
+    /// (a Unix time read against a `Date`).
+    rounding: Duration,
     /// The window's length, when known (given by the headers, or learned).
     window_len: Option<Duration>,
     /// The configured window, for guesses only.
@@ -148,7 +160,10 @@ impl Budget {
         Budget {
             limit: quota,
             window_end: now + assumed_len,
+            end_low: now + assumed_len - RESET_UNCERTAINTY,
             settled: false,
+            bounded: false,
+            rounding: Duration::ZERO,
             window_len: None,
             assumed_len,
             window_start: None,
@@ -170,6 +185,14 @@ impl Budget {
     pub fn assuming(mut self, window: Duration, now: Instant) -> Self {
         self.assumed_len = window.clamp(MIN_WINDOW, MAX_RESET);
         self.window_end = now + self.assumed_len;
+        self.end_low = self.window_end - RESET_UNCERTAINTY;
+        self
+    }
+
+    /// Readings whose reset may be up to a second early (an epoch read
+    /// against a whole-second `Date`).
+    pub(crate) fn rounded_either_way(mut self) -> Self {
+        self.rounding = RESET_UNCERTAINTY;
         self
     }
 
@@ -205,11 +228,19 @@ impl Budget {
         while boundary + step + self.margin <= now {
             boundary += step;
         }
+        // Known bounds of the old window's end, moved on by whole windows.
+        let shift = boundary + step - self.window_end;
+        self.end_low = if self.bounded {
+            self.end_low + shift
+        } else {
+            boundary + step - RESET_UNCERTAINTY
+        };
         self.window_start = Some(boundary);
         self.window_end = boundary + step;
         // A known length gives the new window's end; otherwise its first
         // answer will.
         self.settled = self.settled && self.window_len.is_some();
+        self.bounded = self.bounded && self.window_len.is_some();
         let carried = if self.read {
             u32::try_from(self.late.len()).unwrap_or(u32::MAX)
         } else {
@@ -247,10 +278,7 @@ impl Budget {
         }
         self.paused_until = None;
         let remaining = self.remaining(now);
-        let until = self
-            .window_end
-            .checked_sub(RESET_UNCERTAINTY)
-            .unwrap_or(self.window_end);
+        let until = self.end_low.min(self.window_end);
         if remaining == 0 || (self.settled && now >= until) {
             return Allowance::Closed {
                 until: self.window_end + self.margin,
@@ -258,7 +286,12 @@ impl Budget {
         }
         Allowance::Open {
             remaining,
-            until: until.max(now + RESET_UNCERTAINTY),
+            // A guessed end is never in the past.
+            until: if self.settled {
+                until
+            } else {
+                until.max(now + RESET_UNCERTAINTY)
+            },
             generation: self.generation,
             seq: self.seq,
             paced: self.settled,
@@ -279,25 +312,44 @@ impl Budget {
 
     /// Reads an answer's headers. `seq` is the request's send number.
     pub fn observe(&mut self, now: Instant, seq: u64, rl: RateLimit) {
-        self.observe_window(now, seq, rl, None);
+        let sent = now.checked_sub(MAX_LATENCY).unwrap_or(now);
+        self.observe_window(now, seq, rl, None, sent);
     }
 
     /// [`Budget::observe`] with the window's length when the answer gives
-    /// it: then it is believed at once.
-    pub fn observe_window(
+    /// it (then it is believed at once), and when the request was `sent`.
+    pub(crate) fn observe_window(
         &mut self,
         now: Instant,
         seq: u64,
         rl: RateLimit,
         window: Option<Duration>,
+        sent: Instant,
     ) {
         self.roll(now);
         if seq <= self.window_first_seq {
             return; // sent in an earlier window: says nothing of this one
         }
-        let end = now + rl.reset;
+        // The upstream read its clock between `sent` and `now`, and the
+        // reset is whole seconds: the window ends after `sent + reset - 1s`
+        // and, rounded up, by `now + reset` (a second later if it may have
+        // been rounded either way).
+        let (low, end) = (
+            (sent + rl.reset)
+                .checked_sub(RESET_UNCERTAINTY)
+                .unwrap_or(sent),
+            now + rl.reset + self.rounding,
+        );
         self.settle_late(seq, end, rl.reset);
         self.read = true;
+        // Every reading of a window bounds its end; together they close in
+        // on it (each rounded at another fraction of a second).
+        let same = self.bounded && distance(end, self.window_end) < SAME_WINDOW;
+        let (low, end) = if same {
+            (low.max(self.end_low), end.min(self.window_end))
+        } else {
+            (low, end)
+        };
         if let Some(given) = window {
             self.window_len = Some(given.clamp(MIN_WINDOW, MAX_RESET));
         }
@@ -310,7 +362,9 @@ impl Budget {
             }
         }
         self.window_end = end;
+        self.end_low = low.min(end);
         self.settled = true;
+        self.bounded = true;
         self.limit = rl.limit;
         if self.reading.is_none_or(|r| seq >= r.seq) {
             self.reading = Some(Reading {
@@ -323,11 +377,7 @@ impl Budget {
     /// What an answer to request `seq` says of the late sends: the window
     /// its request was counted in ends at `end`, `reset` from now.
     fn settle_late(&mut self, seq: u64, end: Instant, reset: Duration) {
-        let same_window = if end > self.window_end {
-            end - self.window_end < SAME_WINDOW
-        } else {
-            self.window_end - end < SAME_WINDOW
-        };
+        let same_window = distance(end, self.window_end) < SAME_WINDOW;
         if !self.read && reset >= RESET_UNCERTAINTY + MAX_LATENCY {
             // The first reading: all sent so far went out before now, and
             // the true reset is after now, so none of it is late.
@@ -362,8 +412,10 @@ impl Budget {
         if let Some(rl) = rl {
             // This window is spent, whatever the counts said.
             self.limit = rl.limit;
-            self.window_end = now + rl.reset;
+            self.window_end = now + rl.reset + self.rounding;
+            self.end_low = (now + rl.reset).checked_sub(RESET_UNCERTAINTY + MAX_LATENCY).unwrap_or(now);
             self.settled = true;
+            self.bounded = true;
             self.sent = self.limit;
         }
     }
@@ -386,6 +438,15 @@ impl Budget {
             remaining,
             self.window_end.saturating_duration_since(now),
         )
+    }
+}
+
+/// How far apart two instants are, either way.
+fn distance(a: Instant, b: Instant) -> Duration {
+    if a > b {
+        a - b
+    } else {
+        b - a
     }
 }
 

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use super::budget::{Allowance, Budget};
 use super::dialect::Policy;
 use super::sliding::Sliding;
-use crate::config::{Dialect, RateLimitConfig};
+use crate::config::{Dialect, RateLimitConfig, Reset};
 use crate::error::QuotaView;
 
 /// More policies than this in one answer are not tracked (none of the
@@ -35,15 +35,25 @@ struct Choice {
     index: Option<usize>,
 }
 
+/// A budget before any headers: the configured quota and window, shared
+/// with the configured replicas, its readings rounded as the dialect's are.
+fn new_budget(cfg: &RateLimitConfig, now: Instant) -> Budget {
+    let budget = Budget::new(cfg.quota, cfg.reset_margin, now)
+        .assuming(cfg.window, now)
+        .shared_by(cfg.replicas);
+    if cfg.headers.reset() == Some(Reset::Epoch) {
+        budget.rounded_either_way()
+    } else {
+        budget
+    }
+}
+
 impl Budgets {
     pub(crate) fn new(cfg: &RateLimitConfig, now: Instant) -> Self {
         let (policies, sliding) = if cfg.headers == Dialect::None {
             (Vec::new(), Some(Sliding::new(cfg.quota, cfg.window)))
         } else {
-            let first = Budget::new(cfg.quota, cfg.reset_margin, now)
-                .assuming(cfg.window, now)
-                .shared_by(cfg.replicas);
-            (vec![(String::new(), first)], None)
+            (vec![(String::new(), new_budget(cfg, now))], None)
         };
         Budgets {
             policies,
@@ -145,8 +155,8 @@ impl Budgets {
         self.seq
     }
 
-    /// Reads the policies of the answer to request `seq`.
-    pub(crate) fn observe(&mut self, now: Instant, seq: u64, policies: &[Policy]) {
+    /// Reads the policies of the answer to request `seq`, `sent` then.
+    pub(crate) fn observe(&mut self, now: Instant, seq: u64, sent: Instant, policies: &[Policy]) {
         if self.sliding.is_some() {
             return;
         }
@@ -160,7 +170,7 @@ impl Budgets {
             let Some(budget) = self.budget_for(&policy.name, seq, now) else {
                 continue;
             };
-            budget.observe_window(now, seq, policy.rate, policy.window);
+            budget.observe_window(now, seq, policy.rate, policy.window, sent);
         }
     }
 
@@ -178,10 +188,7 @@ impl Budgets {
         if self.policies.len() >= MAX_POLICIES {
             return None;
         }
-        let budget = Budget::new(self.cfg.quota, self.cfg.reset_margin, now)
-            .assuming(self.cfg.window, now)
-            .shared_by(self.cfg.replicas)
-            .first_seen(seq, self.seq);
+        let budget = new_budget(&self.cfg, now).first_seen(seq, self.seq);
         self.policies.push((name.to_owned(), budget));
         self.policies.last_mut().map(|(_, b)| b)
     }

@@ -82,10 +82,15 @@ impl Plan {
         } else {
             self.until - now.until
         };
+        // An end that moved by an eighth of what is left is a new plan, so
+        // short windows are re-planned for a fraction of a second.
+        let left = self.until.saturating_duration_since(Instant::now());
         if self.steady.is_some() || now.steady.is_some() {
             return self.steady == now.steady && self.generation == now.generation;
         }
-        self.generation == now.generation && moved < SAME_END && now.remaining + slack >= expected
+        self.generation == now.generation
+            && moved < SAME_END.min(left / 8)
+            && now.remaining + slack >= expected
     }
 }
 
@@ -105,6 +110,8 @@ pub enum Refusal {
 #[derive(Debug, Clone, Copy)]
 pub struct Permit {
     pub(crate) seq: u64,
+    /// When it was sent: its answer describes the upstream after this.
+    pub(crate) sent: Instant,
 }
 
 pub struct Pacer {
@@ -212,8 +219,9 @@ impl Pacer {
             }
         }
         *lock(&self.head_due) = None;
-        let seq = self.budget().on_send(Instant::now());
-        Ok(Permit { seq })
+        let sent = Instant::now();
+        let seq = self.budget().on_send(sent);
+        Ok(Permit { seq, sent })
     }
 
     /// The common case without the line: nobody is waiting and the budget
@@ -230,8 +238,9 @@ impl Pacer {
         if self.next_send(Instant::now()).is_some() {
             return None;
         }
-        let seq = self.budget().on_send(Instant::now());
-        Some(Permit { seq })
+        let sent = Instant::now();
+        let seq = self.budget().on_send(sent);
+        Some(Permit { seq, sent })
     }
 
     fn rate_limited(&self, retry_after: Duration) -> Refusal {
@@ -307,21 +316,23 @@ impl Pacer {
     }
 
     fn new_shape(&self, now: Instant, plan: Plan, burst_left: u32) -> Shape {
-        let burst = NonZeroU32::new(self.cfg.burst.min(plan.remaining).max(1)).expect("at least 1");
-        let left = burst_left.min(burst.get());
-        // What is left of the burst goes at once; the rest is spread to the
-        // end, less a little slack so that a reset read a second earlier
-        // later on does not push the last slot out of the window.
-        let spread = if left > 0 {
-            plan.remaining - left + 1
-        } else {
-            plan.remaining
+        // A steady pace (no quota headers) has no burst: see `sliding.rs`.
+        let burst = match plan.steady {
+            Some(interval) if interval != NO_REFILL => 1,
+            _ => self.cfg.burst.min(plan.remaining).max(1),
         };
+        let burst = NonZeroU32::new(burst).expect("at least 1");
+        let left = burst_left.min(burst.get());
+        // What is left of the burst goes at once; the rest is spread one
+        // interval apart to the end (the earliest the window may end, which
+        // later readings only move later).
+        let spread = (plan.remaining - left).max(1);
+        // The last one half an interval before the end, so that it is
+        // never the instant the window closes.
         let time_left = plan.until.saturating_duration_since(now);
-        let slack = (time_left / 10).min(Duration::from_secs(1));
         let interval = plan
             .steady
-            .unwrap_or_else(|| (time_left - slack) / spread)
+            .unwrap_or_else(|| time_left * 2 / (2 * spread + 1))
             .max(MIN_INTERVAL);
         let quota = Quota::with_period(interval)
             .expect("interval > 0")
@@ -411,7 +422,7 @@ impl Pacer {
             if let (StatusCode::SERVICE_UNAVAILABLE, Some(after)) = (status, retry_after) {
                 budget.pause(now + after);
             }
-            budget.observe(now, permit.seq, &policies);
+            budget.observe(now, permit.seq, permit.sent, &policies);
         }
         drop(budget);
         self.changed.notify_waiters();

@@ -1,11 +1,12 @@
 //! Pacing without quota headers (`rate_limit.headers = "none"`): the
 //! upstream's windows are not known, neither their start nor what is
 //! left, so no window of `window` may ever hold more than `quota` of our
-//! requests, wherever it starts. A steady pace of `window / quota` (with
-//! the burst) fills every window exactly; on top of it, a request goes
-//! only while fewer than `quota` went in the last `window`, which keeps
-//! the burst from adding to a full window. Only a 429 teaches anything:
-//! it pauses until its `Retry-After`.
+//! requests, wherever it starts. A steady pace of `window / quota` fills
+//! every window exactly; there is no burst (requests sent back to back
+//! would be taken from the window that follows, wherever it starts). On
+//! top of the pace, a request goes only while fewer than `quota` went in
+//! the last `window`. Only a 429 teaches anything: it pauses until its
+//! `Retry-After`.
 
 use std::collections::VecDeque;
 use std::time::Duration;
