@@ -106,6 +106,9 @@ pub struct Budget {
     window_len: Option<Duration>,
     /// The configured window, for guesses only.
     assumed_len: Duration,
+    /// Since when the proxy has watched the window: a window is at least
+    /// as long as the part of it seen.
+    watched_since: Instant,
     /// Where the current window began, when the proxy saw that boundary
     /// pass; taken by the first reading, which learns the length from it.
     window_start: Option<Instant>,
@@ -166,6 +169,7 @@ impl Budget {
             rounding: Duration::ZERO,
             window_len: None,
             assumed_len,
+            watched_since: now,
             window_start: None,
             sent: 0,
             seq: 0,
@@ -428,6 +432,15 @@ impl Budget {
     /// The window's length, when known.
     pub fn window_len(&self) -> Option<Duration> {
         self.window_len
+    }
+
+    /// The window's length if known, else the part of the current window
+    /// seen so far (it is at least that long), once its end is bounded.
+    pub(crate) fn window_len_at_least(&self) -> Option<Duration> {
+        self.window_len.or_else(|| {
+            let seen = self.end_low.saturating_duration_since(self.watched_since);
+            (self.bounded && !seen.is_zero()).then_some(seen)
+        })
     }
 
     /// The proxy's own view, for its 429 answers and the metrics.

@@ -244,15 +244,16 @@ impl Budgets {
     }
 
     /// The time between two sends once a full window is spread (the pace
-    /// of the next window), when the window's length is known: `None`
-    /// means the next window's requests go as soon as it opens.
+    /// of the next window): from the window's length, or while that is not
+    /// known from the part of the window seen (it is at least that long);
+    /// `None` means the next window's requests go as soon as it opens.
     pub(crate) fn next_window_pace(&self) -> Option<Duration> {
         if let Some(sliding) = &self.sliding {
             return Some(sliding.interval());
         }
         self.policies
             .iter()
-            .filter_map(|(_, b)| Some(b.window_len()? / b.share().max(1)))
+            .filter_map(|(_, b)| Some(b.window_len_at_least()? / b.share().max(1)))
             .max()
     }
 }

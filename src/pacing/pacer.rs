@@ -383,11 +383,19 @@ impl Pacer {
             Allowance::Open { paced: false, .. } => Duration::ZERO,
             Allowance::Open { .. } if ahead == 0 => Duration::ZERO,
             Allowance::Open {
-                remaining, until, ..
+                remaining,
+                until,
+                generation,
+                ..
             } => {
                 drop(budget);
                 let planned = until.saturating_duration_since(now) / remaining;
-                let interval = lock(&self.shape).as_ref().map_or(planned, |s| s.interval);
+                // The limiter's pace, unless it was made for another plan
+                // (an answer just changed it, or it waited for one).
+                let interval = lock(&self.shape)
+                    .as_ref()
+                    .filter(|s| s.plan.generation == generation && s.plan.steady != Some(NO_REFILL))
+                    .map_or(planned, |s| s.interval);
                 let head = lock(&self.head_due).unwrap_or(now);
                 head.saturating_duration_since(now) + interval * ahead_u32
             }
