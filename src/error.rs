@@ -109,7 +109,11 @@ impl QuotaView {
 
 impl std::fmt::Display for QuotaView {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} of {} requests left in this window", self.remaining, self.limit)?;
+        write!(
+            f,
+            "{} of {} requests left in this window",
+            self.remaining, self.limit
+        )?;
         if self.waiting > 0 && self.remaining > 0 {
             let held = self.waiting.min(self.remaining);
             write!(f, " ({held} held by requests already waiting)")?;

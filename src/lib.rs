@@ -1,4 +1,5 @@
-//! fitbit-proxy: an authenticating, pacing reverse proxy for the Fitbit Web API.
+//! fitbit-proxy: an authenticating, pacing reverse proxy for the Fitbit Web API
+//! and any other OAuth 2.0 client-credentials API with a request quota.
 //!
 //! Internal services send plain HTTP to the proxy; it attaches an OAuth 2.0
 //! access token obtained with the client-credentials grant, paces requests
@@ -23,8 +24,10 @@
 //!  │                 mod.rs: lock-free cache; refresh.rs: background refresher;
 //!  │                 exchange.rs: the client-credentials request
 //!  ├─ pacing/        layer.rs: wait for a slot or be refused, learn from answers;
-//!  │                 pacer.rs: GCRA pace + FIFO line; budget.rs: the quota window;
-//!  │                 dialect.rs: rate-limit headers; clock.rs: tokio-time clock
+//!  │                 pacer.rs: GCRA pace + FIFO line; budgets.rs: one budget per
+//!  │                 quota policy (budget.rs: a window of any length; sliding.rs:
+//!  │                 without quota headers); dialect/: the rate-limit headers of
+//!  │                 each dialect, and the proxy's own (own.rs); clock.rs: tokio-time clock
 //!  └─ upstream/      pooled rustls client, authority rewrite, retry.rs: one retry
 //!    │               of a stale connection, answer.rs: checks on the answer
 //!    ▼
@@ -32,12 +35,15 @@
 //!
 //!  beside the stack:
 //!  config/           proxy.toml → validated Config, every problem at once
-//!  profile/          what one API's conventions decide (fitbit.rs: header names,
-//!                    token lifetimes, error shape)
+//!  profile/          what one API's conventions decide: URLs, token lifetimes,
+//!                    header dialect, error shape (fitbit.rs, the default;
+//!                    generic.rs: problem details)
 //!  ops/              admin.rs: /healthz /readyz /metrics; metrics.rs; logging.rs;
 //!                    supervise.rs: restarts the token refresher after a panic
-//!  sim/              the simulated Fitbit API for tests, `demo` (demo.rs), `simulate`
+//!  sim/              the simulated API (every dialect) for tests, `demo` (demo.rs),
+//!                    `simulate`
 //!  body.rs           the one body type of both directions
+//!  wallclock.rs      calendar time on tokio's clock (epoch resets, HTTP-dates)
 //! ```
 //!
 //! [`run`] puts the boxes together: it builds the upstream client, the token

@@ -64,7 +64,12 @@ fn rate_limit(dialect: Dialect, row: Row) -> String {
 /// front of a simulator speaking `dialect`, its headers `lag` high.
 /// Returns the accepted requests per quarter of each full window, or what
 /// went wrong.
-async fn run(dialect: Dialect, row: Row, lag: u32, offset: Duration) -> Result<Vec<[u32; 4]>, String> {
+async fn run(
+    dialect: Dialect,
+    row: Row,
+    lag: u32,
+    offset: Duration,
+) -> Result<Vec<[u32; 4]>, String> {
     let origin = Instant::now() - offset;
     let sim = SimConfig {
         quota: row.quota,
@@ -94,7 +99,10 @@ async fn run(dialect: Dialect, row: Row, lag: u32, offset: Duration) -> Result<V
     h.stop().await;
     let mut problems = Vec::new();
     if upstream_429 > 0 || seen.upstream_429 > 0 || seen.other > 0 {
-        problems.push(format!("{upstream_429} upstream 429s, {} other answers", seen.other));
+        problems.push(format!(
+            "{upstream_429} upstream 429s, {} other answers",
+            seen.other
+        ));
     }
     for (i, q) in quarters.iter().enumerate() {
         let used: u32 = q.iter().sum();
@@ -129,7 +137,9 @@ async fn every_dialect(row: Row) {
                     w.as_secs()
                 );
                 match run(dialect, row, lag, offset).await {
-                    Ok(quarters) => println!("{label}: per quarter {quarters:?}, quota {}", row.quota),
+                    Ok(quarters) => {
+                        println!("{label}: per quarter {quarters:?}, quota {}", row.quota)
+                    }
                     Err(why) => {
                         println!("{label}: FAILED {why}");
                         failures.push(format!("{label}: {why}"));

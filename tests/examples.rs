@@ -34,7 +34,10 @@ fn every_example_passes_check() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(0), "{file}: {stderr}");
         assert!(stdout.contains("profile = \"generic\""), "{file}: {stdout}");
-        assert!(stdout.contains("# expires_in: not sent"), "{file}: {stdout}");
+        assert!(
+            stdout.contains("# expires_in: not sent"),
+            "{file}: {stdout}"
+        );
         for line in want {
             assert!(stdout.contains(line), "{file}: no {line:?} in\n{stdout}");
         }

@@ -43,9 +43,15 @@ async fn bug1_the_first_full_window_after_start_up_is_spread_and_nobody_is_refus
     let config = parse_config(&config_toml(&upstream, None, &extras), dir.path());
     let (proxy, _stop, _task) = spawn_proxy(config).await;
     let seen = support::load::saturate(proxy, 16, WINDOW * 2, Duration::from_secs(60)).await;
-    let windows = Windows { origin, len: WINDOW };
+    let windows = Windows {
+        origin,
+        len: WINDOW,
+    };
     let first_full = windows.quarters(&sim.received(), 1, 1)[0];
-    println!("bug 1: first full window per quarter {first_full:?}, proxy 429s {}", seen.refused);
+    println!(
+        "bug 1: first full window per quarter {first_full:?}, proxy 429s {}",
+        seen.refused
+    );
     assert_eq!(sim.rate_limited(), 0, "upstream 429s");
     assert!(
         first_full.iter().all(|n| *n >= 6) && first_full.iter().sum::<u32>() >= 57,

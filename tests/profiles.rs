@@ -41,16 +41,28 @@ async fn generic(credentials: &str, rate_limit: &str, sim: SimConfig) -> Harness
 #[tokio::test(start_paused = true)]
 async fn generic_asks_for_its_token_as_configured_and_answers_problem_details() {
     let creds = "client_auth = \"post\"\nscope = \"read write\"\nparams = { audience = \"https://api.example/\" }\nexpires_in = 7200";
-    let h = generic(creds, "headers = \"ietf\"\nquota = 1000\nwindow = \"1m\"", SimConfig {
-        headers: Dialect::Ietf,
-        ..sim_config()
-    })
+    let h = generic(
+        creds,
+        "headers = \"ietf\"\nquota = 1000\nwindow = \"1m\"",
+        SimConfig {
+            headers: Dialect::Ietf,
+            ..sim_config()
+        },
+    )
     .await;
     let client = http1_client();
     let (res, _) = send(&client, get(&h.url("/v1/items"))).await;
     assert_eq!(res.status(), StatusCode::OK);
-    let token = h.sim.token_requests().last().cloned().expect("a token request");
-    assert!(!token.headers.contains_key("authorization"), "the secret is never in both places");
+    let token = h
+        .sim
+        .token_requests()
+        .last()
+        .cloned()
+        .expect("a token request");
+    assert!(
+        !token.headers.contains_key("authorization"),
+        "the secret is never in both places"
+    );
     assert_eq!(token.form_value("client_id"), Some(CLIENT_ID));
     assert_eq!(token.form_value("client_secret"), Some(SECRET));
     assert_eq!(token.form_value("scope"), Some("read write"));
@@ -65,18 +77,37 @@ async fn generic_asks_for_its_token_as_configured_and_answers_problem_details() 
     assert_eq!(problem["status"], 403);
     assert_eq!(problem["title"], "Forbidden");
     assert!(problem["type"].as_str().unwrap().ends_with("forbidden"));
-    assert!(problem["detail"].as_str().unwrap().contains("not forwarded"), "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not forwarded"),
+        "{problem}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn without_expires_in_generic_sends_none_and_basic_sends_no_secret_in_the_body() {
-    let h = generic("", "headers = \"none\"\nquota = 100\nwindow = \"10s\"", sim_config()).await;
+    let h = generic(
+        "",
+        "headers = \"none\"\nquota = 100\nwindow = \"10s\"",
+        sim_config(),
+    )
+    .await;
     send(&http1_client(), get(&h.url("/v1/x"))).await;
-    let token = h.sim.token_requests().last().cloned().expect("a token request");
+    let token = h
+        .sim
+        .token_requests()
+        .last()
+        .cloned()
+        .expect("a token request");
     assert!(token.headers.contains_key("authorization"));
     assert_eq!(token.form_value("expires_in"), None);
     assert_eq!(token.form_value("client_secret"), None);
-    assert_eq!(token.form, [("grant_type".to_owned(), "client_credentials".to_owned())]);
+    assert_eq!(
+        token.form,
+        [("grant_type".to_owned(), "client_credentials".to_owned())]
+    );
 }
 
 /// The proxy's own 429 in the IETF dialect: its view in `RateLimit` and
@@ -104,7 +135,10 @@ async fn a_proxy_429_speaks_the_configured_dialect() {
         }
     }
     let (res, body) = refusal.expect("a proxy 429");
-    let policy = res.headers()["ratelimit-policy"].to_str().unwrap().to_owned();
+    let policy = res.headers()["ratelimit-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let current = res.headers()["ratelimit"].to_str().unwrap().to_owned();
     let retry = res.headers()["retry-after"].to_str().unwrap().to_owned();
     assert!(policy.starts_with("\"proxy\";q=4"), "{policy}");
@@ -114,9 +148,18 @@ async fn a_proxy_429_speaks_the_configured_dialect() {
         .strip_prefix("\"proxy\";r=")
         .and_then(|rest| rest.split_once(";t="))
         .unwrap();
-    assert!(detail.contains(&format!("{r} of 4 requests left")), "{detail} / {current}");
-    assert!(detail.contains(&format!("reset in {t} s")), "{detail} / {current}");
-    assert!(detail.contains(&format!("retry after {retry} s")), "{detail} / {retry}");
+    assert!(
+        detail.contains(&format!("{r} of 4 requests left")),
+        "{detail} / {current}"
+    );
+    assert!(
+        detail.contains(&format!("reset in {t} s")),
+        "{detail} / {current}"
+    );
+    assert!(
+        detail.contains(&format!("retry after {retry} s")),
+        "{detail} / {retry}"
+    );
     assert!(!res.headers().contains_key("fitbit-rate-limit-limit"));
 }
 

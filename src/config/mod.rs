@@ -151,9 +151,10 @@ impl Default for RateLimitConfig {
 }
 
 /// How an upstream reports its quota (`rate_limit.headers`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Dialect {
     /// `fitbit-rate-limit-limit`, `-remaining`, `-reset` (delta seconds).
+    #[default]
     Fitbit,
     /// The IETF `RateLimit-Policy` and `RateLimit` structured fields.
     Ietf,

@@ -68,8 +68,11 @@ impl Parsed<'_> {
     pub(super) fn about_dropped(&self, key: &str) -> bool {
         self.dropped.iter().any(|d| {
             key == d
-                || key.strip_prefix(d.as_str()).is_some_and(|rest| rest.starts_with('.'))
-                || d.strip_prefix(key).is_some_and(|rest| rest.starts_with('.'))
+                || key
+                    .strip_prefix(d.as_str())
+                    .is_some_and(|rest| rest.starts_with('.'))
+                || d.strip_prefix(key)
+                    .is_some_and(|rest| rest.starts_with('.'))
         })
     }
 

@@ -30,12 +30,6 @@ pub struct Answers {
     pub headers: Dialect,
 }
 
-impl Default for Dialect {
-    fn default() -> Self {
-        Dialect::Fitbit
-    }
-}
-
 impl Answers {
     pub fn of(cfg: &Config) -> Self {
         Answers {
@@ -49,9 +43,7 @@ impl Answers {
 /// error shape, and `x-fitbit-proxy-error` naming the kind.
 pub(crate) fn answer(err: &ProxyError, answers: Answers) -> Response<Body> {
     let (status, code) = err.status_and_code();
-    let (content_type, body) = answers
-        .profile
-        .error_body(status, code, &err.to_string());
+    let (content_type, body) = answers.profile.error_body(status, code, &err.to_string());
     let mut res = Response::new(Body::full(body));
     *res.status_mut() = status;
     let headers = res.headers_mut();

@@ -98,7 +98,8 @@ impl Budgets {
                     // Requests per second it allows; an end not known yet
                     // allows everything that fits.
                     let rate = if paced {
-                        f64::from(remaining) / until.saturating_duration_since(now).as_secs_f64().max(1e-3)
+                        f64::from(remaining)
+                            / until.saturating_duration_since(now).as_secs_f64().max(1e-3)
                     } else {
                         f64::INFINITY
                     };

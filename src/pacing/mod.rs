@@ -2,7 +2,7 @@
 //! quota policy, `budget.rs`, or the sliding `sliding.rs` without quota
 //! headers), fed by its rate-limit headers in the configured dialect
 //! (`dialect/`) and the proxy's own count, spent evenly with a governor
-//! limiter on tokio's clock (`clock.rs`, `pacer.rs`), in the `layer.rs`
+//! limiter on tokio's clock (`clock.rs`, `shape.rs`, `pacer.rs`), in the `layer.rs`
 //! between the token and the upstream.
 
 pub mod budget;
@@ -11,6 +11,7 @@ pub(crate) mod clock;
 pub mod dialect;
 pub(crate) mod layer;
 pub(crate) mod pacer;
+mod shape;
 pub(crate) mod sliding;
 
 pub use layer::PacingLayer;

@@ -86,10 +86,9 @@ impl Sliding {
     /// Limit, what is left, and when the next unit comes back.
     pub(crate) fn view(&mut self, now: Instant) -> (u32, u32, Duration) {
         let remaining = self.remaining(now);
-        let back = self
-            .sent
-            .front()
-            .map_or(Duration::ZERO, |t| (*t + self.window).saturating_duration_since(now));
+        let back = self.sent.front().map_or(Duration::ZERO, |t| {
+            (*t + self.window).saturating_duration_since(now)
+        });
         (self.quota, remaining, back)
     }
 
@@ -107,7 +106,9 @@ mod tests {
         let t0 = Instant::now();
         let mut s = Sliding::new(3, Duration::from_secs(30));
         for i in 0..3 {
-            assert!(matches!(s.allowance(t0), Allowance::Open { remaining, .. } if remaining == 3 - i));
+            assert!(
+                matches!(s.allowance(t0), Allowance::Open { remaining, .. } if remaining == 3 - i)
+            );
             s.on_send(t0);
         }
         assert_eq!(

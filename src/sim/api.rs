@@ -11,9 +11,9 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
+use super::fitbit;
 use super::quota::QuotaView;
 use super::record::Received;
-use super::fitbit;
 use super::respond::{
     add_date, add_rate_limit_headers, fitbit_error, json, SimBody, ZeroStream, DOCS_HINT,
 };

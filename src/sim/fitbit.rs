@@ -112,12 +112,23 @@ mod tests {
 
     #[test]
     fn knows_three_paths_and_nothing_else() {
-        assert_eq!(answer("/1/user/-/profile.json").unwrap()["user"]["encodedId"], "SIM123");
+        assert_eq!(
+            answer("/1/user/-/profile.json").unwrap()["user"]["encodedId"],
+            "SIM123"
+        );
         let day = answer("/1/user/-/activities/date/2026-11-30.json").unwrap();
         assert_eq!(day["activities"][0]["startDate"], "2026-11-30");
         assert!(day["summary"]["steps"].is_number());
-        assert_eq!(answer("/1/user/-/devices.json").unwrap()[0]["type"], "TRACKER");
-        for other in ["/1/user/-/sleep.json", "/1/load/3", "/sim/hop", "/1/user/-/activities/date/x"] {
+        assert_eq!(
+            answer("/1/user/-/devices.json").unwrap()[0]["type"],
+            "TRACKER"
+        );
+        for other in [
+            "/1/user/-/sleep.json",
+            "/1/load/3",
+            "/sim/hop",
+            "/1/user/-/activities/date/x",
+        ] {
             assert!(answer(other).is_none(), "{other}");
         }
     }

@@ -93,7 +93,10 @@ impl Quota {
     }
 
     fn views(&self, now: Instant) -> Vec<QuotaView> {
-        self.policies.iter().map(|p| p.view(now, self.lag)).collect()
+        self.policies
+            .iter()
+            .map(|p| p.view(now, self.lag))
+            .collect()
     }
 }
 

@@ -12,10 +12,10 @@ use std::time::Duration;
 
 use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, DATE, RETRY_AFTER};
 use http::{HeaderMap, Response, StatusCode};
-use tokio::time::Instant;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
+use tokio::time::Instant;
 
 use super::quota::QuotaView;
 use super::{Dialect, Reset, SimConfig};

@@ -84,10 +84,7 @@ pub struct Exchange {
 impl Exchange {
     pub fn new(client: HttpClient, creds: &CredentialsConfig, timeout: Duration) -> Self {
         let basic = match creds.client_auth {
-            ClientAuth::Basic => Some(basic_auth(
-                &creds.client_id,
-                creds.client_secret.expose(),
-            )),
+            ClientAuth::Basic => Some(basic_auth(&creds.client_id, creds.client_secret.expose())),
             ClientAuth::Post => None,
         };
         Exchange {

@@ -150,7 +150,11 @@ impl Validator<'_> {
 
     /// Extra form fields; none may name a field the proxy writes itself
     /// (nor `expires_in` while that is sent from its own key).
-    fn params(&mut self, raw: &RawCredentials, sends_expires_in: bool) -> Option<Vec<(String, String)>> {
+    fn params(
+        &mut self,
+        raw: &RawCredentials,
+        sends_expires_in: bool,
+    ) -> Option<Vec<(String, String)>> {
         let mut ok = true;
         for (name, value) in &raw.params {
             let message = if RESERVED_PARAMS.contains(&name.as_str()) {
@@ -164,10 +168,19 @@ impl Validator<'_> {
             };
             ok = false;
             let key = format!("credentials.params.{name}");
-            let value = if name == "client_secret" { REDACTED.to_owned() } else { quote(value) };
+            let value = if name == "client_secret" {
+                REDACTED.to_owned()
+            } else {
+                quote(value)
+            };
             self.problem(Problem::new(&key, message).with_value(value));
         }
-        ok.then(|| raw.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        ok.then(|| {
+            raw.params
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
     }
 
     /// The lifetime to ask for: under a profile with a list of lifetimes,

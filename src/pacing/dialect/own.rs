@@ -19,7 +19,10 @@ pub(crate) fn write(dialect: Dialect, view: &QuotaView, headers: &mut HeaderMap)
             Reset::Epoch => wallclock::unix_now().as_secs() + view.reset_secs,
         };
         headers.insert(HeaderName::from_static(l), HeaderValue::from(view.limit));
-        headers.insert(HeaderName::from_static(r), HeaderValue::from(view.remaining));
+        headers.insert(
+            HeaderName::from_static(r),
+            HeaderValue::from(view.remaining),
+        );
         headers.insert(HeaderName::from_static(s), HeaderValue::from(reset));
         return;
     }

@@ -150,14 +150,21 @@ async fn retry_after_table() {
     let in_17 = date(now + 17);
     let upstream_date = date(now + 100);
     let upstream_now = date(now + 90);
-    let cases: Vec<(Vec<(&str, &str)>, Option<u64>)> = vec![
+    type Case<'a> = (Vec<(&'a str, &'a str)>, Option<u64>);
+    let cases: Vec<Case<'_>> = vec![
         (vec![("retry-after", "17")], Some(17)),
         (vec![("retry-after", " 0 ")], Some(0)),
         (vec![("retry-after", "999999999")], Some(86400)),
         (vec![("retry-after", &in_17)], Some(17)),
         // Against the upstream's own clock when it says what time it is.
-        (vec![("retry-after", &upstream_date), ("date", &upstream_now)], Some(10)),
-        (vec![("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT")], Some(0)),
+        (
+            vec![("retry-after", &upstream_date), ("date", &upstream_now)],
+            Some(10),
+        ),
+        (
+            vec![("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT")],
+            Some(0),
+        ),
         (vec![("retry-after", "-5")], None),
         (vec![("retry-after", "")], None),
         (vec![("retry-after", "2020-05-31T00:00:00Z")], None),

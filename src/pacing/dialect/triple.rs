@@ -24,11 +24,19 @@ pub(crate) fn names(dialect: Dialect) -> Option<([&'static str; 3], Reset)> {
             reset,
         )),
         Dialect::XRateLimit(reset) => Some((
-            ["x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"],
+            [
+                "x-ratelimit-limit",
+                "x-ratelimit-remaining",
+                "x-ratelimit-reset",
+            ],
             reset,
         )),
         Dialect::XRateLimitDash(reset) => Some((
-            ["x-rate-limit-limit", "x-rate-limit-remaining", "x-rate-limit-reset"],
+            [
+                "x-rate-limit-limit",
+                "x-rate-limit-remaining",
+                "x-rate-limit-reset",
+            ],
             reset,
         )),
         Dialect::Ietf | Dialect::None => None,
