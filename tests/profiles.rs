@@ -38,6 +38,11 @@ async fn generic(credentials: &str, rate_limit: &str, sim: SimConfig) -> Harness
     h
 }
 
+fn last_token_request(h: &Harness) -> fitbit_proxy::sim::ReceivedToken {
+    let requests = h.sim.token_requests();
+    requests.last().cloned().expect("a token request")
+}
+
 #[tokio::test(start_paused = true)]
 async fn generic_asks_for_its_token_as_configured_and_answers_problem_details() {
     let creds = "client_auth = \"post\"\nscope = \"read write\"\nparams = { audience = \"https://api.example/\" }\nexpires_in = 7200";
@@ -53,12 +58,7 @@ async fn generic_asks_for_its_token_as_configured_and_answers_problem_details() 
     let client = http1_client();
     let (res, _) = send(&client, get(&h.url("/v1/items"))).await;
     assert_eq!(res.status(), StatusCode::OK);
-    let token = h
-        .sim
-        .token_requests()
-        .last()
-        .cloned()
-        .expect("a token request");
+    let token = last_token_request(&h);
     assert!(
         !token.headers.contains_key("authorization"),
         "the secret is never in both places"
@@ -95,12 +95,7 @@ async fn without_expires_in_generic_sends_none_and_basic_sends_no_secret_in_the_
     )
     .await;
     send(&http1_client(), get(&h.url("/v1/x"))).await;
-    let token = h
-        .sim
-        .token_requests()
-        .last()
-        .cloned()
-        .expect("a token request");
+    let token = last_token_request(&h);
     assert!(token.headers.contains_key("authorization"));
     assert_eq!(token.form_value("expires_in"), None);
     assert_eq!(token.form_value("client_secret"), None);
