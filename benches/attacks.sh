@@ -23,21 +23,14 @@ for line in sys.stdin:
         print(m["executable"])')
 
 start_simulator --quota 100000000 --window 1h
-start_proxy ATTACKS_SECRET <<TOML
-[listen]
-addr = "127.0.0.1:$PROXY_PORT"
-[admin]
-addr = "127.0.0.1:$ADMIN_PORT"
-[upstream]
-url = "http://127.0.0.1:$SIM_PORT"
-[credentials]
-token_url = "http://127.0.0.1:$SIM_PORT/oauth2/token"
-client_id = "$CLIENT_ID"
-client_secret_env = "ATTACKS_SECRET"
+{
+    proxy_toml_head ATTACKS_SECRET
+    cat <<TOML
 [rate_limit]
 hourly_quota = 100000000
 burst = 100000
 TOML
+} | start_proxy ATTACKS_SECRET
 
 echo "== attacks: ${SECONDS_EACH}s each, $(nproc) cores, proxy pid $PROXY_PID"
 timeout $((SECONDS_EACH * 10 + 60)) "$ATTACKS" --proxy "127.0.0.1:$PROXY_PORT" --pid "$PROXY_PID" --secs "$SECONDS_EACH"

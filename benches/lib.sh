@@ -1,4 +1,4 @@
-# Shared by benches/soak.sh and benches/attacks.sh (sourced, not run): the
+# Shared by benches/soak.sh, benches/attacks.sh and benches/dialects.sh (sourced, not run): the
 # release binary, a scratch directory, the processes started (stopped by
 # PID at exit, and only those), free loopback ports, the simulator and the
 # proxy in front of it.
@@ -56,4 +56,22 @@ start_proxy() {
     echo "the proxy did not become ready; its log:" >&2
     tail -5 "$WORK/proxy.log" >&2
     exit 1
+}
+
+# Prints the [listen], [admin], [upstream] and [credentials] sections of a
+# proxy.toml in front of the simulator, the secret in the environment
+# variable named by $1; a caller appends its own sections.
+proxy_toml_head() {
+    cat <<TOML
+[listen]
+addr = "127.0.0.1:$PROXY_PORT"
+[admin]
+addr = "127.0.0.1:$ADMIN_PORT"
+[upstream]
+url = "http://127.0.0.1:$SIM_PORT"
+[credentials]
+token_url = "http://127.0.0.1:$SIM_PORT/oauth2/token"
+client_id = "$CLIENT_ID"
+client_secret_env = "$1"
+TOML
 }

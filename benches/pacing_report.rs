@@ -2,7 +2,8 @@
 //! saturating demand for many simulated quota windows (tokio's paused
 //! clock: hours of windows in seconds) and prints, per scenario, the share
 //! of each window's quota used, upstream 429s, and the p50/p99 time a
-//! request waited for its slot.
+//! request waited for its slot; one row per rate-limit dialect too (the
+//! simulator speaking it, the proxy configured for it).
 //!
 //! `cargo bench --bench pacing_report` (env `WINDOWS`, default 20).
 
@@ -12,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use fitbit_proxy::sim::{Sim, SimConfig};
+use fitbit_proxy::sim::{Dialect, Reset, Sim, SimConfig};
 use fitbit_proxy::Config;
 use http::StatusCode;
 use http_body_util::{BodyExt, Full};
@@ -29,6 +30,27 @@ struct Scenario {
     name: &'static str,
     lag: u32,
     other_per_window: u32,
+    headers: Dialect,
+}
+
+impl Scenario {
+    fn fitbit(name: &'static str, lag: u32, other_per_window: u32) -> Self {
+        Scenario {
+            name,
+            lag,
+            other_per_window,
+            headers: Dialect::Fitbit,
+        }
+    }
+
+    fn dialect(name: &'static str, headers: Dialect) -> Self {
+        Scenario {
+            name,
+            lag: 0,
+            other_per_window: 0,
+            headers,
+        }
+    }
 }
 
 struct Outcome {
@@ -44,21 +66,27 @@ fn main() {
         .and_then(|w| w.parse().ok())
         .unwrap_or(20);
     let scenarios = [
-        Scenario {
-            name: "accurate headers",
-            lag: 0,
-            other_per_window: 0,
-        },
-        Scenario {
-            name: "headers lag by 5",
-            lag: 5,
-            other_per_window: 0,
-        },
-        Scenario {
-            name: "second consumer, 30/window",
-            lag: 0,
-            other_per_window: 30,
-        },
+        Scenario::fitbit("accurate headers", 0, 0),
+        Scenario::fitbit("headers lag by 5", 5, 0),
+        Scenario::fitbit("second consumer, 30/window", 0, 30),
+        Scenario::dialect("dialect ietf", Dialect::Ietf),
+        Scenario::dialect(
+            "dialect ratelimit (epoch)",
+            Dialect::RateLimit(Reset::Epoch),
+        ),
+        Scenario::dialect(
+            "dialect x-ratelimit (epoch)",
+            Dialect::XRateLimit(Reset::Epoch),
+        ),
+        Scenario::dialect(
+            "dialect x-ratelimit (delta)",
+            Dialect::XRateLimit(Reset::Delta),
+        ),
+        Scenario::dialect(
+            "dialect x-rate-limit (epoch)",
+            Dialect::XRateLimitDash(Reset::Epoch),
+        ),
+        Scenario::dialect("dialect none (Retry-After only)", Dialect::None),
     ];
     println!("pacing report: quota {QUOTA} per {}s window, burst 10, {CLIENTS} saturating clients, {windows} windows", WINDOW.as_secs());
     println!();
@@ -104,14 +132,22 @@ async fn run(s: &Scenario, windows: u32) -> Outcome {
         quota: QUOTA,
         window: WINDOW,
         token_lifetime: Some(Duration::from_secs(31536000)),
+        headers: s.headers,
         ..SimConfig::default()
     });
     sim.set_reported_lag(s.lag);
     let upstream = sim.serve_plain(TcpListener::bind("127.0.0.1:0").await.unwrap());
+    let reset = s
+        .headers
+        .reset()
+        .map(|r| format!("reset = \"{}\"\n", r.name()))
+        .unwrap_or_default();
     let toml = format!(
-        "[admin]\naddr = \"\"\n[upstream]\nurl = \"{}\"\n[credentials]\ntoken_url = \"{}\"\nclient_id = \"sim-client\"\nclient_secret_env = \"S\"\n[rate_limit]\nmax_wait = \"30m\"\n",
+        "[admin]\naddr = \"\"\n[upstream]\nurl = \"{}\"\n[credentials]\ntoken_url = \"{}\"\nclient_id = \"sim-client\"\nclient_secret_env = \"S\"\n[rate_limit]\nmax_wait = \"30m\"\nheaders = \"{}\"\n{reset}quota = {QUOTA}\nwindow = \"{}s\"\n",
         upstream.base_url(),
-        upstream.token_url()
+        upstream.token_url(),
+        s.headers.name(),
+        WINDOW.as_secs(),
     );
     let env = |_: &str| Some("sim-secret".to_string());
     let config = Config::from_toml_str_with_env(&toml, Path::new("report.toml"), &env).unwrap();

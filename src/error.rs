@@ -37,7 +37,7 @@ pub enum ProxyError {
         reason: String,
         retry_after: Duration,
     },
-    #[error("no pacing slot within rate_limit.max_wait: {} of {} requests left in this window, reset in {} s", .view.remaining, .view.limit, .view.reset.as_secs())]
+    #[error("no pacing slot within rate_limit.max_wait: {view}; retry after {} s", retry_after_secs(*.retry_after))]
     RateLimited {
         retry_after: Duration,
         view: QuotaView,
@@ -91,20 +91,53 @@ impl ProxyError {
 }
 
 /// The proxy's view of the quota, as a refusal reports it: the limit, what
-/// is left of it, and when the window resets.
+/// is left of it, how many requests already wait for what is left, and
+/// when the window resets, in whole seconds rounded up once (a client told
+/// to come back then never comes back early), so that the body and the
+/// headers say the same.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QuotaView {
     pub limit: u32,
     pub remaining: u32,
-    pub reset: Duration,
+    /// Requests admitted and waiting for their slot: they hold this much
+    /// of `remaining`.
+    pub waiting: u32,
+    pub reset_secs: u64,
+    /// The window's length, when it is known.
+    pub window: Option<Duration>,
 }
 
 impl QuotaView {
-    /// The reset in whole seconds, rounded up: a client told to come back
-    /// then never comes back early.
-    pub fn reset_secs(&self) -> u64 {
-        ceil_secs(self.reset)
+    pub fn new(limit: u32, remaining: u32, reset: Duration) -> Self {
+        QuotaView {
+            limit,
+            remaining,
+            waiting: 0,
+            reset_secs: ceil_secs(reset),
+            window: None,
+        }
     }
+}
+
+impl std::fmt::Display for QuotaView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} of {} requests left in this window",
+            self.remaining, self.limit
+        )?;
+        if self.waiting > 0 && self.remaining > 0 {
+            let held = self.waiting.min(self.remaining);
+            write!(f, " ({held} held by requests already waiting)")?;
+        }
+        write!(f, ", reset in {} s", self.reset_secs)
+    }
+}
+
+/// `Retry-After` in whole seconds: rounded up so a client never comes back
+/// early, and at least 1.
+pub(crate) fn retry_after_secs(after: Duration) -> u64 {
+    ceil_secs(after).max(1)
 }
 
 /// A duration in whole seconds, rounded up.

@@ -1,4 +1,5 @@
-//! fitbit-proxy: an authenticating, pacing reverse proxy for the Fitbit Web API.
+//! fitbit-proxy: an authenticating, pacing reverse proxy for the Fitbit Web API
+//! and any other OAuth 2.0 client-credentials API with a request quota.
 //!
 //! Internal services send plain HTTP to the proxy; it attaches an OAuth 2.0
 //! access token obtained with the client-credentials grant, paces requests
@@ -25,8 +26,10 @@
 //!  │                 mod.rs: lock-free cache; refresh.rs: background refresher;
 //!  │                 exchange.rs: the client-credentials request
 //!  ├─ pacing/        layer.rs: wait for a slot or be refused, learn from answers;
-//!  │                 pacer.rs: GCRA pace + FIFO line; budget.rs: the quota window;
-//!  │                 dialect.rs: rate-limit headers; clock.rs: tokio-time clock
+//!  │                 pacer.rs: GCRA pace + FIFO line; budgets.rs: one budget per
+//!  │                 quota policy (budget.rs: a window of any length; sliding.rs:
+//!  │                 without quota headers); dialect/: the rate-limit headers of
+//!  │                 each dialect, and the proxy's own (own.rs); clock.rs: tokio-time clock
 //!  └─ upstream/      pooled rustls client, authority rewrite, retry.rs: one retry
 //!    │               of a stale connection, answer.rs: checks on the answer
 //!    ▼
@@ -34,8 +37,9 @@
 //!
 //!  beside the stack:
 //!  config/           proxy.toml → validated Config, every problem at once
-//!  profile/          what one API's conventions decide (fitbit.rs: header names,
-//!                    token lifetimes, error shape)
+//!  profile/          what one API's conventions decide: URLs, token lifetimes,
+//!                    header dialect, error shape (fitbit.rs, the default;
+//!                    generic.rs: problem details)
 //!  ops/              admin.rs: the admin port (/healthz /readyz /metrics, the status
 //!                    page of status/ and /status.json); health.rs: readiness;
 //!                    metrics.rs (+ history.rs: sends per minute, process.rs: the
@@ -44,8 +48,10 @@
 //!  shared/           Redis, for replicas on one client id: token.rs: one token for
 //!                    all (asked by token/refresh.rs before it fetches); client.rs:
 //!                    connection, timeouts, breaker.rs; seal.rs; scripts.rs (Lua)
-//!  sim/              the simulated Fitbit API for tests, `demo` (demo.rs), `simulate`
+//!  sim/              the simulated API (every dialect) for tests, `demo` (demo.rs),
+//!                    `simulate`
 //!  body.rs           the one body type of both directions
+//!  wallclock.rs      calendar time on tokio's clock (epoch resets, HTTP-dates)
 //!  failpoints.rs     fault injection for the tests (the `failpoints` feature only)
 //! ```
 //!
@@ -68,6 +74,7 @@ pub mod sim;
 pub mod stack;
 pub mod token;
 pub mod upstream;
+mod wallclock;
 
 pub use body::Body;
 pub use error::{BoxError, ProxyError};
@@ -144,21 +151,18 @@ pub async fn run_with_admin(
     });
     let plans = AbortOnDrop(tokio::spawn(Arc::clone(&status).sample_plans()));
     let admin = admin.map(|l| AbortOnDrop(admin::spawn(l, status)));
-    let refused = stack::refusal(Arc::clone(&metrics));
+    let refused = stack::refusal_in(layers::Answers::of(&config), Arc::clone(&metrics));
     let service = stack::build(&config, client, tokens, pacer, Arc::clone(&metrics));
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, upstream = %config.upstream.url, "proxy listening");
     }
-    inbound::serve(
-        listener,
+    let serving = inbound::Serving {
         service,
         refused,
-        &config.listen,
-        inbound_tls,
         metrics,
-        shutdown,
-    )
-    .await;
+        answers: layers::Answers::of(&config),
+    };
+    inbound::serve(listener, serving, &config.listen, inbound_tls, shutdown).await;
     drop(refresher);
     drop(connector);
     drop(admin);

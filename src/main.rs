@@ -12,7 +12,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use fitbit_proxy::config::LogFormat;
 use fitbit_proxy::ops::logging;
 use fitbit_proxy::sim::demo;
-use fitbit_proxy::sim::SimConfig;
+use fitbit_proxy::sim::{Dialect, Reset, SimConfig};
 use fitbit_proxy::Config;
 
 #[derive(Parser)]
@@ -116,10 +116,52 @@ struct SimArgs {
     /// Lifetime of the tokens it grants, e.g. "10s" (default: what was asked).
     #[arg(long, value_parser = humantime::parse_duration)]
     token_lifetime: Option<Duration>,
-    /// Report fitbit-rate-limit-remaining this many above the truth, as
-    /// Fitbit's approximate headers may.
+    /// Report the remaining quota this many above the truth, as Fitbit's
+    /// approximate headers may.
     #[arg(long, default_value_t = 0)]
     lag: u32,
+    /// The rate-limit headers to send: fitbit, ietf, ratelimit,
+    /// x-ratelimit, x-rate-limit, or none (a 429 carries only Retry-After).
+    #[arg(long, default_value = "fitbit", value_parser = dialect_name)]
+    headers: String,
+    /// How a *-Reset header is written (ratelimit, x-ratelimit and
+    /// x-rate-limit): "delta" (seconds) or "epoch" (a Unix time).
+    #[arg(long, default_value = "delta", value_parser = reset_unit)]
+    reset: Reset,
+    /// The simulator's clock runs this far ahead ("5s") or behind ("-5s")
+    /// in Date and epoch resets.
+    #[arg(long, default_value = "0s", value_parser = signed_seconds, allow_hyphen_values = true)]
+    clock_skew: i64,
+    /// Retry-After on a 429 as "seconds" or as an HTTP "date".
+    #[arg(long, default_value = "seconds", value_parser = ["seconds", "date"])]
+    retry_after: String,
+    /// Open the first quota window this long before start-up (default: at
+    /// the first request).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    window_offset: Option<Duration>,
+}
+
+fn dialect_name(name: &str) -> Result<String, String> {
+    match Dialect::parse(name, Some(Reset::Delta)) {
+        Some(_) => Ok(name.to_owned()),
+        None => Err(format!("must be one of {}", Dialect::NAMES)),
+    }
+}
+
+fn reset_unit(name: &str) -> Result<Reset, String> {
+    Reset::parse(name).ok_or_else(|| r#"must be "delta" or "epoch""#.to_owned())
+}
+
+/// `"5s"`, `"-1m"`: whole seconds, either way.
+fn signed_seconds(text: &str) -> Result<i64, String> {
+    let (sign, magnitude) = match text.strip_prefix('-') {
+        Some(rest) => (-1, rest),
+        None => (1, text),
+    };
+    let d = humantime::parse_duration(magnitude).map_err(|e| e.to_string())?;
+    i64::try_from(d.as_secs())
+        .map(|s| sign * s)
+        .map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {
@@ -210,10 +252,17 @@ async fn run_demo(listen: SocketAddr, simulate_only: Option<SimArgs>) -> anyhow:
     match simulate_only {
         None => demo::demo(listen, shutdown_signal()).await?,
         Some(args) => {
+            let headers = Dialect::parse(&args.headers, Some(args.reset))
+                .and_then(Result::ok)
+                .unwrap_or(Dialect::Fitbit);
             let sim = SimConfig {
                 quota: args.quota,
                 window: args.window,
                 token_lifetime: args.token_lifetime,
+                headers,
+                retry_after_date: args.retry_after == "date",
+                clock_skew_secs: args.clock_skew,
+                window_offset: args.window_offset,
                 ..SimConfig::default()
             };
             demo::simulate(listen, sim, args.lag, shutdown_signal()).await?;

@@ -18,7 +18,7 @@ use crate::inbound::ConnectionService;
 use crate::layers::access::AccessLayer;
 use crate::layers::guard::{Admission, GuardLayer};
 use crate::layers::paths::PathRules;
-use crate::layers::respond::{self, RespondLayer};
+use crate::layers::respond::{self, Answers, RespondLayer};
 use crate::ops::metrics::Metrics;
 use crate::pacing::{Pacer, PacingLayer};
 use crate::token::{AuthLayer, TokenSource};
@@ -56,7 +56,7 @@ pub fn layers(
         // Request id, metrics and the access log, for every answer.
         .layer(AccessLayer::new(Arc::clone(&metrics)))
         // Errors from any layer below become the proxy's own answers.
-        .layer(RespondLayer)
+        .layer(RespondLayer::new(Answers::of(cfg)))
         // Refuse what must never leave; strip hop-by-hop and client credentials.
         .layer(GuardLayer::new(admission(cfg)))
         // Attach the Bearer token, waiting only when none is valid.
@@ -95,17 +95,24 @@ fn admission(cfg: &Config) -> Admission {
 /// with 403 and `Connection: close`, and like every other answer given a
 /// request id, counted and logged by the access layer.
 pub fn refusal(metrics: Arc<Metrics>) -> impl ConnectionService {
+    refusal_in(Answers::default(), metrics)
+}
+
+/// [`refusal`] in the shape `answers` gives the proxy's own answers.
+pub fn refusal_in(answers: Answers, metrics: Arc<Metrics>) -> impl ConnectionService {
     ServiceBuilder::new()
         .layer(AccessLayer::new(metrics))
-        .service_fn(refuse_source)
+        .service_fn(move |req| refuse_source(req, answers))
 }
 
 fn refuse_source(
     _req: Request<Incoming>,
+    answers: Answers,
 ) -> std::future::Ready<Result<Response<Body>, Infallible>> {
-    let mut res = respond::answer(&ProxyError::Forbidden(
-        "this source address is not in listen.allow",
-    ));
+    let mut res = respond::answer(
+        &ProxyError::Forbidden("this source address is not in listen.allow"),
+        answers,
+    );
     res.headers_mut()
         .insert(CONNECTION, HeaderValue::from_static("close"));
     std::future::ready(Ok(res))

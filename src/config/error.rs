@@ -40,8 +40,10 @@ pub struct Problem {
     pub value: Option<String>,
     /// What is wrong, written for an operator.
     pub message: String,
-    /// 1-based line and column, known for syntax and type errors.
+    /// 1-based line and column of the key (or of `near`, for a missing key).
     pub location: Option<(usize, usize)>,
+    /// For a key that is missing: a key written nearby whose line to give.
+    pub near: Option<String>,
 }
 
 impl Problem {
@@ -51,7 +53,14 @@ impl Problem {
             value: None,
             message: message.into(),
             location: None,
+            near: None,
         }
+    }
+
+    /// For a missing key: the line of `key` is where to look.
+    pub(crate) fn near(mut self, key: &str) -> Self {
+        self.near = Some(key.to_owned());
+        self
     }
 
     /// A problem with the file as a whole.

@@ -5,6 +5,7 @@
 mod error;
 mod files;
 mod hosts;
+mod parse;
 mod raw;
 mod render;
 mod secret;
@@ -20,6 +21,8 @@ use ipnet::IpNet;
 
 pub use secret::Secret;
 
+pub use crate::profile::Profile;
+
 pub use error::{ConfigError, Problem};
 pub use hosts::canonical_host;
 
@@ -28,6 +31,8 @@ pub use hosts::canonical_host;
 pub struct Config {
     /// Where it was read from, for messages.
     pub source: PathBuf,
+    /// Whose conventions fill in what is not configured (`profile`).
+    pub profile: Profile,
     pub listen: ListenConfig,
     pub admin: AdminConfig,
     pub upstream: UpstreamConfig,
@@ -85,8 +90,24 @@ pub struct CredentialsConfig {
     pub client_id: String,
     pub client_secret: Secret,
     pub secret_source: SecretSource,
-    pub expires_in: u32,
+    /// How the client authenticates at the token endpoint.
+    pub client_auth: ClientAuth,
+    /// Sent as `scope` when not empty.
+    pub scope: String,
+    /// Extra form fields of the token request, in key order.
+    pub params: Vec<(String, String)>,
+    /// The lifetime asked for (`expires_in`), when one is sent.
+    pub expires_in: Option<u32>,
     pub refresh_before_expiry: Duration,
+}
+
+/// Where the client id and secret go in a token request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// `Authorization: Basic` (RFC 6749 §2.3.1), the default.
+    Basic,
+    /// `client_id` and `client_secret` in the form body.
+    Post,
 }
 
 /// Where the client secret came from (printed by `check`, never the value).
@@ -99,13 +120,119 @@ pub enum SecretSource {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RateLimitConfig {
-    pub hourly_quota: u32,
+    /// Requests per window assumed until headers say otherwise (always,
+    /// with `headers = "none"`).
+    pub quota: u32,
+    /// The window `quota` is per.
+    pub window: Duration,
+    /// The rate-limit headers the upstream speaks.
+    pub headers: Dialect,
     pub burst: u32,
     pub max_wait: Duration,
     pub max_queued: usize,
     pub reset_margin: Duration,
     /// Proxies sharing this client id (this quota); each spends its share.
     pub replicas: u32,
+}
+
+impl Default for RateLimitConfig {
+    /// The defaults of `proxy.toml`, for tests and benches that build one.
+    fn default() -> Self {
+        RateLimitConfig {
+            quota: 150,
+            window: Duration::from_secs(3600),
+            headers: Dialect::Fitbit,
+            burst: 10,
+            max_wait: Duration::from_secs(30),
+            max_queued: 1000,
+            reset_margin: Duration::from_secs(2),
+            replicas: 1,
+        }
+    }
+}
+
+/// How an upstream reports its quota (`rate_limit.headers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Dialect {
+    /// `fitbit-rate-limit-limit`, `-remaining`, `-reset` (delta seconds).
+    #[default]
+    Fitbit,
+    /// The IETF `RateLimit-Policy` and `RateLimit` structured fields.
+    Ietf,
+    /// `RateLimit-Limit`, `-Remaining`, `-Reset`.
+    RateLimit(Reset),
+    /// `X-RateLimit-Limit`, `-Remaining`, `-Reset`.
+    XRateLimit(Reset),
+    /// `X-Rate-Limit-Limit`, `-Remaining`, `-Reset`.
+    XRateLimitDash(Reset),
+    /// No quota headers: `quota` per `window`, learning only from 429s.
+    None,
+}
+
+/// How a `*-Reset` header is read (`rate_limit.reset`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reset {
+    /// Seconds from now.
+    Delta,
+    /// A Unix time in seconds, on the upstream's clock.
+    Epoch,
+}
+
+impl Dialect {
+    /// Every value `rate_limit.headers` takes, for messages.
+    pub const NAMES: &'static str = "fitbit, ietf, ratelimit, x-ratelimit, x-rate-limit, none";
+
+    /// The dialect named `name`; `reset` is asked only by the dialects
+    /// whose reset differs by vendor (`Err(name)` when it is needed and
+    /// missing, `None` when the name is unknown).
+    pub fn parse(name: &str, reset: Option<Reset>) -> Option<Result<Dialect, ()>> {
+        let needs = |make: fn(Reset) -> Dialect| Some(reset.map(make).ok_or(()));
+        match name {
+            "fitbit" => Some(Ok(Dialect::Fitbit)),
+            "ietf" => Some(Ok(Dialect::Ietf)),
+            "none" => Some(Ok(Dialect::None)),
+            "ratelimit" => needs(Dialect::RateLimit),
+            "x-ratelimit" => needs(Dialect::XRateLimit),
+            "x-rate-limit" => needs(Dialect::XRateLimitDash),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Dialect::Fitbit => "fitbit",
+            Dialect::Ietf => "ietf",
+            Dialect::RateLimit(_) => "ratelimit",
+            Dialect::XRateLimit(_) => "x-ratelimit",
+            Dialect::XRateLimitDash(_) => "x-rate-limit",
+            Dialect::None => "none",
+        }
+    }
+
+    /// The reset unit, for the dialects that take one.
+    pub fn reset(self) -> Option<Reset> {
+        match self {
+            Dialect::RateLimit(r) | Dialect::XRateLimit(r) | Dialect::XRateLimitDash(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
+impl Reset {
+    pub fn parse(name: &str) -> Option<Reset> {
+        match name {
+            "delta" => Some(Reset::Delta),
+            "epoch" => Some(Reset::Epoch),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Reset::Delta => "delta",
+            Reset::Epoch => "epoch",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,8 +294,28 @@ impl Config {
         source: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let raw = raw::parse(text).map_err(|problems| ConfigError::new(source, problems))?;
-        validate::validate(raw, source, env).map_err(|problems| ConfigError::new(source, problems))
+        let parsed = parse::parse(text).map_err(|problems| ConfigError::new(source, problems))?;
+        let validated = validate::validate(&parsed.raw, source, env);
+        // Every problem at once: the keys serde refused, then every value
+        // validation refused (except those about a key already named), each
+        // with the line it is written on.
+        let mut problems = parsed.problems.clone();
+        let later = validated.as_ref().err().into_iter().flatten();
+        for problem in later.filter(|p| !parsed.about_dropped(&p.key)) {
+            let location = problem
+                .location
+                .or_else(|| parsed.location_of(&problem.key))
+                .or_else(|| problem.near.as_deref().and_then(|k| parsed.location_of(k)));
+            problems.push(problem.clone().at(location));
+        }
+        match validated {
+            Ok(config) if problems.is_empty() => Ok(config),
+            _ if problems.is_empty() => Err(ConfigError::new(
+                source,
+                vec![Problem::file("invalid configuration")],
+            )),
+            _ => Err(ConfigError::new(source, problems)),
+        }
     }
 
     /// The effective configuration, every default filled in, as TOML in the

@@ -1,17 +1,15 @@
-//! The raw shape of `proxy.toml`: serde structs that mirror the documented keys (README, proxy.toml) key for
-//! key, with every default in their `Default` impls (the one place defaults
-//! live), and the translation of TOML syntax and type errors into `Problem`s
-//! that name the dotted key.
+//! The raw shape of `proxy.toml`: serde structs that mirror the documented
+//! keys (README, proxy.toml) key for key, with every default in their
+//! `Default` impls (the one place defaults live, but for those a profile
+//! decides). `parse.rs` reads a file into them.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
-use toml::de::{DeTable, DeValue};
 
-use super::error::Problem;
 use crate::config::Secret;
-use crate::profile::fitbit::DEFAULT_TOKEN_LIFETIME;
 
 /// Durations, counts and enums are kept as written (strings, `i64`) so that
 /// a bad value is a validation problem, reported with all the others, rather
@@ -26,6 +24,9 @@ pub(super) struct RawConfig {
     pub(super) rate_limit: RawRateLimit,
     pub(super) log: RawLog,
     pub(super) shared: RawShared,
+    /// `None`: the default profile. (Written first in a file, as a
+    /// top-level key must be; last here, after the sections.)
+    pub(super) profile: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -81,7 +82,8 @@ impl Default for RawAdmin {
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields, expecting = "a table")]
 pub(super) struct RawUpstream {
-    pub(super) url: String,
+    /// `None`: the profile's default, if it has one.
+    pub(super) url: Option<String>,
     pub(super) ca_file: Option<String>,
     #[serde(deserialize_with = "duration_text")]
     pub(super) connect_timeout: String,
@@ -94,7 +96,7 @@ pub(super) struct RawUpstream {
 impl Default for RawUpstream {
     fn default() -> Self {
         RawUpstream {
-            url: "https://api.fitbit.com".into(),
+            url: None,
             ca_file: None,
             connect_timeout: "5s".into(),
             request_timeout: "60s".into(),
@@ -106,18 +108,22 @@ impl Default for RawUpstream {
     }
 }
 
-/// `client_id` and the secret source have no default: `None` means missing.
+/// `client_id` and the secret source have no default: `None` means missing;
+/// `token_url` and `expires_in` default by profile.
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields, expecting = "a table")]
 pub(super) struct RawCredentials {
-    pub(super) token_url: String,
+    pub(super) token_url: Option<String>,
     pub(super) client_id: Option<String>,
     pub(super) client_secret_env: Option<String>,
     pub(super) client_secret_file: Option<String>,
     /// Wrapped at once so that not even a `Debug` of the raw config shows it.
     #[serde(deserialize_with = "secret")]
     pub(super) client_secret: Option<Secret>,
-    pub(super) expires_in: i64,
+    pub(super) client_auth: String,
+    pub(super) scope: String,
+    pub(super) params: BTreeMap<String, String>,
+    pub(super) expires_in: Option<i64>,
     #[serde(deserialize_with = "duration_text")]
     pub(super) refresh_before_expiry: String,
 }
@@ -125,12 +131,15 @@ pub(super) struct RawCredentials {
 impl Default for RawCredentials {
     fn default() -> Self {
         RawCredentials {
-            token_url: "https://api.fitbit.com/oauth2/token".into(),
+            token_url: None,
             client_id: None,
             client_secret_env: None,
             client_secret_file: None,
             client_secret: None,
-            expires_in: DEFAULT_TOKEN_LIFETIME.into(),
+            client_auth: "basic".into(),
+            scope: String::new(),
+            params: BTreeMap::new(),
+            expires_in: None,
             refresh_before_expiry: "5m".into(),
         }
     }
@@ -139,7 +148,16 @@ impl Default for RawCredentials {
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields, expecting = "a table")]
 pub(super) struct RawRateLimit {
-    pub(super) hourly_quota: i64,
+    /// `None` (with `hourly_quota` unset too): 150.
+    pub(super) quota: Option<i64>,
+    /// The old name: `quota` with `window = "1h"`.
+    pub(super) hourly_quota: Option<i64>,
+    /// `None`: an hour.
+    #[serde(deserialize_with = "optional_duration_text")]
+    pub(super) window: Option<String>,
+    /// `None`: the profile's dialect.
+    pub(super) headers: Option<String>,
+    pub(super) reset: Option<String>,
     pub(super) burst: i64,
     #[serde(deserialize_with = "duration_text")]
     pub(super) max_wait: String,
@@ -152,7 +170,11 @@ pub(super) struct RawRateLimit {
 impl Default for RawRateLimit {
     fn default() -> Self {
         RawRateLimit {
-            hourly_quota: 150,
+            quota: None,
+            hourly_quota: None,
+            window: None,
+            headers: None,
+            reset: None,
             burst: 10,
             max_wait: "30s".into(),
             max_queued: 1000,
@@ -217,188 +239,10 @@ fn duration_text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     d.deserialize_str(DurationText)
 }
 
+fn optional_duration_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    duration_text(d).map(Some)
+}
+
 fn secret<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Secret>, D::Error> {
     Ok(Some(Secret::new(String::deserialize(d)?)))
-}
-
-/// The key whose type errors must not echo the value.
-const SECRET_KEY: &str = "credentials.client_secret";
-
-/// Parses `text` into the raw structs. A syntax error or a serde error (unknown
-/// key, wrong type) stops here, because validation needs the whole parse.
-pub(super) fn parse(text: &str) -> Result<RawConfig, Vec<Problem>> {
-    let (doc, errors) = DeTable::parse_recoverable(text);
-    if !errors.is_empty() {
-        return Err(errors
-            .iter()
-            .map(|e| located(text, doc.get_ref(), e, "invalid TOML: "))
-            .collect());
-    }
-    RawConfig::deserialize(toml::Deserializer::from(doc.clone()))
-        .map_err(|e| vec![located(text, doc.get_ref(), &e, "")])
-}
-
-/// Names the key an error's span falls in, and rewrites serde's wording.
-fn located(text: &str, doc: &DeTable<'_>, err: &toml::de::Error, prefix: &str) -> Problem {
-    let span = err.span();
-    let key = span
-        .as_ref()
-        .and_then(|s| key_at(doc, s.start))
-        .unwrap_or_default();
-    let message = if key == SECRET_KEY || key.starts_with("credentials.client_secret[") {
-        "must be a string".to_owned()
-    } else {
-        format!("{prefix}{}", reword(err.message()))
-    };
-    Problem::new(&key, message).at(span.map(|s| line_col(text, s.start)))
-}
-
-/// serde's names for types, and the names a TOML file uses for them.
-const TOML_WORDS: [(&str, &str); 5] = [
-    ("expected i64", "expected an integer"),
-    ("expected a sequence", "expected an array"),
-    ("invalid type: map", "invalid type: table"),
-    ("invalid type: sequence", "invalid type: array"),
-    ("floating point", "float"),
-];
-
-/// serde says "unknown field `adr`, expected one of `addr`, `tls_cert`";
-/// operators think in keys.
-fn reword(message: &str) -> String {
-    let message = message.trim_end();
-    let Some(rest) = message.strip_prefix("unknown field `") else {
-        return TOML_WORDS
-            .iter()
-            .fold(message.to_owned(), |m, (serde, toml)| {
-                m.replace(serde, toml)
-            });
-    };
-    let expected = rest
-        .split_once("`, expected ")
-        .map(|(_, expected)| expected.replace('`', ""));
-    match expected {
-        Some(expected) => format!("unknown key (expected {expected})"),
-        None => "unknown key".to_owned(),
-    }
-}
-
-/// The dotted path of the innermost key, or non-table value, whose span holds
-/// `pos`. A table's own span is not trusted: it may cover only its header, or,
-/// after a syntax error, whatever the parser's recovery made of it.
-fn key_at(table: &DeTable<'_>, pos: usize) -> Option<String> {
-    table.iter().find_map(|(key, value)| {
-        let name = key.get_ref();
-        if let Some(inner) = inner_key_at(value.get_ref(), pos) {
-            return Some(format!("{name}{inner}"));
-        }
-        let in_value = !value.get_ref().is_table() && value.span().contains(&pos);
-        (key.span().contains(&pos) || in_value).then(|| name.to_string())
-    })
-}
-
-/// The rest of the path (`.key` or `[i]…`) below a value, if `pos` is inside it.
-fn inner_key_at(value: &DeValue<'_>, pos: usize) -> Option<String> {
-    match value {
-        DeValue::Table(table) => key_at(table, pos).map(|k| format!(".{k}")),
-        DeValue::Array(items) => items.iter().enumerate().find_map(|(i, item)| {
-            let inner = inner_key_at(item.get_ref(), pos);
-            match inner {
-                Some(inner) => Some(format!("[{i}]{inner}")),
-                None => item.span().contains(&pos).then(|| format!("[{i}]")),
-            }
-        }),
-        _ => None,
-    }
-}
-
-/// 1-based line and column (in characters) of byte offset `pos`.
-fn line_col(text: &str, pos: usize) -> (usize, usize) {
-    let pos = floor_char_boundary(text, pos.min(text.len()));
-    let before = &text[..pos];
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    (line, before[line_start..].chars().count() + 1)
-}
-
-fn floor_char_boundary(text: &str, mut pos: usize) -> usize {
-    while !text.is_char_boundary(pos) {
-        pos -= 1;
-    }
-    pos
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rewords_unknown_fields() {
-        let cases = [
-            (
-                "unknown field `adr`, expected one of `addr`, `allow`",
-                "unknown key (expected one of addr, allow)",
-            ),
-            (
-                "unknown field `port`, expected `addr`",
-                "unknown key (expected addr)",
-            ),
-            ("unknown field `x`, there are no fields", "unknown key"),
-            (
-                "invalid type: integer `5`, expected a string\n",
-                "invalid type: integer `5`, expected a string",
-            ),
-            (
-                "invalid type: string \"x\", expected i64",
-                "invalid type: string \"x\", expected an integer",
-            ),
-            (
-                "invalid type: string \"x\", expected a sequence",
-                "invalid type: string \"x\", expected an array",
-            ),
-        ];
-        for (input, want) in cases {
-            assert_eq!(reword(input), want, "{input}");
-        }
-    }
-
-    #[test]
-    fn line_col_counts_characters() {
-        let text = "a = 1\nbé = 2\n";
-        let cases = [
-            (0, (1, 1)),
-            (4, (1, 5)),
-            (6, (2, 1)),
-            (9, (2, 3)),
-            (99, (3, 1)),
-        ];
-        for (pos, want) in cases {
-            assert_eq!(line_col(text, pos), want, "{pos}");
-        }
-    }
-
-    #[test]
-    fn errors_name_the_dotted_key() {
-        let cases = [
-            ("[listen]\nadr = 1", "listen.adr"),
-            ("listen.adr = 1", "listen.adr"),
-            (
-                "[upstream]\ndeny_paths = [\"/a\", 5]",
-                "upstream.deny_paths[1]",
-            ),
-            ("[rate_limit]\nburst = \"x\"", "rate_limit.burst"),
-            ("colour = 1", "colour"),
-        ];
-        for (text, want) in cases {
-            let problems = parse(text).expect_err(text);
-            assert_eq!(problems[0].key, want, "{text}: {problems:?}");
-            assert!(problems[0].location.is_some(), "{text}");
-        }
-    }
-
-    #[test]
-    fn a_secret_of_the_wrong_type_is_not_echoed() {
-        let problems = parse("[credentials]\nclient_secret = 987654321").expect_err("type");
-        assert_eq!(problems[0].key, SECRET_KEY);
-        assert!(!format!("{problems:?}").contains("987654321"));
-    }
 }

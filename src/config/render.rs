@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use super::validate::REDACTED;
 use super::{
-    quote, Config, CredentialsConfig, ListenConfig, LogFormat, SecretSource, SharedConfig,
-    UpstreamConfig,
+    quote, ClientAuth, Config, CredentialsConfig, ListenConfig, LogFormat, SecretSource,
+    SharedConfig, UpstreamConfig,
 };
 
 pub(super) fn render(config: &Config) -> String {
     let sections = [
+        format!("profile = {}\n", quote(config.profile.name())),
         listen(&config.listen),
         format!("[admin]\naddr = {}\n", quote(&optional_addr(config))),
         upstream(&config.upstream),
@@ -79,20 +80,57 @@ fn credentials(c: &CredentialsConfig) -> String {
         SecretSource::File(file) => format!("client_secret_file = {}", path(file)),
         SecretSource::Literal => format!("client_secret = {REDACTED}"),
     };
+    let client_auth = match c.client_auth {
+        ClientAuth::Basic => "basic",
+        ClientAuth::Post => "post",
+    };
+    let params: Vec<String> = c
+        .params
+        .iter()
+        .map(|(k, v)| format!("{} = {}", key(k), quote(v)))
+        .collect();
+    let params = if params.is_empty() {
+        "{}".to_owned()
+    } else {
+        format!("{{ {} }}", params.join(", "))
+    };
+    let expires_in = match c.expires_in {
+        Some(secs) => format!("expires_in = {secs}"),
+        None => "# expires_in: not sent (the token endpoint's default lifetime)".to_owned(),
+    };
     format!(
-        "[credentials]\ntoken_url = {}\nclient_id = {}\n{secret}\nexpires_in = {}\nrefresh_before_expiry = {}\n",
+        "[credentials]\ntoken_url = {}\nclient_id = {}\n{secret}\nclient_auth = {}\nscope = {}\nparams = {params}\n{expires_in}\nrefresh_before_expiry = {}\n",
         quote(&c.token_url.to_string()),
         quote(&c.client_id),
-        c.expires_in,
+        quote(client_auth),
+        quote(&c.scope),
         duration(c.refresh_before_expiry),
     )
 }
 
+/// A key as TOML writes it: bare when it can be, else quoted.
+fn key(k: &str) -> String {
+    let bare = !k.is_empty()
+        && k.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if bare {
+        k.to_owned()
+    } else {
+        quote(k)
+    }
+}
+
 fn rate_limit(config: &Config) -> String {
     let r = &config.rate_limit;
+    let reset = match r.headers.reset() {
+        Some(reset) => format!("reset = {}\n", quote(reset.name())),
+        None => String::new(),
+    };
     format!(
-        "[rate_limit]\nhourly_quota = {}\nburst = {}\nmax_wait = {}\nmax_queued = {}\nreset_margin = {}\nreplicas = {}\n",
-        r.hourly_quota,
+        "[rate_limit]\nheaders = {}\n{reset}quota = {}\nwindow = {}\nburst = {}\nmax_wait = {}\nmax_queued = {}\nreset_margin = {}\nreplicas = {}\n",
+        quote(r.headers.name()),
+        r.quota,
+        duration(r.window),
         r.burst,
         duration(r.max_wait),
         r.max_queued,

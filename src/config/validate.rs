@@ -4,6 +4,7 @@
 //! warnings.
 
 mod credentials;
+mod rate_limit;
 mod shared;
 
 use std::net::{IpAddr, SocketAddr};
@@ -14,11 +15,11 @@ use http::Uri;
 use ipnet::IpNet;
 
 use super::error::Problem;
-use super::raw::{RawAdmin, RawConfig, RawListen, RawLog, RawRateLimit, RawUpstream};
+use super::raw::{RawAdmin, RawConfig, RawListen, RawLog, RawUpstream};
 use super::url::{self, Scheme};
 use super::{files, hosts, quote};
 use super::{
-    AdminConfig, Config, ListenConfig, LogConfig, LogFormat, RateLimitConfig, TlsFiles,
+    AdminConfig, Config, ListenConfig, LogConfig, LogFormat, Profile, RateLimitConfig, TlsFiles,
     UpstreamConfig,
 };
 
@@ -26,16 +27,18 @@ use super::{
 pub(super) const REDACTED: &str = "\"<redacted>\"";
 
 pub(super) fn validate(
-    raw: RawConfig,
+    raw: &RawConfig,
     source: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, Vec<Problem>> {
     let mut v = Validator {
         base_dir: source.parent().unwrap_or(Path::new("")).to_path_buf(),
         env,
+        profile: Profile::default(),
         problems: Vec::new(),
         warnings: Vec::new(),
     };
+    v.profile(raw.profile.as_deref());
     let listen = v.listen(&raw.listen);
     let admin = v.admin(&raw.admin);
     let upstream = v.upstream(&raw.upstream);
@@ -52,6 +55,7 @@ pub(super) fn validate(
     let config = (|| {
         Some(Config {
             source: source.to_path_buf(),
+            profile: v.profile,
             listen: listen?,
             admin: admin?,
             upstream: upstream?,
@@ -73,11 +77,24 @@ pub(super) fn validate(
 struct Validator<'a> {
     base_dir: PathBuf,
     env: &'a dyn Fn(&str) -> Option<String>,
+    /// The profile whose defaults fill in what is not set.
+    profile: Profile,
     problems: Vec<Problem>,
     warnings: Vec<Problem>,
 }
 
 impl Validator<'_> {
+    fn profile(&mut self, raw: Option<&str>) {
+        let Some(name) = raw else { return };
+        match Profile::parse(name) {
+            Some(profile) => self.profile = profile,
+            None => {
+                let message = format!("must be {}", Profile::NAMES);
+                self.problem(Problem::new("profile", message).with_value(quote(name)));
+            }
+        }
+    }
+
     fn listen(&mut self, raw: &RawListen) -> Option<ListenConfig> {
         let addr = self.socket_addr("listen.addr", &raw.addr);
         let tls = self.tls(raw.tls_cert.as_deref(), raw.tls_key.as_deref());
@@ -111,7 +128,7 @@ impl Validator<'_> {
     }
 
     fn upstream(&mut self, raw: &RawUpstream) -> Option<UpstreamConfig> {
-        let url = self.upstream_url(&raw.url);
+        let url = self.upstream_url(raw.url.as_deref());
         let ca_file = match &raw.ca_file {
             Some(path) => self
                 .pem_file("upstream.ca_file", path, files::Pem::Certificates)
@@ -130,39 +147,6 @@ impl Validator<'_> {
             deny_paths: deny_paths?,
             allow_paths: allow_paths?,
         })
-    }
-
-    fn rate_limit(&mut self, raw: &RawRateLimit) -> Option<RateLimitConfig> {
-        let hourly_quota = self.count("rate_limit.hourly_quota", raw.hourly_quota, 1);
-        let burst = self.count("rate_limit.burst", raw.burst, 1);
-        let max_wait = self.duration("rate_limit.max_wait", &raw.max_wait);
-        let max_queued = self.count("rate_limit.max_queued", raw.max_queued, 1);
-        let reset_margin = self.duration_or_zero("rate_limit.reset_margin", &raw.reset_margin);
-        let replicas = self.count("rate_limit.replicas", raw.replicas, 1);
-        if let (Some(quota), Some(n)) = (hourly_quota, replicas) {
-            self.share_not_empty(quota, n);
-        }
-        Some(RateLimitConfig {
-            hourly_quota: hourly_quota?,
-            burst: burst?,
-            max_wait: max_wait?,
-            max_queued: max_queued?,
-            reset_margin: reset_margin?,
-            replicas: replicas?,
-        })
-    }
-
-    /// Each of `replicas` proxies spends `hourly_quota / replicas` until
-    /// headers say otherwise; a share of 0 would never send at all.
-    fn share_not_empty(&mut self, hourly_quota: u32, replicas: u32) {
-        if replicas > hourly_quota {
-            let message = format!(
-                "more than rate_limit.hourly_quota ({hourly_quota}): each replica's share of the quota would be 0"
-            );
-            self.problem(
-                Problem::new("rate_limit.replicas", message).with_value(replicas.to_string()),
-            );
-        }
     }
 
     fn log(&mut self, raw: &RawLog) -> Option<LogConfig> {
@@ -249,8 +233,9 @@ impl Validator<'_> {
 
     // ---- [upstream] -------------------------------------------------------
 
-    fn upstream_url(&mut self, raw: &str) -> Option<Uri> {
+    fn upstream_url(&mut self, raw: Option<&str>) -> Option<Uri> {
         const KEY: &str = "upstream.url";
+        let raw = self.or_profile_default(KEY, raw, Profile::default_upstream_url)?;
         let (uri, scheme) = self.url(KEY, raw, url::upstream)?;
         if scheme == Scheme::Http && !url::is_loopback(&uri) {
             let message =
@@ -284,6 +269,25 @@ impl Validator<'_> {
     }
 
     // ---- shared checks ----------------------------------------------------
+
+    /// The value as written, else the profile's default; with neither, a
+    /// problem: the profile needs the key.
+    fn or_profile_default<'r>(
+        &mut self,
+        key: &str,
+        raw: Option<&'r str>,
+        default: fn(Profile) -> Option<&'static str>,
+    ) -> Option<&'r str> {
+        let value = raw.or_else(|| default(self.profile));
+        if value.is_none() {
+            let message = format!(
+                "missing (required with profile = {})",
+                quote(self.profile.name())
+            );
+            self.problem(Problem::new(key, message));
+        }
+        value
+    }
 
     fn socket_addr(&mut self, key: &str, raw: &str) -> Option<SocketAddr> {
         let parsed = raw.parse().ok();

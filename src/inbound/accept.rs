@@ -26,6 +26,7 @@ use super::deadline::{Bounds, Phase};
 use super::observe::Observe;
 use super::ConnectionService;
 use crate::config::ListenConfig;
+use crate::layers::Answers;
 use crate::ops::logging::Throttle;
 use crate::ops::metrics::Metrics;
 
@@ -65,25 +66,40 @@ struct Listener {
     first_bytes_deadline: Duration,
 }
 
-/// Serves `service` on `listener` until `shutdown` resolves, then stops
-/// accepting and waits up to `listen.shutdown_grace` for open connections.
-/// `refused` answers every request from a source outside `listen.allow`
-/// (`stack::refusal`). `metrics` counts open connections and the requests
-/// hyper refuses before `service` sees them.
+/// What the listener serves, and how it answers for itself.
+pub struct Serving<S, R> {
+    /// The stack, for every request from an allowed source.
+    pub service: S,
+    /// For every request from a source outside `listen.allow`
+    /// (`stack::refusal`).
+    pub refused: R,
+    /// Counts open connections and the requests hyper refuses before
+    /// `service` sees them.
+    pub metrics: Arc<Metrics>,
+    /// The shape of those refusals.
+    pub answers: Answers,
+}
+
+/// Serves on `listener` until `shutdown` resolves, then stops accepting and
+/// waits up to `listen.shutdown_grace` for open connections.
 pub async fn serve<S, R>(
     listener: TcpListener,
-    service: S,
-    refused: R,
+    serving: Serving<S, R>,
     cfg: &ListenConfig,
     tls: Option<TlsAcceptor>,
-    metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
 ) where
     S: ConnectionService,
     R: ConnectionService,
 {
+    let Serving {
+        service,
+        refused,
+        metrics,
+        answers,
+    } = serving;
     let ctx = Arc::new(Listener {
-        protocols: protocols(cfg, metrics),
+        protocols: protocols(cfg, metrics, answers),
         tls,
         allow: cfg.allow.clone(),
         first_bytes_deadline: cfg.header_read_timeout,
@@ -248,7 +264,7 @@ async fn read_first_bytes<I: AsyncRead + Unpin>(io: &mut I, deadline: Duration) 
     tokio::time::timeout(deadline, reading).await.ok().flatten()
 }
 
-fn protocols(cfg: &ListenConfig, metrics: Arc<Metrics>) -> Protocols {
+fn protocols(cfg: &ListenConfig, metrics: Arc<Metrics>, answers: Answers) -> Protocols {
     let mut h1 = http1::Builder::new();
     h1.timer(TokioTimer::new())
         .header_read_timeout(cfg.header_read_timeout)
@@ -273,7 +289,7 @@ fn protocols(cfg: &ListenConfig, metrics: Arc<Metrics>) -> Protocols {
             idle: cfg.header_read_timeout,
             send: cfg.send_timeout,
         },
-        observe: Observe::new(metrics),
+        observe: Observe::new(metrics, answers),
     }
 }
 

@@ -138,7 +138,11 @@ pub(crate) async fn serve_h1<I: Park, S: ConnectionService>(
     peer: SocketAddr,
 ) -> hyper::Result<()> {
     let _open = protocols.observe.open(Protocol::Http1);
-    let exchanges = Exchanges::new(peer, Arc::clone(&protocols.observe.metrics));
+    let exchanges = Exchanges::new(
+        peer,
+        Arc::clone(&protocols.observe.metrics),
+        protocols.observe.answers,
+    );
     let activity = Activity::new();
     let mut supervisor = Supervisor::new(protocols.bounds, phase.clone());
     let turn = Arc::new(Turn::default());

@@ -11,11 +11,15 @@ use prometheus_client::metrics::gauge::Gauge;
 use tower_service::Service;
 
 use crate::layers::access::ClientAddr;
+use crate::layers::Answers;
 use crate::ops::metrics::Metrics;
 
 /// The listener's handles on the metrics, shared by its connections.
 pub(crate) struct Observe {
     pub(crate) metrics: Arc<Metrics>,
+    /// The shape of the proxy's own answers, for the refusals the
+    /// connection driver writes itself.
+    pub(crate) answers: Answers,
     http1: Gauge,
     h2: Gauge,
 }
@@ -28,8 +32,9 @@ pub(crate) enum Protocol {
 }
 
 impl Observe {
-    pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(metrics: Arc<Metrics>, answers: Answers) -> Self {
         Observe {
+            answers,
             http1: metrics.open_connections("http1"),
             h2: metrics.open_connections("h2"),
             metrics,
@@ -88,7 +93,7 @@ mod tests {
 
     #[test]
     fn open_connections_are_counted_by_protocol_while_their_guard_lives() {
-        let observe = Observe::new(Arc::new(Metrics::new()));
+        let observe = Observe::new(Arc::new(Metrics::new()), Answers::default());
         let a = observe.open(Protocol::Http1);
         let b = observe.open(Protocol::Http1);
         let c = observe.open(Protocol::H2);

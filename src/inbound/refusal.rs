@@ -30,6 +30,7 @@ use super::watch::{Watch, Watching};
 use crate::error::ProxyError;
 use crate::layers::access::{new_request_id, Line, REQUEST_ID};
 use crate::layers::respond;
+use crate::layers::Answers;
 use crate::ops::metrics::{Metrics, Origin};
 
 /// One HTTP/1 connection's requests as its driver sees them: how many the
@@ -39,15 +40,17 @@ pub(crate) struct Exchanges {
     ended: AtomicU64,
     peer: SocketAddr,
     metrics: Arc<Metrics>,
+    answers: Answers,
 }
 
 impl Exchanges {
-    pub(crate) fn new(peer: SocketAddr, metrics: Arc<Metrics>) -> Arc<Exchanges> {
+    pub(crate) fn new(peer: SocketAddr, metrics: Arc<Metrics>, answers: Answers) -> Arc<Exchanges> {
         Arc::new(Exchanges {
             taken: AtomicU64::new(0),
             ended: AtomicU64::new(0),
             peer,
             metrics,
+            answers,
         })
     }
 
@@ -190,7 +193,7 @@ impl Answer {
     fn new(hyper_status: u16, start: Instant, exchanges: &Exchanges) -> Answer {
         let err = cause(hyper_status);
         let (status, code) = err.status_and_code();
-        let (mut parts, body) = respond::answer_parts(&err);
+        let (mut parts, body) = respond::answer_parts(&err, exchanges.answers);
         let request_id = new_request_id();
         let headers = &mut parts.headers;
         headers.insert(REQUEST_ID, request_id.clone());
@@ -424,7 +427,11 @@ mod tests {
     #[tokio::test]
     async fn only_what_hyper_writes_between_requests_is_replaced() {
         let metrics = Arc::new(Metrics::new());
-        let exchanges = Exchanges::new("127.0.0.1:9".parse().unwrap(), Arc::clone(&metrics));
+        let exchanges = Exchanges::new(
+            "127.0.0.1:9".parse().unwrap(),
+            Arc::clone(&metrics),
+            Answers::default(),
+        );
         let mut io = HeldIo::new(Sink::default(), &exchanges);
         let request = || {
             let seq = exchanges.taken.fetch_add(1, Ordering::Relaxed) + 1;

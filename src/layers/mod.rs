@@ -8,6 +8,7 @@ pub(crate) mod access;
 pub(crate) mod body_timeout;
 pub(crate) mod guard;
 pub mod hop_by_hop;
-
 pub mod paths;
 pub(crate) mod respond;
+
+pub use respond::Answers;

@@ -1,6 +1,8 @@
 //! The outermost layer: every error raised inside the stack becomes one of
-//! the proxy's own answers — Fitbit's error shape plus
-//! `x-fitbit-proxy-error`. This is the only place that inspects errors.
+//! the proxy's own answers, its body in the configured profile's error
+//! shape (Fitbit's, or RFC 9457 problem details), always with
+//! `x-fitbit-proxy-error`, and on a 429 the proxy's view of the quota in
+//! the configured dialect's headers. The only place that inspects errors.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -15,48 +17,59 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::body::Body;
+use crate::config::{Config, Dialect};
 use crate::error::BoxError;
-use crate::error::{ceil_secs, describe_chain, ProxyError};
-use crate::profile::fitbit;
+use crate::error::{describe_chain, retry_after_secs, ProxyError};
+use crate::pacing::dialect::own;
+use crate::profile::{Profile, PROXY_ERROR_HEADER};
 
-/// The proxy's own answer for `err`: Fitbit's error shape, its status, and
-/// `x-fitbit-proxy-error` naming the kind.
-pub(crate) fn answer(err: &ProxyError) -> Response<Body> {
-    let (parts, body) = answer_parts(err);
+/// How the proxy's own answers look: the profile's error body, the
+/// dialect's quota headers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Answers {
+    pub profile: Profile,
+    pub headers: Dialect,
+}
+
+impl Answers {
+    pub fn of(cfg: &Config) -> Self {
+        Answers {
+            profile: cfg.profile,
+            headers: cfg.rate_limit.headers,
+        }
+    }
+}
+
+/// The proxy's own answer for `err`: its status, a body in the profile's
+/// error shape, and `x-fitbit-proxy-error` naming the kind.
+pub(crate) fn answer(err: &ProxyError, answers: Answers) -> Response<Body> {
+    let (parts, body) = answer_parts(err, answers);
     Response::from_parts(parts, Body::full(body))
 }
 
 /// [`answer`]'s head and body, for a connection driver that writes the
 /// answer itself (`inbound/refusal.rs`).
-pub(crate) fn answer_parts(err: &ProxyError) -> (http::response::Parts, Bytes) {
+pub(crate) fn answer_parts(err: &ProxyError, answers: Answers) -> (http::response::Parts, Bytes) {
     let (status, code) = err.status_and_code();
-    let body = Bytes::from(fitbit::error_body(code, &err.to_string()));
+    let (content_type, body) = answers.profile.error_body(status, code, &err.to_string());
+    let body = Bytes::from(body);
     let (mut parts, ()) = Response::new(()).into_parts();
     parts.status = status;
     let headers = &mut parts.headers;
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    headers.insert(fitbit::PROXY_ERROR_HEADER, HeaderValue::from_static(code));
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(PROXY_ERROR_HEADER, HeaderValue::from_static(code));
     if let Some(after) = err.retry_after() {
         headers.insert(RETRY_AFTER, retry_after_value(after));
     }
     if let ProxyError::RateLimited { view, .. } = err {
-        // The proxy's own view of the quota.
-        headers.insert(fitbit::RATE_LIMIT_LIMIT, HeaderValue::from(view.limit));
-        headers.insert(
-            fitbit::RATE_LIMIT_REMAINING,
-            HeaderValue::from(view.remaining),
-        );
-        headers.insert(
-            fitbit::RATE_LIMIT_RESET,
-            HeaderValue::from(view.reset_secs()),
-        );
+        own::write(answers.headers, view, headers);
     }
     (parts, body)
 }
 
 /// `Retry-After` in whole seconds, rounded up so a client never comes back early.
 pub(crate) fn retry_after_value(after: Duration) -> HeaderValue {
-    HeaderValue::from(ceil_secs(after).max(1))
+    HeaderValue::from(retry_after_secs(after))
 }
 
 /// Finds a `ProxyError` anywhere in an error's source chain.
@@ -76,13 +89,22 @@ fn find_proxy_error(err: BoxError) -> ProxyError {
 }
 
 #[derive(Debug, Clone, Default)]
-pub struct RespondLayer;
+pub struct RespondLayer {
+    answers: Answers,
+}
+
+impl RespondLayer {
+    pub fn new(answers: Answers) -> Self {
+        RespondLayer { answers }
+    }
+}
 
 impl<S> Layer<S> for RespondLayer {
     type Service = Respond<S>;
     fn layer(&self, inner: S) -> Respond<S> {
         Respond {
             inner,
+            answers: self.answers,
             not_ready: None,
         }
     }
@@ -91,6 +113,7 @@ impl<S> Layer<S> for RespondLayer {
 #[derive(Debug)]
 pub struct Respond<S> {
     inner: S,
+    answers: Answers,
     /// An error from the inner `poll_ready`, answered by the next call:
     /// this layer itself is always ready, since it answers every error.
     not_ready: Option<BoxError>,
@@ -100,6 +123,7 @@ impl<S: Clone> Clone for Respond<S> {
     fn clone(&self) -> Self {
         Respond {
             inner: self.inner.clone(),
+            answers: self.answers,
             not_ready: None,
         }
     }
@@ -130,7 +154,11 @@ where
                 inner: self.inner.call(req),
             },
         };
-        ResponseFuture { state, close_after }
+        ResponseFuture {
+            state,
+            close_after,
+            answers: self.answers,
+        }
     }
 }
 
@@ -151,6 +179,7 @@ pin_project_lite::pin_project! {
         #[pin]
         state: State<F>,
         close_after: bool,
+        answers: Answers,
     }
 }
 
@@ -190,7 +219,7 @@ where
         } else {
             tracing::debug!(status = status.as_u16(), error = code, "{err}");
         }
-        let mut res = answer(&err);
+        let mut res = answer(&err, *this.answers);
         if *this.close_after {
             res.headers_mut()
                 .insert(CONNECTION, HeaderValue::from_static("close"));
@@ -241,9 +270,9 @@ mod tests {
             ),
         ];
         for (err, status, code) in table {
-            let res = answer(&err);
+            let res = answer(&err, Answers::default());
             assert_eq!(res.status().as_u16(), status);
-            assert_eq!(res.headers()[fitbit::PROXY_ERROR_HEADER], code);
+            assert_eq!(res.headers()[PROXY_ERROR_HEADER], code);
             assert_eq!(res.headers()[CONTENT_TYPE], "application/json");
             if code == "token_unavailable" {
                 assert_eq!(res.headers()[RETRY_AFTER], "2");

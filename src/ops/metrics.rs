@@ -324,7 +324,7 @@ impl Metrics {
     pub(crate) fn show_quota(&self, view: QuotaView) {
         self.rate_limit_limit.set(i64::from(view.limit));
         self.rate_limit_remaining.set(i64::from(view.remaining));
-        self.rate_limit_reset_seconds.set(view.reset.as_secs_f64());
+        self.rate_limit_reset_seconds.set(view.reset_secs as f64);
     }
 
     /// How long a request that is sent upstream waited for its slot.

@@ -1,14 +1,18 @@
-//! Pacing: one budget per upstream application, fed by the
-//! `fitbit-rate-limit-*` headers (`dialect.rs`) and the proxy's own count
-//! (`budget.rs`), spent evenly with a governor limiter on tokio's clock
-//! (`clock.rs`, `pacer.rs`), in the `layer.rs` between the token and the
-//! upstream.
+//! Pacing: the budgets of one upstream application (`budgets.rs`: one per
+//! quota policy, `budget.rs`, or the sliding `sliding.rs` without quota
+//! headers), fed by its rate-limit headers in the configured dialect
+//! (`dialect/`) and the proxy's own count, spent evenly with a governor
+//! limiter on tokio's clock (`clock.rs`, `shape.rs`, `pacer.rs`), in the `layer.rs`
+//! between the token and the upstream.
 
 pub mod budget;
+pub(crate) mod budgets;
 pub(crate) mod clock;
 pub mod dialect;
 pub(crate) mod layer;
 pub(crate) mod pacer;
+mod shape;
+pub(crate) mod sliding;
 
 pub use layer::PacingLayer;
 pub use pacer::{Pacer, Permit, Refusal};

@@ -1,74 +1,30 @@
 //! The pacer: spreads what is left of the budget over the time to the reset
 //! with a governor GCRA limiter (`burst` back to back, then one request per
 //! interval), serves waiting requests in arrival order, and refuses at once
-//! the ones whose slot is beyond `max_wait` or past `max_queued`.
+//! the ones whose slot is beyond `max_wait` or past `max_queued`. The
+//! refusal is decided when a request arrives; one admitted is refused later
+//! only when an answer moves its slot past its `max_wait`, and then at
+//! once, when that answer comes, never after waiting it out.
 
-use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use governor::middleware::NoOpMiddleware;
-use governor::state::{InMemoryState, NotKeyed};
-use governor::{Quota, RateLimiter};
 use tokio::time::Instant;
 
 use http::{HeaderMap, StatusCode};
 
-use super::budget::{Allowance, Budget};
-use super::clock::{TokioClock, TokioInstant};
-use super::dialect::{parse, retry_after, Malformed};
+use super::budget::Allowance;
+use super::budgets::Budgets;
+use super::dialect::{read, retry_after, Malformed};
+use super::shape::{Plan, Shape, NO_REFILL};
 use crate::config::RateLimitConfig;
 use crate::error::QuotaView;
 
-type Limiter = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<TokioInstant>>;
-
-/// The limiter is rebuilt when the budget falls short of plan by more than
-/// this share (or by more than one request): every answer nudges the
-/// budget a little, and a rebuilt limiter costs an interval.
-const RESHAPE_SHORTFALL: f64 = 0.1;
-
-/// A window end that moved less than this is the same plan.
-const SAME_END: Duration = Duration::from_secs(2);
-
-/// The shortest interval the limiter is given: small enough not to cap a
-/// large quota (a millisecond would hold a 10M/hour budget to 1000/s).
-const MIN_INTERVAL: Duration = Duration::from_micros(1);
-
-/// The limiter for one pace, and the budget it was planned for.
-struct Shape {
-    limiter: Limiter,
-    interval: Duration,
-    plan: Plan,
-    /// Burst cells it started with (what the window's burst had left).
-    burst_left: u32,
-}
-
-/// A budget as the pacer planned for it.
-#[derive(Debug, Clone, Copy)]
-struct Plan {
-    remaining: u32,
-    until: Instant,
-    generation: u64,
-    /// Requests sent when the plan was made.
-    seq: u64,
-}
-
-impl Plan {
-    /// `now` is what became of `self`: same window, same end, and no more
-    /// missing than the sends since explain.
-    fn still_holds(&self, now: &Plan) -> bool {
-        let sent_since = u32::try_from(now.seq - self.seq).unwrap_or(u32::MAX);
-        let expected = self.remaining.saturating_sub(sent_since);
-        let slack = ((f64::from(expected) * RESHAPE_SHORTFALL) as u32).max(1);
-        let moved = if now.until > self.until {
-            now.until - self.until
-        } else {
-            self.until - now.until
-        };
-        self.generation == now.generation && moved < SAME_END && now.remaining + slack >= expected
-    }
-}
+/// While a window's end is not known, the burst goes at once and the rest
+/// waits for the answer that tells (woken by it; this is only how often
+/// the head of the line looks again if none comes).
+const UNKNOWN_END_RECHECK: Duration = Duration::from_millis(250);
 
 /// Why a request is not sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,10 +42,12 @@ pub enum Refusal {
 #[derive(Debug, Clone, Copy)]
 pub struct Permit {
     pub(crate) seq: u64,
+    /// When it was sent: its answer describes the upstream after this.
+    pub(crate) sent: Instant,
 }
 
 pub struct Pacer {
-    budget: Mutex<Budget>,
+    budget: Mutex<Budgets>,
     shape: Mutex<Option<Arc<Shape>>>,
     /// Fair (FIFO) turn-taking: only the head of the line asks the limiter.
     line: tokio::sync::Mutex<()>,
@@ -97,25 +55,26 @@ pub struct Pacer {
     waiting: AtomicUsize,
     /// When the head of the line will be sent, for estimating slots.
     head_due: Mutex<Option<Instant>>,
+    /// Woken when an answer changes the budget, so that the head of the
+    /// line looks again rather than sleep on an old plan.
+    changed: tokio::sync::Notify,
     cfg: RateLimitConfig,
 }
 
 impl Pacer {
     pub fn new(cfg: &RateLimitConfig) -> Arc<Self> {
         Arc::new(Pacer {
-            budget: Mutex::new(
-                Budget::new(cfg.hourly_quota, cfg.reset_margin, Instant::now())
-                    .shared_by(cfg.replicas),
-            ),
+            budget: Mutex::new(Budgets::new(cfg, Instant::now())),
             shape: Mutex::new(None),
             line: tokio::sync::Mutex::new(()),
             waiting: AtomicUsize::new(0),
             head_due: Mutex::new(None),
+            changed: tokio::sync::Notify::new(),
             cfg: cfg.clone(),
         })
     }
 
-    fn budget(&self) -> MutexGuard<'_, Budget> {
+    fn budget(&self) -> MutexGuard<'_, Budgets> {
         lock(&self.budget)
     }
 
@@ -123,12 +82,12 @@ impl Pacer {
         self.waiting.load(Ordering::Relaxed)
     }
 
+    /// The proxy's view of the quota, with the requests waiting for it.
     pub fn view(&self) -> QuotaView {
-        let (limit, remaining, reset) = self.budget().view(Instant::now());
+        let waiting = u32::try_from(self.queue_depth()).unwrap_or(u32::MAX);
         QuotaView {
-            limit,
-            remaining,
-            reset,
+            waiting,
+            ..self.budget().view(Instant::now())
         }
     }
 
@@ -148,8 +107,32 @@ impl Pacer {
         }
         let _place = Place::take(&self.waiting);
         let deadline = arrived + self.cfg.max_wait;
-        let Ok(_turn) = tokio::time::timeout_at(deadline, self.line.lock()).await else {
-            return Err(self.rate_limited(self.estimate(Instant::now(), ahead)));
+        let sent_before = self.budget().sent();
+        // One place in the (first come, first served) line, kept however
+        // often the budget changes meanwhile.
+        let turn = self.line.lock();
+        tokio::pin!(turn);
+        let too_late = tokio::time::sleep_until(deadline);
+        tokio::pin!(too_late);
+        let _turn = loop {
+            tokio::select! {
+                turn = &mut turn => break turn,
+                // An answer changed the budget: if this request's slot is
+                // now past its wait, it is told at once, not at the end.
+                () = self.changed.notified() => {
+                    let now = Instant::now();
+                    let sent = self.budget().sent() - sent_before;
+                    let ahead = ahead.saturating_sub(usize::try_from(sent).unwrap_or(usize::MAX));
+                    let slot = self.estimate(now, ahead);
+                    if now + slot > deadline {
+                        return Err(self.rate_limited(slot));
+                    }
+                }
+                // Only if the estimates were wrong.
+                () = &mut too_late => {
+                    return Err(self.rate_limited(self.estimate(Instant::now(), ahead)));
+                }
+            }
         };
         loop {
             let now = Instant::now();
@@ -162,11 +145,15 @@ impl Pacer {
                 return Err(self.rate_limited(due - now));
             }
             *lock(&self.head_due) = Some(due);
-            tokio::time::sleep_until(due).await;
+            tokio::select! {
+                () = tokio::time::sleep_until(due) => {}
+                () = self.changed.notified() => {}
+            }
         }
         *lock(&self.head_due) = None;
-        let seq = self.budget().on_send(Instant::now());
-        Ok(Permit { seq })
+        let sent = Instant::now();
+        let seq = self.budget().on_send(sent);
+        Ok(Permit { seq, sent })
     }
 
     /// The common case without the line: nobody is waiting and the budget
@@ -183,8 +170,9 @@ impl Pacer {
         if self.next_send(Instant::now()).is_some() {
             return None;
         }
-        let seq = self.budget().on_send(Instant::now());
-        Some(Permit { seq })
+        let sent = Instant::now();
+        let seq = self.budget().on_send(sent);
+        Some(Permit { seq, sent })
     }
 
     fn rate_limited(&self, retry_after: Duration) -> Refusal {
@@ -197,7 +185,7 @@ impl Pacer {
     /// `None` if a request may go now (and takes its cell from the
     /// limiter), else when to look again.
     fn next_send(&self, now: Instant) -> Option<Instant> {
-        let allowance = self.budget().allowance(now);
+        let (allowance, steady) = self.budget().allowance(now);
         match allowance {
             Allowance::Closed { until } => Some(until),
             Allowance::Open {
@@ -205,7 +193,12 @@ impl Pacer {
                 until,
                 generation,
                 seq,
+                paced,
             } => {
+                // A window whose end is not known: its burst goes at once,
+                // the rest waits for the first answer (never for an
+                // assumed length).
+                let steady = if paced { steady } else { Some(NO_REFILL) };
                 let shape = self.shape_for(
                     now,
                     Plan {
@@ -213,8 +206,16 @@ impl Pacer {
                         until,
                         generation,
                         seq,
+                        steady,
                     },
                 );
+                if !paced {
+                    return shape
+                        .limiter
+                        .check()
+                        .err()
+                        .map(|_| now + UNKNOWN_END_RECHECK);
+                }
                 match shape.limiter.check() {
                     Ok(()) => None,
                     Err(not_until) => Some(not_until.earliest_possible().0),
@@ -241,59 +242,25 @@ impl Pacer {
             }
             _ => u32::MAX,
         };
-        let shape = Arc::new(self.new_shape(now, plan, burst_left));
+        let shape = Arc::new(Shape::new(now, plan, burst_left, self.cfg.burst));
         *current = Some(Arc::clone(&shape));
         shape
     }
 
-    fn new_shape(&self, now: Instant, plan: Plan, burst_left: u32) -> Shape {
-        let burst = NonZeroU32::new(self.cfg.burst.min(plan.remaining).max(1)).expect("at least 1");
-        let left = burst_left.min(burst.get());
-        // What is left of the burst goes at once; the rest is spread to the
-        // end, less a little slack so that a reset read a second earlier
-        // later on does not push the last slot out of the window.
-        let spread = if left > 0 {
-            plan.remaining - left + 1
-        } else {
-            plan.remaining
-        };
-        let time_left = plan.until.saturating_duration_since(now);
-        let slack = (time_left / 10).min(Duration::from_secs(1));
-        let interval = ((time_left - slack) / spread).max(MIN_INTERVAL);
-        let quota = Quota::with_period(interval)
-            .expect("interval > 0")
-            .allow_burst(burst);
-        let limiter = RateLimiter::direct_with_clock(quota, TokioClock);
-        if let Some(used) = NonZeroU32::new(burst.get() - left) {
-            let _ = limiter.check_n(used);
-        }
-        tracing::debug!(
-            interval_ms = interval.as_millis() as u64,
-            remaining = plan.remaining,
-            burst = burst.get(),
-            burst_left = left,
-            "pace set"
-        );
-        Shape {
-            limiter,
-            interval,
-            plan,
-            burst_left: left,
-        }
-    }
-
     /// When a request arriving now, with `ahead` waiting before it, would be
     /// sent: the head's due time plus one interval per request ahead, or
-    /// the next window's opening when this one is spent.
+    /// the next window's opening when this one is spent. A window whose
+    /// length is not known yet is never assumed long: its requests go as
+    /// soon as it opens.
     fn estimate(&self, now: Instant, ahead: usize) -> Duration {
         let ahead_u32 = u32::try_from(ahead).unwrap_or(u32::MAX);
         let mut budget = self.budget();
-        let next_window_pace = budget.window_len() / budget.share().max(1);
+        let next_window_pace = budget.next_window_pace().unwrap_or(Duration::ZERO);
         let reopen = |until: Instant, queued: u32| {
             until.saturating_duration_since(now)
                 + next_window_pace * queued.saturating_sub(self.cfg.burst)
         };
-        match budget.allowance(now) {
+        match budget.allowance(now).0 {
             Allowance::Closed { until } => reopen(until, ahead_u32),
             Allowance::Open {
                 remaining, until, ..
@@ -303,13 +270,23 @@ impl Pacer {
                 let reopens = until + Duration::from_secs(1) + self.cfg.reset_margin;
                 reopen(reopens, ahead_u32 - remaining)
             }
+            // The rest of the burst goes at once, then the first answer.
+            Allowance::Open { paced: false, .. } => Duration::ZERO,
             Allowance::Open { .. } if ahead == 0 => Duration::ZERO,
             Allowance::Open {
-                remaining, until, ..
+                remaining,
+                until,
+                generation,
+                ..
             } => {
                 drop(budget);
                 let planned = until.saturating_duration_since(now) / remaining;
-                let interval = lock(&self.shape).as_ref().map_or(planned, |s| s.interval);
+                // The limiter's pace, unless it was made for another plan
+                // (an answer just changed it, or it waited for one).
+                let interval = lock(&self.shape)
+                    .as_ref()
+                    .filter(|s| s.plan.generation == generation && s.plan.steady != Some(NO_REFILL))
+                    .map_or(planned, |s| s.interval);
                 let head = lock(&self.head_due).unwrap_or(now);
                 head.saturating_duration_since(now) + interval * ahead_u32
             }
@@ -328,23 +305,26 @@ impl Pacer {
         headers: &HeaderMap,
     ) -> Option<Malformed> {
         let now = Instant::now();
-        let (reading, malformed) = match parse(headers) {
-            Ok(reading) => (reading, None),
-            Err(err) => (None, Some(err)),
-        };
+        let (policies, malformed) = read(self.cfg.headers, headers);
+        let retry_after = retry_after(headers);
         let mut budget = self.budget();
         if status == StatusCode::TOO_MANY_REQUESTS {
-            budget.on_rejected(now, reading, retry_after(headers));
-            let (limit, remaining, reset) = budget.view(now);
+            budget.on_rejected(now, &policies, retry_after);
+            let view = budget.view(now);
             tracing::warn!(
-                limit,
-                remaining,
-                reset_secs = reset.as_secs(),
+                limit = view.limit,
+                remaining = view.remaining,
+                reset_secs = view.reset_secs,
                 "upstream answered 429; nothing is sent until its reset"
             );
-        } else if let Some(reading) = reading {
-            budget.observe(now, permit.seq, reading);
+        } else {
+            if let (StatusCode::SERVICE_UNAVAILABLE, Some(after)) = (status, retry_after) {
+                budget.pause(now + after);
+            }
+            budget.observe(now, permit.seq, permit.sent, &policies);
         }
+        drop(budget);
+        self.changed.notify_waiters();
         malformed
     }
 }

@@ -1,15 +1,22 @@
-//! Everything Fitbit-specific lives here: the rate-limit header names, the
-//! token endpoint's accepted lifetimes, and the `{"errors":[…]}` error shape
-//! (read from the token endpoint and the API, written by the proxy).
+//! The `fitbit` profile, the default: everything Fitbit-specific lives here
+//! (its URLs, the rate-limit header names, the token endpoint's accepted
+//! lifetimes, and the `{"errors":[…]}` error shape, read from the token
+//! endpoint and the API and written by the proxy).
 
 use serde::Deserialize;
+
+/// The Fitbit Web API, where requests go when `upstream.url` is not set.
+pub const UPSTREAM_URL: &str = "https://api.fitbit.com";
+
+/// Fitbit's token endpoint, the default `credentials.token_url`.
+pub const TOKEN_URL: &str = "https://api.fitbit.com/oauth2/token";
 
 pub const RATE_LIMIT_LIMIT: &str = "fitbit-rate-limit-limit";
 pub const RATE_LIMIT_REMAINING: &str = "fitbit-rate-limit-remaining";
 pub const RATE_LIMIT_RESET: &str = "fitbit-rate-limit-reset";
 
 /// The proxy's own marker on every response it generates itself.
-pub const PROXY_ERROR_HEADER: &str = "x-fitbit-proxy-error";
+pub use super::PROXY_ERROR_HEADER;
 
 /// Token lifetimes the token endpoint accepts for `expires_in` (seconds).
 pub const TOKEN_LIFETIMES: [u32; 6] = [3600, 28_800, 86_400, 604_800, 2_592_000, 31_536_000];
@@ -17,8 +24,8 @@ pub const TOKEN_LIFETIMES: [u32; 6] = [3600, 28_800, 86_400, 604_800, 2_592_000,
 /// The lifetime asked for when `credentials.expires_in` is not set.
 pub const DEFAULT_TOKEN_LIFETIME: u32 = 28_800;
 
-/// Upstream 401 error types that mean "this token is no good any more"
-///, as opposed to a request the token may not make.
+/// Upstream 401 error types that mean "this token is no good any more",
+/// as opposed to a request the token may not make.
 pub fn is_token_rejection(error_type: &str) -> bool {
     matches!(error_type, "invalid_token" | "expired_token")
 }

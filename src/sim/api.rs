@@ -11,9 +11,12 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
+use super::fitbit;
 use super::quota::QuotaView;
 use super::record::Received;
-use super::respond::{add_rate_limit_headers, fitbit_error, json, SimBody, ZeroStream, DOCS_HINT};
+use super::respond::{
+    add_date, add_rate_limit_headers, fitbit_error, json, SimBody, ZeroStream, DOCS_HINT,
+};
 use super::state::{Shared, TokenStatus};
 
 /// The echo carries about this much filler, so responses have a realistic size.
@@ -36,15 +39,20 @@ pub(crate) async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<
     shared.lock().api_started += 1;
     let (body_len, trailers) = drain(body).await;
     let route = route(parts.uri.path(), parts.uri.query());
-    let view = match admit(shared, &parts, body_len, trailers, &route) {
-        Ok(view) => view,
-        Err(refusal) => return refusal.into_response(),
+    let views = match admit(shared, &parts, body_len, trailers, &route) {
+        Ok(views) => views,
+        Err(refusal) => {
+            let mut response = refusal.into_response(&shared.cfg);
+            add_date(&mut response, &shared.cfg);
+            return response;
+        }
     };
     if !shared.cfg.response_delay.is_zero() {
         tokio::time::sleep(shared.cfg.response_delay).await;
     }
     let mut response = answer(route, &parts, body_len).await;
-    add_rate_limit_headers(&mut response, view);
+    add_rate_limit_headers(&mut response, &views, &shared.cfg);
+    add_date(&mut response, &shared.cfg);
     response
 }
 
@@ -67,7 +75,7 @@ enum Refusal {
     /// 401 with this `errorType` and message start.
     Unauthorized(&'static str, &'static str),
     /// 429: the window is spent.
-    RateLimited(QuotaView),
+    RateLimited(Vec<QuotaView>),
 }
 
 impl Refusal {
@@ -78,16 +86,16 @@ impl Refusal {
         }
     }
 
-    fn into_response(self) -> Response<SimBody> {
+    fn into_response(self, cfg: &super::SimConfig) -> Response<SimBody> {
         match self {
             Refusal::Unauthorized(error_type, detail) => {
                 let message = format!("{detail} {DOCS_HINT}");
                 fitbit_error(StatusCode::UNAUTHORIZED, error_type, &message)
             }
-            Refusal::RateLimited(view) => {
+            Refusal::RateLimited(views) => {
                 let status = StatusCode::TOO_MANY_REQUESTS;
                 let mut response = fitbit_error(status, "rate_limit_exceeded", "Too Many Requests");
-                add_rate_limit_headers(&mut response, view);
+                add_rate_limit_headers(&mut response, &views, cfg);
                 response
             }
         }
@@ -102,7 +110,7 @@ fn admit(
     body_len: u64,
     trailers: HeaderMap,
     route: &Route,
-) -> Result<QuotaView, Refusal> {
+) -> Result<Vec<QuotaView>, Refusal> {
     let mut state = shared.lock();
     let now = Instant::now();
     let verdict = match bearer(&parts.headers) {
@@ -145,7 +153,8 @@ fn admit(
 
 async fn answer(route: Route, parts: &Parts, body_len: u64) -> Response<SimBody> {
     match route {
-        Route::Echo => echo(parts, body_len),
+        Route::Echo => fitbit::answer(parts.uri.path())
+            .map_or_else(|| echo(parts, body_len), |body| json(StatusCode::OK, &body)),
         Route::Status(status, error_type) => fitbit_error(
             status,
             &error_type,

@@ -120,12 +120,19 @@ pub async fn simulate(
     let sim = Sim::new(sim_config.clone());
     sim.set_reported_lag(lag);
     let server = sim.serve_plain(bind(listen).await?);
+    let reset = sim_config
+        .headers
+        .reset()
+        .map(|r| format!(", reset as {}", r.name()))
+        .unwrap_or_default();
     println!(
         "simulated Fitbit API on {base}\n\
          \x20 token endpoint: POST {token}\n\
          \x20 client_id = {id:?}, client secret = {secret:?} (simulator only)\n\
          \x20 quota: {quota} requests per {window}, remaining reported {lag} high\n\
+         \x20 rate-limit headers: {headers}{reset}\n\
          Press Ctrl-C to stop.",
+        headers = sim_config.headers.name(),
         quota = sim_config.quota,
         window = humantime::format_duration(sim_config.window),
         base = server.base_url(),

@@ -1,6 +1,8 @@
-//! The simulated Fitbit Web API: a token endpoint (`POST /oauth2/token`,
-//! client-credentials grant) and an API with Fitbit's rate-limit headers, served
-//! in-process for the integration tests, `fitbit-proxy demo` and `simulate`.
+//! The simulated Fitbit Web API (or any client-credentials API): a token
+//! endpoint (`POST /oauth2/token`, client-credentials grant) and an API that
+//! reports its quota in any of the proxy's rate-limit dialects (Fitbit's by
+//! default; `SimConfig::headers`), served in-process for the integration
+//! tests, `fitbit-proxy demo` and `simulate`.
 //!
 //! [`Sim`] is the shared state and the scripting handle; [`Sim::serve_plain`]
 //! and [`Sim::serve_tls`] put it on a listener (several at once if wanted). All
@@ -17,17 +19,26 @@
 //!
 //! | path | answer |
 //! |---|---|
+//! | `/1/user/-/profile.json` | a Fitbit-shaped `{"user":{…}}` |
+//! | `/1/user/-/activities/date/{date}.json` | a Fitbit-shaped day summary |
+//! | `/1/user/-/devices.json` | a Fitbit-shaped list of devices |
 //! | `/sim/status/{code}[?errorType=X]` | status `code` (200–599) with a Fitbit-shaped body (`errorType` default `sim_status`) |
 //! | `/sim/slow/{ms}` | waits `ms` milliseconds of tokio time, then the usual echo |
 //! | `/sim/stream/{bytes}` | a body of `bytes` zero bytes sent in 16 KiB chunks, never buffered |
 //! | `/sim/hop` | the echo plus hop-by-hop headers (`Connection: x-hop`, `x-hop`, `Keep-Alive`, `Proxy-Connection`, `Trailer`, `Upgrade`), HTTP/1.x only |
 //!
 //! The quota window opens at the first request that spends quota (or at the
-//! first [`Sim::spend_quota`]) and later windows follow back to back, the way
-//! Fitbit's hourly windows sit on the clock.
+//! first [`Sim::spend_quota`]), or at a chosen offset
+//! (`SimConfig::window_offset`), and later windows follow back to back, the
+//! way Fitbit's hourly windows sit on the clock. In the IETF dialect a second
+//! policy may be enforced beside the first (`SimConfig::second_policy`).
+//! With `headers = Dialect::None` the answers carry no quota headers and a
+//! 429 only `Retry-After` (the Retry-After-only mode), in seconds or as an
+//! HTTP-date (`retry_after_date`).
 
 mod api;
 pub mod demo;
+mod fitbit;
 mod quota;
 mod record;
 mod respond;
@@ -45,6 +56,8 @@ pub use server::ServerHandle;
 pub use tls::TestCa;
 
 use state::Shared;
+
+pub use crate::config::{Dialect, Reset};
 
 /// How the simulator is set up. Every field has a default.
 #[derive(Clone)]
@@ -65,6 +78,21 @@ pub struct SimConfig {
     pub token_prefix: String,
     /// Delay before every API response (not token responses).
     pub response_delay: Duration,
+    /// The rate-limit headers its answers carry.
+    pub headers: Dialect,
+    /// `Retry-After` on a 429 as an HTTP-date rather than seconds.
+    pub retry_after_date: bool,
+    /// Its clock is this many seconds ahead of ours (behind when
+    /// negative): in `Date` and in epoch resets.
+    pub clock_skew_secs: i64,
+    /// Whether its answers carry `Date`.
+    pub send_date: bool,
+    /// `Some(d)`: when the simulator is created, its first window has been
+    /// open for `d` already (else it opens at the first spend).
+    pub window_offset: Option<Duration>,
+    /// A second policy (quota, window) enforced beside the first and, in
+    /// the IETF dialect, reported as `"slow"`.
+    pub second_policy: Option<(u32, Duration)>,
 }
 
 impl Default for SimConfig {
@@ -77,6 +105,12 @@ impl Default for SimConfig {
             window: Duration::from_secs(3600),
             token_prefix: "sim-token-".to_owned(),
             response_delay: Duration::ZERO,
+            headers: Dialect::Fitbit,
+            retry_after_date: false,
+            clock_skew_secs: 0,
+            send_date: true,
+            window_offset: None,
+            second_policy: None,
         }
     }
 }
@@ -91,6 +125,12 @@ impl fmt::Debug for SimConfig {
             .field("window", &self.window)
             .field("token_prefix", &self.token_prefix)
             .field("response_delay", &self.response_delay)
+            .field("headers", &self.headers)
+            .field("retry_after_date", &self.retry_after_date)
+            .field("clock_skew_secs", &self.clock_skew_secs)
+            .field("send_date", &self.send_date)
+            .field("window_offset", &self.window_offset)
+            .field("second_policy", &self.second_policy)
             .finish()
     }
 }

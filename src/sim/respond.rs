@@ -1,19 +1,25 @@
 //! Response building shared by the token endpoint and the API: the one place
-//! that writes Fitbit's error shape, the rate-limit headers, and a streaming
-//! body that sends any number of bytes from one static buffer.
+//! that writes Fitbit's error shape, the rate-limit headers in the configured
+//! dialect, `Date` and `Retry-After` on the simulator's own clock, and a
+//! streaming body that sends any number of bytes from one static buffer.
 
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
-use http::{Response, StatusCode};
+use std::time::Duration;
+
+use http::header::{HeaderName, HeaderValue, CONTENT_TYPE, DATE, RETRY_AFTER};
+use http::{HeaderMap, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
+use tokio::time::Instant;
 
 use super::quota::QuotaView;
+use super::{Dialect, Reset, SimConfig};
+use crate::wallclock;
 
 /// Every simulator response body: a buffer or a [`ZeroStream`].
 pub(crate) type SimBody = BoxBody<Bytes, Infallible>;
@@ -86,16 +92,90 @@ pub(crate) fn full(body: impl Into<Bytes>) -> SimBody {
     Full::new(body.into()).boxed()
 }
 
-/// Adds `fitbit-rate-limit-*`, and `Retry-After` on a 429.
-pub(crate) fn add_rate_limit_headers(response: &mut Response<SimBody>, view: QuotaView) {
+/// Adds the quota headers of `views` in the configured dialect, and on a
+/// 429 `Retry-After` (the first view is the policy that is spent).
+pub(crate) fn add_rate_limit_headers(
+    response: &mut Response<SimBody>,
+    views: &[QuotaView],
+    cfg: &SimConfig,
+) {
+    let rejected = response.status() == StatusCode::TOO_MANY_REQUESTS;
     let headers = response.headers_mut();
-    headers.insert("fitbit-rate-limit-limit", view.limit.into());
-    headers.insert("fitbit-rate-limit-remaining", view.remaining.into());
-    headers.insert("fitbit-rate-limit-reset", view.reset_secs.into());
-    if response.status() == StatusCode::TOO_MANY_REQUESTS {
-        response
-            .headers_mut()
-            .insert(RETRY_AFTER, view.reset_secs.into());
+    let Some(first) = views.first() else { return };
+    match cfg.headers {
+        Dialect::None => {}
+        Dialect::Ietf => ietf(headers, views),
+        Dialect::Fitbit => triple(headers, "fitbit-rate-limit", first, Reset::Delta, cfg),
+        Dialect::RateLimit(reset) => triple(headers, "ratelimit", first, reset, cfg),
+        Dialect::XRateLimit(reset) => triple(headers, "x-ratelimit", first, reset, cfg),
+        Dialect::XRateLimitDash(reset) => triple(headers, "x-rate-limit", first, reset, cfg),
+    }
+    if rejected {
+        let value = if cfg.retry_after_date {
+            let at = sim_clock(first.reset_at, cfg);
+            HeaderValue::try_from(wallclock::http_date(at)).ok()
+        } else {
+            Some(first.reset_secs.into())
+        };
+        if let Some(value) = value {
+            headers.insert(RETRY_AFTER, value);
+        }
+    }
+}
+
+/// `Date` on the simulator's clock (hyper's own is turned off).
+pub(crate) fn add_date(response: &mut Response<SimBody>, cfg: &SimConfig) {
+    if !cfg.send_date {
+        return;
+    }
+    let now = sim_clock(Instant::now(), cfg);
+    if let Ok(value) = HeaderValue::try_from(wallclock::http_date(now)) {
+        response.headers_mut().insert(DATE, value);
+    }
+}
+
+/// `instant` as Unix time on the simulator's (possibly skewed) clock.
+fn sim_clock(instant: Instant, cfg: &SimConfig) -> Duration {
+    let real = wallclock::at(instant);
+    let skew = Duration::from_secs(cfg.clock_skew_secs.unsigned_abs());
+    if cfg.clock_skew_secs >= 0 {
+        real + skew
+    } else {
+        real.saturating_sub(skew)
+    }
+}
+
+fn triple(headers: &mut HeaderMap, prefix: &str, view: &QuotaView, reset: Reset, cfg: &SimConfig) {
+    // An epoch is the reset's whole second, rounded down, on its clock.
+    let reset = match reset {
+        Reset::Delta => view.reset_secs,
+        Reset::Epoch => sim_clock(view.reset_at, cfg).as_secs(),
+    };
+    for (suffix, value) in [
+        ("limit", u64::from(view.limit)),
+        ("remaining", u64::from(view.remaining)),
+        ("reset", reset),
+    ] {
+        if let Ok(name) = HeaderName::try_from(format!("{prefix}-{suffix}")) {
+            headers.insert(name, value.into());
+        }
+    }
+}
+
+/// Draft-11's `RateLimit-Policy` and `RateLimit`, one item per policy.
+fn ietf(headers: &mut HeaderMap, views: &[QuotaView]) {
+    let policy: Vec<String> = views
+        .iter()
+        .map(|v| format!("\"{}\";q={};w={}", v.name, v.limit, v.window.as_secs()))
+        .collect();
+    let current: Vec<String> = views
+        .iter()
+        .map(|v| format!("\"{}\";r={};t={}", v.name, v.remaining, v.reset_secs))
+        .collect();
+    for (name, items) in [("ratelimit-policy", policy), ("ratelimit", current)] {
+        if let Ok(value) = HeaderValue::try_from(items.join(", ")) {
+            headers.insert(name, value);
+        }
     }
 }
 

@@ -158,18 +158,27 @@ async fn connection(
     // Small test requests should not wait for Nagle.
     let _ = tcp.set_nodelay(true);
     let Some(acceptor) = tls else {
-        return serve(shared, tcp, Builder::new(TokioExecutor::new()), watcher).await;
+        return serve(shared, tcp, builder(), watcher).await;
     };
     let stream = match acceptor.accept(tcp).await {
         Ok(stream) => stream,
         Err(error) => return tracing::debug!(%error, "sim: TLS handshake failed"),
     };
-    let builder = Builder::new(TokioExecutor::new());
+    let builder = builder();
     let builder = match stream.get_ref().1.alpn_protocol() {
         Some(b"h2") => builder.http2_only(),
         _ => builder.http1_only(),
     };
     serve(shared, stream, builder, watcher).await;
+}
+
+/// hyper-util's auto builder, without hyper's own `Date`: the simulator
+/// writes its own, on its clock (tokio time, possibly skewed).
+fn builder() -> Builder<TokioExecutor> {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder.http1().auto_date_header(false);
+    builder.http2().auto_date_header(false);
+    builder
 }
 
 async fn serve<I>(shared: Arc<Shared>, io: I, builder: Builder<TokioExecutor>, watcher: Watcher)

@@ -25,7 +25,13 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn new(cfg: SimConfig) -> Shared {
-        let quota = Quota::new(cfg.quota, cfg.window);
+        let opened = cfg
+            .window_offset
+            .map(|d| Instant::now().checked_sub(d).unwrap_or_else(Instant::now));
+        let mut quota = Quota::new(cfg.quota, cfg.window, opened);
+        if let Some((limit, window)) = cfg.second_policy {
+            quota = quota.with_policy("slow", limit, window, opened);
+        }
         Shared {
             cfg,
             state: Mutex::new(State {

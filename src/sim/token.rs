@@ -1,6 +1,9 @@
 //! The simulated token endpoint, `POST /oauth2/token`: the client-credentials
 //! grant as Fitbit documents it (Basic client authentication per RFC 6749
-//! §2.3.1, `grant_type`, optional `expires_in`), plus scripted failures.
+//! §2.3.1, `grant_type`, optional `expires_in`), or as other APIs take it
+//! (`client_id` and `client_secret` in the form instead, never both; any
+//! positive `expires_in` unless it speaks Fitbit's headers), plus scripted
+//! failures.
 
 use std::time::Duration;
 
@@ -30,7 +33,9 @@ pub(crate) async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<
         .await
         .map(|b| b.to_bytes());
     let fields = form.as_ref().map(parse_form).unwrap_or_default();
-    let credentials = basic_credentials(&parts.headers);
+    let (basic, in_form) = (basic_credentials(&parts.headers), form_credentials(&fields));
+    let both = basic.is_some() && in_form.is_some();
+    let credentials = basic.or(in_form);
     let failure = record(shared, &parts, &fields, credentials.as_ref());
     let delay = shared.lock().token_delay;
     if !delay.is_zero() {
@@ -42,6 +47,10 @@ pub(crate) async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<
     if form.is_err() {
         return invalid_request("The request body could not be read or is too large.")
             .into_response();
+    }
+    if both {
+        let msg = "Client credentials were sent both in the header and in the body.";
+        return invalid_request(msg).into_response();
     }
     match validate(shared, &parts, credentials, &fields) {
         Ok(asked) => issue(shared, asked),
@@ -114,15 +123,25 @@ fn validate(
             ));
         }
     }
+    // Fitbit takes six lifetimes; the other APIs it stands in for, any.
+    let fitbit = shared.cfg.headers == super::Dialect::Fitbit;
     match field("expires_in") {
         None => Ok(DEFAULT_TOKEN_LIFETIME.into()),
         Some(v) => match v.parse::<u64>() {
             Ok(n) if u32::try_from(n).is_ok_and(|n| TOKEN_LIFETIMES.contains(&n)) => Ok(n),
+            Ok(n) if n > 0 && !fitbit => Ok(n),
             _ => Err(invalid_request(format!(
                 "Invalid 'expires_in' parameter value: {v}."
             ))),
         },
     }
+}
+
+/// `client_id` and `client_secret` in the form (RFC 6749 §2.3.1's
+/// alternative to Basic).
+fn form_credentials(form: &[(String, String)]) -> Option<(String, String)> {
+    let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    Some((field("client_id")?, field("client_secret")?))
 }
 
 fn issue(shared: &Shared, asked: u64) -> Response<SimBody> {

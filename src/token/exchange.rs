@@ -1,6 +1,8 @@
-//! The client-credentials exchange: one `POST token_url` with
-//! Basic client authentication, and strict validation of the answer. Errors
-//! name what was wrong without ever echoing a token or the secret.
+//! The client-credentials exchange: one `POST token_url`, the client
+//! authenticated by a Basic header or in the form body (never both), with
+//! the configured scope, extra fields and lifetime, and strict validation
+//! of the answer. Errors name what was wrong without ever echoing a token
+//! or the secret.
 
 use std::time::Duration;
 
@@ -12,7 +14,7 @@ use http_body_util::{BodyExt, Limited};
 use serde::Deserialize;
 
 use crate::body::Body;
-use crate::config::CredentialsConfig;
+use crate::config::{ClientAuth, CredentialsConfig};
 use crate::error::describe_chain;
 use crate::profile::fitbit::{self, ApiError};
 use crate::upstream::HttpClient;
@@ -73,18 +75,23 @@ fn describe(error: &Option<ApiError>) -> String {
 pub struct Exchange {
     client: HttpClient,
     url: Uri,
-    basic: HeaderValue,
+    /// `None` when the client authenticates in the form body.
+    basic: Option<HeaderValue>,
     form: Bytes,
     timeout: Duration,
 }
 
 impl Exchange {
     pub fn new(client: HttpClient, creds: &CredentialsConfig, timeout: Duration) -> Self {
+        let basic = match creds.client_auth {
+            ClientAuth::Basic => Some(basic_auth(&creds.client_id, creds.client_secret.expose())),
+            ClientAuth::Post => None,
+        };
         Exchange {
             client,
             url: creds.token_url.clone(),
-            basic: basic_auth(&creds.client_id, creds.client_secret.expose()),
-            form: form_body(creds.expires_in),
+            basic,
+            form: form_body(creds),
             timeout,
         }
     }
@@ -104,10 +111,13 @@ impl Exchange {
     }
 
     async fn round_trip(&self) -> Result<Grant, FetchError> {
-        let req = Request::builder()
+        let mut req = Request::builder()
             .method(Method::POST)
-            .uri(self.url.clone())
-            .header(AUTHORIZATION, self.basic.clone())
+            .uri(self.url.clone());
+        if let Some(basic) = &self.basic {
+            req = req.header(AUTHORIZATION, basic.clone());
+        }
+        let req = req
             .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
             .header(ACCEPT, "application/json")
             .body(Body::full(self.form.clone()))
@@ -165,12 +175,26 @@ pub fn basic_auth(client_id: &str, secret: &str) -> HeaderValue {
     value
 }
 
-fn form_body(expires_in: u32) -> Bytes {
-    form_urlencoded::Serializer::new(String::new())
-        .append_pair("grant_type", "client_credentials")
-        .append_pair("expires_in", &expires_in.to_string())
-        .finish()
-        .into()
+/// `grant_type=client_credentials`, then the client's id and secret when
+/// they go in the body, `scope` when set, `expires_in` when asked for, and
+/// the extra fields.
+fn form_body(creds: &CredentialsConfig) -> Bytes {
+    let mut form = form_urlencoded::Serializer::new(String::new());
+    form.append_pair("grant_type", "client_credentials");
+    if creds.client_auth == ClientAuth::Post {
+        form.append_pair("client_id", &creds.client_id);
+        form.append_pair("client_secret", creds.client_secret.expose());
+    }
+    if !creds.scope.is_empty() {
+        form.append_pair("scope", &creds.scope);
+    }
+    if let Some(secs) = creds.expires_in {
+        form.append_pair("expires_in", &secs.to_string());
+    }
+    for (name, value) in &creds.params {
+        form.append_pair(name, value);
+    }
+    form.finish().into()
 }
 
 /// Validates a token endpoint answer. Never puts the token in an error.
@@ -265,11 +289,35 @@ mod tests {
         assert_eq!(decoded, b"a%3Ab:p%25%26%3D");
     }
 
+    fn creds(client_auth: ClientAuth, scope: &str, expires_in: Option<u32>) -> CredentialsConfig {
+        CredentialsConfig {
+            token_url: "https://x/token".parse().unwrap(),
+            client_id: "id 1".into(),
+            client_secret: crate::config::Secret::new("s&x"),
+            secret_source: crate::config::SecretSource::Literal,
+            client_auth,
+            scope: scope.into(),
+            params: vec![("audience".into(), "https://api.example/".into())],
+            expires_in,
+            refresh_before_expiry: Duration::ZERO,
+        }
+    }
+
     #[test]
-    fn form_body_asks_for_the_configured_lifetime() {
+    fn form_body_carries_what_the_profile_and_config_ask() {
+        let mut fitbit = creds(ClientAuth::Basic, "", Some(28800));
+        fitbit.params.clear();
         assert_eq!(
-            form_body(28800),
+            form_body(&fitbit),
             "grant_type=client_credentials&expires_in=28800"
+        );
+        assert_eq!(
+            form_body(&creds(ClientAuth::Post, "a b", None)),
+            "grant_type=client_credentials&client_id=id+1&client_secret=s%26x&scope=a+b&audience=https%3A%2F%2Fapi.example%2F"
+        );
+        assert_eq!(
+            form_body(&creds(ClientAuth::Basic, "", Some(60))),
+            "grant_type=client_credentials&expires_in=60&audience=https%3A%2F%2Fapi.example%2F"
         );
     }
 

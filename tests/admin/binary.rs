@@ -128,7 +128,7 @@ async fn demo_prints_curl_commands_that_work_as_printed() {
     .unwrap();
     let profile: serde_json::Value = serde_json::from_str(&outputs[0].1)
         .unwrap_or_else(|e| panic!("{}: {e}: {}", outputs[0].0, outputs[0].1));
-    assert_eq!(profile["path"], "/1/user/-/profile.json", "{profile}");
+    assert_eq!(profile["user"]["encodedId"], "SIM123", "{profile}");
     assert!(outputs[1].1.starts_with("HTTP/1.1 200"), "{}", outputs[1].1);
     assert!(
         outputs[2].1.contains("x-fitbit-proxy-error: forbidden"),

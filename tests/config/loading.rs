@@ -43,12 +43,12 @@ fn defaults_are_those_of_the_spec() {
         c.credentials.secret_source,
         SecretSource::Env("FITBIT_CLIENT_SECRET".into())
     );
-    assert_eq!(c.credentials.expires_in, 28_800);
+    assert_eq!(c.credentials.expires_in, Some(28_800));
     assert_eq!(
         c.credentials.refresh_before_expiry,
         Duration::from_secs(300)
     );
-    assert_eq!(c.rate_limit.hourly_quota, 150);
+    assert_eq!(c.rate_limit.quota, 150);
     assert_eq!(c.rate_limit.burst, 10);
     assert_eq!(c.rate_limit.max_wait, Duration::from_secs(30));
     assert_eq!(c.rate_limit.max_queued, 1000);

@@ -87,7 +87,9 @@ format = "json"
 #[test]
 fn render_redacted_of_the_defaults() {
     let rendered = parse(CREDENTIALS).unwrap().render_redacted();
-    let want = r#"[listen]
+    let want = r#"profile = "fitbit"
+
+[listen]
 addr = "127.0.0.1:8080"
 # tls_cert, tls_key: not set (plain TCP)
 allow = []
@@ -113,11 +115,16 @@ deny_paths = ["/oauth2/", "/1.1/oauth2/"]
 token_url = "https://api.fitbit.com/oauth2/token"
 client_id = "23ABCD"
 client_secret_env = "FITBIT_CLIENT_SECRET"
+client_auth = "basic"
+scope = ""
+params = {}
 expires_in = 28800
 refresh_before_expiry = "5m"
 
 [rate_limit]
-hourly_quota = 150
+headers = "fitbit"
+quota = 150
+window = "1h"
 burst = 10
 max_wait = "30s"
 max_queued = 1000

@@ -71,14 +71,14 @@ const BAD: &[(&str, &str)] = &[
     // [log]
     ("[log]\nformat = \"xml\"", r#"proxy.toml: log.format = "xml": must be "text" or "json""#),
     // unknown keys, at the top and in every section
-    ("colour = \"blue\"", "proxy.toml: colour: unknown key (expected one of listen, admin, upstream, credentials, rate_limit, log, shared)"),
+    ("colour = \"blue\"", "proxy.toml: colour: unknown key (expected one of listen, admin, upstream, credentials, rate_limit, log, shared, profile)"),
     ("[lisen]\naddr = \"127.0.0.1:1\"", "proxy.toml: lisen: unknown key (expected one of listen, admin"),
     ("[listen]\nadr = \"127.0.0.1:1\"", "proxy.toml: listen.adr: unknown key (expected one of addr, tls_cert, tls_key, allow, hosts, max_connections"),
     ("listen.adr = \"127.0.0.1:1\"", "proxy.toml: listen.adr: unknown key"),
     ("[admin]\nport = 9090", "proxy.toml: admin.port: unknown key (expected addr)"),
     ("[upstream]\nurls = \"https://x\"", "proxy.toml: upstream.urls: unknown key (expected one of url, ca_file"),
-    ("[credentials]\nclient_id = \"a\"\nclient_secret_env = \"FITBIT_CLIENT_SECRET\"\nscope = \"activity\"", "proxy.toml: credentials.scope: unknown key (expected one of token_url, client_id"),
-    ("[rate_limit]\nquota = 150", "proxy.toml: rate_limit.quota: unknown key (expected one of hourly_quota, burst"),
+    ("[credentials]\nclient_id = \"a\"\nclient_secret_env = \"FITBIT_CLIENT_SECRET\"\nscopes = \"activity\"", "proxy.toml: credentials.scopes: unknown key (expected one of token_url, client_id"),
+    ("[rate_limit]\nquotas = 150", "proxy.toml: rate_limit.quotas: unknown key (expected one of quota, hourly_quota, window"),
     ("[log]\nlevel = \"debug\"", "proxy.toml: log.level: unknown key (expected format)"),
     // wrong types
     ("[listen]\nmax_connections = \"many\"", "proxy.toml: listen.max_connections: invalid type: string \"many\", expected an integer (line 2, column 19)"),
@@ -125,14 +125,14 @@ format = "xml"
 "#;
     let err = parse(text).unwrap_err();
     let want = [
-        "proxy.toml: listen.addr = \"nowhere\": must be an IP address and port such as \"127.0.0.1:8080\"",
-        "proxy.toml: listen.max_connections = 0: must be at least 1",
-        "proxy.toml: upstream.url = \"ftp://x\": must be http or https",
-        "proxy.toml: upstream.allow_paths = []: must not be empty: it would forward nothing (remove the key to forward every path not denied)",
+        "proxy.toml: listen.addr = \"nowhere\": must be an IP address and port such as \"127.0.0.1:8080\" (line 3, column 1)",
+        "proxy.toml: listen.max_connections = 0: must be at least 1 (line 4, column 1)",
+        "proxy.toml: upstream.url = \"ftp://x\": must be http or https (line 6, column 1)",
+        "proxy.toml: upstream.allow_paths = []: must not be empty: it would forward nothing (remove the key to forward every path not denied) (line 7, column 1)",
         "proxy.toml: credentials.client_id: missing (required)",
-        "proxy.toml: credentials: one of client_secret_env, client_secret_file, client_secret is required",
-        "proxy.toml: credentials.expires_in = 1234: must be one of 3600, 28800, 86400, 604800, 2592000, 31536000",
-        "proxy.toml: log.format = \"xml\": must be \"text\" or \"json\"",
+        "proxy.toml: credentials: one of client_secret_env, client_secret_file, client_secret is required (line 8, column 2)",
+        "proxy.toml: credentials.expires_in = 1234: must be one of 3600, 28800, 86400, 604800, 2592000, 31536000 (line 9, column 1)",
+        "proxy.toml: log.format = \"xml\": must be \"text\" or \"json\" (line 11, column 1)",
     ];
     assert_eq!(err.lines(), want);
     assert_eq!(err.to_string(), want.join("\n"));
@@ -157,12 +157,12 @@ client_secret_file = "empty"
     assert_eq!(lines.len(), 2, "{err}");
     assert!(
         lines[0].contains("listen.tls_key = \"cert.pem\": ")
-            && lines[0].ends_with("cert.pem contains no PEM private key"),
+            && lines[0].ends_with("cert.pem contains no PEM private key (line 4, column 1)"),
         "{err}"
     );
     assert!(
         lines[1].contains("credentials.client_secret_file = \"empty\": ")
-            && lines[1].ends_with("empty is empty"),
+            && lines[1].ends_with("empty is empty (line 7, column 1)"),
         "{err}"
     );
 }
@@ -180,7 +180,7 @@ fn the_smallest_allowed_counts_are_accepted() {
     .unwrap();
     assert_eq!(c.listen.max_connections, 1);
     assert_eq!(c.listen.max_request_body, 0);
-    assert_eq!(c.rate_limit.hourly_quota, 1);
+    assert_eq!(c.rate_limit.quota, 1);
     assert_eq!(c.rate_limit.burst, 1);
     assert_eq!(c.rate_limit.max_queued, 1);
 }

@@ -5,6 +5,7 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use fitbit_proxy::layers::Answers;
 use fitbit_proxy::ops::metrics::Metrics;
 use fitbit_proxy::sim::{Sim, TokenFailure};
 use fitbit_proxy::Body;
@@ -190,7 +191,13 @@ async fn a_panic_in_one_request_stays_in_its_connection() {
         let metrics = Arc::new(Metrics::new());
         let refused = fitbit_proxy::stack::refusal(Arc::clone(&metrics));
         let listen = &config.listen;
-        fitbit_proxy::inbound::serve(listener, service, refused, listen, None, metrics, async {
+        let serving = fitbit_proxy::inbound::Serving {
+            service,
+            refused,
+            metrics,
+            answers: Answers::default(),
+        };
+        fitbit_proxy::inbound::serve(listener, serving, listen, None, async {
             let _ = stopped.await;
         })
         .await;

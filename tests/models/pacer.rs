@@ -326,12 +326,12 @@ fn run_pacer_model(w: World, s: Settings, events: Vec<Event>) {
         .unwrap();
     rt.block_on(async move {
         let cfg = RateLimitConfig {
-            hourly_quota: w.limit,
+            quota: w.limit,
             burst: s.burst,
             max_wait: s.max_wait,
             max_queued: s.max_queued,
             reset_margin: MARGIN,
-            replicas: 1,
+            ..RateLimitConfig::default()
         };
         let pacer = Pacer::new(&cfg);
         let up = Arc::new(Mutex::new(w.upstream(Instant::now())));

@@ -8,6 +8,7 @@ pub mod binary;
 pub mod faulty;
 pub mod h2frames;
 pub mod invariants;
+pub mod load;
 pub mod raw;
 pub mod raw_upstream;
 pub mod redis;

@@ -1,6 +1,7 @@
-//! The `[credentials]` checks: token endpoint, client id, and the one secret
-//! source, whose value is read here so that a missing variable or file fails
-//! `check` rather than the first token request.
+//! The `[credentials]` checks: token endpoint, client id, the one secret
+//! source (whose value is read here so that a missing variable or file
+//! fails `check` rather than the first token request), and the token
+//! request's options, which default by profile.
 
 use std::path::Path;
 
@@ -11,17 +12,22 @@ use crate::config::error::Problem;
 use crate::config::raw::RawCredentials;
 use crate::config::url::{self, Scheme};
 use crate::config::Secret;
-use crate::config::{files, quote, CredentialsConfig, SecretSource};
-use crate::profile::fitbit::TOKEN_LIFETIMES;
+use crate::config::{files, quote, ClientAuth, CredentialsConfig, Profile, SecretSource};
+use crate::profile::Lifetimes;
 
 const SECRET_SOURCES: &str = "client_secret_env, client_secret_file, client_secret";
 
+/// Form fields the proxy writes itself; `params` may not name them.
+const RESERVED_PARAMS: [&str; 4] = ["grant_type", "client_id", "client_secret", "scope"];
+
 impl Validator<'_> {
     pub(super) fn credentials(&mut self, raw: &RawCredentials) -> Option<CredentialsConfig> {
-        let token_url = self.token_url(&raw.token_url);
+        let token_url = self.token_url(raw.token_url.as_deref());
         let client_id = self.client_id(raw.client_id.as_deref());
         let secret = self.secret(raw);
+        let client_auth = self.client_auth(&raw.client_auth);
         let expires_in = self.expires_in(raw.expires_in);
+        let params = self.params(raw, expires_in.flatten().is_some());
         let refresh_before_expiry = self.duration_or_zero(
             "credentials.refresh_before_expiry",
             &raw.refresh_before_expiry,
@@ -32,13 +38,17 @@ impl Validator<'_> {
             client_id: client_id?,
             client_secret,
             secret_source,
+            client_auth: client_auth?,
+            scope: raw.scope.clone(),
+            params: params?,
             expires_in: expires_in?,
             refresh_before_expiry: refresh_before_expiry?,
         })
     }
 
-    fn token_url(&mut self, raw: &str) -> Option<Uri> {
+    fn token_url(&mut self, raw: Option<&str>) -> Option<Uri> {
         const KEY: &str = "credentials.token_url";
+        let raw = self.or_profile_default(KEY, raw, Profile::default_token_url)?;
         let (uri, scheme) = self.url(KEY, raw, url::token)?;
         if scheme == Scheme::Http {
             let message =
@@ -128,16 +138,75 @@ impl Validator<'_> {
         }
     }
 
-    fn expires_in(&mut self, raw: i64) -> Option<u32> {
-        let granted = u32::try_from(raw)
-            .ok()
-            .filter(|s| TOKEN_LIFETIMES.contains(s));
-        if granted.is_some() {
-            return granted;
+    fn client_auth(&mut self, raw: &str) -> Option<ClientAuth> {
+        match raw {
+            "basic" => Some(ClientAuth::Basic),
+            "post" => Some(ClientAuth::Post),
+            other => {
+                let message = r#"must be "basic" (Authorization header) or "post" (form body)"#;
+                let problem = Problem::new("credentials.client_auth", message);
+                self.problem(problem.with_value(quote(other)));
+                None
+            }
         }
-        let allowed: Vec<String> = TOKEN_LIFETIMES.iter().map(u32::to_string).collect();
-        let message = format!("must be one of {}", allowed.join(", "));
-        self.problem(Problem::new("credentials.expires_in", message).with_value(raw.to_string()));
+    }
+
+    /// Extra form fields; none may name a field the proxy writes itself
+    /// (nor `expires_in` while that is sent from its own key).
+    fn params(
+        &mut self,
+        raw: &RawCredentials,
+        sends_expires_in: bool,
+    ) -> Option<Vec<(String, String)>> {
+        let mut ok = true;
+        for (name, value) in &raw.params {
+            let message = if RESERVED_PARAMS.contains(&name.as_str()) {
+                format!(
+                    "reserved: the proxy writes {name} itself (from client_id, the secret source, client_auth and scope)"
+                )
+            } else if name == "expires_in" && sends_expires_in {
+                "set credentials.expires_in instead".to_owned()
+            } else {
+                continue;
+            };
+            ok = false;
+            let key = format!("credentials.params.{name}");
+            let value = if name == "client_secret" {
+                REDACTED.to_owned()
+            } else {
+                quote(value)
+            };
+            self.problem(Problem::new(&key, message).with_value(value));
+        }
+        ok.then(|| {
+            raw.params
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
+    }
+
+    /// The lifetime to ask for: under a profile with a list of lifetimes,
+    /// one of them (its default when not set); otherwise any positive
+    /// number of seconds, and nothing sent when not set.
+    fn expires_in(&mut self, raw: Option<i64>) -> Option<Option<u32>> {
+        const KEY: &str = "credentials.expires_in";
+        let message = match (self.profile.lifetimes(), raw) {
+            (Lifetimes::OneOf(_, default), None) => return Some(Some(default)),
+            (Lifetimes::AnyWhenSet, None) => return Some(None),
+            (Lifetimes::OneOf(allowed, _), Some(secs)) => {
+                if let Some(ok) = u32::try_from(secs).ok().filter(|s| allowed.contains(s)) {
+                    return Some(Some(ok));
+                }
+                let allowed: Vec<String> = allowed.iter().map(u32::to_string).collect();
+                format!("must be one of {}", allowed.join(", "))
+            }
+            (Lifetimes::AnyWhenSet, Some(secs)) => match u32::try_from(secs) {
+                Ok(ok) if ok > 0 => return Some(Some(ok)),
+                _ => "must be a positive number of seconds".to_owned(),
+            },
+        };
+        self.problem(Problem::new(KEY, message).with_value(raw.unwrap_or_default().to_string()));
         None
     }
 }

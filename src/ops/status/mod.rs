@@ -46,7 +46,7 @@ pub(crate) struct About {
 impl About {
     pub(crate) fn of(config: &Config) -> About {
         About {
-            profile: "fitbit",
+            profile: config.profile.name(),
             upstream: config.upstream.url.to_string(),
             config: config.render_redacted(),
         }
@@ -137,7 +137,7 @@ impl Sources {
             quota: Quota {
                 limit: view.limit,
                 remaining: view.remaining,
-                reset_secs: view.reset_secs(),
+                reset_secs: view.reset_secs,
                 spent: if view.limit == 0 {
                     0.0
                 } else {
@@ -194,10 +194,11 @@ impl Sources {
         loop {
             tick.tick().await;
             let view = self.pacer.view();
-            let per_minute = if view.reset <= INTERVAL {
+            let reset = view.reset_secs as f64;
+            let per_minute = if reset <= INTERVAL.as_secs_f64() {
                 f64::from(view.remaining)
             } else {
-                f64::from(view.remaining) * INTERVAL.as_secs_f64() / view.reset.as_secs_f64()
+                f64::from(view.remaining) * INTERVAL.as_secs_f64() / reset
             };
             self.metrics
                 .history
