@@ -25,8 +25,10 @@
 //!  ├─ pacing/        layer.rs: wait for a slot or be refused, learn from answers;
 //!  │                 pacer.rs: GCRA pace + FIFO line; budget.rs: the quota window;
 //!  │                 dialect.rs: rate-limit headers; clock.rs: tokio-time clock
-//!  └─ upstream/      pooled rustls client, authority rewrite, retry.rs: one retry
-//!    │               of a stale connection, answer.rs: checks on the answer
+//!  └─ upstream/      mod.rs: authority rewrite; client.rs: per-origin connections,
+//!    │               driven on the request's own task (conn.rs), idle ones in
+//!    │               pool.rs; retry.rs: one retry of a stale connection;
+//!    │               answer.rs: checks on the answer
 //!    ▼
 //!  upstream API
 //!
