@@ -43,21 +43,5 @@ perf record -q -F 1999 --call-graph dwarf,16384 -p "$fp_pid" -o "$out/perf.data"
 recorder=$!
 timeout $((PROFILE_DUR + 30)) wrk -t1 -c64 -d"$((PROFILE_DUR + 1))s" -H "$CLIENT_AUTH" "http://127.0.0.1:$FP_TLS$PATH_Q" >/dev/null 2>&1 || true
 wait "$recorder" 2>/dev/null || true
-{
-    echo "## Kernel and user space, by self time"
-    perf report -i "$out/perf.data" --no-children --sort dso --stdio -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -12
-    echo
-    echo "## Top frames by self time (user space)"
-    perf report -i "$out/perf.data" --no-children --sort dso,sym --stdio -g none 2>/dev/null |
-        grep -v '^#' | grep -v '^$' | grep -v 'kernel.kallsyms' | head -40
-    echo
-    echo "## Top frames by self time (all)"
-    perf report -i "$out/perf.data" --no-children --sort sym --stdio -g none 2>/dev/null | grep -v '^#' | grep -v '^$' | head -25
-    echo
-    echo "## Inclusive time (children), user space"
-    perf report -i "$out/perf.data" --children --sort sym --stdio -g none 2>/dev/null |
-        grep -v '^#' | grep -v '^$' | grep -v '\[k\]' | head -60
-    echo
-    perf script -i "$out/perf.data" -F comm,ip,sym --no-inline 2>/dev/null | python3 "$here/fold.py" 40
-} >"$out/perf-top.txt"
+bash "$here/perf-report.sh" "$out/perf.data" >"$out/perf-top.txt"
 echo "  $out/perf-top.txt"
