@@ -28,30 +28,10 @@ command -v valgrind >/dev/null && command -v wrk >/dev/null || {
     echo "needs valgrind and wrk (apt-get install -y valgrind wrk)" >&2
     exit 1
 }
-(cd "$repo" && cargo build --release --quiet --bin fitbit-proxy)
+source "$here/common.sh"
+build_binaries
 bins=("$@")
 ((${#bins[@]})) || bins=("$repo/target/release/fitbit-proxy")
-upstream_bin=$(cd "$repo" && cargo bench --no-run --bench load_upstream --message-format=json 2>/dev/null |
-    python3 -c 'import sys,json
-for l in sys.stdin:
-    m=json.loads(l)
-    if m.get("reason")=="compiler-artifact" and m["target"]["name"]=="load_upstream" and m.get("executable"): print(m["executable"])')
-
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-wait_port() {
-    for _ in $(seq 600); do
-        (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "port $1 did not open" >&2
-    exit 1
-}
 
 TOKIO_WORKER_THREADS=1 "$upstream_bin" --tls 127.0.0.1:$UP_TLS --plain 127.0.0.1:$UP_PLAIN --dir "$work" 2>/dev/null &
 pids+=($!)
@@ -86,7 +66,7 @@ TOML
             --callgrind-out-file="$file" "$bin" --config "$work/fp.toml" 2>"$work/vg.log" &
         vg=$!
         pids+=($vg)
-        wait_port $FP
+        wait_port $FP 600
         wrk -t1 -c"$CONNS" -d3s -H "$CLIENT_AUTH" "http://127.0.0.1:$FP$PATH_Q" >/dev/null 2>&1 || true
         callgrind_control -i on "$vg" >/dev/null
         sleep 1

@@ -66,31 +66,9 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 NOFILE=$(ulimit -n)
 
 echo "building (release) ..."
-(cd "$repo" && cargo build --release --quiet --bin fitbit-proxy)
-upstream_bin=$(cd "$repo" && cargo bench --no-run --bench load_upstream --message-format=json 2>/dev/null |
-    python3 -c 'import sys,json
-for l in sys.stdin:
-    m=json.loads(l)
-    if m.get("reason")=="compiler-artifact" and m["target"]["name"]=="load_upstream" and m.get("executable"): print(m["executable"])')
+source "$here/common.sh"
+build_binaries
 proxy_bin=${FP_BIN:-$repo/target/release/fitbit-proxy}
-
-# --- processes (only ours, stopped by PID) ------------------------------------
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-wait_port() {
-    for _ in $(seq 100); do
-        (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "port $1 did not open" >&2
-    exit 1
-}
 
 TOKIO_WORKER_THREADS=1 "$upstream_bin" --tls 127.0.0.1:$UP_TLS --plain 127.0.0.1:$UP_PLAIN --dir "$work" 2>"$out/upstream.log" &
 up_pid=$!; pids+=($up_pid)
