@@ -42,23 +42,7 @@ for mode in plain tls; do
     plain) url="http://127.0.0.1:$UP_PLAIN" ;;
     tls) url="https://127.0.0.1:$UP_TLS" ;;
     esac
-    cat >"$work/fp.toml" <<TOML
-[listen]
-addr = "127.0.0.1:$FP"
-[admin]
-addr = ""
-[upstream]
-url = "$url"
-ca_file = "$work/ca.pem"
-[credentials]
-token_url = "http://127.0.0.1:$UP_PLAIN/oauth2/token"
-client_id = "load"
-client_secret = "load-secret"
-[rate_limit]
-hourly_quota = 10000000
-burst = 10000000
-max_queued = 1000000
-TOML
+    fp_config $FP "$url" >"$work/fp.toml"
     for i in "${!bins[@]}"; do
         bin=${bins[$i]}
         file="$out/callgrind.$mode.$i"

@@ -137,27 +137,6 @@ EOF
 haproxy -db -f "$work/haproxy.cfg" 2>"$out/haproxy.log" &
 ha_pid=$!; pids+=($ha_pid)
 
-fp_config() { # port upstream-url
-    cat <<EOF
-[listen]
-addr = "127.0.0.1:$1"
-max_connections = $((NOFILE / 2 - 100))
-header_read_timeout = "120s"
-[admin]
-addr = ""
-[upstream]
-url = "$2"
-ca_file = "$work/ca.pem"
-[credentials]
-token_url = "http://127.0.0.1:$UP_PLAIN/oauth2/token"
-client_id = "load"
-client_secret = "load-secret"
-[rate_limit]
-hourly_quota = 10000000
-burst = 10000000
-max_queued = 1000000
-EOF
-}
 # One worker: TOKIO_WORKER_THREADS=1; more: the binary's default runtime
 # (one worker per core), as deployed.
 start_fp() { # name port url rust_log [binary]
