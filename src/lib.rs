@@ -30,8 +30,10 @@
 //!  │                 quota policy (budget.rs: a window of any length; sliding.rs:
 //!  │                 without quota headers); dialect/: the rate-limit headers of
 //!  │                 each dialect, and the proxy's own (own.rs); clock.rs: tokio-time clock
-//!  └─ upstream/      pooled rustls client, authority rewrite, retry.rs: one retry
-//!    │               of a stale connection, answer.rs: checks on the answer
+//!  └─ upstream/      mod.rs: authority rewrite; client.rs: per-origin connections,
+//!    │               driven on the request's own task (conn.rs), idle ones in
+//!    │               pool.rs; retry.rs: one retry of a stale connection;
+//!    │               answer.rs: checks on the answer
 //!    ▼
 //!  upstream API
 //!

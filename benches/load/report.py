@@ -16,7 +16,11 @@ NAMES = {
     "fp": "fitbit-proxy",
     "fpplain": "fitbit-proxy",
     "fpwarn": "fitbit-proxy (RUST_LOG=warn)",
+    "fb": "fitbit-proxy (before)",
+    "fbplain": "fitbit-proxy (before)",
 }
+# The binary under test and the older one it is compared with (FP_BEFORE).
+BEFORE = {"fp": "fb", "fpplain": "fbplain"}
 MODES = {"tls": "HTTP/1.1, TLS upstream", "plain": "HTTP/1.1, plain upstream", "h2c": "h2c in (h2load -m 10), TLS upstream"}
 
 
@@ -38,7 +42,7 @@ def main():
             r[k] = float(r[k]) if float(r[k]) > 0 else None
         by[(r["mode"], int(r["conns"]), r["target"])][r["round"]] = r
     points = sorted({(m, c) for (m, c, _) in by}, key=lambda p: (list(MODES).index(p[0]), p[1]))
-    order = ["direct", "nginx", "haproxy", "fp", "fpplain", "fpwarn"]
+    order = ["direct", "nginx", "haproxy", "fb", "fbplain", "fp", "fpplain", "fpwarn"]
     print("| point | server | req/s | p50 ms | p99 ms | CPU µs/req | req/s ÷ nginx | req/s ÷ HAProxy | p99 ÷ nginx | CPU ÷ nginx | CPU ÷ HAProxy |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 
@@ -62,6 +66,19 @@ def main():
                 f"| {fmt(ratio(t, 'nginx', 'rps', mode, c))} | {fmt(ratio(t, 'haproxy', 'rps', mode, c))} "
                 f"| {fmt(ratio(t, 'nginx', 'p99_ms', mode, c))} | {fmt(ratio(t, 'nginx', 'cpu_us', mode, c))} | {fmt(ratio(t, 'haproxy', 'cpu_us', mode, c))} |"
             )
+    if any(t in ("fb", "fbplain") for (_, _, t) in by):
+        print()
+        print("After ÷ before (fitbit-proxy, medians of per-round ratios):")
+        print()
+        print("| point | req/s | p99 | CPU µs/req |")
+        print("|---|---:|---:|---:|")
+        for mode, c in points:
+            for t, b in BEFORE.items():
+                if (mode, c, t) in by and (mode, c, b) in by:
+                    print(
+                        f"| {MODES[mode]}, {c} conns | {fmt(ratio(t, b, 'rps', mode, c))} "
+                        f"| {fmt(ratio(t, b, 'p99_ms', mode, c))} | {fmt(ratio(t, b, 'cpu_us', mode, c))} |"
+                    )
     m = defaultdict(dict)
     for r in csv.DictReader(open(mem), delimiter="\t"):
         m[r["target"]][r["phase"]] = (int(r["rss_kib"]), int(r["rss_anon_kib"]))
@@ -71,8 +88,10 @@ def main():
     print("| server | RSS / RssAnon at start | under load (256 conns) | with %d idle | RssAnon ÷ nginx (idle) | bytes per idle connection |" % idle)
     print("|---|---:|---:|---:|---:|---:|")
     ng_idle = m.get("nginx", {}).get("idle", (0, 0))[1]
-    for t in ("nginx", "haproxy", "fp"):
-        ph = m.get(t, {})
+    for t in ("nginx", "haproxy", "fb", "fp"):
+        if t not in m:
+            continue
+        ph = m[t]
         cell = lambda p: "–" if p not in ph else f"{ph[p][0] / 1024:.1f} / {ph[p][1] / 1024:.1f}"
         per = "–"
         if "idle" in ph and "before_idle" in ph:

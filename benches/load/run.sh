@@ -6,6 +6,15 @@
 #
 #   bash benches/load/run.sh            # full: 5 rounds of 5 s runs, ~13 min
 #   QUICK=1 bash benches/load/run.sh    # 1 round of 3 s runs, ~3 min
+#   WORKERS=2 bash benches/load/run.sh  # two workers each (nginx
+#       worker_processes 2, HAProxy nbthread 2, fitbit-proxy's default runtime)
+#   FP_BEFORE=path/to/older/fitbit-proxy bash benches/load/run.sh
+#       # also measures that binary (the "before" of a change) in the same
+#       # rounds, as "fitbit-proxy (before)"
+#   FP_BIN=path/to/fitbit-proxy ...     # measure that binary instead of the build
+#   CONNS="64" MODES="tls" IDLE=0 ...   # only some points; IDLE=0: no idle test
+#   PROFILE=1 bash benches/load/run.sh  # instead of the rounds: system calls
+#       per request (strace) and a CPU profile (perf); see profile.sh
 #
 # Rounds alternate direct / nginx / HAProxy / fitbit-proxy at every point,
 # and the table reports medians of per-round ratios: the machine may be
@@ -23,7 +32,10 @@ else
     ROUNDS=${ROUNDS:-5}; DUR=${DUR:-5}; H2N=${H2N:-80000}
 fi
 CONNS=${CONNS:-"1 16 64 256"}
+MODES=${MODES:-"tls plain h2c"}
 IDLE=${IDLE:-5000}
+WORKERS=${WORKERS:-1}
+FP_BEFORE=${FP_BEFORE:-}
 stamp=$(date +%Y%m%d-%H%M%S)
 out="$repo/benches/load/results/$stamp"
 work=$(mktemp -d /tmp/fitbit-proxy-load.XXXXXX)
@@ -36,7 +48,7 @@ printf 'round\ttarget\tmode\tconns\trps\tp50_ms\tp99_ms\tcpu_us\n' >"$raw"
 UP_TLS=19443 UP_PLAIN=19080
 NG_TLS=19101 NG_PLAIN=19102 NG_H2C=19103
 HA_TLS=19201 HA_PLAIN=19202 HA_H2C=19203
-FP_TLS=19301 FP_PLAIN=19302 FP_WARN=19303
+FP_TLS=19301 FP_PLAIN=19302 FP_WARN=19303 FB_TLS=19311 FB_PLAIN=19312
 PATH_Q=/1/user/-/activities/date/today.json
 CLIENT_AUTH='Authorization: Basic Zm9vOmJhcg=='
 
@@ -54,38 +66,16 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 NOFILE=$(ulimit -n)
 
 echo "building (release) ..."
-(cd "$repo" && cargo build --release --quiet --bin fitbit-proxy)
-upstream_bin=$(cd "$repo" && cargo bench --no-run --bench load_upstream --message-format=json 2>/dev/null |
-    python3 -c 'import sys,json
-for l in sys.stdin:
-    m=json.loads(l)
-    if m.get("reason")=="compiler-artifact" and m["target"]["name"]=="load_upstream" and m.get("executable"): print(m["executable"])')
-proxy_bin="$repo/target/release/fitbit-proxy"
-
-# --- processes (only ours, stopped by PID) ------------------------------------
-pids=()
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
-wait_port() {
-    for _ in $(seq 100); do
-        (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "port $1 did not open" >&2
-    exit 1
-}
+source "$here/common.sh"
+build_binaries
+proxy_bin=${FP_BIN:-$repo/target/release/fitbit-proxy}
 
 TOKIO_WORKER_THREADS=1 "$upstream_bin" --tls 127.0.0.1:$UP_TLS --plain 127.0.0.1:$UP_PLAIN --dir "$work" 2>"$out/upstream.log" &
 up_pid=$!; pids+=($up_pid)
 wait_port $UP_TLS
 
 cat >"$work/nginx.conf" <<EOF
-worker_processes 1;
+worker_processes $WORKERS;
 worker_rlimit_nofile $NOFILE;
 pid $work/nginx.pid;
 error_log $out/nginx-error.log warn;
@@ -119,7 +109,7 @@ ng_pid=$!; pids+=($ng_pid)
 
 cat >"$work/haproxy.cfg" <<EOF
 global
-    nbthread 1
+    nbthread $WORKERS
     maxconn $((NOFILE / 2 - 100))
 defaults
     mode http
@@ -147,50 +137,45 @@ EOF
 haproxy -db -f "$work/haproxy.cfg" 2>"$out/haproxy.log" &
 ha_pid=$!; pids+=($ha_pid)
 
-fp_config() { # port upstream-url
-    cat <<EOF
-[listen]
-addr = "127.0.0.1:$1"
-max_connections = $((NOFILE / 2 - 100))
-header_read_timeout = "120s"
-[admin]
-addr = ""
-[upstream]
-url = "$2"
-ca_file = "$work/ca.pem"
-[credentials]
-token_url = "http://127.0.0.1:$UP_PLAIN/oauth2/token"
-client_id = "load"
-client_secret = "load-secret"
-[rate_limit]
-hourly_quota = 10000000
-burst = 10000000
-max_queued = 1000000
-EOF
-}
-start_fp() { # name port url rust_log
+# One worker: TOKIO_WORKER_THREADS=1; more: the binary's default runtime
+# (one worker per core), as deployed.
+start_fp() { # name port url rust_log [binary]
     fp_config "$2" "$3" >"$work/$1.toml"
-    RUST_LOG=$4 TOKIO_WORKER_THREADS=1 "$proxy_bin" --config "$work/$1.toml" 2>/dev/null &
+    if [[ $WORKERS == 1 ]]; then
+        RUST_LOG=$4 TOKIO_WORKER_THREADS=1 "${5:-$proxy_bin}" --config "$work/$1.toml" 2>/dev/null &
+    else
+        RUST_LOG=$4 "${5:-$proxy_bin}" --config "$work/$1.toml" 2>/dev/null &
+    fi
     pids+=($!)
     eval "${1}_pid=$!"
 }
 start_fp fp $FP_TLS "https://127.0.0.1:$UP_TLS" info
 start_fp fpplain $FP_PLAIN "http://127.0.0.1:$UP_PLAIN" info
 start_fp fpwarn $FP_WARN "https://127.0.0.1:$UP_TLS" warn
-for p in $NG_TLS $NG_PLAIN $NG_H2C $HA_TLS $HA_PLAIN $HA_H2C $FP_TLS $FP_PLAIN $FP_WARN; do wait_port $p; done
+ports="$NG_TLS $NG_PLAIN $NG_H2C $HA_TLS $HA_PLAIN $HA_H2C $FP_TLS $FP_PLAIN $FP_WARN"
+before=
+if [[ -n $FP_BEFORE ]]; then
+    start_fp fb $FB_TLS "https://127.0.0.1:$UP_TLS" info "$FP_BEFORE"
+    start_fp fbplain $FB_PLAIN "http://127.0.0.1:$UP_PLAIN" info "$FP_BEFORE"
+    ports+=" $FB_TLS $FB_PLAIN"
+    before=fb
+fi
+for p in $ports; do wait_port $p; done
 sleep 0.5
-ng_worker=$(pgrep -P "$ng_pid" | head -1)
+ng_workers=$(pgrep -P "$ng_pid" | tr '\n' ' ')
 
 # --- measurement helpers ------------------------------------------------------
 # All processes of a target (nginx: master and worker).
 procs() {
     case $1 in
     direct) echo "$up_pid" ;;
-    nginx) echo "$ng_pid $ng_worker" ;;
+    nginx) echo "$ng_pid $ng_workers" ;;
     haproxy) echo "$ha_pid" ;;
     fp) echo "$fp_pid" ;;
     fpplain) echo "$fpplain_pid" ;;
     fpwarn) echo "$fpwarn_pid" ;;
+    fb) echo "$fb_pid" ;;
+    fbplain) echo "$fbplain_pid" ;;
     esac
 }
 ticks() { # summed utime+stime of the given PIDs
@@ -223,6 +208,8 @@ port_of() { # target mode
     fp:tls | fp:h2c) echo "http://127.0.0.1:$FP_TLS" ;;
     fpplain:plain) echo "http://127.0.0.1:$FP_PLAIN" ;;
     fpwarn:tls) echo "http://127.0.0.1:$FP_WARN" ;;
+    fb:tls | fb:h2c) echo "http://127.0.0.1:$FB_TLS" ;;
+    fbplain:plain) echo "http://127.0.0.1:$FB_PLAIN" ;;
     esac
 }
 
@@ -257,11 +244,11 @@ PY
 import re, sys
 text = open(sys.argv[1]).read()
 def ms(v):
-    n, u = re.match(r"([\d.]+)(us|ms|s)", v).groups()
-    return float(n) * {"us": 0.001, "ms": 1, "s": 1000}[u]
+    n, u = re.match(r"([\d.]+)(us|ms|s|m)", v).groups()
+    return float(n) * {"us": 0.001, "ms": 1, "s": 1000, "m": 60000}[u]
 rps = re.search(r"Requests/sec:\s*([\d.]+)", text)
-p50 = re.search(r"50%\s+(\S+)", text)
-p99 = re.search(r"99%\s+(\S+)", text)
+p50 = re.search(r"^\s*50%\s+(\S+)", text, re.M)
+p99 = re.search(r"^\s*99%\s+(\S+)", text, re.M)
 n = re.search(r"(\d+) requests in", text)
 bad = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
 if not (rps and p50 and p99 and n) or bad:
@@ -278,56 +265,75 @@ PY
     printf '  %-8s %-6s c=%-4s %9s req/s  p50 %7s ms  p99 %7s ms  %6s us/req\n' "$target" "$mode" "$c" "$rps" "$p50" "$p99" "$cpu"
 }
 
+if [[ ${PROFILE:-0} == 1 ]]; then
+    source "$here/profile.sh"
+    exit 0
+fi
+
 memrow() { # phase target
     local -a ps
     read -ra ps <<<"$(procs "$2")"
     printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$(mem_kib VmRSS "${ps[@]}")" "$(mem_kib RssAnon "${ps[@]}")" >>"$out/memory.tsv"
 }
 printf 'phase\ttarget\trss_kib\trss_anon_kib\n' >"$out/memory.tsv"
-for t in nginx haproxy fp; do memrow start $t; done
+for t in nginx haproxy fp $before; do memrow start $t; done
 
 # --- rounds -------------------------------------------------------------------
+# The new and the "before" binary swap places every other round, so that
+# neither always runs right after nginx.
+pair() { # round a [b]
+    if [[ -n ${3:-} && $(($1 % 2)) == 0 ]]; then echo "$3 $2"; else echo "$2 ${3:-}"; fi
+}
 echo "results: $out"
+load0=$(cut -d' ' -f1-3 /proc/loadavg)
 for round in $(seq "$ROUNDS"); do
     echo "round $round/$ROUNDS"
-    for c in $CONNS; do
-        for t in direct nginx haproxy fp; do
-            sampler=
-            if [[ $round == 1 && $c == 256 && $t != direct ]]; then
-                # Memory under load: sampled half-way through this run.
-                (sleep $((DUR / 2 + 1)); memrow load $t) &
-                sampler=$!
-            fi
-            measure "$round" $t tls "$c"
-            if [[ -n $sampler ]]; then wait "$sampler"; fi
+    if [[ " $MODES " == *" tls "* ]]; then
+        for c in $CONNS; do
+            for t in direct nginx haproxy $(pair "$round" fp $before); do
+                sampler=
+                if [[ $round == 1 && $c == 256 && $t != direct ]]; then
+                    # Memory under load: sampled half-way through this run.
+                    (sleep $((DUR / 2 + 1)); memrow load $t) &
+                    sampler=$!
+                fi
+                measure "$round" $t tls "$c"
+                if [[ -n $sampler ]]; then wait "$sampler"; fi
+            done
         done
-    done
-    for t in direct nginx haproxy fpplain; do measure "$round" $t plain 64; done
-    for t in fp fpwarn; do measure "$round" $t tls 64; done
-    for t in nginx haproxy fp; do measure "$round" $t h2c 16; done
+        for t in fp fpwarn; do measure "$round" $t tls 64; done
+    fi
+    if [[ " $MODES " == *" plain "* ]]; then
+        for t in direct nginx haproxy $(pair "$round" fpplain ${before:+fbplain}); do measure "$round" $t plain 64; done
+    fi
+    if [[ " $MODES " == *" h2c "* ]]; then
+        for t in nginx haproxy $(pair "$round" fp $before); do measure "$round" $t h2c 16; done
+    fi
 done
 
 # --- idle connections ---------------------------------------------------------
-echo "idle: $IDLE keep-alive connections each"
-for t in nginx haproxy fp; do
-    memrow before_idle $t
-    port=$(port_of $t tls)
-    port=${port##*:}
-    coproc IDLER { python3 "$here/idle_clients.py" 127.0.0.1 "$port" "$IDLE" 120; }
-    read -r ready <&"${IDLER[0]}"
-    echo "  $t: $ready"
-    sleep 2
-    memrow idle $t
-    idler_pid=$IDLER_PID
-    kill "$idler_pid" 2>/dev/null || true
-    wait "$idler_pid" 2>/dev/null || true
-    sleep 2
-done
+if ((IDLE > 0)); then
+    echo "idle: $IDLE keep-alive connections each"
+    for t in nginx haproxy fp $before; do
+        memrow before_idle $t
+        port=$(port_of $t tls)
+        port=${port##*:}
+        coproc IDLER { python3 "$here/idle_clients.py" 127.0.0.1 "$port" "$IDLE" 120; }
+        read -r ready <&"${IDLER[0]}"
+        echo "  $t: $ready"
+        sleep 2
+        memrow idle $t
+        idler_pid=$IDLER_PID
+        kill "$idler_pid" 2>/dev/null || true
+        wait "$idler_pid" 2>/dev/null || true
+        sleep 2
+    done
+fi
 
 # --- table --------------------------------------------------------------------
 {
     echo "Machine: $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), $(uname -r); nginx $(nginx -v 2>&1 | sed 's/.*\///'), HAProxy $(haproxy -v | awk 'NR==1 {print $3}')"
-    echo "Run: ROUNDS=$ROUNDS DUR=${DUR}s H2N=$H2N, $(date -u +%Y-%m-%dT%H:%MZ)"
+    echo "Run: ROUNDS=$ROUNDS DUR=${DUR}s H2N=$H2N WORKERS=$WORKERS, $(date -u +%Y-%m-%dT%H:%MZ), load average before/after: $load0 / $(cut -d' ' -f1-3 /proc/loadavg)"
     echo
     python3 "$here/report.py" "$raw" "$out/memory.tsv" "$IDLE"
 } | tee "$out/table.md"

@@ -48,11 +48,13 @@ const H2_MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
 /// Response bytes buffered per h2 stream before backpressure (hyper's
 /// default, pinned so an upgrade cannot silently change it).
 const H2_MAX_SEND_BUF_SIZE: usize = 400 * 1024;
-/// HTTP/1 head limits: 100 fields (hyper's default) and a read buffer of
-/// 64 KiB (hyper's is ~400 KiB), which bounds the whole head: larger heads
-/// get 431. Four times the h2 header-list limit, so h1 is not the easier way
-/// to send a huge head.
-const H1_MAX_HEADERS: usize = 100;
+/// HTTP/1 head limits: 100 fields and a read buffer of 64 KiB (hyper's is
+/// ~400 KiB), which bounds the whole head: larger heads get 431. Four times
+/// the h2 header-list limit, so h1 is not the easier way to send a huge
+/// head. The 100 fields are hyper's own default, left implicit on purpose:
+/// given explicitly, hyper fills two 100-entry arrays for every request it
+/// parses instead of leaving them uninitialised (tests/security_framing.rs
+/// holds the limit at 100).
 const H1_MAX_BUF_SIZE: usize = 64 * 1024;
 
 /// What every connection task needs, built once.
@@ -268,7 +270,6 @@ fn protocols(cfg: &ListenConfig, metrics: Arc<Metrics>, answers: Answers) -> Pro
     let mut h1 = http1::Builder::new();
     h1.timer(TokioTimer::new())
         .header_read_timeout(cfg.header_read_timeout)
-        .max_headers(H1_MAX_HEADERS)
         .max_buf_size(H1_MAX_BUF_SIZE)
         .keep_alive(true);
     let mut h2 = http2::Builder::new(TokioExecutor::new());

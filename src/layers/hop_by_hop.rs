@@ -2,47 +2,58 @@
 //! §7.6.1) are removed, including every field that any `Connection` line
 //! names. Pure functions over a `HeaderMap`.
 
-use http::header::{
-    HeaderName, CONNECTION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
-    TRANSFER_ENCODING, UPGRADE,
-};
+use http::header::{HeaderName, CONNECTION, PROXY_AUTHORIZATION};
 use http::HeaderMap;
 
-/// Hop-by-hop fields that are removed whether or not `Connection` names them.
-/// `HTTP2-Settings` belongs to the obsolete h2c upgrade (RFC 9113 §3.1) and
-/// is connection-specific even when a client forgets to list it.
-const ALWAYS_HOP_BY_HOP: [&str; 3] = ["keep-alive", "proxy-connection", "http2-settings"];
-
-/// Removes hop-by-hop fields in place. Every `Connection` line is read, and
-/// each comma-separated name on it is removed too (a field named only on the
-/// second line must not survive).
+/// Removes hop-by-hop fields in place: the fixed set (`is_hop_by_hop`)
+/// and each comma-separated name on every `Connection` line (a field
+/// named only on the second line must not survive).
+///
+/// One pass over the names present rather than one lookup per listed
+/// name: most messages carry none of these fields, and a lookup hashes the
+/// name every time.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(CONNECTION) {
+    let mut found: Vec<HeaderName> = Vec::new();
+    for name in headers.keys() {
+        if is_hop_by_hop(name) {
+            found.push(name.clone());
+        }
+    }
+    if found.is_empty() {
+        return;
+    }
+    if found.contains(&CONNECTION) {
         // Split the raw bytes: a line with obs-text is not valid UTF-8 but
         // the names on it must go all the same.
-        let named: Vec<HeaderName> = headers
+        let named = headers
             .get_all(CONNECTION)
             .iter()
             .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim_ascii()).ok())
-            .collect();
-        for name in named {
-            headers.remove(name);
-        }
+            .filter_map(|name| HeaderName::from_bytes(name.trim_ascii()).ok());
+        found.extend(named.collect::<Vec<_>>());
     }
-    for name in [
-        CONNECTION,
-        TE,
-        TRAILER,
-        TRANSFER_ENCODING,
-        UPGRADE,
-        PROXY_AUTHENTICATE,
-    ] {
+    for name in found {
         headers.remove(name);
     }
-    for name in ALWAYS_HOP_BY_HOP {
-        headers.remove(name);
-    }
+}
+
+/// Hop-by-hop whether or not `Connection` names them: RFC 9110 §7.6.1's
+/// list, `Keep-Alive` and `Proxy-Connection` (old clients), and
+/// `HTTP2-Settings`, which belongs to the obsolete h2c upgrade (RFC 9113
+/// §3.1) and is connection-specific even when a client forgets to list it.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "proxy-authenticate"
+            | "keep-alive"
+            | "proxy-connection"
+            | "http2-settings"
+    )
 }
 
 /// Removes every credential a client might have sent: the proxy owns the

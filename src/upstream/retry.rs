@@ -2,17 +2,15 @@
 //! request that the upstream provably never processed — lost to the
 //! keep-alive race on a reused HTTP/1 connection, or refused
 //! by an HTTP/2 GOAWAY or REFUSED_STREAM — is sent again on a fresh
-//! connection. The decision is a pure function; [`WireIo`] records the
-//! facts it needs about each HTTP/1 connection and hands them to the client
-//! through `Connected::extra`.
+//! connection. The decision is a pure function; [`WireIo`] records whether
+//! any byte of the current answer has arrived on an HTTP/1 connection.
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{Extensions, Method, Request};
-use hyper_util::client::legacy::connect::{Connected, Connection};
+use http::{Method, Request};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::body::Body;
@@ -55,41 +53,22 @@ fn should_retry(attempt: Attempt) -> bool {
     attempt.refused || (attempt.reused && !attempt.answered && attempt.closed)
 }
 
-pub(super) fn never_processed(err: &hyper_util::client::legacy::Error) -> bool {
-    if err.is_connect() {
-        return false;
-    }
-    if refused_by_h2(err) {
-        return should_retry(Attempt {
-            reused: false,
-            answered: false,
-            closed: false,
-            refused: true,
-        });
-    }
-    let Some(connected) = err.connect_info() else {
-        return false;
-    };
-    let mut extras = Extensions::new();
-    connected.get_extras(&mut extras);
-    let Some(wire) = extras.get::<Arc<Wire>>() else {
-        return false;
-    };
-    // HTTP/2 multiplexes, so turns mean nothing there; hyper-util already
-    // resends what a GOAWAY refused before it was written.
-    let attempt = Attempt {
-        reused: !connected.is_negotiated_h2() && wire.turns.load(Ordering::Relaxed) > 1,
-        answered: wire.answered.load(Ordering::Relaxed),
+/// Whether the request that failed with `err` may be sent again: `reused`
+/// and `answered` describe its HTTP/1 connection (both false on HTTP/2,
+/// where only a refusal counts).
+pub(super) fn never_processed(err: &hyper::Error, reused: bool, answered: bool) -> bool {
+    should_retry(Attempt {
+        reused,
+        answered,
         closed: closed_under_request(err),
-        refused: false,
-    };
-    should_retry(attempt)
+        refused: refused_by_h2(err),
+    })
 }
 
 /// h2 reports a remote GOAWAY on exactly the streams above its last stream
 /// id (and on requests not yet opened); REFUSED_STREAM means the same for
 /// one stream.
-fn refused_by_h2(err: &(dyn std::error::Error + 'static)) -> bool {
+pub(super) fn refused_by_h2(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut source = Some(err);
     while let Some(e) = source {
         if let Some(e) = e.downcast_ref::<h2::Error>() {
@@ -119,43 +98,34 @@ fn closed_under_request(err: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// What one HTTP/1 connection has carried: request/response turns begun
-/// (a write after a read starts a new one) and whether the current turn has
-/// read any answer yet. Shared with the client through `Connected::extra`.
+/// Whether any byte of the current answer has arrived on one HTTP/1
+/// connection; cleared as each request is sent.
 #[derive(Debug, Default)]
-struct Wire {
-    turns: AtomicU32,
+pub(super) struct Wire {
     answered: AtomicBool,
 }
 
 impl Wire {
-    /// A write after an answer (or the first write) begins a new turn.
-    fn wrote(&self) {
-        if self.answered.swap(false, Ordering::Relaxed) || self.turns.load(Ordering::Relaxed) == 0 {
-            self.turns.fetch_add(1, Ordering::Relaxed);
-        }
+    /// A request is about to be sent: nothing of its answer yet.
+    pub(super) fn begin(&self) {
+        self.answered.store(false, Ordering::Relaxed);
+    }
+
+    pub(super) fn answered(&self) -> bool {
+        self.answered.load(Ordering::Relaxed)
     }
 }
 
-/// An upstream stream that keeps its `Wire` up to date (above TLS, so
+/// An upstream stream that keeps its [`Wire`] up to date (above TLS, so
 /// only HTTP bytes count).
-pub struct WireIo<T> {
+pub(super) struct WireIo<T> {
     inner: T,
     wire: Arc<Wire>,
 }
 
 impl<T> WireIo<T> {
-    pub(super) fn new(inner: T) -> Self {
-        WireIo {
-            inner,
-            wire: Arc::default(),
-        }
-    }
-}
-
-impl<T: Connection> Connection for WireIo<T> {
-    fn connected(&self) -> Connected {
-        self.inner.connected().extra(Arc::clone(&self.wire))
+    pub(super) fn new(inner: T, wire: Arc<Wire>) -> Self {
+        WireIo { inner, wire }
     }
 }
 
@@ -180,11 +150,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WireIo<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.wire.wrote();
-        }
-        polled
+        Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
     fn poll_write_vectored(
@@ -192,11 +158,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WireIo<T> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.wire.wrote();
-        }
-        polled
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {

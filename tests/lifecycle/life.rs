@@ -119,8 +119,10 @@ async fn a_panic_in_the_token_refresher_is_restarted_and_readiness_follows() {
     );
     eventually_async(10 * SEC, || async { readyz().await == StatusCode::OK }).await;
     let back = panicked.elapsed();
+    // The panic is seen by polling the metrics, a moment after it
+    // happened: "3 s after" reads as a little under 3 s from there.
     assert!(
-        (3 * SEC..=4 * SEC).contains(&back),
+        (SEC * 5 / 2..=4 * SEC).contains(&back),
         "ready again {back:?} after the panic"
     );
     assert_eq!(waiting.await.unwrap(), StatusCode::OK);
