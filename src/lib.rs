@@ -29,7 +29,8 @@
 //!  │                 pacer.rs: GCRA pace + FIFO line; budgets.rs: one budget per
 //!  │                 quota policy (budget.rs: a window of any length; sliding.rs:
 //!  │                 without quota headers); dialect/: the rate-limit headers of
-//!  │                 each dialect, and the proxy's own (own.rs); clock.rs: tokio-time clock
+//!  │                 each dialect, and the proxy's own (own.rs); clock.rs, wallclock.rs:
+//!  │                 tokio-time clocks
 //!  └─ upstream/      mod.rs: authority rewrite; client.rs: per-origin connections,
 //!    │               driven on the request's own task (conn.rs), idle ones in
 //!    │               pool.rs; retry.rs: one retry of a stale connection;
@@ -46,15 +47,14 @@
 //!                    page of status/ and /status.json); health.rs: readiness;
 //!                    metrics.rs (+ history.rs: sends per minute, process.rs: the
 //!                    process_* metrics); logging.rs; supervise.rs: restarts the
-//!                    token refresher after a panic
+//!                    token refresher after a panic; failpoints.rs: fault injection
+//!                    for the tests (the `failpoints` feature only)
 //!  shared/           Redis, for replicas on one client id: token.rs: one token for
 //!                    all (asked by token/refresh.rs before it fetches); client.rs:
 //!                    connection, timeouts, breaker.rs; seal.rs; scripts.rs (Lua)
 //!  sim/              the simulated API (every dialect) for tests, `demo` (demo.rs),
 //!                    `simulate`
 //!  body.rs           the one body type of both directions
-//!  wallclock.rs      calendar time on tokio's clock (epoch resets, HTTP-dates)
-//!  failpoints.rs     fault injection for the tests (the `failpoints` feature only)
 //! ```
 //!
 //! [`run`] puts the boxes together: it builds the upstream client, the token
@@ -64,8 +64,6 @@
 mod body;
 pub mod config;
 mod error;
-#[cfg(feature = "failpoints")]
-pub mod failpoints;
 pub mod inbound;
 pub mod layers;
 pub mod ops;
@@ -76,7 +74,6 @@ pub mod sim;
 pub mod stack;
 pub mod token;
 pub mod upstream;
-mod wallclock;
 
 pub use body::Body;
 pub use error::{BoxError, ProxyError};

@@ -225,3 +225,30 @@ fn paths_are_read_from_use_lines_and_code() {
         ]
     );
 }
+
+/// The diagram in `src/lib.rs` names every part: each folder of `src/` as
+/// `name/`, and `src/` itself holds only the crate root, the binary, the
+/// stack, the error type and the body type.
+#[test]
+fn every_folder_is_in_the_diagram_and_the_root_holds_five_files() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let lib = std::fs::read_to_string(src.join("lib.rs")).unwrap();
+    let mut root_files = Vec::new();
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if path.is_dir() {
+            assert!(
+                lib.contains(&format!("//!  {name}/")) || lib.contains(&format!("─ {name}/")),
+                "src/{name}/ is not a box of the diagram in src/lib.rs"
+            );
+        } else {
+            root_files.push(name);
+        }
+    }
+    root_files.sort();
+    assert_eq!(
+        root_files,
+        ["body.rs", "error.rs", "lib.rs", "main.rs", "stack.rs"]
+    );
+}

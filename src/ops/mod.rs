@@ -6,6 +6,8 @@
 //! a background task after a panic (`supervise.rs`).
 
 pub(crate) mod admin;
+#[cfg(feature = "failpoints")]
+pub mod failpoints;
 pub(crate) mod health;
 mod history;
 pub mod logging;

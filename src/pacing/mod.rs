@@ -3,7 +3,8 @@
 //! headers), fed by its rate-limit headers in the configured dialect
 //! (`dialect/`) and the proxy's own count, spent evenly with a governor
 //! limiter on tokio's clock (`clock.rs`, `shape.rs`, `pacer.rs`), in the `layer.rs`
-//! between the token and the upstream.
+//! between the token and the upstream; `wallclock.rs` reads calendar time
+//! (epoch resets, HTTP-dates) on tokio's clock.
 
 pub mod budget;
 pub(crate) mod budgets;
@@ -13,6 +14,7 @@ pub(crate) mod layer;
 pub(crate) mod pacer;
 mod shape;
 pub(crate) mod sliding;
+pub(crate) mod wallclock;
 
 pub use layer::PacingLayer;
 pub use pacer::{Pacer, Permit, Refusal};

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 use super::quota::QuotaView;
 use super::{Dialect, Reset, SimConfig};
-use crate::wallclock;
+use crate::pacing::wallclock;
 
 /// Every simulator response body: a buffer or a [`ZeroStream`].
 pub(crate) type SimBody = BoxBody<Bytes, Infallible>;

@@ -73,7 +73,7 @@ pub(super) async fn run(
     let mut held: Option<u64> = None;
     loop {
         #[cfg(feature = "failpoints")]
-        crate::failpoints::hit("token_refresher", &exchange.url().to_string());
+        crate::ops::failpoints::hit("token_refresher", &exchange.url().to_string());
         source.begin_fetch();
         let result = obtain(&exchange, shared.as_ref(), held, &metrics).await;
         let (next, hold) = match result {

@@ -104,7 +104,7 @@ async fn a_panic_in_the_token_refresher_is_restarted_and_readiness_follows() {
     assert_eq!(refresher_restarts(&h).await, 0);
 
     let token_url = h.config.credentials.token_url.to_string();
-    fitbit_proxy::failpoints::once("token_refresher", token_url, || {
+    fitbit_proxy::ops::failpoints::once("token_refresher", token_url, || {
         panic!("injected panic in the token refresher")
     });
     h.sim.set_token_delay(2 * SEC);

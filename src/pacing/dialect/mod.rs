@@ -16,7 +16,7 @@ use http::HeaderMap;
 
 use crate::config::Dialect;
 use crate::error::ceil_secs;
-use crate::wallclock;
+use crate::pacing::wallclock;
 
 /// No application quota is larger than this; bigger values are nonsense.
 pub const MAX_LIMIT: u32 = 10_000_000;

@@ -9,7 +9,7 @@ use super::ietf::{RATELIMIT, RATELIMIT_POLICY};
 use super::triple;
 use crate::config::{Dialect, Reset};
 use crate::error::QuotaView;
-use crate::wallclock;
+use crate::pacing::wallclock;
 
 /// Adds `view` to `headers` as the upstream would have sent it.
 pub(crate) fn write(dialect: Dialect, view: &QuotaView, headers: &mut HeaderMap) {

@@ -145,8 +145,8 @@ fn ietf_table() {
 
 #[tokio::test(start_paused = true)]
 async fn retry_after_table() {
-    let now = crate::wallclock::unix_now().as_secs();
-    let date = |secs: u64| crate::wallclock::http_date(Duration::from_secs(secs));
+    let now = crate::pacing::wallclock::unix_now().as_secs();
+    let date = |secs: u64| crate::pacing::wallclock::http_date(Duration::from_secs(secs));
     let in_17 = date(now + 17);
     let upstream_date = date(now + 100);
     let upstream_now = date(now + 90);
