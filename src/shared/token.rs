@@ -1,4 +1,4 @@
-//! One token for every replica (S1). Before fetching, a replica's refresher
+//! One token for every replica. Before fetching, a replica's refresher
 //! asks Redis: a token other than the one it wants replaced is taken as it
 //! is; otherwise one replica takes the lock and fetches while the others
 //! wait for what it stores. Tokens are known by their generation, so that a
