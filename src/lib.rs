@@ -46,9 +46,11 @@
 //!  ops/              admin.rs: the admin port (/healthz /readyz /metrics, the status
 //!                    page of status/ and /status.json); health.rs: readiness;
 //!                    metrics.rs (+ history.rs: sends per minute, process.rs: the
-//!                    process_* metrics); logging.rs; supervise.rs: restarts the
-//!                    token refresher after a panic; failpoints.rs: fault injection
-//!                    for the tests (the `failpoints` feature only)
+//!                    process_* metrics); logging.rs; reload.rs: SIGHUP and secret or
+//!                    TLS files changed on disk reload the config in place;
+//!                    supervise.rs: restarts the token refresher after a panic;
+//!                    failpoints.rs: fault injection for the tests (the
+//!                    `failpoints` feature only)
 //!  shared/           Redis, for replicas on one client id: token.rs: one token for
 //!                    all (asked by token/refresh.rs before it fetches); client.rs:
 //!                    connection, timeouts, breaker.rs; seal.rs; scripts.rs (Lua)
@@ -59,7 +61,8 @@
 //!
 //! [`run`] puts the boxes together: it builds the upstream client, the token
 //! source and its refresher, the pacer and the admin listener, then serves
-//! the stack until shutdown.
+//! the stack until shutdown; a reload (`ops/reload.rs`) hands a new config
+//! to the same parts without stopping any of them.
 
 mod body;
 pub mod config;

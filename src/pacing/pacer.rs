@@ -384,3 +384,54 @@ impl Drop for Place<'_> {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+
+    fn fitbit(limit: u32, remaining: u32, reset: u32) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("fitbit-rate-limit-limit", limit),
+            ("fitbit-rate-limit-remaining", remaining),
+            ("fitbit-rate-limit-reset", reset),
+        ] {
+            headers.insert(name, HeaderValue::from(value));
+        }
+        headers
+    }
+
+    fn limit_and_remaining(pacer: &Pacer) -> (u32, u32) {
+        let view = pacer.view();
+        (view.limit, view.remaining)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_keeps_what_the_budget_learned_unless_the_quota_changed() {
+        let cfg = RateLimitConfig::default();
+        let pacer = Pacer::new(&cfg);
+        let permit = pacer.admit().await.expect("the first request goes");
+        pacer.observe(permit, StatusCode::OK, &fitbit(150, 40, 1200));
+        assert_eq!(limit_and_remaining(&pacer), (150, 40));
+        // The line's settings change; the budget is what the upstream said.
+        let waits = RateLimitConfig {
+            max_wait: Duration::from_secs(5),
+            max_queued: 3,
+            burst: 2,
+            ..cfg.clone()
+        };
+        pacer.reconfigure(&waits);
+        assert_eq!(limit_and_remaining(&pacer), (150, 40));
+        assert_eq!(pacer.cfg.load().max_wait, Duration::from_secs(5));
+        // A new quota starts the budget over from it.
+        pacer.reconfigure(&RateLimitConfig {
+            quota: 500,
+            ..waits
+        });
+        assert_eq!(limit_and_remaining(&pacer), (500, 500));
+        let permit = pacer.admit().await.expect("a request goes");
+        assert!(permit.seq > 1, "the count of sends goes on: {}", permit.seq);
+    }
+}
