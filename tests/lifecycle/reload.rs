@@ -102,6 +102,67 @@ fn log_lines_with<'a>(lines: &'a [serde_json::Value], text: &str) -> Vec<&'a ser
         .collect()
 }
 
+/// Clients sending requests back to back (h1 and h2c in turn), each at
+/// most 3 000, until told to stop.
+struct Load {
+    stop: Arc<AtomicBool>,
+    clients: tokio::task::JoinSet<(u32, Vec<String>)>,
+}
+
+impl Load {
+    fn start(p: &Proxy, clients: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut set = tokio::task::JoinSet::new();
+        for c in 0..clients {
+            let client = if c % 2 == 0 {
+                http1_client()
+            } else {
+                h2c_client()
+            };
+            let url = format!("http://{}/1/user/-/profile.json", p.proxy);
+            let stop = Arc::clone(&stop);
+            set.spawn(async move {
+                let (mut ok, mut failed) = (0u32, Vec::new());
+                for n in 0..3000 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let req = Request::get(&url)
+                        .header("x-request-id", format!("c{c}-{n}"))
+                        .body(Full::<Bytes>::default())
+                        .unwrap();
+                    match client.request(req).await {
+                        Ok(res) if res.status() == StatusCode::OK => {
+                            match res.into_body().collect().await {
+                                Ok(_) => ok += 1,
+                                Err(e) => failed.push(format!("c{c}-{n}: body cut: {e}")),
+                            }
+                        }
+                        Ok(res) => failed.push(format!("c{c}-{n}: {}", res.status())),
+                        Err(e) => failed.push(format!("c{c}-{n}: {e}")),
+                    }
+                }
+                (ok, failed)
+            });
+        }
+        Load { stop, clients: set }
+    }
+
+    /// Stops the clients (dropping their connections); the requests
+    /// answered 200 and every failure.
+    async fn finish(mut self) -> (u32, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let (mut total, mut failures) = (0, Vec::new());
+        while let Some(done) = self.clients.join_next().await {
+            let (ok, failed) = done.unwrap();
+            assert!(ok > 0, "every client got answers");
+            total += ok;
+            failures.extend(failed);
+        }
+        (total, failures)
+    }
+}
+
 /// Under load, six SIGHUPs each change `rate_limit.max_wait` and `burst`:
 /// no client request fails, each new value shows on the admin port, every
 /// reload is counted and logged with the keys it changed, and the process
@@ -116,41 +177,7 @@ async fn sighups_under_load_change_the_rate_limits_and_fail_no_request() {
         ..Launch::default()
     };
     let mut p = launch.start(&upstream).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut clients = tokio::task::JoinSet::new();
-    for c in 0..6 {
-        let client = if c % 2 == 0 {
-            http1_client()
-        } else {
-            h2c_client()
-        };
-        let url = format!("http://{}/1/user/-/profile.json", p.proxy);
-        let stop = Arc::clone(&stop);
-        clients.spawn(async move {
-            let (mut ok, mut failed) = (0u32, Vec::new());
-            // Bounded: at most 3 000 requests, or until told to stop.
-            for n in 0..3000 {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let req = Request::get(&url)
-                    .header("x-request-id", format!("c{c}-{n}"))
-                    .body(Full::<Bytes>::default())
-                    .unwrap();
-                match client.request(req).await {
-                    Ok(res) if res.status() == StatusCode::OK => {
-                        match res.into_body().collect().await {
-                            Ok(_) => ok += 1,
-                            Err(e) => failed.push(format!("c{c}-{n}: body cut: {e}")),
-                        }
-                    }
-                    Ok(res) => failed.push(format!("c{c}-{n}: {}", res.status())),
-                    Err(e) => failed.push(format!("c{c}-{n}: {e}")),
-                }
-            }
-            (ok, failed)
-        });
-    }
+    let load = Load::start(&p, 6);
     tokio::time::sleep(Duration::from_millis(200)).await;
     for i in 1..=6u32 {
         let (max_wait, burst) = (format!("{}s", 30 + i), 100_000 + i);
@@ -168,14 +195,7 @@ async fn sighups_under_load_change_the_rate_limits_and_fail_no_request() {
         assert!(p.child.alive(), "the proxy exited on SIGHUP {i}");
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
-    stop.store(true, Ordering::Relaxed);
-    let (mut total, mut failures) = (0, Vec::new());
-    while let Some(done) = clients.join_next().await {
-        let (ok, failed) = done.unwrap();
-        assert!(ok > 0, "every client got answers");
-        total += ok;
-        failures.extend(failed);
-    }
+    let (total, failures) = load.finish().await;
     assert!(
         failures.is_empty(),
         "{} failed: {failures:?}",
@@ -198,6 +218,79 @@ async fn sighups_under_load_change_the_rate_limits_and_fail_no_request() {
         assert_eq!(changed, "rate_limit.burst, rate_limit.max_wait", "{line}");
     }
     eprintln!("{total} requests during 6 reloads, none failed");
+}
+
+/// A gauge or counter's value in `/metrics` (the first sample named so).
+async fn sample(p: &Proxy, name: &str) -> f64 {
+    let (_, text) = admin_get(p, "/metrics").await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Open file descriptors and live tasks once the clients are gone and
+/// their connections closed.
+async fn settled(p: &Proxy) -> (f64, f64) {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    (
+        sample(p, "process_open_fds").await,
+        sample(p, "fitbit_proxy_runtime_tasks").await,
+    )
+}
+
+/// 20 SIGHUPs in 2 s while clients send, each with a new `max_wait` (9.10):
+/// no request fails, no task or file descriptor is left behind, and the
+/// last config wins (signals that come while a reload is pending fold
+/// into it, so there may be fewer reloads than signals).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sighup_storm_under_load_fails_nothing_leaks_nothing_and_the_last_config_wins() {
+    let (_sim, upstream) = simulator().await;
+    let launch = Launch {
+        extra: Extras::default()
+            .rate_limit("hourly_quota = 1000000\nburst = 100000\nmax_wait = \"30s\"\n"),
+        rust_log: RELOAD_LOG,
+        ..Launch::default()
+    };
+    let mut p = launch.start(&upstream).await;
+    // The same load once without reloads, for the baseline.
+    let load = Load::start(&p, 6);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, failures) = load.finish().await;
+    assert!(failures.is_empty(), "{failures:?}");
+    let (fds_before, tasks_before) = settled(&p).await;
+    let load = Load::start(&p, 6);
+    for i in 1..=20u32 {
+        edit_config(&p, |t| {
+            set_key(&t, "max_wait", &format!("max_wait = \"{}s\"", 40 + i))
+        });
+        p.child.sighup();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    within(5 * SEC, "the last config in use", || async {
+        effective_config(&p).await.contains("max_wait = \"1m\"")
+    })
+    .await;
+    let (total, failures) = load.finish().await;
+    assert!(
+        failures.is_empty(),
+        "{} failed: {failures:?}",
+        failures.len()
+    );
+    let (fds_after, tasks_after) = settled(&p).await;
+    let (ok, failed) = (reloads(&p, "success").await, reloads(&p, "failure").await);
+    assert!((1..=20).contains(&ok) && failed == 0, "{ok} / {failed}");
+    assert!(
+        fds_after <= fds_before + 4.0 && tasks_after <= tasks_before + 2.0,
+        "fds {fds_before} -> {fds_after}, tasks {tasks_before} -> {tasks_after}"
+    );
+    assert!(p.child.alive());
+    eprintln!(
+        "{total} requests during 20 SIGHUPs ({ok} reloads), none failed; \
+         fds {fds_before} -> {fds_after}, tasks {tasks_before} -> {tasks_after}"
+    );
 }
 
 /// An invalid config on SIGHUP: refused with every problem logged (each
