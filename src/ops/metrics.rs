@@ -438,11 +438,9 @@ impl Metrics {
     }
 }
 
-/// Seconds since the epoch, now, on the system clock.
+/// Seconds since the epoch, now (the wall clock as tokio time advances it).
 fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
+    crate::pacing::wallclock::unix_now().as_secs_f64()
 }
 
 /// `histogram_quantile` over bucket `bounds` and per-bucket `counts` (one

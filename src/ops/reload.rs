@@ -10,7 +10,7 @@
 use std::hash::{Hash, Hasher};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
@@ -52,6 +52,10 @@ fn needs_restart(key: &str, shared: bool) -> bool {
         || (shared && key == "credentials.client_id")
 }
 
+/// Builds the stack for a config and client and puts it where the next
+/// request takes it.
+pub(crate) type Rebuild = Box<dyn Fn(&Config, &HttpClient) + Send + Sync>;
+
 /// What a reload hands the new config to.
 pub(crate) struct Parts {
     pub(crate) metrics: Arc<Metrics>,
@@ -59,9 +63,7 @@ pub(crate) struct Parts {
     pub(crate) pacer: Arc<Pacer>,
     pub(crate) status: Arc<Sources>,
     pub(crate) listener: watch::Sender<inbound::Settings>,
-    /// Builds the stack for a config and client and puts it where the
-    /// next request takes it.
-    pub(crate) stack: Box<dyn Fn(&Config, &HttpClient) + Send + Sync>,
+    pub(crate) stack: Rebuild,
     /// The upstream client in use (rebuilt when its settings change).
     pub(crate) client: HttpClient,
 }
@@ -300,7 +302,8 @@ struct Files {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Fingerprint {
-    modified: Option<SystemTime>,
+    /// The modification time, as time since the epoch.
+    modified: Option<Duration>,
     len: u64,
     hash: u64,
 }
@@ -320,6 +323,9 @@ impl Files {
     }
 }
 
+// A file's modification time is a `SystemTime`; it is compared, never
+// used as a clock (clippy.toml bans the type for clocks).
+#[allow(clippy::disallowed_types)]
 fn fingerprint(path: &Path) -> Option<Fingerprint> {
     // Both follow symlinks: what counts is the file they lead to now.
     let meta = std::fs::metadata(path).ok()?;
@@ -327,7 +333,10 @@ fn fingerprint(path: &Path) -> Option<Fingerprint> {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     bytes.hash(&mut hasher);
     Some(Fingerprint {
-        modified: meta.modified().ok(),
+        modified: meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::SystemTime::UNIX_EPOCH).ok()),
         len: meta.len(),
         hash: hasher.finish(),
     })
