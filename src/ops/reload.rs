@@ -1,11 +1,7 @@
-//! Running without restarts (SPEC §12): SIGHUP reloads `proxy.toml`, and a
-//! `client_secret_file` or TLS file that changes on disk is read again.
-//! One task owns the effective config and applies every change in turn:
-//! a new config is validated as `check` validates it, then handed to the
-//! parts that hold it (the pacer, the token refresher, the stack, the
-//! listener, the status page); nothing is torn down, so no connection is
-//! dropped and no request fails. Keys that need a new process keep their
-//! running value and are reported.
+//! Reloading without a restart: SIGHUP reads `proxy.toml` again, and a
+//! `client_secret_file` or TLS file that changes on disk is read again;
+//! one task validates each new config as `check` does and hands it to the
+//! parts beside and in the stack that hold it, tearing nothing down.
 
 use std::hash::{Hash, Hasher};
 use std::path::Path;
@@ -13,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
+use tokio_rustls::TlsAcceptor;
 
 use super::metrics::Metrics;
 use super::status::{About, Sources};
@@ -181,91 +178,86 @@ impl Reloader {
     /// Applies `new`, or refuses it and keeps the running config. `notes`
     /// name what changed that the config's values do not show (files).
     fn apply(&mut self, mut new: Config, trigger: Trigger, notes: Vec<String>) {
-        let old = &self.config;
-        let shared = old.shared.redis.is_some();
-        let restart: Vec<String> = old
-            .changed_keys(&new)
-            .into_iter()
-            .filter(|k| needs_restart(k, shared))
-            .collect();
-        // Those keep their running value.
-        new.listen.addr = old.listen.addr;
-        new.admin = old.admin.clone();
-        new.log = old.log.clone();
-        new.shared = old.shared.clone();
-        if shared {
-            new.credentials.client_id = old.credentials.client_id.clone();
-        }
+        let restart = keep_restart_only(&self.config, &mut new);
         // What can fail is done first, before anything is replaced.
-        let tls = match new.listen.tls.as_ref().map(tls::acceptor).transpose() {
-            Ok(tls) => tls,
-            Err(err) => return self.refused(trigger, &err.to_string()),
+        let (tls, client) = match self.prepare(&new) {
+            Ok(ready) => ready,
+            Err(why) => return self.refused(trigger, &why),
         };
-        let u = (&old.upstream, &new.upstream);
-        let client_changed = u.0.url != u.1.url
-            || u.0.ca_file != u.1.ca_file
-            || u.0.connect_timeout != u.1.connect_timeout;
-        let client = if client_changed {
-            match upstream::build_client(&new.upstream) {
-                Ok(client) => client,
-                Err(err) => return self.refused(trigger, &err.to_string()),
-            }
-        } else {
-            self.parts.client.clone()
-        };
-        let changed = old.changed_keys(&new);
-        let parts = &self.parts;
-        parts.pacer.reconfigure(&new.rate_limit);
-        parts.tokens.set_wait_limit(new.upstream.request_timeout);
-        let renew = token_request_changed(old, &new);
-        if renew
-            || client_changed
-            || old.credentials != new.credentials
-            || old.upstream.request_timeout != new.upstream.request_timeout
+        let mut changed = self.config.changed_keys(&new);
+        let renew = self.hand_over(&new, tls, client);
+        self.parts.metrics.config_reload(true);
+        for warning in new
+            .warnings
+            .iter()
+            .filter(|w| !self.config.warnings.contains(w))
         {
-            let exchange = Exchange::new(
-                client.clone(),
-                &new.credentials,
-                new.upstream.request_timeout,
-            );
-            parts
-                .tokens
-                .reconfigure(exchange, new.credentials.refresh_before_expiry, renew);
-        }
-        (parts.stack)(&new, &client);
-        parts.listener.send_replace(inbound::Settings {
-            listen: new.listen.clone(),
-            tls,
-            answers: Answers::of(&new),
-        });
-        parts.status.about.store(Arc::new(About::of(&new)));
-        parts.metrics.config_reload(true);
-        for warning in new.warnings.iter().filter(|w| !old.warnings.contains(w)) {
             tracing::warn!("{warning}");
         }
-        let mut shown = changed;
-        shown.extend(notes);
-        let changed = if shown.is_empty() {
+        changed.extend(notes);
+        let changed = if changed.is_empty() {
             "nothing".to_owned()
         } else {
-            shown.join(", ")
+            changed.join(", ")
         };
-        tracing::info!(
-            trigger = trigger.as_str(),
-            changed,
-            new_token = renew,
-            "config reloaded"
-        );
+        let trigger = trigger.as_str();
+        tracing::info!(trigger, changed, new_token = renew, "config reloaded");
         if !restart.is_empty() {
             tracing::warn!(
-                trigger = trigger.as_str(),
+                trigger,
                 keys = restart.join(", "),
                 "changed in the config file but needs a restart; the running value is kept"
             );
         }
-        self.parts.client = client;
         self.config = new;
         self.files = Files::of(&self.config);
+    }
+
+    /// The TLS acceptor (the certificate and key read again) and the
+    /// upstream client (a new one if its settings changed) for `new`.
+    fn prepare(&self, new: &Config) -> Result<(Option<TlsAcceptor>, HttpClient), String> {
+        let tls = new
+            .listen
+            .tls
+            .as_ref()
+            .map(tls::acceptor)
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        let client = if client_changed(&self.config, new) {
+            upstream::build_client(&new.upstream).map_err(|e| e.to_string())?
+        } else {
+            self.parts.client.clone()
+        };
+        Ok((tls, client))
+    }
+
+    /// Gives `new` to every part that holds some of the config; returns
+    /// whether a new token is being fetched.
+    fn hand_over(&mut self, new: &Config, tls: Option<TlsAcceptor>, client: HttpClient) -> bool {
+        let old = &self.config;
+        let parts = &self.parts;
+        parts.pacer.reconfigure(&new.rate_limit);
+        parts.tokens.set_wait_limit(new.upstream.request_timeout);
+        let renew = token_request_changed(old, new);
+        if renew
+            || client_changed(old, new)
+            || old.credentials != new.credentials
+            || old.upstream.request_timeout != new.upstream.request_timeout
+        {
+            let timeout = new.upstream.request_timeout;
+            let exchange = Exchange::new(client.clone(), &new.credentials, timeout);
+            let margin = new.credentials.refresh_before_expiry;
+            parts.tokens.reconfigure(exchange, margin, renew);
+        }
+        (parts.stack)(new, &client);
+        parts.listener.send_replace(inbound::Settings {
+            listen: new.listen.clone(),
+            tls,
+            answers: Answers::of(new),
+        });
+        parts.status.about.store(Arc::new(About::of(new)));
+        self.parts.client = client;
+        renew
     }
 
     fn refused(&self, trigger: Trigger, why: &str) {
@@ -275,6 +267,31 @@ impl Reloader {
             "config reload refused ({why}); the previous config serves on"
         );
     }
+}
+
+/// Puts the running value back into `new` for every key that needs a
+/// restart; returns the keys that had changed.
+fn keep_restart_only(old: &Config, new: &mut Config) -> Vec<String> {
+    let shared = old.shared.redis.is_some();
+    let restart = old
+        .changed_keys(new)
+        .into_iter()
+        .filter(|k| needs_restart(k, shared))
+        .collect();
+    new.listen.addr = old.listen.addr;
+    new.admin = old.admin.clone();
+    new.log = old.log.clone();
+    new.shared = old.shared.clone();
+    if shared {
+        new.credentials.client_id = old.credentials.client_id.clone();
+    }
+    restart
+}
+
+/// Whether the upstream client must be built anew.
+fn client_changed(old: &Config, new: &Config) -> bool {
+    let (a, b) = (&old.upstream, &new.upstream);
+    a.url != b.url || a.ca_file != b.ca_file || a.connect_timeout != b.connect_timeout
 }
 
 /// Whether a token fetched with `old` may not be what `new` asks for: a
