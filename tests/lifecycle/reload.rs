@@ -586,3 +586,80 @@ async fn a_tls_certificate_replaced_on_disk_serves_new_handshakes() {
     assert!(p.child.alive());
     eprintln!("new certificate served {took:?} after it was written (poll {POLL})");
 }
+
+/// A reload reaches connections already open: a path denied by the new
+/// `upstream.deny_paths` is refused on a connection opened before the
+/// SIGHUP; the new `listen.allow` decides for connections accepted after
+/// it (and a connection accepted before keeps being served).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_rules_reach_open_connections_and_the_allow_list_new_ones() {
+    let (sim, upstream) = simulator().await;
+    let mut p = Launch::default().start(&upstream).await;
+    let tcp = tokio::net::TcpStream::connect(p.proxy).await.unwrap();
+    let (mut open, conn) =
+        hyper::client::conn::http1::handshake::<_, Full<Bytes>>(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    let request = |path: &str| {
+        Request::get(path)
+            .header("host", "localhost")
+            .body(Full::default())
+            .unwrap()
+    };
+    let profile = "/1/user/-/profile.json";
+    let res = open.send_request(request(profile)).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    res.into_body().collect().await.unwrap();
+
+    edit_config(&p, |t| {
+        t.replace(
+            "[upstream]\n",
+            "[upstream]\ndeny_paths = [\"/oauth2/\", \"/1.1/oauth2/\", \"/1/user/\"]\n",
+        )
+        .replace("[listen]\n", "[listen]\nallow = [\"10.0.0.0/8\"]\n")
+    });
+    p.child.sighup();
+    within(5 * SEC, "the reload applied", || async {
+        reloads(&p, "success").await == 1
+    })
+    .await;
+    let sent = sim.received().len();
+    let res = open.send_request(request(profile)).await.unwrap();
+    assert_eq!(
+        res.status(),
+        StatusCode::FORBIDDEN,
+        "denied on the open connection"
+    );
+    assert_eq!(proxy_error_of(res.headers()), Some("forbidden"));
+    res.into_body().collect().await.unwrap();
+    let res = open
+        .send_request(request("/1/foods/log.json"))
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        StatusCode::OK,
+        "the open connection is still allowed"
+    );
+    res.into_body().collect().await.unwrap();
+    assert!(!conn.is_finished());
+    // A new connection from 127.0.0.1 is outside the new allow list.
+    let url = format!("http://{}/1/foods/log.json", p.proxy);
+    assert_eq!(
+        get_status(&http1_client(), &url).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        sim.received().len(),
+        sent + 1,
+        "only the allowed request went up"
+    );
+    assert!(p.child.alive());
+}
+
+fn proxy_error_of(headers: &http::HeaderMap) -> Option<&str> {
+    headers
+        .get("x-fitbit-proxy-error")
+        .and_then(|v| v.to_str().ok())
+}
