@@ -567,7 +567,7 @@ async fn a_tls_certificate_replaced_on_disk_serves_new_handshakes() {
             .body(Full::default())
             .unwrap()
     };
-    let res = sender.send_request(request()).await.unwrap();
+    let res = send_on(&mut sender, request()).await;
     assert_eq!(res.status(), StatusCode::OK);
     res.into_body().collect().await.unwrap();
 
@@ -578,7 +578,7 @@ async fn a_tls_certificate_replaced_on_disk_serves_new_handshakes() {
     })
     .await;
     // The connection opened under the old certificate serves on.
-    let res = sender.send_request(request()).await.unwrap();
+    let res = send_on(&mut sender, request()).await;
     assert_eq!(res.status(), StatusCode::OK);
     res.into_body().collect().await.unwrap();
     assert!(!conn.is_finished());
@@ -608,7 +608,7 @@ async fn path_rules_reach_open_connections_and_the_allow_list_new_ones() {
             .unwrap()
     };
     let profile = "/1/user/-/profile.json";
-    let res = open.send_request(request(profile)).await.unwrap();
+    let res = send_on(&mut open, request(profile)).await;
     assert_eq!(res.status(), StatusCode::OK);
     res.into_body().collect().await.unwrap();
 
@@ -625,7 +625,7 @@ async fn path_rules_reach_open_connections_and_the_allow_list_new_ones() {
     })
     .await;
     let sent = sim.received().len();
-    let res = open.send_request(request(profile)).await.unwrap();
+    let res = send_on(&mut open, request(profile)).await;
     assert_eq!(
         res.status(),
         StatusCode::FORBIDDEN,
@@ -633,10 +633,7 @@ async fn path_rules_reach_open_connections_and_the_allow_list_new_ones() {
     );
     assert_eq!(proxy_error_of(res.headers()), Some("forbidden"));
     res.into_body().collect().await.unwrap();
-    let res = open
-        .send_request(request("/1/foods/log.json"))
-        .await
-        .unwrap();
+    let res = send_on(&mut open, request("/1/foods/log.json")).await;
     assert_eq!(
         res.status(),
         StatusCode::OK,
@@ -662,4 +659,14 @@ fn proxy_error_of(headers: &http::HeaderMap) -> Option<&str> {
     headers
         .get("x-fitbit-proxy-error")
         .and_then(|v| v.to_str().ok())
+}
+
+/// One request on a connection of its own, once the connection is ready
+/// for it (the previous answer fully read).
+async fn send_on(
+    sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    req: Request<Full<Bytes>>,
+) -> http::Response<hyper::body::Incoming> {
+    sender.ready().await.expect("the connection stays open");
+    sender.send_request(req).await.expect("an answer")
 }
