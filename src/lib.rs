@@ -46,9 +46,11 @@
 //!  ops/              admin.rs: the admin port (/healthz /readyz /metrics, the status
 //!                    page of status/ and /status.json); health.rs: readiness;
 //!                    metrics.rs (+ history.rs: sends per minute, process.rs: the
-//!                    process_* metrics); logging.rs; supervise.rs: restarts the
-//!                    token refresher after a panic; failpoints.rs: fault injection
-//!                    for the tests (the `failpoints` feature only)
+//!                    process_* metrics); logging.rs; reload.rs: SIGHUP and secret or
+//!                    TLS files changed on disk reload the config in place;
+//!                    supervise.rs: restarts the token refresher after a panic;
+//!                    failpoints.rs: fault injection for the tests (the
+//!                    `failpoints` feature only)
 //!  shared/           Redis, for replicas on one client id: token.rs: one token for
 //!                    all (asked by token/refresh.rs before it fetches); client.rs:
 //!                    connection, timeouts, breaker.rs; seal.rs; scripts.rs (Lua)
@@ -59,7 +61,8 @@
 //!
 //! [`run`] puts the boxes together: it builds the upstream client, the token
 //! source and its refresher, the pacer and the admin listener, then serves
-//! the stack until shutdown.
+//! the stack until shutdown; a reload (`ops/reload.rs`) hands a new config
+//! to the same parts without stopping any of them.
 
 mod body;
 pub mod config;
@@ -111,12 +114,39 @@ pub async fn run(
     run_with_admin(listener, admin, config, shutdown).await
 }
 
+/// [`run`] that also reloads the config on every message of `reloads`
+/// (the binary sends one per SIGHUP).
+pub async fn run_with_reloads(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    reloads: tokio::sync::mpsc::Receiver<()>,
+) -> Result<(), RunError> {
+    let admin = admin::bind(&config.admin).await?;
+    run_reloading(listener, admin, config, shutdown, reloads).await
+}
+
 /// [`run`] with the admin listener bound by the caller (`None`: disabled).
 pub async fn run_with_admin(
     listener: TcpListener,
     admin: Option<TcpListener>,
     config: Config,
     shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    // No one sends: the config is reloaded only when a file it names
+    // changes on disk.
+    let (_no_signals, reloads) = tokio::sync::mpsc::channel(1);
+    run_reloading(listener, admin, config, shutdown, reloads).await
+}
+
+/// [`run_with_admin`] that also reloads the config file on every message
+/// of `reloads` (the binary sends one per SIGHUP; see `ops::reload`).
+pub async fn run_reloading(
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    reloads: tokio::sync::mpsc::Receiver<()>,
 ) -> Result<(), RunError> {
     let metrics = Arc::new(metrics::Metrics::new());
     let client = upstream::build_client(&config.upstream)?;
@@ -146,22 +176,69 @@ pub async fn run_with_admin(
         metrics: Arc::clone(&metrics),
         pacer: Arc::clone(&pacer),
         started: tokio::time::Instant::now(),
-        about: status::About::of(&config),
+        about: arc_swap::ArcSwap::from_pointee(status::About::of(&config)),
     });
     let plans = AbortOnDrop(tokio::spawn(Arc::clone(&status).sample_plans()));
-    let admin = admin.map(|l| AbortOnDrop(admin::spawn(l, status)));
-    let refused = stack::refusal_in(layers::Answers::of(&config), Arc::clone(&metrics));
-    let service = stack::build(&config, client, tokens, pacer, Arc::clone(&metrics));
+    let admin = admin.map(|l| AbortOnDrop(admin::spawn(l, Arc::clone(&status))));
+    // The stack and the refusal stack as last built; a reload builds new
+    // ones, which the next request takes.
+    let build = {
+        let (tokens, pacer, metrics) = (Arc::clone(&tokens), pacer, Arc::clone(&metrics));
+        move |cfg: &Config, client: &upstream::HttpClient| {
+            let service = stack::build(
+                cfg,
+                client.clone(),
+                Arc::clone(&tokens),
+                Arc::clone(&pacer),
+                Arc::clone(&metrics),
+            );
+            let refused = stack::refusal_in(layers::Answers::of(cfg), Arc::clone(&metrics));
+            (service, refused)
+        }
+    };
+    let (service, refused) = build(&config, &client);
+    let service = Arc::new(arc_swap::ArcSwap::from_pointee(service));
+    let refused = Arc::new(arc_swap::ArcSwap::from_pointee(refused));
+    let rebuild = {
+        let (service, refused) = (Arc::clone(&service), Arc::clone(&refused));
+        move |cfg: &Config, client: &upstream::HttpClient| {
+            let (s, r) = build(cfg, client);
+            service.store(Arc::new(s));
+            refused.store(Arc::new(r));
+        }
+    };
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, upstream = %config.upstream.url, "proxy listening");
     }
+    let answers = layers::Answers::of(&config);
+    let (settings, watched) = tokio::sync::watch::channel(inbound::Settings {
+        listen: config.listen.clone(),
+        tls: inbound_tls,
+        answers,
+    });
     let serving = inbound::Serving {
-        service,
-        refused,
-        metrics,
-        answers: layers::Answers::of(&config),
+        service: stack::Current::new(service),
+        refused: stack::Current::new(refused),
+        metrics: Arc::clone(&metrics),
+        answers,
     };
-    inbound::serve(listener, serving, &config.listen, inbound_tls, shutdown).await;
+    let reloader = ops::reload::Reloader::new(
+        config,
+        ops::reload::Parts {
+            metrics,
+            tokens,
+            pacer: Arc::clone(&status.pacer),
+            status,
+            listener: settings,
+            stack: Box::new(rebuild),
+            client,
+        },
+    );
+    let reloader = AbortOnDrop(tokio::spawn(
+        reloader.run(reloads, ops::reload::poll_interval()),
+    ));
+    inbound::serve_watched(listener, serving, watched, shutdown).await;
+    drop(reloader);
     drop(refresher);
     drop(connector);
     drop(admin);

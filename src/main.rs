@@ -290,6 +290,9 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    // First of all, so that a SIGHUP never ends the process (its default
+    // action), not even one that arrives while the proxy starts.
+    let reloads = reload_signals()?;
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
@@ -297,9 +300,31 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot bind listen.addr {addr}"))?;
-    fitbit_proxy::run(listener, config, shutdown_signal()).await?;
+    fitbit_proxy::run_with_reloads(listener, config, shutdown_signal(), reloads).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// One message per SIGHUP: reload the config. Signals that arrive while a
+/// reload is pending are folded into it.
+#[cfg(unix)]
+fn reload_signals() -> anyhow::Result<tokio::sync::mpsc::Receiver<()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            let _ = tx.try_send(());
+        }
+    });
+    Ok(rx)
+}
+
+#[cfg(not(unix))]
+fn reload_signals() -> anyhow::Result<tokio::sync::mpsc::Receiver<()>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    std::mem::forget(tx);
+    Ok(rx)
 }
 
 /// Resolves on the first SIGTERM or SIGINT (Ctrl-C).

@@ -4,12 +4,15 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use arc_swap::ArcSwap;
 
 use http::header::CONNECTION;
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use tower::layer::util::{Identity, Stack};
-use tower::ServiceBuilder;
+use tower::{Service, ServiceBuilder};
 
 use crate::body::Body;
 use crate::config::Config;
@@ -116,4 +119,51 @@ fn refuse_source(
     res.headers_mut()
         .insert(CONNECTION, HeaderValue::from_static("close"));
     std::future::ready(Ok(res))
+}
+
+/// The stack as last built: a reload builds a new one and stores it in the
+/// cell; every request takes the one current when it arrives (on open
+/// connections too), and a request under way keeps the one it started
+/// with. `arc-swap` makes the per-request read a few atomic operations,
+/// never a lock.
+pub struct Current<S> {
+    cell: Arc<ArcSwap<S>>,
+    /// The stack `poll_ready` was asked of, for the `call` that follows.
+    ready: Option<S>,
+}
+
+impl<S> Current<S> {
+    pub fn new(cell: Arc<ArcSwap<S>>) -> Self {
+        Current { cell, ready: None }
+    }
+}
+
+impl<S> Clone for Current<S> {
+    fn clone(&self) -> Self {
+        Current::new(Arc::clone(&self.cell))
+    }
+}
+
+impl<S, Req> Service<Req> for Current<S>
+where
+    S: Service<Req> + Clone,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        let cell = &self.cell;
+        self.ready
+            .get_or_insert_with(|| S::clone(&cell.load()))
+            .poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Req) -> S::Future {
+        let mut stack = self
+            .ready
+            .take()
+            .unwrap_or_else(|| S::clone(&self.cell.load()));
+        stack.call(req)
+    }
 }

@@ -325,6 +325,28 @@ impl Config {
     pub fn render_redacted(&self) -> String {
         render::render(self)
     }
+
+    /// The dotted keys whose effective value differs between `self` and
+    /// `other` (`rate_limit.max_wait`…), sorted by section and key;
+    /// `credentials.client_secret` when the secret itself changed (its
+    /// value is never shown). For the reload log line.
+    pub fn changed_keys(&self, other: &Config) -> Vec<String> {
+        let mut keys = render::changed_keys(&self.render_redacted(), &other.render_redacted());
+        if self.credentials.client_secret != other.credentials.client_secret {
+            keys.push("credentials.client_secret".to_owned());
+        }
+        let password = |c: &Config| c.shared.redis.as_ref().and_then(|r| r.password.clone());
+        if password(self) != password(other) {
+            keys.push("shared.redis_password".to_owned());
+        }
+        keys
+    }
+}
+
+/// Reads a `client_secret_file` as loading does: the whole file, minus the
+/// trailing newline editors add; an empty file is an error.
+pub fn read_secret_file(path: &Path) -> Result<Secret, String> {
+    files::read_secret(path)
 }
 
 /// A string as TOML writes it (`"ftp://x"`), for messages and `render_redacted`.

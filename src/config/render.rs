@@ -25,6 +25,43 @@ pub(super) fn render(config: &Config) -> String {
     sections.join("\n")
 }
 
+/// The dotted keys whose values differ between two renderings, sorted
+/// (keys only the second has come after).
+pub(super) fn changed_keys(a: &str, b: &str) -> Vec<String> {
+    let flat = |text: &str| -> Vec<(String, String)> {
+        let Ok(table) = text.parse::<toml::Table>() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (key, value) in table {
+            match value {
+                toml::Value::Table(section) => {
+                    for (k, v) in section {
+                        out.push((format!("{key}.{k}"), v.to_string()));
+                    }
+                }
+                other => out.push((key, other.to_string())),
+            }
+        }
+        out
+    };
+    let (a, b) = (flat(a), flat(b));
+    let value = |list: &[(String, String)], key: &str| {
+        list.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+    };
+    let mut keys: Vec<String> = a
+        .iter()
+        .filter(|(k, v)| value(&b, k).as_ref() != Some(v))
+        .map(|(k, _)| k.clone())
+        .collect();
+    keys.extend(
+        b.iter()
+            .filter(|(k, _)| value(&a, k).is_none())
+            .map(|(k, _)| k.clone()),
+    );
+    keys
+}
+
 fn listen(l: &ListenConfig) -> String {
     let tls = match &l.tls {
         Some(tls) => format!(

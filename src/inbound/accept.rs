@@ -82,6 +82,18 @@ pub struct Serving<S, R> {
     pub answers: Answers,
 }
 
+/// What a reload may change about the listener: everything of
+/// `[listen]` but its address, and the TLS acceptor (certificate and key
+/// read anew). A connection is served to its end with the settings it was
+/// accepted under; new connections get the newest.
+#[derive(Clone)]
+pub struct Settings {
+    pub listen: ListenConfig,
+    pub tls: Option<TlsAcceptor>,
+    /// The shape of the proxy's own refusals (by profile).
+    pub answers: Answers,
+}
+
 /// Serves on `listener` until `shutdown` resolves, then stops accepting and
 /// waits up to `listen.shutdown_grace` for open connections.
 pub async fn serve<S, R>(
@@ -94,19 +106,35 @@ pub async fn serve<S, R>(
     S: ConnectionService,
     R: ConnectionService,
 {
+    let settings = Settings {
+        listen: cfg.clone(),
+        tls,
+        answers: serving.answers,
+    };
+    let (_keep, settings) = watch::channel(settings);
+    serve_watched(listener, serving, settings, shutdown).await;
+}
+
+/// [`serve`] with settings that a reload may replace while it runs.
+pub async fn serve_watched<S, R>(
+    listener: TcpListener,
+    serving: Serving<S, R>,
+    mut settings: watch::Receiver<Settings>,
+    shutdown: impl Future<Output = ()>,
+) where
+    S: ConnectionService,
+    R: ConnectionService,
+{
     let Serving {
         service,
         refused,
         metrics,
-        answers,
+        answers: _,
     } = serving;
-    let ctx = Arc::new(Listener {
-        protocols: protocols(cfg, metrics, answers),
-        tls,
-        allow: cfg.allow.clone(),
-        first_bytes_deadline: cfg.header_read_timeout,
-    });
-    let slots = Arc::new(Semaphore::new(cfg.max_connections));
+    let mut cfg = settings.borrow_and_update().listen.clone();
+    let mut ctx = Arc::new(Listener::of(&settings.borrow(), Arc::clone(&metrics)));
+    let mut limit = cfg.max_connections;
+    let slots = Arc::new(Semaphore::new(limit));
     let refusals = Throttle::new(REFUSAL_LOG_INTERVAL);
     // Every connection task holds a sender: when all are gone, recv() ends.
     let (open, mut all_closed) = mpsc::channel::<Infallible>(1);
@@ -129,9 +157,16 @@ pub async fn serve<S, R>(
                 }
             },
         };
+        if settings.has_changed().unwrap_or(false) {
+            let new = settings.borrow_and_update().clone();
+            ctx = Arc::new(Listener::of(&new, Arc::clone(&metrics)));
+            resize(&slots, limit, new.listen.max_connections);
+            limit = new.listen.max_connections;
+            cfg = new.listen;
+        }
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
             if let Some(suppressed) = refusals.ready() {
-                tracing::warn!(%peer, limit = cfg.max_connections, suppressed, "listen.max_connections reached; connection closed");
+                tracing::warn!(%peer, limit, suppressed, "listen.max_connections reached; connection closed");
             }
             continue;
         };
@@ -160,7 +195,10 @@ pub async fn serve<S, R>(
     drop(listener);
     let _ = draining.send(Phase::Draining);
     drop(open);
-    let open = || cfg.max_connections - slots.available_permits();
+    if settings.has_changed().unwrap_or(false) {
+        cfg = settings.borrow_and_update().listen.clone();
+    }
+    let open = || limit.saturating_sub(slots.available_permits());
     drain(all_closed.recv(), cfg.shutdown_grace, open).await;
     // Whatever is left is cut now, not when the runtime goes away.
     let _ = draining.send(Phase::Cutting);
@@ -172,7 +210,37 @@ async fn wait_for_drain(signal: &mut watch::Receiver<Phase>) {
     let _ = signal.wait_for(|phase| *phase != Phase::Serving).await;
 }
 
+/// `listen.max_connections` changed from `old` to `new`: slots are added
+/// at once; removed ones are taken out as the connections holding them end.
+fn resize(slots: &Arc<Semaphore>, old: usize, new: usize) {
+    if new > old {
+        slots.add_permits(new - old);
+    } else if new < old {
+        let excess = old - new;
+        let gone = slots.forget_permits(excess);
+        if gone < excess {
+            let slots = Arc::clone(slots);
+            let rest = u32::try_from(excess - gone).unwrap_or(u32::MAX);
+            tokio::spawn(async move {
+                if let Ok(permits) = slots.acquire_many_owned(rest).await {
+                    permits.forget();
+                }
+            });
+        }
+    }
+}
+
 impl Listener {
+    fn of(settings: &Settings, metrics: Arc<Metrics>) -> Listener {
+        let cfg = &settings.listen;
+        Listener {
+            protocols: protocols(cfg, metrics, settings.answers),
+            tls: settings.tls.clone(),
+            allow: cfg.allow.clone(),
+            first_bytes_deadline: cfg.header_read_timeout,
+        }
+    }
+
     fn allows(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
         self.allow.is_empty() || self.allow.iter().any(|net| net.contains(&ip))

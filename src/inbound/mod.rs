@@ -26,7 +26,7 @@ use tower_service::Service;
 
 use crate::body::Body;
 
-pub use accept::{serve, Serving};
+pub use accept::{serve, serve_watched, Serving, Settings};
 
 /// What the listener serves on every connection: the whole stack, cloned
 /// per request, its futures sent to tokio's workers.

@@ -80,6 +80,10 @@ pub type ReasonLabels = [(&'static str, String); 1];
 /// Labels of `fitbit_proxy_open_connections`: `protocol` is `http1` or `h2`.
 pub type ProtocolLabels = [(&'static str, &'static str); 1];
 
+/// Labels of `fitbit_proxy_config_reloads_total`: `result` is `success`
+/// or `failure`.
+pub type ResultLabels = [(&'static str, &'static str); 1];
+
 /// Labels of `fitbit_proxy_build_info`.
 pub type BuildLabels = [(&'static str, &'static str); 3];
 
@@ -127,6 +131,12 @@ pub struct Metrics {
     pub paced_rejections_total: Family<ReasonLabels, Counter>,
     /// Background tasks restarted after a panic, by task.
     pub task_restarts_total: Family<TaskLabels, Counter>,
+    /// Config reloads (SIGHUP, or a secret or TLS file changed on disk) by
+    /// result (`success`, `failure`).
+    config_reloads: Family<ResultLabels, Counter>,
+    /// When the config was last loaded or reloaded successfully, in
+    /// seconds since the epoch (start-up counts as a load).
+    config_last_reload_success: Gauge<f64, AtomicU64>,
     /// Inbound connections open now, past their first bytes, by protocol.
     open_connections: Family<ProtocolLabels, Gauge>,
     /// 1, labelled with the build's version, git revision and compiler.
@@ -172,6 +182,8 @@ impl Metrics {
             rate_limit_header_errors_total: Counter::default(),
             paced_rejections_total: Family::default(),
             task_restarts_total: Family::default(),
+            config_reloads: Family::default(),
+            config_last_reload_success: Gauge::default(),
             open_connections: Family::default(),
             build_info: Family::default(),
             runtime_tasks: Gauge::default(),
@@ -191,6 +203,10 @@ impl Metrics {
             m.paced_rejections_total
                 .get_or_create_owned(&[("reason", reason.to_owned())]);
         }
+        for result in ["success", "failure"] {
+            m.config_reloads.get_or_create_owned(&[("result", result)]);
+        }
+        m.config_last_reload_success.set(unix_now());
         for protocol in PROTOCOLS {
             m.open_connections
                 .get_or_create_owned(&[("protocol", protocol)]);
@@ -300,6 +316,17 @@ impl Metrics {
             self.open_connections.clone(),
         );
         r.register(
+            "config_reloads",
+            "Config reloads (SIGHUP, or a secret or TLS file changed on disk) by result (success, failure)",
+            self.config_reloads.clone(),
+        );
+        r.register_with_unit(
+            "config_last_reload_success_timestamp",
+            "When the config was last loaded or reloaded successfully, in seconds since the epoch",
+            Unit::Seconds,
+            self.config_last_reload_success.clone(),
+        );
+        r.register(
             "log_lines_dropped",
             "Log lines dropped because standard error could not take them fast enough",
             self.log_lines_dropped.clone(),
@@ -372,6 +399,18 @@ impl Metrics {
             .get_or_create_owned(&[("task", task)])
     }
 
+    /// Counts one config reload; a successful one also moves
+    /// `config_last_reload_success_timestamp_seconds` to now.
+    pub fn config_reload(&self, success: bool) {
+        let result = if success { "success" } else { "failure" };
+        self.config_reloads
+            .get_or_create(&[("result", result)])
+            .inc();
+        if success {
+            self.config_last_reload_success.set(unix_now());
+        }
+    }
+
     /// The gauge of open inbound connections speaking `protocol` (one of
     /// [`PROTOCOLS`]).
     pub fn open_connections(&self, protocol: &'static str) -> Gauge {
@@ -397,6 +436,11 @@ impl Metrics {
             .expect("writing to a String cannot fail");
         out
     }
+}
+
+/// Seconds since the epoch, now (the wall clock as tokio time advances it).
+fn unix_now() -> f64 {
+    crate::pacing::wallclock::unix_now().as_secs_f64()
 }
 
 /// `histogram_quantile` over bucket `bounds` and per-bucket `counts` (one

@@ -2,8 +2,9 @@
 //! listener (`admin.rs`: health, readiness, metrics, the status page of
 //! `status/`), the metrics themselves (`metrics.rs`, with the per-minute send
 //! history of `history.rs` and the process metrics read from `/proc` in
-//! `process.rs`), log output (`logging.rs`) and the supervisor that restarts
-//! a background task after a panic (`supervise.rs`).
+//! `process.rs`), log output (`logging.rs`), reloads without a restart
+//! (`reload.rs`: SIGHUP, secret and TLS files changed on disk) and the
+//! supervisor that restarts a background task after a panic (`supervise.rs`).
 
 pub(crate) mod admin;
 #[cfg(feature = "failpoints")]
@@ -13,5 +14,6 @@ mod history;
 pub mod logging;
 pub mod metrics;
 pub(crate) mod process;
+pub mod reload;
 pub(crate) mod status;
 pub(crate) mod supervise;

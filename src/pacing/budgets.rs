@@ -63,6 +63,25 @@ impl Budgets {
         }
     }
 
+    /// Takes a reloaded config. When what the budgets are made of (quota,
+    /// window, dialect, replicas, reset margin) is as it was, they keep
+    /// everything learned from the upstream's answers; otherwise they start
+    /// over from the new settings (the count of sends goes on, so answers
+    /// to requests sent before still find their place). Returns whether
+    /// they started over.
+    pub(crate) fn reconfigure(&mut self, cfg: &RateLimitConfig, now: Instant) -> bool {
+        let same = |c: &RateLimitConfig| (c.quota, c.window, c.headers, c.replicas, c.reset_margin);
+        if same(&self.cfg) == same(cfg) {
+            self.cfg = cfg.clone();
+            return false;
+        }
+        *self = Budgets {
+            seq: self.seq,
+            ..Budgets::new(cfg, now)
+        };
+        true
+    }
+
     /// What may be sent now, and the steady pace to keep when there is one
     /// (the sliding budget's).
     pub(crate) fn allowance(&mut self, now: Instant) -> (Allowance, Option<Duration>) {

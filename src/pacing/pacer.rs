@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::time::Instant;
 
 use http::{HeaderMap, StatusCode};
@@ -58,7 +59,9 @@ pub struct Pacer {
     /// Woken when an answer changes the budget, so that the head of the
     /// line looks again rather than sleep on an old plan.
     changed: tokio::sync::Notify,
-    cfg: RateLimitConfig,
+    /// Replaced whole by a reload ([`Pacer::reconfigure`]); read where
+    /// used, never held across a wait.
+    cfg: ArcSwap<RateLimitConfig>,
 }
 
 impl Pacer {
@@ -70,8 +73,23 @@ impl Pacer {
             waiting: AtomicUsize::new(0),
             head_due: Mutex::new(None),
             changed: tokio::sync::Notify::new(),
-            cfg: cfg.clone(),
+            cfg: ArcSwap::from_pointee(cfg.clone()),
         })
+    }
+
+    /// Applies reloaded rate-limit settings: requests admitted from now on
+    /// are held to the new `max_wait`, `max_queued` and `burst`. What the
+    /// budget learned from the upstream is kept unless the quota settings
+    /// themselves changed (see `Budgets::reconfigure`). Waiting requests
+    /// look again at once.
+    pub fn reconfigure(&self, cfg: &RateLimitConfig) {
+        let burst_changed = self.cfg.load().burst != cfg.burst;
+        self.cfg.store(Arc::new(cfg.clone()));
+        let restarted = self.budget().reconfigure(cfg, Instant::now());
+        if restarted || burst_changed {
+            *lock(&self.shape) = None;
+        }
+        self.changed.notify_waiters();
     }
 
     fn budget(&self) -> MutexGuard<'_, Budgets> {
@@ -99,14 +117,18 @@ impl Pacer {
         let arrived = Instant::now();
         let ahead = self.waiting.load(Ordering::Relaxed);
         let slot = self.estimate(arrived, ahead);
-        if ahead >= self.cfg.max_queued {
-            return Err(Refusal::QueueFull { retry_after: slot });
-        }
-        if slot > self.cfg.max_wait {
+        let max_wait = {
+            let cfg = self.cfg.load();
+            if ahead >= cfg.max_queued {
+                return Err(Refusal::QueueFull { retry_after: slot });
+            }
+            cfg.max_wait
+        };
+        if slot > max_wait {
             return Err(self.rate_limited(slot));
         }
         let _place = Place::take(&self.waiting);
-        let deadline = arrived + self.cfg.max_wait;
+        let deadline = arrived + max_wait;
         let sent_before = self.budget().sent();
         // One place in the (first come, first served) line, kept however
         // often the budget changes meanwhile.
@@ -242,7 +264,7 @@ impl Pacer {
             }
             _ => u32::MAX,
         };
-        let shape = Arc::new(Shape::new(now, plan, burst_left, self.cfg.burst));
+        let shape = Arc::new(Shape::new(now, plan, burst_left, self.cfg.load().burst));
         *current = Some(Arc::clone(&shape));
         shape
     }
@@ -256,9 +278,12 @@ impl Pacer {
         let ahead_u32 = u32::try_from(ahead).unwrap_or(u32::MAX);
         let mut budget = self.budget();
         let next_window_pace = budget.next_window_pace().unwrap_or(Duration::ZERO);
+        let (burst, reset_margin) = {
+            let cfg = self.cfg.load();
+            (cfg.burst, cfg.reset_margin)
+        };
         let reopen = |until: Instant, queued: u32| {
-            until.saturating_duration_since(now)
-                + next_window_pace * queued.saturating_sub(self.cfg.burst)
+            until.saturating_duration_since(now) + next_window_pace * queued.saturating_sub(burst)
         };
         match budget.allowance(now).0 {
             Allowance::Closed { until } => reopen(until, ahead_u32),
@@ -267,7 +292,7 @@ impl Pacer {
             } if ahead_u32 >= remaining => {
                 // Past this window: it closes a second early and reopens a
                 // margin after its end.
-                let reopens = until + Duration::from_secs(1) + self.cfg.reset_margin;
+                let reopens = until + Duration::from_secs(1) + reset_margin;
                 reopen(reopens, ahead_u32 - remaining)
             }
             // The rest of the burst goes at once, then the first answer.
@@ -305,7 +330,7 @@ impl Pacer {
         headers: &HeaderMap,
     ) -> Option<Malformed> {
         let now = Instant::now();
-        let (policies, malformed) = read(self.cfg.headers, headers);
+        let (policies, malformed) = read(self.cfg.load().headers, headers);
         let retry_after = retry_after(headers);
         let mut budget = self.budget();
         if status == StatusCode::TOO_MANY_REQUESTS {
@@ -357,5 +382,56 @@ impl<'a> Place<'a> {
 impl Drop for Place<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+
+    fn fitbit(limit: u32, remaining: u32, reset: u32) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("fitbit-rate-limit-limit", limit),
+            ("fitbit-rate-limit-remaining", remaining),
+            ("fitbit-rate-limit-reset", reset),
+        ] {
+            headers.insert(name, HeaderValue::from(value));
+        }
+        headers
+    }
+
+    fn limit_and_remaining(pacer: &Pacer) -> (u32, u32) {
+        let view = pacer.view();
+        (view.limit, view.remaining)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_keeps_what_the_budget_learned_unless_the_quota_changed() {
+        let cfg = RateLimitConfig::default();
+        let pacer = Pacer::new(&cfg);
+        let permit = pacer.admit().await.expect("the first request goes");
+        pacer.observe(permit, StatusCode::OK, &fitbit(150, 40, 1200));
+        assert_eq!(limit_and_remaining(&pacer), (150, 40));
+        // The line's settings change; the budget is what the upstream said.
+        let waits = RateLimitConfig {
+            max_wait: Duration::from_secs(5),
+            max_queued: 3,
+            burst: 2,
+            ..cfg.clone()
+        };
+        pacer.reconfigure(&waits);
+        assert_eq!(limit_and_remaining(&pacer), (150, 40));
+        assert_eq!(pacer.cfg.load().max_wait, Duration::from_secs(5));
+        // A new quota starts the budget over from it.
+        pacer.reconfigure(&RateLimitConfig {
+            quota: 500,
+            ..waits
+        });
+        assert_eq!(limit_and_remaining(&pacer), (500, 500));
+        let permit = pacer.admit().await.expect("a request goes");
+        assert!(permit.seq > 1, "the count of sends goes on: {}", permit.seq);
     }
 }

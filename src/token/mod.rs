@@ -107,9 +107,22 @@ pub struct TokenSource {
     status: watch::Sender<Status>,
     /// Wakes the refresher early: a token was invalidated or none is held.
     wake: Notify,
-    /// The longest a request waits for a fetch under way.
-    wait_limit: Duration,
+    /// Makes the refresher fetch at once, whatever it holds and however
+    /// long its backoff: the credentials changed.
+    renew: Notify,
+    /// The longest a request waits for a fetch under way, in milliseconds.
+    wait_limit_ms: AtomicU64,
     generations: AtomicU64,
+    /// How the refresher fetches; set when it is spawned, replaced by a
+    /// reload ([`TokenSource::reconfigure`]).
+    settings: ArcSwapOption<Settings>,
+}
+
+/// What each round of the refresher fetches with.
+pub(crate) struct Settings {
+    pub(crate) exchange: Exchange,
+    /// `credentials.refresh_before_expiry`.
+    pub(crate) margin: Duration,
 }
 
 impl TokenSource {
@@ -125,8 +138,10 @@ impl TokenSource {
             current: ArcSwapOption::empty(),
             status,
             wake: Notify::new(),
-            wait_limit,
+            renew: Notify::new(),
+            wait_limit_ms: AtomicU64::new(millis(wait_limit)),
             generations: AtomicU64::new(0),
+            settings: ArcSwapOption::empty(),
         })
     }
 
@@ -153,17 +168,39 @@ impl TokenSource {
         shared: Option<Arc<SharedTokens>>,
     ) -> JoinHandle<()> {
         let source = Arc::clone(self);
-        let exchange = Arc::new(exchange);
+        self.settings
+            .store(Some(Arc::new(Settings { exchange, margin })));
         let restarts = metrics.task_restarts(REFRESHER_TASK);
         spawn_supervised(REFRESHER_TASK, restarts, move || {
-            refresh::run(
-                Arc::clone(&source),
-                Arc::clone(&exchange),
-                margin,
-                Arc::clone(&metrics),
-                shared.clone(),
-            )
+            refresh::run(Arc::clone(&source), Arc::clone(&metrics), shared.clone())
         })
+    }
+
+    /// A reload: the refresher's next round fetches with `exchange` and
+    /// plans with `margin`. With `renew` (the credentials changed), it
+    /// fetches at once, cutting short any backoff; the token held serves
+    /// until the new one is in.
+    pub fn reconfigure(&self, exchange: Exchange, margin: Duration, renew: bool) {
+        self.settings
+            .store(Some(Arc::new(Settings { exchange, margin })));
+        if renew {
+            self.renew.notify_one();
+        }
+    }
+
+    /// A reload of `upstream.request_timeout`: the longest a request waits
+    /// for a fetch under way.
+    pub fn set_wait_limit(&self, limit: Duration) {
+        self.wait_limit_ms.store(millis(limit), Ordering::Relaxed);
+    }
+
+    fn wait_limit(&self) -> Duration {
+        Duration::from_millis(self.wait_limit_ms.load(Ordering::Relaxed))
+    }
+
+    /// What the refresher fetches with now.
+    pub(crate) fn settings(&self) -> Option<Arc<Settings>> {
+        self.settings.load_full()
     }
 
     /// The current token if it is still valid; never waits, never locks.
@@ -184,7 +221,8 @@ impl TokenSource {
         if let Some(token) = self.valid() {
             return Ok(token);
         }
-        let deadline = Instant::now() + self.wait_limit;
+        let wait_limit = self.wait_limit();
+        let deadline = Instant::now() + wait_limit;
         let mut status = self.status.subscribe();
         loop {
             if let Some(token) = self.valid() {
@@ -206,7 +244,7 @@ impl TokenSource {
             }
             match tokio::time::timeout_at(deadline, status.changed()).await {
                 Ok(Ok(())) => continue,
-                Ok(Err(_)) | Err(_) => return Err(Unavailable::TimedOut(self.wait_limit)),
+                Ok(Err(_)) | Err(_) => return Err(Unavailable::TimedOut(wait_limit)),
             }
         }
     }
@@ -265,4 +303,8 @@ impl TokenSource {
             last_fetch: Some(Instant::now()),
         });
     }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

@@ -60,8 +60,6 @@ pub(crate) fn honour_retry_after(backoff: Duration, retry_after: Option<Duration
 /// store, each round first asks it for a token to replace the one held.
 pub(super) async fn run(
     source: Arc<TokenSource>,
-    exchange: Arc<Exchange>,
-    margin: Duration,
     metrics: Arc<Metrics>,
     shared: Option<Arc<SharedTokens>>,
 ) {
@@ -72,10 +70,15 @@ pub(super) async fn run(
     // due meanwhile is replaced there, not taken.
     let mut held: Option<u64> = None;
     loop {
+        // Read each round: a reload may have changed the credentials.
+        let Some(settings) = source.settings() else {
+            return;
+        };
+        let (exchange, margin) = (&settings.exchange, settings.margin);
         #[cfg(feature = "failpoints")]
         crate::ops::failpoints::hit("token_refresher", &exchange.url().to_string());
         source.begin_fetch();
-        let result = obtain(&exchange, shared.as_ref(), held, &metrics).await;
+        let result = obtain(exchange, shared.as_ref(), held, &metrics).await;
         let (next, hold) = match result {
             Ok(got) => {
                 failures = 0;
@@ -102,6 +105,7 @@ pub(super) async fn run(
                 (delay, rejected)
             }
         };
+        drop(settings);
         wait(&source, Instant::now() + next, hold).await;
     }
 }
@@ -160,11 +164,13 @@ async fn obtain(
 
 /// Sleeps until `due`, or until woken because no valid token is held
 /// (invalidated, or a request found none). A rejection of the credentials
-/// holds for its full minute whatever wakes it.
+/// holds for its full minute whatever wakes it, but for new credentials
+/// (a reload), which end any wait at once.
 async fn wait(source: &TokenSource, due: Instant, hold: bool) {
     loop {
         tokio::select! {
             () = tokio::time::sleep_until(due) => return,
+            () = source.renew.notified() => return,
             () = source.wake.notified() => {
                 if !hold && source.valid().is_none() {
                     return;

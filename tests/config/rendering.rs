@@ -152,3 +152,35 @@ fn a_literal_secret_renders_redacted() {
         "{rendered}"
     );
 }
+
+/// What a reload logs as changed: the keys whose effective value differs,
+/// a changed secret by name only, nothing for an equal config.
+#[test]
+fn changed_keys_name_what_a_reload_changes_and_never_a_secret() {
+    let base = "[credentials]\nclient_id = \"a\"\nclient_secret = \"one\"\n[rate_limit]\nmax_wait = \"30s\"\n";
+    let old = parse(base).unwrap();
+    assert!(old.changed_keys(&old.clone()).is_empty());
+    let same_written_otherwise = parse(&base.replace("\"30s\"", "\"30000ms\"")).unwrap();
+    assert!(old.changed_keys(&same_written_otherwise).is_empty());
+    let new = parse(
+        &base
+            .replace("\"30s\"", "\"5s\"\nburst = 3")
+            .replace("\"one\"", &format!("\"{CANARY}\""))
+            .replace(
+                "[rate_limit]",
+                "[listen]\nallow = [\"10.0.0.0/8\"]\n[rate_limit]",
+            ),
+    )
+    .unwrap();
+    let keys = old.changed_keys(&new);
+    assert_eq!(
+        keys,
+        [
+            "listen.allow",
+            "rate_limit.burst",
+            "rate_limit.max_wait",
+            "credentials.client_secret"
+        ]
+    );
+    assert!(!format!("{keys:?}").contains(CANARY));
+}

@@ -12,6 +12,7 @@ mod support;
 mod admin_port;
 mod life;
 mod limits;
+mod reload;
 mod shutdown;
 mod shutdown_h2;
 

@@ -27,9 +27,27 @@ impl Running {
     }
 
     pub fn sigterm(&self) {
+        self.signal("TERM");
+    }
+
+    /// SIGHUP: reload the config.
+    pub fn sighup(&self) {
+        self.signal("HUP");
+    }
+
+    fn signal(&self, name: &str) {
         let pid = self.pid().to_string();
-        let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let killed = Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .unwrap();
         assert!(killed.success());
+    }
+
+    /// Whether the child is still running (it has not exited).
+    pub fn alive(&mut self) -> bool {
+        let child = self.0.as_mut().expect("running");
+        child.try_wait().unwrap().is_none()
     }
 
     /// Waits (at most 30 s) for the child to exit.
@@ -108,6 +126,10 @@ pub struct Launch {
     pub admin: Option<SocketAddr>,
     /// TOML appended to the config (a section of its own, e.g. `[shared]`).
     pub append: String,
+    /// Read the client secret from this file instead of the environment.
+    pub secret_file: Option<std::path::PathBuf>,
+    /// More environment variables of the child.
+    pub env: Vec<(&'static str, String)>,
 }
 
 impl Default for Launch {
@@ -120,6 +142,8 @@ impl Default for Launch {
             rust_log: "info",
             admin: None,
             append: String::new(),
+            secret_file: None,
+            env: Vec::new(),
         }
     }
 }
@@ -147,6 +171,13 @@ impl Launch {
             .replace("addr = \"127.0.0.1:0\"", &format!("addr = \"{proxy}\""))
             + &format!("[log]\nformat = \"{}\"\n", self.log_format)
             + &self.append;
+        let toml = match &self.secret_file {
+            Some(file) => toml.replace(
+                &format!("client_secret_env = \"{SECRET_ENV}\""),
+                &format!("client_secret_file = {:?}", file.display().to_string()),
+            ),
+            None => toml,
+        };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("proxy.toml");
         std::fs::write(&path, toml).unwrap();
@@ -164,6 +195,7 @@ impl Launch {
             .arg(&path)
             .env(SECRET_ENV, SECRET)
             .env("RUST_LOG", self.rust_log)
+            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         if let Some(cwd) = &self.cwd {

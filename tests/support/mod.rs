@@ -169,7 +169,7 @@ pub fn tls_listen(dir: &Path, ca: &TestCa) -> String {
     )
 }
 
-fn pem(label: &str, der: &[u8]) -> String {
+pub fn pem(label: &str, der: &[u8]) -> String {
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
     let lines: Vec<&str> = b64

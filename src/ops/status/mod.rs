@@ -9,6 +9,7 @@ mod page;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use serde::Serialize;
 use tokio::time::Instant;
 
@@ -30,8 +31,8 @@ pub(crate) struct Sources {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) pacer: Arc<Pacer>,
     pub(crate) started: Instant,
-    /// What the configuration says, fixed for the process's life.
-    pub(crate) about: About,
+    /// What the configuration says; replaced by each reload.
+    pub(crate) about: ArcSwap<About>,
 }
 
 /// The configuration's part of the status: which API, and the effective
@@ -132,7 +133,7 @@ impl Sources {
             uptime_secs: now.duration_since(self.started).as_secs(),
             ready: reason.is_none(),
             reason,
-            about: self.about.clone(),
+            about: About::clone(&self.about.load()),
             token: self.token(now),
             quota: Quota {
                 limit: view.limit,
