@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fitbit_proxy::config::RateLimitConfig;
+use fitbit_proxy::layers::caller::Caller;
 use fitbit_proxy::pacing::budget::{Allowance, Budget};
 use fitbit_proxy::pacing::dialect::RateLimit;
 use fitbit_proxy::pacing::{Pacer, Refusal};
@@ -279,7 +280,7 @@ fn headers(rl: RateLimit) -> HeaderMap {
 async fn client(me: usize, pacer: Arc<Pacer>, up: Arc<Mutex<Upstream>>, log: Arc<Mutex<Log>>) {
     log.lock().unwrap().waiting.push(me);
     let arrived = Instant::now();
-    let result = pacer.admit().await;
+    let result = pacer.admit(&Caller::standalone("model", 1)).await;
     let now = Instant::now();
     let answer = {
         let mut log = log.lock().unwrap();
