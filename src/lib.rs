@@ -46,7 +46,8 @@
 //!                    generic.rs: problem details)
 //!  ops/              admin.rs: the admin port (/healthz /readyz /metrics, the status
 //!                    page of status/ and /status.json); health.rs: readiness;
-//!                    metrics.rs (+ history.rs: sends per minute, process.rs: the
+//!                    metrics.rs (+ callers.rs: the callers with their own series,
+//!                    history.rs: sends per minute, process.rs: the
 //!                    process_* metrics); logging.rs; supervise.rs: restarts the
 //!                    token refresher after a panic; failpoints.rs: fault injection
 //!                    for the tests (the `failpoints` feature only)
