@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use fitbit_proxy::sim::SimConfig;
+use fitbit_proxy::sim::{Dialect, Reset, SimConfig};
 use http::{HeaderValue, StatusCode};
 use prometheus_parse::{Scrape, Value};
 use support::*;
@@ -214,6 +214,8 @@ async fn ten_thousand_caller_names_make_at_most_max_callers_plus_one_series() {
 struct Run {
     /// Requests the upstream accepted per caller, in the measured windows.
     shares: BTreeMap<String, u32>,
+    /// The same by caller and replica (0 for the first proxy).
+    by_replica: BTreeMap<(String, usize), u32>,
     /// Accepted in each measured window, all callers together.
     per_window: Vec<u32>,
     upstream_429: u64,
@@ -233,42 +235,76 @@ impl Run {
 /// after another (a refusal is retried after a second), for a settling
 /// window and `WINDOWS` more; the upstream allows `QUOTA` per `WINDOW`.
 async fn compete(callers: &[(&'static str, usize)], settings: &str) -> Run {
+    compete_in(callers, settings, Dialect::Fitbit, 1).await
+}
+
+/// [`compete`] with the upstream speaking `headers` (the proxy configured
+/// for it), through `proxies` replicas sharing the quota
+/// (`rate_limit.replicas`), each with all the callers' clients.
+async fn compete_in(
+    callers: &[(&'static str, usize)],
+    settings: &str,
+    headers: Dialect,
+    proxies: u32,
+) -> Run {
+    let reset = headers
+        .reset()
+        .map(|r| format!("reset = \"{}\"\n", r.name()))
+        .unwrap_or_default();
+    let rate_limit = format!(
+        "headers = \"{}\"\n{reset}quota = {QUOTA}\nwindow = \"30s\"\nburst = 2\nmax_wait = \"120s\"\nmax_queued = 1000\nreplicas = {proxies}",
+        headers.name()
+    );
     let h = Setup::default()
         .admin()
         .sim(SimConfig {
             quota: QUOTA,
             window: WINDOW,
             token_lifetime: Some(Duration::from_secs(28800)),
+            headers,
             ..sim_config()
         })
-        .rate_limit(&format!(
-            "quota = {QUOTA}\nwindow = \"30s\"\nburst = 2\nmax_wait = \"120s\"\nmax_queued = 1000"
-        ))
+        .rate_limit(&rate_limit)
         .callers(settings)
         .start()
         .await;
+    let mut addrs = vec![h.proxy];
+    let mut _replicas = Vec::new();
+    for _ in 1..proxies {
+        let extras = Extras {
+            rate_limit: rate_limit.clone(),
+            callers: settings.to_owned(),
+            ..Extras::default()
+        };
+        let toml = config_toml(&h.upstream, None, &extras);
+        let (addr, stop, task) = spawn_proxy(parse_config(&toml, h.dir.path()), None).await;
+        addrs.push(addr);
+        _replicas.push((stop, task));
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
-    for &(name, clients) in callers {
-        for c in 0..clients {
-            let url = h.url(&format!("/1/load/{name}/{c}"));
-            let stop = Arc::clone(&stop);
-            tasks.push(tokio::spawn(async move {
-                let client = http1_client();
-                let mut refused = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    let mut req = get(&url);
-                    req.headers_mut()
-                        .insert("x-caller", x_caller(name.as_bytes()));
-                    let (res, _) = send(&client, req).await;
-                    if res.status() != StatusCode::OK {
-                        assert_eq!(proxy_error(&res), Some("rate_limited"), "{res:?}");
-                        refused += 1;
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+    for (p, proxy) in addrs.iter().enumerate() {
+        for &(name, clients) in callers {
+            for c in 0..clients {
+                let url = format!("http://{proxy}/1/load/{name}/{p}/{c}");
+                let stop = Arc::clone(&stop);
+                tasks.push(tokio::spawn(async move {
+                    let client = http1_client();
+                    let mut refused = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        let mut req = get(&url);
+                        req.headers_mut()
+                            .insert("x-caller", x_caller(name.as_bytes()));
+                        let (res, _) = send(&client, req).await;
+                        if res.status() != StatusCode::OK {
+                            assert_eq!(proxy_error(&res), Some("rate_limited"), "{res:?}");
+                            refused += 1;
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
                     }
-                }
-                (name, refused)
-            }));
+                    (name, refused)
+                }));
+            }
         }
     }
     tokio::time::sleep(WINDOW * (WINDOWS + 1)).await;
@@ -281,6 +317,7 @@ async fn compete(callers: &[(&'static str, usize)], settings: &str) -> Run {
     let seen = h.sim.received();
     let start = seen[0].at + WINDOW;
     let mut shares = BTreeMap::new();
+    let mut by_replica = BTreeMap::new();
     let mut per_window = vec![0; WINDOWS as usize];
     for r in seen
         .iter()
@@ -292,22 +329,25 @@ async fn compete(callers: &[(&'static str, usize)], settings: &str) -> Run {
         }
         per_window[window] += 1;
         let caller = r.path.split('/').nth(3).unwrap().to_owned();
+        let replica: usize = r.path.split('/').nth(4).unwrap().parse().unwrap();
+        *by_replica.entry((caller.clone(), replica)).or_default() += 1;
         *shares.entry(caller).or_default() += 1;
     }
     let run = Run {
         shares,
+        by_replica,
         per_window,
         upstream_429: h.sim.rate_limited(),
         refused,
         metrics: metrics(&h).await,
     };
-    // Quota spent per caller, as the metrics count it, is what the
-    // upstream received from it.
+    // Quota spent per caller, as the (first) proxy's metrics count it,
+    // is what the upstream received from it through that proxy.
     let sent = by_label(&run.metrics, "fitbit_proxy_caller_sent_total", "caller");
     for &(name, _) in callers {
         let received = seen
             .iter()
-            .filter(|r| r.path.starts_with(&format!("/1/load/{name}/")))
+            .filter(|r| r.path.starts_with(&format!("/1/load/{name}/0/")))
             .count();
         assert_eq!(sent.get(name).copied(), Some(received as f64), "{name}");
     }
@@ -365,6 +405,40 @@ async fn weights_3_to_1_share_the_slots_75_25() {
 async fn a_lone_caller_uses_the_whole_window() {
     let run = compete(&[("alone", 12)], "weights = { idle = 5 }").await;
     assert_eq!(run.upstream_429, 0);
+    for (i, n) in run.per_window.iter().enumerate() {
+        assert!(*n * 100 >= QUOTA * 95, "window {i}: {n} of {QUOTA}");
+    }
+}
+
+/// The fair line in every rate-limit dialect: the caller with one client
+/// gets its half against twelve, with no upstream 429.
+#[tokio::test(start_paused = true)]
+async fn the_line_is_fair_in_every_dialect() {
+    for headers in [
+        Dialect::Ietf,
+        Dialect::RateLimit(Reset::Epoch),
+        Dialect::XRateLimit(Reset::Delta),
+        Dialect::XRateLimitDash(Reset::Epoch),
+        Dialect::None,
+    ] {
+        let run = compete_in(&[("many", 12), ("one", 1)], "", headers, 1).await;
+        assert_eq!(run.upstream_429, 0, "{headers:?}");
+        assert!(run.share("one") >= 0.45, "{headers:?}: {:?}", run.shares);
+    }
+}
+
+/// With replicas sharing the quota (`rate_limit.replicas = 2`), each
+/// replica's line is fair on its own: the caller with one client on each
+/// gets half of each replica's share.
+#[tokio::test(start_paused = true)]
+async fn each_replica_is_fair_on_its_own() {
+    let run = compete_in(&[("many", 12), ("one", 1)], "", Dialect::Fitbit, 2).await;
+    assert_eq!(run.upstream_429, 0);
+    for replica in 0..2 {
+        let of = |caller: &str| f64::from(run.by_replica[&(caller.to_owned(), replica)]);
+        let share = of("one") / (of("one") + of("many"));
+        assert!(share >= 0.45, "replica {replica}: {:?}", run.by_replica);
+    }
     for (i, n) in run.per_window.iter().enumerate() {
         assert!(*n * 100 >= QUOTA * 95, "window {i}: {n} of {QUOTA}");
     }
