@@ -111,7 +111,6 @@ impl Pacer {
             let mut line = lock(&self.line);
             if line.is_empty() && self.next_send(arrived).is_none() {
                 line.served_at_once(caller);
-                drop(line);
                 return Ok(self.send());
             }
             let tag = line.tag(caller);
@@ -136,9 +135,10 @@ impl Pacer {
                     match self.next_send(now) {
                         None => {
                             place.served(&mut line);
+                            let permit = self.send();
                             drop(line);
                             *lock(&self.head_due) = None;
-                            return Ok(self.send());
+                            return Ok(permit);
                         }
                         Some(due) if due > deadline => {
                             drop(line);
@@ -194,11 +194,11 @@ impl Pacer {
             return None;
         }
         line.served_at_once(caller);
-        drop(line);
         Some(self.send())
     }
 
-    /// Counts a request about to be sent.
+    /// Counts a request about to be sent. Called with the line locked, so
+    /// that the next in line asks the budget only after this send counts.
     fn send(&self) -> Permit {
         let sent = Instant::now();
         let seq = self.budget().on_send(sent);
