@@ -20,6 +20,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
 use fitbit_proxy::config::LogFormat;
+use fitbit_proxy::layers::caller::Caller;
 use fitbit_proxy::layers::hop_by_hop;
 use fitbit_proxy::ops::metrics::Metrics;
 use fitbit_proxy::pacing::Pacer;
@@ -142,7 +143,10 @@ fn hot_path(c: &mut Criterion) {
             let start = std::time::Instant::now();
             rt.block_on(async {
                 for _ in 0..iters {
-                    let permit = pacer.admit().await.expect("admitted");
+                    let permit = pacer
+                        .admit(&Caller::standalone("bench", 1))
+                        .await
+                        .expect("admitted");
                     let answer = upstream_answer(&json, start);
                     std::hint::black_box(pacer.observe(permit, StatusCode::OK, answer.headers()));
                 }

@@ -17,7 +17,7 @@
 //!    │               answer to HTTP/1 heads the parser refuses
 //!    ▼
 //!  stack.rs          the layer order, written once (and the allow-list refusal):
-//!  ├─ layers/        access.rs: request id, metrics, access log
+//!  ├─ layers/        access.rs: request id, caller (caller.rs), metrics, access log
 //!  │                 respond.rs: errors (error.rs) → the proxy's own answers
 //!  │                 guard.rs: CONNECT, absolute-form, Host, paths (paths.rs), body
 //!  │                 limit and idle bound (body_timeout.rs), hop-by-hop and client
@@ -26,7 +26,8 @@
 //!  │                 mod.rs: lock-free cache; refresh.rs: background refresher;
 //!  │                 exchange.rs: the client-credentials request
 //!  ├─ pacing/        layer.rs: wait for a slot or be refused, learn from answers;
-//!  │                 pacer.rs: GCRA pace + FIFO line; budgets.rs: one budget per
+//!  │                 pacer.rs: GCRA pace, a line in weighted fair order among
+//!  │                 callers (fair.rs); budgets.rs: one budget per
 //!  │                 quota policy (budget.rs: a window of any length; sliding.rs:
 //!  │                 without quota headers); dialect/: the rate-limit headers of
 //!  │                 each dialect, and the proxy's own (own.rs); clock.rs, wallclock.rs:
@@ -45,7 +46,8 @@
 //!                    generic.rs: problem details)
 //!  ops/              admin.rs: the admin port (/healthz /readyz /metrics, the status
 //!                    page of status/ and /status.json); health.rs: readiness;
-//!                    metrics.rs (+ history.rs: sends per minute, process.rs: the
+//!                    metrics.rs (+ callers.rs: the callers with their own series,
+//!                    history.rs: sends per minute, process.rs: the
 //!                    process_* metrics); logging.rs; reload.rs: SIGHUP and secret or
 //!                    TLS files changed on disk reload the config in place;
 //!                    supervise.rs: restarts the token refresher after a panic;
@@ -148,7 +150,9 @@ pub async fn run_reloading(
     shutdown: impl Future<Output = ()>,
     reloads: tokio::sync::mpsc::Receiver<()>,
 ) -> Result<(), RunError> {
-    let metrics = Arc::new(metrics::Metrics::new());
+    let metrics = Arc::new(metrics::Metrics::with_max_callers(
+        config.callers.max_callers,
+    ));
     let client = upstream::build_client(&config.upstream)?;
     let inbound_tls = config
         .listen

@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::error::ProxyError;
 use crate::inbound::ConnectionService;
 use crate::layers::access::AccessLayer;
+use crate::layers::caller::Identify;
 use crate::layers::guard::{Admission, GuardLayer};
 use crate::layers::paths::PathRules;
 use crate::layers::respond::{self, Answers, RespondLayer};
@@ -56,8 +57,9 @@ pub fn layers(
     metrics: Arc<Metrics>,
 ) -> ServiceBuilder<Layers> {
     ServiceBuilder::new()
-        // Request id, metrics and the access log, for every answer.
-        .layer(AccessLayer::new(Arc::clone(&metrics)))
+        // Request id, the caller (its header taken off), metrics and the
+        // access log, for every answer.
+        .layer(AccessLayer::new(Arc::clone(&metrics)).identifying(Identify::of(&cfg.callers)))
         // Errors from any layer below become the proxy's own answers.
         .layer(RespondLayer::new(Answers::of(cfg)))
         // Refuse what must never leave; strip hop-by-hop and client credentials.

@@ -12,6 +12,7 @@ mod secret;
 mod url;
 mod validate;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -40,6 +41,7 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     pub log: LogConfig,
     pub shared: SharedConfig,
+    pub callers: CallersConfig,
     /// Things that are allowed but deserve a warning at start-up
     /// (literal secret, plain-http upstream off loopback…).
     pub warnings: Vec<String>,
@@ -257,6 +259,38 @@ pub struct SharedConfig {
     pub timeout: Duration,
 }
 
+/// `[callers]`: how a request's caller is named, and the callers' shares
+/// of the pacing slots while they compete.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallersConfig {
+    /// The request header that names the caller; `None` (`header = ""`):
+    /// callers are told apart by source address only.
+    pub header: Option<http::HeaderName>,
+    /// Caller name → weight; a caller not named weighs 1.
+    pub weights: BTreeMap<String, u32>,
+    /// Distinct callers given their own metric series; the rest count as
+    /// `other`.
+    pub max_callers: usize,
+}
+
+impl Default for CallersConfig {
+    /// The defaults of `proxy.toml`, for tests and benches that build one.
+    fn default() -> Self {
+        CallersConfig {
+            header: Some(http::HeaderName::from_static("x-caller")),
+            weights: BTreeMap::new(),
+            max_callers: 100,
+        }
+    }
+}
+
+impl CallersConfig {
+    /// The weight of the caller `name` (1 unless configured).
+    pub fn weight(&self, name: &str) -> u32 {
+        self.weights.get(name).copied().unwrap_or(1)
+    }
+}
+
 /// Where Redis is and how to log in. The URL never carries a password
 /// (validation refuses one), so it may be logged and printed.
 #[derive(Debug, Clone, PartialEq)]
@@ -347,6 +381,19 @@ impl Config {
 /// trailing newline editors add; an empty file is an error.
 pub fn read_secret_file(path: &Path) -> Result<Secret, String> {
     files::read_secret(path)
+}
+
+/// The longest caller name; a longer header value names no caller.
+pub const MAX_CALLER_NAME: usize = 64;
+
+/// Whether `name` may name a caller: 1 to [`MAX_CALLER_NAME`] bytes, each
+/// a token character of HTTP (RFC 9110 §5.6.2: letters, digits and
+/// ``!#$%&'*+-.^_`|~``), so that it is safe in a log line and a metric label.
+pub fn is_caller_name(name: &[u8]) -> bool {
+    (1..=MAX_CALLER_NAME).contains(&name.len())
+        && name
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// A string as TOML writes it (`"ftp://x"`), for messages and `render_redacted`.

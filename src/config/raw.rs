@@ -24,6 +24,7 @@ pub(super) struct RawConfig {
     pub(super) rate_limit: RawRateLimit,
     pub(super) log: RawLog,
     pub(super) shared: RawShared,
+    pub(super) callers: RawCallers,
     /// `None`: the default profile. (Written first in a file, as a
     /// top-level key must be; last here, after the sections.)
     pub(super) profile: Option<String>,
@@ -219,6 +220,27 @@ impl Default for RawShared {
             redis_password_file: None,
             key_prefix: "fitbit-proxy".into(),
             timeout: "100ms".into(),
+        }
+    }
+}
+
+/// `[callers]`: who is calling, and their shares of the pacing slots.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields, expecting = "a table")]
+pub(super) struct RawCallers {
+    /// `""`: callers are told apart by source address only.
+    pub(super) header: String,
+    /// Caller name → weight; callers not named weigh 1.
+    pub(super) weights: BTreeMap<String, i64>,
+    pub(super) max_callers: i64,
+}
+
+impl Default for RawCallers {
+    fn default() -> Self {
+        RawCallers {
+            header: "x-caller".into(),
+            weights: BTreeMap::new(),
+            max_callers: 100,
         }
     }
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use super::validate::REDACTED;
 use super::{
-    quote, ClientAuth, Config, CredentialsConfig, ListenConfig, LogFormat, SecretSource,
-    SharedConfig, UpstreamConfig,
+    quote, CallersConfig, ClientAuth, Config, CredentialsConfig, ListenConfig, LogFormat,
+    SecretSource, SharedConfig, UpstreamConfig,
 };
 
 pub(super) fn render(config: &Config) -> String {
@@ -21,6 +21,7 @@ pub(super) fn render(config: &Config) -> String {
         rate_limit(config),
         log(config.log.format),
         shared(&config.shared),
+        callers(&config.callers),
     ];
     sections.join("\n")
 }
@@ -203,6 +204,25 @@ fn shared(s: &SharedConfig) -> String {
         quote(&url),
         quote(&s.key_prefix),
         duration(s.timeout),
+    )
+}
+
+fn callers(c: &CallersConfig) -> String {
+    let header = c.header.as_ref().map_or("", http::HeaderName::as_str);
+    let weights: Vec<String> = c
+        .weights
+        .iter()
+        .map(|(name, weight)| format!("{} = {weight}", key(name)))
+        .collect();
+    let weights = if weights.is_empty() {
+        "{}".to_owned()
+    } else {
+        format!("{{ {} }}", weights.join(", "))
+    };
+    format!(
+        "[callers]\nheader = {}\nweights = {weights}\nmax_callers = {}\n",
+        quote(header),
+        c.max_callers,
     )
 }
 

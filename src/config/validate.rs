@@ -3,6 +3,7 @@
 //! against the config file's directory, and risky-but-allowed settings become
 //! warnings.
 
+mod callers;
 mod credentials;
 mod rate_limit;
 mod shared;
@@ -46,6 +47,7 @@ pub(super) fn validate(
     let rate_limit = v.rate_limit(&raw.rate_limit);
     let log = v.log(&raw.log);
     let shared = v.shared(&raw.shared);
+    let callers = v.callers(&raw.callers);
     if let (Some(l), Some(r)) = (&listen, &rate_limit) {
         v.waiters_fit_in_the_grace(l, r, &raw.rate_limit.max_wait);
     }
@@ -63,6 +65,7 @@ pub(super) fn validate(
             rate_limit: rate_limit?,
             log: log?,
             shared: shared?,
+            callers: callers?,
             warnings: v.warnings.iter().map(|w| w.line(source)).collect(),
         })
     })();

@@ -187,6 +187,8 @@ struct Answer {
     request_id: HeaderValue,
     start: Instant,
     peer: SocketAddr,
+    /// The source address: the head naming no caller was not read.
+    caller: String,
 }
 
 impl Answer {
@@ -221,6 +223,12 @@ impl Answer {
         exchanges
             .metrics
             .request(Origin::Proxy, status.as_u16(), start.elapsed());
+        // The head was not read: the caller is the source address.
+        let caller = exchanges.peer.ip().to_string();
+        let series = exchanges.metrics.callers.series(&caller);
+        exchanges
+            .metrics
+            .caller_request(&series, Origin::Proxy, status.as_u16());
         Answer {
             bytes: bytes.into(),
             body_at,
@@ -230,6 +238,7 @@ impl Answer {
             request_id,
             start,
             peer: exchanges.peer,
+            caller,
         }
     }
 
@@ -262,6 +271,7 @@ impl Drop for Answer {
             duration: self.start.elapsed(),
             request_id: self.request_id.to_str().unwrap_or_default(),
             client: Some(self.peer),
+            caller: Some(&self.caller),
             bytes: self.written.saturating_sub(self.body_at) as u64,
             complete: self.written == self.bytes.len(),
         }

@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use super::caller::{Caller, Identify};
 use crate::body::Body;
 use crate::error::BoxError;
 use crate::ops::metrics::{Metrics, Origin};
@@ -71,11 +72,22 @@ pub(crate) fn new_request_id() -> HeaderValue {
 #[derive(Clone)]
 pub struct AccessLayer {
     metrics: Arc<Metrics>,
+    identify: Identify,
 }
 
 impl AccessLayer {
+    /// Callers named by their source address only.
     pub fn new(metrics: Arc<Metrics>) -> Self {
-        AccessLayer { metrics }
+        AccessLayer {
+            metrics,
+            identify: Identify::by_address(),
+        }
+    }
+
+    /// Callers named (and weighed) as `identify` says.
+    pub fn identifying(mut self, identify: Identify) -> Self {
+        self.identify = identify;
+        self
     }
 }
 
@@ -85,6 +97,7 @@ impl<S> Layer<S> for AccessLayer {
         Access {
             inner,
             metrics: Arc::clone(&self.metrics),
+            identify: self.identify.clone(),
         }
     }
 }
@@ -93,6 +106,7 @@ impl<S> Layer<S> for AccessLayer {
 pub struct Access<S> {
     inner: S,
     metrics: Arc<Metrics>,
+    identify: Identify,
 }
 
 impl<S, B> Service<Request<B>> for Access<S>
@@ -110,13 +124,19 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let request_id = client_request_id(req.headers()).unwrap_or_else(new_request_id);
         req.headers_mut().insert(REQUEST_ID, request_id.clone());
+        let client = req.extensions().get::<ClientAddr>().map(|c| c.0);
+        let caller = self
+            .identify
+            .caller(req.headers_mut(), client.map(|c| c.ip()), &self.metrics);
+        req.extensions_mut().insert(caller.clone());
         let record = Record {
             metrics: Arc::clone(&self.metrics),
             method: req.method().clone(),
             // Only the path: a query string may carry user data.
             path: req.uri().path().to_owned(),
             request_id,
-            client: req.extensions().get::<ClientAddr>().map(|c| c.0),
+            client,
+            caller,
             start: Instant::now(),
             answer: None,
             error: None,
@@ -162,6 +182,9 @@ where
         record
             .metrics
             .request(origin, parts.status.as_u16(), elapsed);
+        record
+            .metrics
+            .caller_request(&record.caller.series, origin, parts.status.as_u16());
         parts.headers.insert(REQUEST_ID, record.request_id.clone());
         let body = Body::new(Counted {
             inner: body,
@@ -179,6 +202,7 @@ struct Record {
     path: String,
     request_id: HeaderValue,
     client: Option<SocketAddr>,
+    caller: Caller,
     start: Instant,
     /// Status and origin, once the response headers are ready.
     answer: Option<(u16, Origin)>,
@@ -208,6 +232,7 @@ impl Drop for Record {
             duration: self.start.elapsed(),
             request_id: self.request_id.to_str().unwrap_or_default(),
             client: self.client,
+            caller: Some(&self.caller.name),
             bytes: self.bytes,
             complete: self.complete,
         }
@@ -229,9 +254,10 @@ pub(crate) struct Line<'a> {
     pub(crate) error: Option<&'a str>,
     pub(crate) duration: std::time::Duration,
     pub(crate) request_id: &'a str,
-    /// The peer's address. The caller's identity, once callers are known
-    /// (a `caller` field), goes beside it.
+    /// The peer's address.
     pub(crate) client: Option<SocketAddr>,
+    /// Who is calling: the caller header's name, else the source address.
+    pub(crate) caller: Option<&'a str>,
     /// Response body bytes handed to the connection.
     pub(crate) bytes: u64,
     /// The response body was sent to its end.
@@ -254,6 +280,7 @@ impl Line<'_> {
             duration_ms,
             request_id = self.request_id,
             client = self.client.map(shown),
+            caller = self.caller,
             bytes = self.bytes,
             complete = self.complete,
             "request"

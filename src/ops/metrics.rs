@@ -13,6 +13,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
+use super::callers::{CallerRegistry, CallerSeries};
 use super::history::SendHistory;
 use crate::error::QuotaView;
 
@@ -63,6 +64,34 @@ impl EncodeLabelValue for Origin {
 pub struct RequestLabels {
     pub origin: Origin,
     pub code: u16,
+}
+
+/// Labels of `fitbit_proxy_caller_requests_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct CallerRequestLabels {
+    pub caller: CallerSeries,
+    pub origin: Origin,
+    pub code: u16,
+}
+
+/// Labels of the per-caller metrics that have no other label.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct CallerLabels {
+    pub caller: CallerSeries,
+}
+
+/// Labels of `fitbit_proxy_caller_paced_rejections_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct CallerReasonLabels {
+    pub caller: CallerSeries,
+    pub reason: &'static str,
+}
+
+/// The per-caller wait histograms, each made with the wait buckets.
+type WaitFamily = Family<CallerLabels, Histogram, fn() -> Histogram>;
+
+fn wait_histogram() -> Histogram {
+    Histogram::new(WAIT_BUCKETS)
 }
 
 /// Labels of `fitbit_proxy_token_fetches_total`: `result` is `ok`,
@@ -156,6 +185,20 @@ pub struct Metrics {
     pub(crate) history: SendHistory,
     /// Redis, the breaker and shared tokens (`fitbit_proxy_shared_…`).
     pub shared: crate::shared::metrics::SharedMetrics,
+    /// The callers with their own series (at most `max_callers`, then
+    /// `other`).
+    pub callers: CallerRegistry,
+    /// Answers by caller, origin and status code.
+    caller_requests: Family<CallerRequestLabels, Counter>,
+    /// Requests sent upstream (the quota spent) by caller.
+    caller_sent: Family<CallerLabels, Counter>,
+    /// Requests the pacer refused, by caller and reason.
+    caller_paced_rejections: Family<CallerReasonLabels, Counter>,
+    /// Pacing waits of the requests sent upstream, by caller.
+    caller_pacing_wait: WaitFamily,
+    /// Caller headers that named no caller (too long, not a token,
+    /// repeated): the source address was used instead.
+    pub caller_header_invalid: Counter,
 }
 
 impl Default for Metrics {
@@ -164,8 +207,16 @@ impl Default for Metrics {
     }
 }
 
+/// The default of `callers.max_callers`.
+const DEFAULT_MAX_CALLERS: usize = 100;
+
 impl Metrics {
     pub fn new() -> Metrics {
+        Metrics::with_max_callers(DEFAULT_MAX_CALLERS)
+    }
+
+    /// Metrics that give at most `max_callers` callers their own series.
+    pub fn with_max_callers(max_callers: usize) -> Metrics {
         let m = Metrics {
             registry: Registry::default(),
             requests: Family::default(),
@@ -192,6 +243,12 @@ impl Metrics {
             wait_counts: std::array::from_fn(|_| AtomicU64::new(0)),
             history: SendHistory::new(tokio::time::Instant::now()),
             shared: crate::shared::metrics::SharedMetrics::default(),
+            callers: CallerRegistry::new(max_callers),
+            caller_requests: Family::default(),
+            caller_sent: Family::default(),
+            caller_paced_rejections: Family::default(),
+            caller_pacing_wait: Family::new_with_constructor(wait_histogram),
+            caller_header_invalid: Counter::default(),
         };
         m.build_info.get_or_create(&BUILD).set(1);
         // Known label values start at zero, so that a rate of them can be
@@ -331,8 +388,75 @@ impl Metrics {
             "Log lines dropped because standard error could not take them fast enough",
             self.log_lines_dropped.clone(),
         );
+        r.register(
+            "caller_requests",
+            "Answers by caller (its name, or \"other\" beyond callers.max_callers), origin and status code",
+            self.caller_requests.clone(),
+        );
+        r.register(
+            "caller_sent",
+            "Requests sent upstream (the quota spent) by caller",
+            self.caller_sent.clone(),
+        );
+        r.register(
+            "caller_paced_rejections",
+            "Requests the proxy refused itself to keep within the quota, by caller and reason",
+            self.caller_paced_rejections.clone(),
+        );
+        r.register_with_unit(
+            "caller_pacing_wait",
+            "Time requests sent upstream waited for their pacing slot, by caller",
+            Unit::Seconds,
+            self.caller_pacing_wait.clone(),
+        );
+        r.register(
+            "caller_header_invalid",
+            "Caller headers that named no caller (too long, not a token, repeated); the source address was used",
+            self.caller_header_invalid.clone(),
+        );
         self.shared.register(r);
         self
+    }
+
+    /// Counts one answer to `caller` (beside [`Metrics::request`], which
+    /// counts it in the totals).
+    pub fn caller_request(&self, caller: &CallerSeries, origin: Origin, code: u16) {
+        self.caller_requests
+            .get_or_create(&CallerRequestLabels {
+                caller: caller.clone(),
+                origin,
+                code,
+            })
+            .inc();
+        caller.totals().requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A request of `caller` is sent upstream after waiting `wait` for
+    /// its slot: the wait in the totals and the caller's, and one more
+    /// of the quota spent by the caller.
+    pub(crate) fn caller_waited(&self, caller: &CallerSeries, wait: Duration) {
+        self.pacing_waited(wait);
+        let labels = CallerLabels {
+            caller: caller.clone(),
+        };
+        self.caller_pacing_wait
+            .get_or_create(&labels)
+            .observe(wait.as_secs_f64());
+        self.caller_sent.get_or_create(&labels).inc();
+        caller.totals().sent.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A request of `caller` refused by the pacer (`rate_limited`,
+    /// `queue_full`), in the totals and the caller's.
+    pub(crate) fn caller_refused(&self, caller: &CallerSeries, reason: &'static str) {
+        self.paced_rejection(reason);
+        self.caller_paced_rejections
+            .get_or_create(&CallerReasonLabels {
+                caller: caller.clone(),
+                reason,
+            })
+            .inc();
+        caller.totals().refused.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts one answer and its time to response headers; an answer from

@@ -41,9 +41,13 @@ pub(crate) fn poll_interval() -> Duration {
 }
 
 /// Keys whose new value needs a new process: the sockets, the Redis
-/// connection, the log writer.
+/// connection, the log writer, and how many callers the metrics hold
+/// series for (the registry is made once).
 fn needs_restart(key: &str, shared: bool) -> bool {
-    matches!(key, "listen.addr" | "admin.addr" | "log.format")
+    matches!(
+        key,
+        "listen.addr" | "admin.addr" | "log.format" | "callers.max_callers"
+    )
         || key.starts_with("shared.")
         // With Redis, the client id names the shared keys.
         || (shared && key == "credentials.client_id")
@@ -282,6 +286,7 @@ fn keep_restart_only(old: &Config, new: &mut Config) -> Vec<String> {
     new.admin = old.admin.clone();
     new.log = old.log.clone();
     new.shared = old.shared.clone();
+    new.callers.max_callers = old.callers.max_callers;
     if shared {
         new.credentials.client_id = old.credentials.client_id.clone();
     }
@@ -371,6 +376,7 @@ mod tests {
             "log.format",
             "shared.redis_url",
             "shared.key_prefix",
+            "callers.max_callers",
         ] {
             assert!(needs_restart(key, false), "{key}");
         }
@@ -382,6 +388,8 @@ mod tests {
             "upstream.deny_paths",
             "credentials.client_id",
             "credentials.client_secret",
+            "callers.header",
+            "callers.weights.billing",
         ] {
             assert!(!needs_restart(key, false), "{key}");
         }

@@ -157,11 +157,6 @@ impl Budgets {
         }
     }
 
-    /// Requests sent so far.
-    pub(crate) fn sent(&self) -> u64 {
-        self.seq
-    }
-
     /// Counts a request about to be sent in every budget; returns its
     /// sequence number.
     pub(crate) fn on_send(&mut self, now: Instant) -> u64 {

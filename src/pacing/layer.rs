@@ -18,6 +18,7 @@ use super::pacer::{Pacer, Permit, Refusal};
 use crate::body::Body;
 use crate::error::BoxError;
 use crate::error::ProxyError;
+use crate::layers::caller::{Caller, UNKNOWN};
 use crate::ops::logging::Throttle;
 use crate::ops::metrics::Metrics;
 
@@ -77,11 +78,14 @@ where
     }
 
     fn call(&mut self, req: Request<Body>) -> ResponseFuture<S::Future> {
+        let caller = self.shared.caller_of(&req);
         // Nobody waiting and a slot free now (nearly every request): no
         // line, no box, and `self.inner` (readied by `poll_ready`) is used
         // as is.
-        if let Some(permit) = self.shared.pacer.try_admit_now() {
-            self.shared.metrics.pacing_waited(Duration::ZERO);
+        if let Some(permit) = self.shared.pacer.try_admit_now(&caller) {
+            self.shared
+                .metrics
+                .caller_waited(&caller.series, Duration::ZERO);
             return ResponseFuture {
                 state: State::Sent {
                     sending: self.inner.call(req),
@@ -93,7 +97,7 @@ where
         let inner = mem::replace(&mut self.inner, clone);
         ResponseFuture {
             state: State::Waiting {
-                paced: Box::pin(paced(Arc::clone(&self.shared), inner, req)),
+                paced: Box::pin(paced(Arc::clone(&self.shared), inner, req, caller)),
             },
         }
     }
@@ -103,6 +107,7 @@ async fn paced<S>(
     shared: Arc<Shared>,
     mut inner: S,
     req: Request<Body>,
+    caller: Caller,
 ) -> Result<Response<Body>, BoxError>
 where
     S: Service<Request<Body>, Response = Response<Body>, Error = BoxError>,
@@ -111,24 +116,39 @@ where
     let arrived = tokio::time::Instant::now();
     let admitted = {
         let _depth = QueueDepth::enter(&shared);
-        shared.pacer.admit().await
+        shared.pacer.admit(&caller).await
     };
-    let permit = admitted.map_err(|refusal| shared.refused(refusal))?;
-    shared.metrics.pacing_waited(arrived.elapsed());
+    let permit = admitted.map_err(|refusal| shared.refused(refusal, &caller))?;
+    shared
+        .metrics
+        .caller_waited(&caller.series, arrived.elapsed());
     let res = inner.call(req).await?;
     shared.learn(permit, &res);
     Ok(res)
 }
 
 impl Shared {
-    fn refused(&self, refusal: Refusal) -> ProxyError {
+    /// The caller the access layer named; a stack without it (the
+    /// benches) has one unknown caller.
+    fn caller_of(&self, req: &Request<Body>) -> Caller {
+        req.extensions()
+            .get::<Caller>()
+            .cloned()
+            .unwrap_or_else(|| Caller {
+                name: UNKNOWN.into(),
+                weight: 1,
+                series: self.metrics.callers.series(UNKNOWN),
+            })
+    }
+
+    fn refused(&self, refusal: Refusal, caller: &Caller) -> ProxyError {
         match refusal {
             Refusal::RateLimited { retry_after, view } => {
-                self.metrics.paced_rejection("rate_limited");
+                self.metrics.caller_refused(&caller.series, "rate_limited");
                 ProxyError::RateLimited { retry_after, view }
             }
             Refusal::QueueFull { retry_after } => {
-                self.metrics.paced_rejection("queue_full");
+                self.metrics.caller_refused(&caller.series, "queue_full");
                 ProxyError::QueueFull { retry_after }
             }
         }

@@ -2,7 +2,8 @@
 //! quota policy, `budget.rs`, or the sliding `sliding.rs` without quota
 //! headers), fed by its rate-limit headers in the configured dialect
 //! (`dialect/`) and the proxy's own count, spent evenly with a governor
-//! limiter on tokio's clock (`clock.rs`, `shape.rs`, `pacer.rs`), in the `layer.rs`
+//! limiter on tokio's clock (`clock.rs`, `shape.rs`, `pacer.rs`), waiting
+//! in weighted fair order among callers (`fair.rs`), in the `layer.rs`
 //! between the token and the upstream; `wallclock.rs` reads calendar time
 //! (epoch resets, HTTP-dates) on tokio's clock.
 
@@ -10,6 +11,7 @@ pub mod budget;
 pub(crate) mod budgets;
 pub(crate) mod clock;
 pub mod dialect;
+pub(crate) mod fair;
 pub(crate) mod layer;
 pub(crate) mod pacer;
 mod shape;

@@ -1,10 +1,13 @@
 //! The pacer: spreads what is left of the budget over the time to the reset
 //! with a governor GCRA limiter (`burst` back to back, then one request per
-//! interval), serves waiting requests in arrival order, and refuses at once
-//! the ones whose slot is beyond `max_wait` or past `max_queued`. The
-//! refusal is decided when a request arrives; one admitted is refused later
-//! only when an answer moves its slot past its `max_wait`, and then at
-//! once, when that answer comes, never after waiting it out.
+//! interval), serves waiting requests in weighted fair order among callers
+//! and in arrival order within each (`fair.rs`: start-time fair queuing),
+//! and refuses at once the ones whose slot is beyond `max_wait` or past
+//! `max_queued`. The refusal is decided when a request arrives, from where
+//! its slot falls in the fair order; one admitted is refused later only
+//! when its slot moves past its `max_wait` (an answer shrank the budget,
+//! or callers with an earlier place in the fair order arrived), and then
+//! at once, when that is seen, never after waiting it out.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -18,9 +21,11 @@ use http::{HeaderMap, StatusCode};
 use super::budget::Allowance;
 use super::budgets::Budgets;
 use super::dialect::{read, retry_after, Malformed};
+use super::fair::{FairLine, Tagged};
 use super::shape::{Plan, Shape, NO_REFILL};
 use crate::config::RateLimitConfig;
 use crate::error::QuotaView;
+use crate::layers::caller::Caller;
 
 /// While a window's end is not known, the burst goes at once and the rest
 /// waits for the answer that tells (woken by it; this is only how often
@@ -50,8 +55,9 @@ pub struct Permit {
 pub struct Pacer {
     budget: Mutex<Budgets>,
     shape: Mutex<Option<Arc<Shape>>>,
-    /// Fair (FIFO) turn-taking: only the head of the line asks the limiter.
-    line: tokio::sync::Mutex<()>,
+    /// The waiting requests in weighted fair order: only the first asks
+    /// the limiter. Locked before the budget, the shape and `head_due`.
+    line: Mutex<FairLine>,
     /// Requests admitted and not yet sent (the head included).
     waiting: AtomicUsize,
     /// When the head of the line will be sent, for estimating slots.
@@ -69,7 +75,7 @@ impl Pacer {
         Arc::new(Pacer {
             budget: Mutex::new(Budgets::new(cfg, Instant::now())),
             shape: Mutex::new(None),
-            line: tokio::sync::Mutex::new(()),
+            line: Mutex::new(FairLine::default()),
             waiting: AtomicUsize::new(0),
             head_due: Mutex::new(None),
             changed: tokio::sync::Notify::new(),
@@ -110,41 +116,78 @@ impl Pacer {
     }
 
     /// Waits for this request's slot, or refuses it at once.
-    pub async fn admit(&self) -> Result<Permit, Refusal> {
-        if let Some(permit) = self.try_admit_now() {
-            return Ok(permit);
-        }
+    ///
+    /// The refusal is decided when the request arrives, from where its
+    /// slot falls in the fair order of the line (see [`FairLine`]). It is
+    /// refused later only if its slot moves past its `max_wait` (an answer
+    /// shrank the budget, or callers with an earlier place in the fair
+    /// order arrived), and then as soon as that is seen.
+    pub async fn admit(&self, caller: &Caller) -> Result<Permit, Refusal> {
         let arrived = Instant::now();
-        let ahead = self.waiting.load(Ordering::Relaxed);
-        let slot = self.estimate(arrived, ahead);
-        let max_wait = {
-            let cfg = self.cfg.load();
-            if ahead >= cfg.max_queued {
+        let cfg = self.cfg.load_full();
+        let deadline = arrived + cfg.max_wait;
+        let mut place = {
+            let mut line = lock(&self.line);
+            if line.is_empty() && self.next_send(arrived).is_none() {
+                line.served_at_once(caller);
+                return Ok(self.send());
+            }
+            let tag = line.tag(caller);
+            let ahead = line.ahead_of(tag.tag);
+            let slot = self.estimate(arrived, ahead);
+            if line.len() >= cfg.max_queued {
                 return Err(Refusal::QueueFull { retry_after: slot });
             }
-            cfg.max_wait
+            if slot > cfg.max_wait {
+                return Err(self.rate_limited(slot));
+            }
+            Place::join(self, &mut line, tag)
         };
-        if slot > max_wait {
-            return Err(self.rate_limited(slot));
-        }
-        let _place = Place::take(&self.waiting);
-        let deadline = arrived + max_wait;
-        let sent_before = self.budget().sent();
-        // One place in the (first come, first served) line, kept however
-        // often the budget changes meanwhile.
-        let turn = self.line.lock();
-        tokio::pin!(turn);
         let too_late = tokio::time::sleep_until(deadline);
         tokio::pin!(too_late);
-        let _turn = loop {
+        loop {
+            let now = Instant::now();
+            // Only the first in the fair order asks the limiter.
+            let due = {
+                let mut line = lock(&self.line);
+                if line.first() == Some(place.tag.tag) {
+                    match self.next_send(now) {
+                        None => {
+                            place.served(&mut line);
+                            let permit = self.send();
+                            drop(line);
+                            *lock(&self.head_due) = None;
+                            return Ok(permit);
+                        }
+                        Some(due) if due > deadline => {
+                            drop(line);
+                            *lock(&self.head_due) = None;
+                            return Err(self.rate_limited(due - now));
+                        }
+                        Some(due) => Some(due),
+                    }
+                } else {
+                    None
+                }
+            };
+            if let Some(due) = due {
+                *lock(&self.head_due) = Some(due);
+                tokio::select! {
+                    () = tokio::time::sleep_until(due) => {}
+                    () = self.changed.notified() => {}
+                    // One with an earlier place in the fair order arrived.
+                    () = place.turn.notified() => {}
+                }
+                continue;
+            }
             tokio::select! {
-                turn = &mut turn => break turn,
+                // Its turn may have come: look again.
+                () = place.turn.notified() => {}
                 // An answer changed the budget: if this request's slot is
                 // now past its wait, it is told at once, not at the end.
                 () = self.changed.notified() => {
                     let now = Instant::now();
-                    let sent = self.budget().sent() - sent_before;
-                    let ahead = ahead.saturating_sub(usize::try_from(sent).unwrap_or(usize::MAX));
+                    let ahead = lock(&self.line).ahead_of(place.tag.tag);
                     let slot = self.estimate(now, ahead);
                     if now + slot > deadline {
                         return Err(self.rate_limited(slot));
@@ -152,49 +195,33 @@ impl Pacer {
                 }
                 // Only if the estimates were wrong.
                 () = &mut too_late => {
+                    let ahead = lock(&self.line).ahead_of(place.tag.tag);
                     return Err(self.rate_limited(self.estimate(Instant::now(), ahead)));
                 }
             }
-        };
-        loop {
-            let now = Instant::now();
-            let due = match self.next_send(now) {
-                None => break,
-                Some(due) => due,
-            };
-            if due > deadline {
-                *lock(&self.head_due) = None;
-                return Err(self.rate_limited(due - now));
-            }
-            *lock(&self.head_due) = Some(due);
-            tokio::select! {
-                () = tokio::time::sleep_until(due) => {}
-                () = self.changed.notified() => {}
-            }
         }
-        *lock(&self.head_due) = None;
-        let sent = Instant::now();
-        let seq = self.budget().on_send(sent);
-        Ok(Permit { seq, sent })
     }
 
-    /// The common case without the line: nobody is waiting and the budget
+    /// The common case without waiting: nobody is in line and the budget
     /// and the limiter let a request go now. `None` means "take the line"
-    /// ([`Pacer::admit`]), which then decides (wait, or refuse).
-    ///
-    /// Order is kept: a request takes this path only while `waiting` is 0,
-    /// and it holds a place (so `waiting` is at least 1) while it asks the
-    /// limiter, so nobody who already waits (and holds a place until sent)
-    /// can be overtaken, and anyone arriving meanwhile takes the line.
-    pub fn try_admit_now(&self) -> Option<Permit> {
-        let _place = Place::take_if_first(&self.waiting)?;
-        // `None`: may go now, and the limiter's cell is taken.
-        if self.next_send(Instant::now()).is_some() {
+    /// ([`Pacer::admit`]), which then decides (wait, or refuse). Nobody
+    /// waiting can be overtaken: the line is empty, and stays so while
+    /// this holds its lock.
+    pub fn try_admit_now(&self, caller: &Caller) -> Option<Permit> {
+        let mut line = lock(&self.line);
+        if !line.is_empty() || self.next_send(Instant::now()).is_some() {
             return None;
         }
+        line.served_at_once(caller);
+        Some(self.send())
+    }
+
+    /// Counts a request about to be sent. Called with the line locked, so
+    /// that the next in line asks the budget only after this send counts.
+    fn send(&self) -> Permit {
         let sent = Instant::now();
         let seq = self.budget().on_send(sent);
-        Some(Permit { seq, sent })
+        Permit { seq, sent }
     }
 
     fn rate_limited(&self, retry_after: Duration) -> Refusal {
@@ -358,30 +385,41 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// A place in line, given back however the wait ends (sent, refused, or
-/// the client gave up and the future was dropped).
-struct Place<'a>(&'a AtomicUsize);
-
-impl<'a> Place<'a> {
-    fn take(waiting: &'a AtomicUsize) -> Self {
-        waiting.fetch_add(1, Ordering::Relaxed);
-        Place(waiting)
-    }
+/// A place in the fair line, given back however the wait ends (sent,
+/// refused, or the client gave up and the future was dropped).
+struct Place<'a> {
+    pacer: &'a Pacer,
+    tag: Tagged,
+    /// Woken when this request may have become the first in line.
+    turn: Arc<tokio::sync::Notify>,
+    sent: bool,
 }
 
 impl<'a> Place<'a> {
-    /// A place only if the line is empty (nobody admitted and not yet sent).
-    fn take_if_first(waiting: &'a AtomicUsize) -> Option<Self> {
-        waiting
-            .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Relaxed)
-            .ok()
-            .map(|_| Place(waiting))
+    fn join(pacer: &'a Pacer, line: &mut FairLine, tag: Tagged) -> Self {
+        let turn = Arc::new(tokio::sync::Notify::new());
+        line.join(&tag, Arc::clone(&turn));
+        pacer.waiting.fetch_add(1, Ordering::Relaxed);
+        Place {
+            pacer,
+            tag,
+            turn,
+            sent: false,
+        }
+    }
+
+    fn served(&mut self, line: &mut FairLine) {
+        line.served(self.tag.tag);
+        self.sent = true;
     }
 }
 
 impl Drop for Place<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.pacer.waiting.fetch_sub(1, Ordering::Relaxed);
+        if !self.sent {
+            lock(&self.pacer.line).left(&self.tag);
+        }
     }
 }
 
@@ -412,7 +450,8 @@ mod tests {
     async fn a_reload_keeps_what_the_budget_learned_unless_the_quota_changed() {
         let cfg = RateLimitConfig::default();
         let pacer = Pacer::new(&cfg);
-        let permit = pacer.admit().await.expect("the first request goes");
+        let caller = crate::layers::caller::Caller::standalone("test", 1);
+        let permit = pacer.admit(&caller).await.expect("the first request goes");
         pacer.observe(permit, StatusCode::OK, &fitbit(150, 40, 1200));
         assert_eq!(limit_and_remaining(&pacer), (150, 40));
         // The line's settings change; the budget is what the upstream said.
@@ -431,7 +470,7 @@ mod tests {
             ..waits
         });
         assert_eq!(limit_and_remaining(&pacer), (500, 500));
-        let permit = pacer.admit().await.expect("a request goes");
+        let permit = pacer.admit(&caller).await.expect("a request goes");
         assert!(permit.seq > 1, "the count of sends goes on: {}", permit.seq);
     }
 }

@@ -153,6 +153,7 @@ async fn heads_hyper_refuses_are_answered_counted_and_logged_once() {
         assert_eq!(line["origin"], "proxy", "{line}");
         assert_eq!(line["error"], error, "{line}");
         assert_eq!(line["client"], from.to_string(), "{line}");
+        assert_eq!(line["caller"], from.ip().to_string(), "{line}");
         assert_eq!(line["complete"], true, "{line}");
         assert!(line["bytes"].as_u64().is_some_and(|b| b > 0), "{line}");
         // The head could not be read: no method or path to tell.
@@ -167,9 +168,10 @@ async fn heads_hyper_refuses_are_answered_counted_and_logged_once() {
     assert!(forwarded[0].get("error").is_none(), "{}", forwarded[0]);
 }
 
-/// Every access-log line names the peer in `client`; the proxy's own
-/// answers name their kind in `error` (the `x-fitbit-proxy-error` value),
-/// the upstream's have none.
+/// Every access-log line names the peer in `client` and the caller in
+/// `caller` (the `x-caller` header's name, else the peer's address); the
+/// proxy's own answers name their kind in `error` (the
+/// `x-fitbit-proxy-error` value), the upstream's have none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_lines_name_the_client_and_the_error_kind() {
     let sim = Sim::new(SimConfig {
@@ -182,8 +184,13 @@ async fn access_lines_name_the_client_and_the_error_kind() {
     launch.extra.rate_limit = "hourly_quota = 1\nburst = 1".into();
     let p = launch.start(&upstream).await;
     let mut seen = Vec::new();
-    for path in ["/1/user/-/profile.json", "/1/again.json", "/oauth2/token"] {
-        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    for (path, caller) in [
+        ("/1/user/-/profile.json", ""),
+        ("/1/again.json", "x-caller: billing\r\n"),
+        ("/oauth2/token", "x-caller: bad name\r\n"),
+    ] {
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\n{caller}Connection: close\r\n\r\n");
         let (from, answers) = exchange(p.proxy, request.as_bytes()).await;
         assert_eq!(answers.len(), 1, "{path}: {answers:?}");
         seen.push((
@@ -199,9 +206,10 @@ async fn access_lines_name_the_client_and_the_error_kind() {
     let all = json_lines(&out);
     let access = access_lines(&all);
     assert_eq!(access.len(), 3, "{access:#?}");
-    for ((from, status, id), error) in
-        seen.iter()
-            .zip([None, Some("rate_limited"), Some("forbidden")])
+    for (((from, status, id), error), caller) in seen
+        .iter()
+        .zip([None, Some("rate_limited"), Some("forbidden")])
+        .zip([None, Some("billing"), None])
     {
         let line = access
             .iter()
@@ -209,6 +217,8 @@ async fn access_lines_name_the_client_and_the_error_kind() {
             .unwrap_or_else(|| panic!("{id}: {access:#?}"));
         assert_eq!(line["status"], *status, "{line}");
         assert_eq!(line["client"], from.to_string(), "{line}");
+        let caller = caller.map_or_else(|| from.ip().to_string(), str::to_owned);
+        assert_eq!(line["caller"], caller, "{line}");
         assert_eq!(line["error"].as_str(), error, "{line}");
         assert_eq!(
             line["origin"],

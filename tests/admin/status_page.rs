@@ -271,13 +271,10 @@ async fn the_status_page_shows_what_status_json_and_metrics_say() {
     let sending: Vec<_> = (0..20)
         .map(|_| {
             tokio::spawn(async move {
-                send(
-                    &http1_client(),
-                    get(&format!("http://{proxy}/1/user/-/profile.json")),
-                )
-                .await
-                .0
-                .status()
+                let mut req = get(&format!("http://{proxy}/1/user/-/profile.json"));
+                req.headers_mut()
+                    .insert("x-caller", http::HeaderValue::from_static("dashboard"));
+                send(&http1_client(), req).await.0.status()
             })
         })
         .collect();
@@ -333,6 +330,16 @@ async fn the_status_page_shows_what_status_json_and_metrics_say() {
             "{metric_expires} {json_expires}"
         );
         assert_eq!(element(&dom, "ready").0, "ready");
+        // The callers table: one caller, which spent all of the quota sent.
+        assert_eq!(
+            after["callers"],
+            serde_json::json!([{ "caller": "dashboard", "requests": 19, "sent": 10,
+                                 "quota_share": 1.0, "refused": 9 }])
+        );
+        assert!(
+            dom.contains("<td>dashboard</td><td>19</td><td>100.0 %</td><td>9</td>"),
+            "the callers table in {dom}"
+        );
         compared = true;
         break;
     }

@@ -74,6 +74,10 @@ max_wait = "250ms"
 replicas = 3
 [log]
 format = "json"
+[callers]
+header = ""
+weights = { billing = 3, "svc.reports" = 1, "a~b" = 1000 }
+max_callers = 7
 "#;
     let source = dir.path("proxy.toml");
     for text in [CREDENTIALS, everything] {
@@ -139,6 +143,11 @@ redis_url = ""
 # redis_password_env, redis_password_file: not set
 key_prefix = "fitbit-proxy"
 timeout = "100ms"
+
+[callers]
+header = "x-caller"
+weights = {}
+max_callers = 100
 "#;
     assert_eq!(rendered, want);
 }

@@ -70,8 +70,18 @@ const BAD: &[(&str, &str)] = &[
     ("[rate_limit]\nhourly_quota = 4\nreplicas = 5", "proxy.toml: rate_limit.replicas = 5: more than rate_limit.hourly_quota (4): each replica's share of the quota would be 0"),
     // [log]
     ("[log]\nformat = \"xml\"", r#"proxy.toml: log.format = "xml": must be "text" or "json""#),
+    // [callers]
+    ("[callers]\nheader = \"x caller\"", r#"proxy.toml: callers.header = "x caller": must be a header name"#),
+    ("[callers]\nheader = \"Authorization\"", r#"proxy.toml: callers.header = "Authorization": must not be a header the proxy reads or replaces itself"#),
+    ("[callers]\nweights = { billing = 0 }", "proxy.toml: callers.weights.billing = 0: must be from 1 to 1000"),
+    ("[callers]\nweights = { billing = 1001 }", "callers.weights.billing = 1001: must be from 1 to 1000 (line 2, column 13)"),
+    ("[callers]\nweights = { \"bill ing\" = 2 }", r#"proxy.toml: callers.weights.bill ing = "bill ing": must be a caller name"#),
+    ("[callers]\nmax_callers = 0", "proxy.toml: callers.max_callers = 0: must be at least 1"),
+    ("[callers]\nmax_callers = 10001", "proxy.toml: callers.max_callers = 10001: must be at most 10000"),
+    ("[callers]\nweights = { billing = \"3\" }", "proxy.toml: callers.weights.billing: invalid type: string \"3\", expected an integer (line 2, column 23)"),
+    ("[callers]\nheaders = \"x-caller\"", "proxy.toml: callers.headers: unknown key (expected one of header, weights, max_callers)"),
     // unknown keys, at the top and in every section
-    ("colour = \"blue\"", "proxy.toml: colour: unknown key (expected one of listen, admin, upstream, credentials, rate_limit, log, shared, profile)"),
+    ("colour = \"blue\"", "proxy.toml: colour: unknown key (expected one of listen, admin, upstream, credentials, rate_limit, log, shared, callers, profile)"),
     ("[lisen]\naddr = \"127.0.0.1:1\"", "proxy.toml: lisen: unknown key (expected one of listen, admin"),
     ("[listen]\nadr = \"127.0.0.1:1\"", "proxy.toml: listen.adr: unknown key (expected one of addr, tls_cert, tls_key, allow, hosts, max_connections"),
     ("listen.adr = \"127.0.0.1:1\"", "proxy.toml: listen.adr: unknown key"),

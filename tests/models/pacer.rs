@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fitbit_proxy::config::RateLimitConfig;
+use fitbit_proxy::layers::caller::Caller;
 use fitbit_proxy::pacing::budget::{Allowance, Budget};
 use fitbit_proxy::pacing::dialect::RateLimit;
 use fitbit_proxy::pacing::{Pacer, Refusal};
@@ -276,10 +277,16 @@ fn headers(rl: RateLimit) -> HeaderMap {
 
 /// Client number `me` (numbered in arrival order) asks for a slot, and
 /// when it gets one, its request is counted upstream and answered.
-async fn client(me: usize, pacer: Arc<Pacer>, up: Arc<Mutex<Upstream>>, log: Arc<Mutex<Log>>) {
+async fn client(
+    me: usize,
+    caller: Caller,
+    pacer: Arc<Pacer>,
+    up: Arc<Mutex<Upstream>>,
+    log: Arc<Mutex<Log>>,
+) {
     log.lock().unwrap().waiting.push(me);
     let arrived = Instant::now();
-    let result = pacer.admit().await;
+    let result = pacer.admit(&caller).await;
     let now = Instant::now();
     let answer = {
         let mut log = log.lock().unwrap();
@@ -318,7 +325,21 @@ async fn settle() {
     }
 }
 
+/// The callers of the multi-caller model: client `me` is caller
+/// `me % CALLERS.len()`.
+const CALLERS: [(&str, u32); 3] = [("a", 1), ("b", 3), ("c", 1)];
+
+/// The caller of client `me` when `callers` of [`CALLERS`] take turns.
+fn caller_of(me: usize, callers: usize) -> Caller {
+    let (name, weight) = CALLERS[me % callers];
+    Caller::standalone(name, weight)
+}
+
 fn run_pacer_model(w: World, s: Settings, events: Vec<Event>) {
+    run_pacer_model_with(w, s, events, 1);
+}
+
+fn run_pacer_model_with(w: World, s: Settings, events: Vec<Event>, callers: usize) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
@@ -344,7 +365,14 @@ fn run_pacer_model(w: World, s: Settings, events: Vec<Event>) {
                         // Each runs up to its first wait before the next
                         // arrives, so numbers are the order of arrival.
                         let me = tasks.last().map_or(1, |(k, _)| k + 1);
-                        let t = tokio::spawn(client(me, pacer.clone(), up.clone(), log.clone()));
+                        let caller = caller_of(me, callers);
+                        let t = tokio::spawn(client(
+                            me,
+                            caller,
+                            pacer.clone(),
+                            up.clone(),
+                            log.clone(),
+                        ));
                         tasks.push((me, t));
                         settle().await;
                     }
@@ -384,12 +412,20 @@ fn run_pacer_model(w: World, s: Settings, events: Vec<Event>) {
             log.waits,
             s.max_wait
         );
-        // Served in arrival order (P4).
-        assert!(
-            log.sent.windows(2).all(|p| p[0] < p[1]),
-            "sent out of arrival order: {:?}",
-            log.sent
-        );
+        // Served in arrival order (P4), within each caller (C2).
+        for k in 0..callers {
+            let mine: Vec<usize> = log
+                .sent
+                .iter()
+                .copied()
+                .filter(|me| me % callers == k)
+                .collect();
+            assert!(
+                mine.windows(2).all(|p| p[0] < p[1]),
+                "caller {k}: sent out of arrival order: {:?}",
+                log.sent
+            );
+        }
         // A cancelled client spent nothing (F6): every permit reached the
         // upstream, and only those.
         let counted: u32 = up.lock().unwrap().spent.iter().sum();
@@ -413,6 +449,19 @@ proptest! {
         events in events(),
     ) {
         run_pacer_model(w, s, events);
+    }
+
+    /// The same with three callers of weights 1, 3 and 1 taking turns to
+    /// arrive (C2): the weighted fair line keeps every promise of the
+    /// line, with arrival order within each caller, and no wait beyond
+    /// `max_wait` though later arrivals of another caller may go first.
+    #[test]
+    fn the_fair_line_of_three_callers_keeps_the_same_promises(
+        w in world(),
+        s in settings(),
+        events in events(),
+    ) {
+        run_pacer_model_with(w, s, events, 3);
     }
 }
 

@@ -99,6 +99,8 @@ pub struct Extras {
     pub rate_limit: String,
     /// Replaces the `[admin]` section's `addr = ""` when set.
     pub admin: Option<String>,
+    /// The `[callers]` section's lines.
+    pub callers: String,
 }
 
 impl Extras {
@@ -136,6 +138,8 @@ client_secret_env = "{SECRET_ENV}"
 {credentials}
 [rate_limit]
 {rate_limit}
+[callers]
+{callers}
 "#,
         url = handle.base_url(),
         token_url = handle.token_url(),
@@ -152,6 +156,7 @@ client_secret_env = "{SECRET_ENV}"
             extra.rate_limit.clone()
         },
         admin = extra.admin.as_deref().unwrap_or("addr = \"\""),
+        callers = extra.callers,
     )
 }
 
@@ -259,6 +264,11 @@ impl Setup {
     }
     pub fn rate_limit(mut self, extra: &str) -> Self {
         self.extra.rate_limit = extra.to_owned();
+        self
+    }
+
+    pub fn callers(mut self, extra: &str) -> Self {
+        self.extra.callers = extra.to_owned();
         self
     }
 

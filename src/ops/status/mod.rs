@@ -68,8 +68,8 @@ pub(crate) struct Status {
     token: TokenStatus,
     quota: Quota,
     line: Line,
-    /// Callers and their share of the quota (none tracked yet).
-    callers: Vec<serde_json::Value>,
+    /// Callers (at most `max_callers`, then `other`), the busiest first.
+    callers: Vec<CallerStatus>,
     shared: Shared,
 }
 
@@ -106,6 +106,20 @@ struct Line {
     wait_p99_secs: Option<f64>,
     refused_rate_limited: u64,
     refused_queue_full: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct CallerStatus {
+    /// Its name, or `other` for every caller beyond `max_callers`.
+    caller: String,
+    /// Answers it got, from the upstream or the proxy.
+    requests: u64,
+    /// Requests it sent upstream: the quota it spent.
+    sent: u64,
+    /// Its share of every request sent upstream since the start, 0 to 1.
+    quota_share: f64,
+    /// Requests of its the pacer refused (429 or 503).
+    refused: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -153,7 +167,7 @@ impl Sources {
                 refused_rate_limited: refused("rate_limited"),
                 refused_queue_full: refused("queue_full"),
             },
-            callers: Vec::new(),
+            callers: self.callers(),
             shared: {
                 let shared = self.health.shared();
                 Shared {
@@ -162,6 +176,24 @@ impl Sources {
                 }
             },
         }
+    }
+
+    fn callers(&self) -> Vec<CallerStatus> {
+        let rows = self.metrics.callers.snapshot();
+        let sent: u64 = rows.iter().map(|r| r.sent).sum();
+        rows.into_iter()
+            .map(|r| CallerStatus {
+                quota_share: if sent == 0 {
+                    0.0
+                } else {
+                    r.sent as f64 / sent as f64
+                },
+                caller: r.caller,
+                requests: r.requests,
+                sent: r.sent,
+                refused: r.refused,
+            })
+            .collect()
     }
 
     fn token(&self, now: Instant) -> TokenStatus {
