@@ -16,13 +16,17 @@ for _ in $(seq 1 100); do
   [ -n "$admin" ] && curl -sf "$admin/readyz" >/dev/null && break
   sleep 0.1
 done
-# 20 requests at once: a burst of 10 goes through, one waits, the rest are refused.
-for _ in $(seq 1 20); do curl -s -o /dev/null --max-time 40 "http://$listen/1/user/-/profile.json" & done
+# 20 requests at once from two callers: a burst of 10 goes through, one
+# waits, the rest are refused.
+for i in $(seq 1 20); do
+  caller=billing; [ $((i % 3)) -eq 0 ] && caller=reports
+  curl -s -o /dev/null --max-time 40 -H "x-caller: $caller" "http://$listen/1/user/-/profile.json" &
+done
 sleep 2
 chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
   --disable-background-networking --disable-component-update --disable-sync \
   --user-data-dir="$out/profile" --hide-scrollbars --virtual-time-budget=5000 \
-  --window-size=1150,1300 --screenshot="$PWD/docs/status-page.png" "$admin/" 2>/dev/null
+  --window-size=1150,1500 --screenshot="$PWD/docs/status-page.png" "$admin/" 2>/dev/null
 wait_jobs=$(jobs -p | grep -v "^$pid\$" || true)
 [ -z "$wait_jobs" ] || kill $wait_jobs 2>/dev/null || true
 echo "wrote docs/status-page.png"
