@@ -63,6 +63,15 @@ impl Upstream {
     /// Counts a request arriving now: its headers, or `Err` for a 429.
     fn request(&mut self, now: Instant) -> Result<RateLimit, RateLimit> {
         self.roll(now);
+        if std::env::var("DBG").is_ok() {
+            eprintln!(
+                "req t={:?} win={} used={} winstart={:?}",
+                now.duration_since(self.start + self.window * 0),
+                self.spent.len() - 1,
+                self.used,
+                self.start
+            );
+        }
         if self.used >= self.limit {
             self.rejected += 1;
             return Err(self.view(now));
@@ -433,6 +442,69 @@ fn run_pacer_model_with(w: World, s: Settings, events: Vec<Event>, callers: usiz
         // Refusals always say when to come back.
         assert!(log.refused_too_late.iter().all(|d| !d.is_zero()));
     });
+}
+
+/// A case proptest found (1,500 cases): a window of 18 s entered 16 s in,
+/// headers over-reporting `remaining` by one, a line kept full.
+#[test]
+fn found_an_eighteen_second_window_entered_late_with_lagging_headers() {
+    use Event::{Advance as A, Arrive as N, Cancel as C};
+    let w = World {
+        limit: 11,
+        window_secs: 18,
+        lag: 1,
+        phase_ms: 16234,
+    };
+    let s = Settings {
+        burst: 4,
+        max_wait: Duration::from_secs(30),
+        max_queued: 8,
+    };
+    let events = vec![
+        N(4),
+        A(10941),
+        N(4),
+        A(4170),
+        A(19255),
+        N(2),
+        N(2),
+        N(4),
+        N(4),
+        N(5),
+        N(2),
+        N(2),
+        N(2),
+        N(5),
+        A(7791),
+        N(4),
+        A(18501),
+        N(4),
+        N(3),
+        A(16794),
+        A(15563),
+        A(14491),
+        A(17538),
+        A(6388),
+        N(5),
+        N(3),
+        N(3),
+        N(4),
+        A(8032),
+        C,
+        N(3),
+        A(17328),
+        N(1),
+        N(2),
+        N(4),
+        A(1566),
+        A(5408),
+        N(1),
+        A(3545),
+        N(4),
+        N(5),
+        N(2),
+    ];
+    run_pacer_model(w, s, events);
 }
 
 proptest! {
