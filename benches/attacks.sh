@@ -23,14 +23,16 @@ for line in sys.stdin:
         print(m["executable"])')
 
 start_simulator --quota 100000000 --window 1h
-{
+# Not a pipeline: start_proxy must run in this shell, so that the proxy's
+# PID reaches the exit trap that stops it.
+start_proxy ATTACKS_SECRET < <({
     proxy_toml_head ATTACKS_SECRET
     cat <<TOML
 [rate_limit]
 hourly_quota = 100000000
 burst = 100000
 TOML
-} | start_proxy ATTACKS_SECRET
+})
 
 echo "== attacks: ${SECONDS_EACH}s each, $(nproc) cores, proxy pid $PROXY_PID"
 timeout $((SECONDS_EACH * 10 + 60)) "$ATTACKS" --proxy "127.0.0.1:$PROXY_PORT" --pid "$PROXY_PID" --secs "$SECONDS_EACH"

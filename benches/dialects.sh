@@ -16,7 +16,9 @@ RESET=${2:-}
 sim_reset=() proxy_reset=""
 if [ -n "$RESET" ]; then sim_reset=(--reset "$RESET"); proxy_reset="reset = \"$RESET\""; fi
 start_simulator --headers "$HEADERS" "${sim_reset[@]}" --window 30s --quota 60 --token-lifetime 24h
-{
+# Not a pipeline: start_proxy must run in this shell, so that the proxy's
+# PID reaches the exit trap that stops it.
+start_proxy DIALECTS_SECRET < <({
     proxy_toml_head DIALECTS_SECRET
     cat <<TOML
 expires_in = 86400
@@ -28,5 +30,5 @@ window = "30s"
 burst = 10
 max_wait = "30s"
 TOML
-} | start_proxy DIALECTS_SECRET
+})
 python3 benches/load/window_client.py "http://127.0.0.1:$PROXY_PORT" 8 100 30 60 "$HEADERS ${RESET}"
