@@ -138,9 +138,9 @@ pub async fn run_with_admin(
         Arc::clone(&metrics),
         shared.tokens(),
     ));
+    let pacer = shared.pacer(&config.rate_limit);
     let health = health::Health::new(Arc::clone(&tokens), shared);
     let shutdown = health.drain_on(shutdown);
-    let pacer = pacing::Pacer::new(&config.rate_limit);
     let status = Arc::new(status::Sources {
         health,
         metrics: Arc::clone(&metrics),

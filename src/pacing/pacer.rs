@@ -10,11 +10,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use tokio::time::Instant;
 
 use http::{HeaderMap, StatusCode};
 
 use super::budget::Allowance;
+use super::budget::Resume;
 use super::budgets::Budgets;
 use super::dialect::{read, retry_after, Malformed};
 use super::shape::{Plan, Shape, NO_REFILL};
@@ -44,6 +46,20 @@ pub struct Permit {
     pub(crate) seq: u64,
     /// When it was sent: its answer describes the upstream after this.
     pub(crate) sent: Instant,
+    /// The shared window it was reserved in, when a shared budget gave it
+    /// (`None`: this process's own budget).
+    pub(crate) shared_window: Option<u64>,
+}
+
+impl Permit {
+    /// A permit of a shared budget, for the answer to come back to it.
+    pub(crate) fn shared(seq: u64, sent: Instant, window: u64) -> Permit {
+        Permit {
+            seq,
+            sent,
+            shared_window: Some(window),
+        }
+    }
 }
 
 pub struct Pacer {
@@ -59,18 +75,44 @@ pub struct Pacer {
     /// line looks again rather than sleep on an old plan.
     changed: tokio::sync::Notify,
     cfg: RateLimitConfig,
+    /// A budget kept elsewhere (shared with other replicas) that every
+    /// call goes to instead of this one's; see [`Remote`].
+    remote: Option<Arc<dyn Remote>>,
 }
 
 impl Pacer {
     pub fn new(cfg: &RateLimitConfig) -> Arc<Self> {
+        Self::with_budgets(cfg, Budgets::new(cfg, Instant::now()), None)
+    }
+
+    /// A pacer whose slots come from `remote` (the budget the replicas
+    /// share); this process's own budget is not used.
+    pub(crate) fn with_remote(cfg: &RateLimitConfig, remote: Arc<dyn Remote>) -> Arc<Self> {
+        Self::with_budgets(cfg, Budgets::new(cfg, Instant::now()), Some(remote))
+    }
+
+    /// A pacer that takes over a window already under way: `resume` says
+    /// what is left of it for this process (a replica falling back to its
+    /// own share when the shared budget cannot be reached).
+    pub(crate) fn resuming(cfg: &RateLimitConfig, resume: Resume) -> Arc<Self> {
+        let now = Instant::now();
+        Self::with_budgets(cfg, Budgets::resuming(cfg, now, resume), None)
+    }
+
+    fn with_budgets(
+        cfg: &RateLimitConfig,
+        budgets: Budgets,
+        remote: Option<Arc<dyn Remote>>,
+    ) -> Arc<Self> {
         Arc::new(Pacer {
-            budget: Mutex::new(Budgets::new(cfg, Instant::now())),
+            budget: Mutex::new(budgets),
             shape: Mutex::new(None),
             line: tokio::sync::Mutex::new(()),
             waiting: AtomicUsize::new(0),
             head_due: Mutex::new(None),
             changed: tokio::sync::Notify::new(),
             cfg: cfg.clone(),
+            remote,
         })
     }
 
@@ -79,11 +121,17 @@ impl Pacer {
     }
 
     pub fn queue_depth(&self) -> usize {
+        if let Some(remote) = &self.remote {
+            return remote.queue_depth();
+        }
         self.waiting.load(Ordering::Relaxed)
     }
 
     /// The proxy's view of the quota, with the requests waiting for it.
     pub fn view(&self) -> QuotaView {
+        if let Some(remote) = &self.remote {
+            return remote.view();
+        }
         let waiting = u32::try_from(self.queue_depth()).unwrap_or(u32::MAX);
         QuotaView {
             waiting,
@@ -93,6 +141,9 @@ impl Pacer {
 
     /// Waits for this request's slot, or refuses it at once.
     pub async fn admit(&self) -> Result<Permit, Refusal> {
+        if let Some(remote) = &self.remote {
+            return remote.admit().await;
+        }
         if let Some(permit) = self.try_admit_now() {
             return Ok(permit);
         }
@@ -153,7 +204,11 @@ impl Pacer {
         *lock(&self.head_due) = None;
         let sent = Instant::now();
         let seq = self.budget().on_send(sent);
-        Ok(Permit { seq, sent })
+        Ok(Permit {
+            seq,
+            sent,
+            shared_window: None,
+        })
     }
 
     /// The common case without the line: nobody is waiting and the budget
@@ -165,6 +220,9 @@ impl Pacer {
     /// limiter, so nobody who already waits (and holds a place until sent)
     /// can be overtaken, and anyone arriving meanwhile takes the line.
     pub fn try_admit_now(&self) -> Option<Permit> {
+        if self.remote.is_some() {
+            return None; // a shared slot costs a round trip: take the line
+        }
         let _place = Place::take_if_first(&self.waiting)?;
         // `None`: may go now, and the limiter's cell is taken.
         if self.next_send(Instant::now()).is_some() {
@@ -172,7 +230,11 @@ impl Pacer {
         }
         let sent = Instant::now();
         let seq = self.budget().on_send(sent);
-        Some(Permit { seq, sent })
+        Some(Permit {
+            seq,
+            sent,
+            shared_window: None,
+        })
     }
 
     fn rate_limited(&self, retry_after: Duration) -> Refusal {
@@ -304,6 +366,9 @@ impl Pacer {
         status: StatusCode,
         headers: &HeaderMap,
     ) -> Option<Malformed> {
+        if let Some(remote) = &self.remote {
+            return remote.observe(permit, status, headers);
+        }
         let now = Instant::now();
         let (policies, malformed) = read(self.cfg.headers, headers);
         let retry_after = retry_after(headers);
@@ -327,6 +392,26 @@ impl Pacer {
         self.changed.notify_waiters();
         malformed
     }
+}
+
+/// The seam to a budget kept outside this process: with `[shared]` the
+/// replicas take their slots from one budget in Redis (`shared/budget/`),
+/// and the pacer hands every call to it instead of its own. The layer and
+/// the status page see one `Pacer` either way.
+pub(crate) trait Remote: Send + Sync {
+    /// Waits for this request's slot, or refuses it (as
+    /// [`Pacer::admit`] does).
+    fn admit(&self) -> BoxFuture<'_, Result<Permit, Refusal>>;
+
+    /// Learns from the answer to the request that held `permit`.
+    fn observe(&self, permit: Permit, status: StatusCode, headers: &HeaderMap)
+        -> Option<Malformed>;
+
+    /// The quota as this replica last saw it.
+    fn view(&self) -> QuotaView;
+
+    /// Requests of this replica waiting for their slot.
+    fn queue_depth(&self) -> usize;
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

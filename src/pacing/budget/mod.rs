@@ -137,6 +137,19 @@ pub struct Budget {
     read: bool,
 }
 
+/// A window under way that this process takes over alone: what it may
+/// still send of it, and what is known of the window.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Resume {
+    pub(crate) limit: u32,
+    /// What this process may send before the window ends.
+    pub(crate) left: u32,
+    /// When the window ends at the latest, and at the earliest.
+    pub(crate) end: Instant,
+    pub(crate) end_low: Instant,
+    pub(crate) window: Option<Duration>,
+}
+
 /// What the budget allows right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Allowance {
@@ -218,6 +231,19 @@ impl Budget {
     /// What this proxy may spend of a window by its own count.
     pub fn share(&self) -> u32 {
         self.limit / self.replicas
+    }
+
+    /// Takes over a window under way with `resume.left` to send in it:
+    /// its end is known, and so (if given) is its length.
+    pub(crate) fn resume(&mut self, resume: Resume) {
+        self.limit = resume.limit;
+        self.window_end = resume.end;
+        self.end_low = resume.end_low.min(resume.end);
+        self.settled = true;
+        self.bounded = true;
+        self.window_len = resume.window.map(|w| w.clamp(MIN_WINDOW, MAX_RESET));
+        self.sent = self.share().saturating_sub(resume.left);
+        self.read = true;
     }
 
     /// Moves into a new window once the old one ended (plus the margin):

@@ -1,0 +1,531 @@
+//! The budget the replicas share (`[shared]`): every send takes the next
+//! paced slot of one budget in Redis (`lua.rs`: one round trip), and every
+//! answer's headers reconcile it, in the background. Slots nobody took go
+//! to whichever replica asks next, so unused quota flows to the replicas
+//! with demand however it moves. Waiting requests take their slots in
+//! arrival order within this replica; the slots themselves are handed out
+//! in the order the replicas ask.
+//!
+//! When Redis cannot be used (a failed or timed-out call, the breaker
+//! open) the replica falls back to its own share of what was left in the
+//! window (`state.rs`), then to `limit / replicas` a window, paced by this
+//! process's own pacer; `replicas` is the larger of the configured value
+//! and the live replicas last seen in the heartbeat set. Once Redis answers
+//! again the replica adds the sends it made alone to the shared window and
+//! rejoins.
+
+mod lua;
+mod state;
+
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use http::{HeaderMap, StatusCode};
+use redis::ScriptInvocation;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use self::lua::Scripts;
+use self::state::{Reply, Snapshot};
+use super::client::{CallError, Redis, SharedState};
+use crate::config::{Dialect, RateLimitConfig, Reset};
+use crate::error::QuotaView;
+use crate::ops::metrics::Metrics;
+use crate::pacing::dialect::{read, retry_after, Malformed};
+use crate::pacing::{Pacer, Permit, Refusal, Remote};
+
+/// Each replica adds itself to the heartbeat set this often (and reads
+/// the budget, so that its share is never more than this stale).
+const BEAT: Duration = Duration::from_secs(1);
+/// A replica not seen for this long no longer counts as live.
+const LIVE_FOR: Duration = Duration::from_secs(10);
+/// Refused for a full line: look again this much later.
+const QUEUE_FULL_RETRY: Duration = Duration::from_secs(1);
+
+/// Whether this replica's slots come from Redis now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BudgetMode {
+    Shared,
+    /// Redis could not be used: this replica keeps to its own share.
+    Fallback,
+}
+
+impl BudgetMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BudgetMode::Shared => "shared",
+            BudgetMode::Fallback => "fallback",
+        }
+    }
+}
+
+/// What a reservation got.
+enum Grant {
+    /// A slot this long from now, in the shared window numbered so.
+    Slot { delay: Duration, window: u64 },
+    /// Nothing before this long from now (the window is spent, a 429
+    /// paused it, or its end is not known yet); not refused by itself.
+    NotBefore(Duration),
+    /// The next slot is past the longest wait: refused.
+    Late(Duration),
+}
+
+/// Running alone while Redis cannot be used.
+struct Alone {
+    pacer: Arc<Pacer>,
+    /// When this replica's sends went, for the count it adds on rejoining.
+    sends: Vec<Instant>,
+    /// What it knew of the window when it fell back (to start a budget
+    /// Redis lost).
+    known: Option<Snapshot>,
+    /// The end of the window it is in, and the windows' length, to count
+    /// the windows spent alone.
+    window_end: Instant,
+    window_len: Duration,
+}
+
+pub(crate) struct SharedBudget {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    redis: Arc<Redis>,
+    scripts: Scripts,
+    budget_key: String,
+    replicas_key: String,
+    /// This replica's name in the heartbeat set.
+    id: String,
+    cfg: RateLimitConfig,
+    /// Fair (FIFO) turn-taking: only the head of the line reserves.
+    line: tokio::sync::Mutex<()>,
+    waiting: AtomicUsize,
+    seq: AtomicU64,
+    /// Woken when an answer changed the budget.
+    changed: Notify,
+    last: Mutex<Option<Snapshot>>,
+    live: AtomicU32,
+    alone: Mutex<Option<Alone>>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for SharedBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedBudget")
+            .field("key", &self.inner.budget_key)
+            .field("mode", &self.mode())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SharedBudget {
+    pub(crate) fn new(
+        redis: Arc<Redis>,
+        prefix: &str,
+        client_id: &str,
+        cfg: &RateLimitConfig,
+        metrics: Arc<Metrics>,
+    ) -> SharedBudget {
+        let base = format!("{prefix}:{{{client_id}}}");
+        metrics.shared.budget_shared.set(1);
+        SharedBudget {
+            inner: Arc::new(Inner {
+                redis,
+                scripts: Scripts::default(),
+                budget_key: format!("{base}:budget"),
+                replicas_key: format!("{base}:replicas"),
+                id: format!("{:016x}", rand::random::<u64>()),
+                cfg: cfg.clone(),
+                line: tokio::sync::Mutex::new(()),
+                waiting: AtomicUsize::new(0),
+                seq: AtomicU64::new(0),
+                changed: Notify::new(),
+                last: Mutex::new(None),
+                live: AtomicU32::new(0),
+                alone: Mutex::new(None),
+                metrics,
+            }),
+        }
+    }
+
+    pub(crate) fn mode(&self) -> BudgetMode {
+        if lock(&self.inner.alone).is_some() {
+            BudgetMode::Fallback
+        } else {
+            BudgetMode::Shared
+        }
+    }
+
+    /// Beats, reads the budget, and rejoins after a fallback, every
+    /// second; runs until aborted.
+    pub(crate) async fn heartbeat(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(BEAT).await;
+            self.inner.beat().await;
+        }
+    }
+}
+
+impl Remote for SharedBudget {
+    fn admit(&self) -> BoxFuture<'_, Result<Permit, Refusal>> {
+        Box::pin(self.inner.admit())
+    }
+
+    fn observe(
+        &self,
+        permit: Permit,
+        status: StatusCode,
+        headers: &HeaderMap,
+    ) -> Option<Malformed> {
+        let Some(window) = permit.shared_window else {
+            // Sent alone: the fallback's own pacer learns from it.
+            let pacer = lock(&self.inner.alone)
+                .as_ref()
+                .map(|a| Arc::clone(&a.pacer));
+            return match pacer {
+                Some(pacer) => pacer.observe(permit, status, headers),
+                None => read(self.inner.cfg.headers, headers).1,
+            };
+        };
+        let (policies, malformed) = read(self.inner.cfg.headers, headers);
+        let answer = Answer {
+            status: status.as_u16(),
+            // One budget is shared: the first policy the answer lists.
+            reading: policies.first().map(|p| (p.rate, p.window)),
+            retry_after: retry_after(headers),
+            latency: permit.sent.elapsed(),
+            window,
+        };
+        let inner = Arc::clone(&self.inner);
+        tokio::spawn(async move { inner.observe(answer).await });
+        malformed
+    }
+
+    fn view(&self) -> QuotaView {
+        let now = Instant::now();
+        let alone = lock(&self.inner.alone)
+            .as_ref()
+            .map(|a| Arc::clone(&a.pacer));
+        if let Some(pacer) = alone {
+            return pacer.view();
+        }
+        let waiting = u32::try_from(self.queue_depth()).unwrap_or(u32::MAX);
+        let view = lock(&self.inner.last).map_or_else(
+            || {
+                QuotaView::new(
+                    self.inner.cfg.quota,
+                    self.inner.cfg.quota,
+                    self.inner.cfg.window,
+                )
+            },
+            |s| s.view(now),
+        );
+        QuotaView { waiting, ..view }
+    }
+
+    fn queue_depth(&self) -> usize {
+        let alone = lock(&self.inner.alone)
+            .as_ref()
+            .map(|a| Arc::clone(&a.pacer));
+        self.inner.waiting.load(Ordering::Relaxed) + alone.map_or(0, |p| p.queue_depth())
+    }
+}
+
+/// What an answer said, for the observe script.
+struct Answer {
+    status: u16,
+    reading: Option<(crate::pacing::dialect::RateLimit, Option<Duration>)>,
+    retry_after: Option<Duration>,
+    latency: Duration,
+    window: u64,
+}
+
+impl Inner {
+    async fn admit(&self) -> Result<Permit, Refusal> {
+        if let Some(pacer) = self.alone_pacer() {
+            return self.admit_alone(pacer).await;
+        }
+        let arrived = Instant::now();
+        let deadline = arrived + self.cfg.max_wait;
+        if self.waiting.load(Ordering::Relaxed) >= self.cfg.max_queued {
+            return Err(Refusal::QueueFull {
+                retry_after: QUEUE_FULL_RETRY,
+            });
+        }
+        let place = Place::take(&self.waiting);
+        let line = self.line.lock().await;
+        loop {
+            let now = Instant::now();
+            let grant = match self.reserve(deadline.saturating_duration_since(now)).await {
+                Ok(grant) => grant,
+                Err(error) => {
+                    drop(line);
+                    drop(place);
+                    let pacer = self.fall_back(&error);
+                    return self.admit_alone(pacer).await;
+                }
+            };
+            match grant {
+                Grant::Slot { delay, window } => {
+                    drop(line);
+                    tokio::time::sleep(delay).await;
+                    let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+                    return Ok(Permit::shared(seq, Instant::now(), window));
+                }
+                Grant::Late(wait) => return Err(self.rate_limited(wait)),
+                Grant::NotBefore(wait) if now + wait > deadline => {
+                    return Err(self.rate_limited(wait))
+                }
+                Grant::NotBefore(wait) => {
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = self.changed.notified() => {}
+                    }
+                }
+            }
+        }
+    }
+
+    fn rate_limited(&self, retry_after: Duration) -> Refusal {
+        let view = lock(&self.last).map_or_else(
+            || QuotaView::new(self.cfg.quota, 0, retry_after),
+            |s| s.view(Instant::now()),
+        );
+        Refusal::RateLimited { retry_after, view }
+    }
+
+    /// The first arguments of every script (see `lua.rs`).
+    fn common(&self, inv: &mut ScriptInvocation<'_>) {
+        inv.arg(self.cfg.quota)
+            .arg(millis(self.cfg.window))
+            .arg(millis(self.cfg.reset_margin))
+            .arg(u8::from(self.cfg.headers == Dialect::None));
+    }
+
+    /// Takes the next slot, if it is within `max_wait`.
+    async fn reserve(&self, max_wait: Duration) -> Result<Grant, CallError> {
+        let script = &self.scripts.reserve;
+        let keys = [self.budget_key.as_str()];
+        let reply: Reply = self
+            .redis
+            .eval("budget_reserve", script, &keys, |inv| {
+                self.common(inv);
+                inv.arg(self.cfg.burst)
+                    .arg(millis(max_wait))
+                    .arg(self.cfg.replicas);
+            })
+            .await?;
+        let snapshot = self.keep(&reply);
+        let ms = Duration::from_millis(reply.1.max(0).unsigned_abs());
+        Ok(match reply.0.as_str() {
+            "ok" => Grant::Slot {
+                delay: ms,
+                window: snapshot.window,
+            },
+            "late" => Grant::Late(ms),
+            _ => Grant::NotBefore(ms),
+        })
+    }
+
+    /// Reconciles the shared budget with an answer (in the background).
+    async fn observe(&self, answer: Answer) {
+        let script = &self.scripts.observe;
+        let keys = [self.budget_key.as_str()];
+        let rounding = if self.cfg.headers.reset() == Some(Reset::Epoch) {
+            1000
+        } else {
+            0
+        };
+        let (has, rl, window) = match answer.reading {
+            Some((rl, window)) => (1, Some(rl), window),
+            None => (0, None, None),
+        };
+        let result: Result<Reply, _> = self
+            .redis
+            .eval("budget_observe", script, &keys, |inv| {
+                self.common(inv);
+                inv.arg(answer.status)
+                    .arg(has)
+                    .arg(rl.map_or(0, |r| r.limit))
+                    .arg(rl.map_or(0, |r| r.remaining))
+                    .arg(rl.map_or(0, |r| millis(r.reset)))
+                    .arg(millis(answer.latency))
+                    .arg(window.map_or(0, millis))
+                    .arg(answer.retry_after.map_or(-1, |d| millis(d) as i64))
+                    .arg(rounding)
+                    .arg(answer.window);
+            })
+            .await;
+        if let Ok(reply) = result {
+            self.keep(&reply);
+        }
+        if answer.status == 429 {
+            tracing::warn!("upstream answered 429; no replica sends until its reset");
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// Keeps a script's reply as the budget last seen.
+    fn keep(&self, reply: &Reply) -> Snapshot {
+        let snapshot = Snapshot::from_reply(Instant::now(), reply);
+        *lock(&self.last) = Some(snapshot);
+        snapshot
+    }
+
+    /// Adds this replica to the heartbeat set and reads the budget; after
+    /// a fallback, rejoins once Redis answers.
+    async fn beat(&self) {
+        if !matches!(self.redis.state(), SharedState::Connected) {
+            return;
+        }
+        let keys = [self.budget_key.as_str(), self.replicas_key.as_str()];
+        let result: Result<Reply, _> = self
+            .redis
+            .eval("budget_beat", &self.scripts.beat, &keys, |inv| {
+                self.common(inv);
+                inv.arg(&self.id).arg(millis(LIVE_FOR));
+            })
+            .await;
+        let Ok(reply) = result else { return };
+        let live = u32::try_from(reply.1.max(0)).unwrap_or(u32::MAX);
+        self.live.store(live, Ordering::Relaxed);
+        self.metrics.shared.live_replicas.set(i64::from(live));
+        // A budget Redis does not hold (yet) says nothing.
+        if reply.6 > 0 {
+            self.keep(&reply);
+        }
+        if self.alone_pacer().is_some() {
+            self.rejoin().await;
+        }
+    }
+
+    /// Adds the sends made alone to the shared window and goes back to it.
+    async fn rejoin(&self) {
+        let Some(now_known) = *lock(&self.last) else {
+            return;
+        };
+        let (sends, known) = match lock(&self.alone).as_ref() {
+            Some(a) => (a.sends.clone(), a.known),
+            None => return,
+        };
+        let keys = [self.budget_key.as_str()];
+        let seed = known.filter(|k| k.settled);
+        let result: Result<Reply, _> = self
+            .redis
+            .eval("budget_rejoin", &self.scripts.rejoin, &keys, |inv| {
+                self.common(inv);
+                inv.arg(seed.map_or(0, |k| k.limit))
+                    .arg(seed.map_or(0, |k| k.reset))
+                    .arg(seed.map_or(0, |k| k.low))
+                    .arg(seed.map_or(0, |k| k.len));
+                for sent in &sends {
+                    inv.arg(now_known.redis_ms(*sent));
+                }
+            })
+            .await;
+        let Ok(reply) = result else { return };
+        self.keep(&reply);
+        // Sends made alone since the call above are counted by the next
+        // reservation's answers (granted takes `limit - remaining`).
+        *lock(&self.alone) = None;
+        self.metrics.shared.budget_shared.set(1);
+        tracing::info!(
+            counted = reply.1,
+            "shared budget reachable again: this replica takes its slots from it"
+        );
+        self.changed.notify_waiters();
+    }
+
+    fn alone_pacer(&self) -> Option<Arc<Pacer>> {
+        let mut alone = lock(&self.alone);
+        let a = alone.as_mut()?;
+        let now = Instant::now();
+        while now >= a.window_end + self.cfg.reset_margin {
+            a.window_end += a.window_len;
+            self.metrics.shared.fallback_windows.inc();
+        }
+        Some(Arc::clone(&a.pacer))
+    }
+
+    async fn admit_alone(&self, pacer: Arc<Pacer>) -> Result<Permit, Refusal> {
+        let permit = pacer.admit().await?;
+        if let Some(a) = lock(&self.alone).as_mut() {
+            let keep_from = permit.sent.checked_sub(a.window_len * 2);
+            a.sends.retain(|s| keep_from.is_none_or(|from| *s >= from));
+            a.sends.push(permit.sent);
+        }
+        Ok(permit)
+    }
+
+    /// Starts running alone (if not already): this replica's share of what
+    /// the budget last showed, then `limit / replicas` a window.
+    fn fall_back(&self, error: &CallError) -> Arc<Pacer> {
+        let mut alone = lock(&self.alone);
+        if let Some(a) = alone.as_ref() {
+            return Arc::clone(&a.pacer);
+        }
+        let now = Instant::now();
+        let replicas = self
+            .cfg
+            .replicas
+            .max(self.live.load(Ordering::Relaxed))
+            .max(1);
+        let cfg = RateLimitConfig {
+            replicas,
+            ..self.cfg.clone()
+        };
+        let known = *lock(&self.last);
+        let resume = known
+            .filter(|_| self.cfg.headers != Dialect::None)
+            .and_then(|k| k.fallback(now, replicas, self.cfg.reset_margin));
+        let pacer = match resume {
+            Some(resume) => Pacer::resuming(&cfg, resume),
+            None => Pacer::new(&cfg),
+        };
+        let window_len = known
+            .and_then(|k| k.window_len())
+            .unwrap_or(self.cfg.window);
+        tracing::warn!(
+            error = %error,
+            replicas,
+            left_here = resume.map(|r| r.left),
+            "shared budget unreachable: this replica keeps to its own share until Redis is back"
+        );
+        let m = &self.metrics.shared;
+        m.budget_shared.set(0);
+        m.fallback_windows.inc();
+        *alone = Some(Alone {
+            pacer: Arc::clone(&pacer),
+            sends: Vec::new(),
+            known,
+            window_end: resume.map_or(now + window_len, |r| r.end),
+            window_len,
+        });
+        pacer
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A place in line, given back however the wait ends.
+struct Place<'a>(&'a AtomicUsize);
+
+impl<'a> Place<'a> {
+    fn take(waiting: &'a AtomicUsize) -> Self {
+        waiting.fetch_add(1, Ordering::Relaxed);
+        Place(waiting)
+    }
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
