@@ -375,8 +375,14 @@ impl Inner {
 
     /// Adds this replica to the heartbeat set and reads the budget; after
     /// a fallback, rejoins once Redis answers.
+    /// A replica that cannot reach Redis falls back here too, with or
+    /// without demand, so that it rejoins (and counts its sends) like the
+    /// others.
     async fn beat(&self) {
         if !matches!(self.redis.state(), SharedState::Connected) {
+            if lock(&self.last).is_some() && self.alone_pacer().is_none() {
+                self.fall_back(&CallError::Unavailable);
+            }
             return;
         }
         let keys = [self.budget_key.as_str(), self.replicas_key.as_str()];
@@ -387,7 +393,15 @@ impl Inner {
                 inv.arg(&self.id).arg(millis(LIVE_FOR));
             })
             .await;
-        let Ok(reply) = result else { return };
+        let reply = match result {
+            Ok(reply) => reply,
+            Err(error) => {
+                if self.alone_pacer().is_none() {
+                    self.fall_back(&error);
+                }
+                return;
+            }
+        };
         let live = u32::try_from(reply.1.max(0)).unwrap_or(u32::MAX);
         self.live.store(live, Ordering::Relaxed);
         self.metrics.shared.live_replicas.set(i64::from(live));
