@@ -148,6 +148,12 @@ impl Budgets {
         }
     }
 
+    /// The first policy's window as known, and what the upstream's last
+    /// reading left of it (see [`Budget::known`]).
+    pub(crate) fn known(&mut self, now: Instant) -> Option<(Resume, Option<u32>)> {
+        self.policies.first_mut()?.1.known(now)
+    }
+
     /// Requests sent so far.
     pub(crate) fn sent(&self) -> u64 {
         self.seq

@@ -49,6 +49,9 @@ pub struct Permit {
     /// The shared window it was reserved in, when a shared budget gave it
     /// (`None`: this process's own budget).
     pub(crate) shared_window: Option<u64>,
+    /// Which of a shared budget's fallbacks gave it, when one did (its
+    /// answer teaches that fallback's pacer only); 0 otherwise.
+    pub(crate) fallback: u64,
 }
 
 impl Permit {
@@ -58,6 +61,7 @@ impl Permit {
             seq,
             sent,
             shared_window: Some(window),
+            fallback: 0,
         }
     }
 }
@@ -139,6 +143,12 @@ impl Pacer {
         }
     }
 
+    /// The window as this pacer's budget knows it, and what the upstream's
+    /// last reading left of it; `None` while its end is not known.
+    pub(crate) fn known(&self) -> Option<(Resume, Option<u32>)> {
+        self.budget().known(Instant::now())
+    }
+
     /// Waits for this request's slot, or refuses it at once.
     pub async fn admit(&self) -> Result<Permit, Refusal> {
         if let Some(remote) = &self.remote {
@@ -208,6 +218,7 @@ impl Pacer {
             seq,
             sent,
             shared_window: None,
+            fallback: 0,
         })
     }
 
@@ -234,6 +245,7 @@ impl Pacer {
             seq,
             sent,
             shared_window: None,
+            fallback: 0,
         })
     }
 

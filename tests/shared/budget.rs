@@ -204,16 +204,32 @@ async fn redis_stopped_then_killed_costs_no_429_and_the_window_after_is_used() {
 
     // Stopped for 3 s in the middle of a window.
     tokio::time::sleep(Duration::from_millis(7500)).await;
+    let mut events = Vec::new();
+    let t = || {
+        format!(
+            "{:.2}",
+            g.sim
+                .received()
+                .first()
+                .map_or(0.0, |r| r.at.elapsed().as_secs_f64())
+        )
+    };
+    events.push(format!("stop {}", t()));
     redis.pause();
     tokio::time::sleep(Duration::from_secs(3)).await;
     redis.resume();
+    events.push(format!("cont {}", t()));
     all_sharing(&g, Duration::from_secs(20)).await;
+    events.push(format!("shared {}", t()));
 
     // Killed, then a fresh server on the same port: no keys, no scripts.
     redis.kill();
+    events.push(format!("kill {}", t()));
     tokio::time::sleep(Duration::from_secs(2)).await;
     redis.restart().await;
+    events.push(format!("restart {}", t()));
     all_sharing(&g, Duration::from_secs(20)).await;
+    events.push(format!("shared {}", t()));
     let recovered = Instant::now();
     let text = metrics(g.replicas[0].admin).await;
     assert!(
@@ -234,6 +250,19 @@ async fn redis_stopped_then_killed_costs_no_429_and_the_window_after_is_used() {
     for t in tasks {
         t.abort();
     }
+    let t0 = g.sim.received()[0].at;
+    let timeline: Vec<String> = g
+        .sim
+        .received()
+        .iter()
+        .filter(|r| r.status != 200)
+        .map(|r| format!("{} at {:.2}", r.status, (r.at - t0).as_secs_f64()))
+        .collect();
+    let windows: Vec<(String, u32)> = used_per_window(&g.sim)
+        .iter()
+        .map(|(s, n)| (format!("{:.2}", (*s - t0).as_secs_f64()), *n))
+        .collect();
+    eprintln!("events: {events:?}\nnot 200: {timeline:?}\nwindows: {windows:?}");
     let seen = seen.lock().unwrap();
     assert!(seen.bad.is_empty(), "{:?}", seen.bad);
     assert_eq!(

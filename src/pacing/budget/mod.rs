@@ -295,7 +295,7 @@ impl Budget {
         let own = self.share().saturating_sub(self.sent);
         match self.reading {
             Some(r) => {
-                let since = u32::try_from(self.seq - r.seq).unwrap_or(u32::MAX);
+                let since = u32::try_from(self.seq.saturating_sub(r.seq)).unwrap_or(u32::MAX);
                 own.min(r.remaining.saturating_sub(since))
             }
             None => own,
@@ -469,6 +469,28 @@ impl Budget {
             let seen = self.end_low.saturating_duration_since(self.watched_since);
             (self.bounded && !seen.is_zero()).then_some(seen)
         })
+    }
+
+    /// The window as this budget knows it, once its end is known; `left`
+    /// is what the upstream's last reading left, less the sends since
+    /// (`None` without a reading in this window).
+    pub(crate) fn known(&mut self, now: Instant) -> Option<(Resume, Option<u32>)> {
+        self.roll(now);
+        if !self.settled {
+            return None;
+        }
+        let read_left = self.reading.map(|r| {
+            let since = u32::try_from(self.seq.saturating_sub(r.seq)).unwrap_or(u32::MAX);
+            r.remaining.saturating_sub(since)
+        });
+        let resume = Resume {
+            limit: self.limit,
+            left: self.remaining(now),
+            end: self.window_end,
+            end_low: self.end_low,
+            window: self.window_len,
+        };
+        Some((resume, read_left))
     }
 
     /// The proxy's own view, for its 429 answers and the metrics.

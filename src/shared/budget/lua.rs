@@ -142,23 +142,26 @@ save()
 return reply('ok', 0)
 "#;
 
-/// ARGV 5..8: what this replica knew of the window when it fell back
-/// (limit, reset, low, length; reset 0 when nothing), then the Redis times
-/// (ms) of the sends it made alone. Counts those of them that fall in the
-/// current window (a budget Redis lost is started from what the replica
-/// knew), so that the window's slots left are right again.
+/// ARGV 5..9: what this replica knows of the window (limit, reset, low,
+/// length; reset 0 when nothing) and how much of it the upstream's last
+/// reading showed used (-1: no reading), then the Redis times (ms) of the
+/// sends it made alone. Counts those that fall in the current window and
+/// takes the reading (a budget Redis lost is started from what the
+/// replica knows), so that the window's slots left are right again.
 const REJOIN: &str = r#"
-local lim, reset, low, len = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
-if fresh and reset > now then
-  s.lim = lim; s.reset = reset; s.low = low; s.len = len; s.set = 1
+local lim, reset, low, len, used = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+if (fresh or s.set == 0) and reset > now then
+  s.lim = lim; s.reset = reset; s.low = low; s.set = 1
+  if len > 0 then s.len = len end
 end
 local step = s.len > 0 and s.len or window
 local from = s.reset - step
 local n = 0
-for i = 9, #ARGV do
+for i = 10, #ARGV do
   if tonumber(ARGV[i]) >= from then n = n + 1 end
 end
 s.got = s.got + n
+if used >= 0 and math.abs(s.reset - reset) < 3000 then s.got = math.max(s.got, used) end
 save()
 return reply('ok', n)
 "#;

@@ -24,7 +24,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use http::{HeaderMap, StatusCode};
 use redis::ScriptInvocation;
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
 use self::lua::Scripts;
@@ -75,6 +75,9 @@ enum Grant {
 /// Running alone while Redis cannot be used.
 struct Alone {
     pacer: Arc<Pacer>,
+    /// Which fallback this is (from 1): answers to another's sends are
+    /// not this pacer's to learn from.
+    episode: u64,
     /// When this replica's sends went, for the count it adds on rejoining.
     sends: Vec<Instant>,
     /// What it knew of the window when it fell back (to start a budget
@@ -107,6 +110,10 @@ struct Inner {
     last: Mutex<Option<Snapshot>>,
     live: AtomicU32,
     alone: Mutex<Option<Alone>>,
+    /// Fallbacks so far.
+    episodes: AtomicU64,
+    /// The fallback under way (0: none), for requests waiting in one.
+    episode: watch::Sender<u64>,
     metrics: Arc<Metrics>,
 }
 
@@ -144,6 +151,8 @@ impl SharedBudget {
                 last: Mutex::new(None),
                 live: AtomicU32::new(0),
                 alone: Mutex::new(None),
+                episodes: AtomicU64::new(0),
+                episode: watch::channel(0).0,
                 metrics,
             }),
         }
@@ -178,28 +187,22 @@ impl Remote for SharedBudget {
         status: StatusCode,
         headers: &HeaderMap,
     ) -> Option<Malformed> {
-        let Some(window) = permit.shared_window else {
-            // Sent alone: the fallback's own pacer learns from it.
-            let pacer = lock(&self.inner.alone)
-                .as_ref()
-                .map(|a| Arc::clone(&a.pacer));
-            return match pacer {
-                Some(pacer) => pacer.observe(permit, status, headers),
-                None => read(self.inner.cfg.headers, headers).1,
-            };
-        };
-        let (policies, malformed) = read(self.inner.cfg.headers, headers);
-        let answer = Answer {
-            status: status.as_u16(),
-            // One budget is shared: the first policy the answer lists.
-            reading: policies.first().map(|p| (p.rate, p.window)),
-            retry_after: retry_after(headers),
-            latency: permit.sent.elapsed(),
-            window,
-        };
-        let inner = Arc::clone(&self.inner);
-        tokio::spawn(async move { inner.observe(answer).await });
-        malformed
+        if permit.shared_window.is_some() {
+            return self.inner.observe_later(permit, status, headers);
+        }
+        // Sent alone: the fallback's own pacer learns from it.
+        let pacer = lock(&self.inner.alone)
+            .as_ref()
+            .filter(|a| a.episode == permit.fallback)
+            .map(|a| Arc::clone(&a.pacer));
+        if let Some(pacer) = pacer {
+            return pacer.observe(permit, status, headers);
+        }
+        // Sent by a fallback that has ended: its reading goes to the shared
+        // budget, which may not have counted that send.
+        let last = lock(&self.inner.last).map_or(0, |s| s.window);
+        let permit = Permit::shared(permit.seq, permit.sent, last);
+        self.inner.observe_later(permit, status, headers)
     }
 
     fn view(&self) -> QuotaView {
@@ -242,40 +245,70 @@ struct Answer {
 }
 
 impl Inner {
+    /// Parses an answer and reconciles the shared budget with it in the
+    /// background; returns what was wrong with its headers.
+    fn observe_later(
+        self: &Arc<Self>,
+        permit: Permit,
+        status: StatusCode,
+        headers: &HeaderMap,
+    ) -> Option<Malformed> {
+        let window = permit.shared_window.unwrap_or(0);
+        let (policies, malformed) = read(self.cfg.headers, headers);
+        let answer = Answer {
+            status: status.as_u16(),
+            // One budget is shared: the first policy the answer lists.
+            reading: policies.first().map(|p| (p.rate, p.window)),
+            retry_after: retry_after(headers),
+            latency: permit.sent.elapsed(),
+            window,
+        };
+        let inner = Arc::clone(self);
+        tokio::spawn(async move { inner.observe(answer).await });
+        malformed
+    }
+
     async fn admit(&self) -> Result<Permit, Refusal> {
-        if let Some(pacer) = self.alone_pacer() {
-            return self.admit_alone(pacer).await;
-        }
         let arrived = Instant::now();
         let deadline = arrived + self.cfg.max_wait;
-        if self.waiting.load(Ordering::Relaxed) >= self.cfg.max_queued {
-            return Err(Refusal::QueueFull {
-                retry_after: QUEUE_FULL_RETRY,
-            });
+        loop {
+            if let Some(alone) = self.alone_pacer() {
+                match self.admit_alone(alone).await {
+                    Some(admitted) => return admitted,
+                    None => continue, // rejoined while waiting
+                }
+            }
+            match self.admit_shared(deadline).await {
+                Ok(admitted) => return admitted,
+                Err(error) => {
+                    self.fall_back(&error);
+                }
+            }
         }
-        let place = Place::take(&self.waiting);
+    }
+
+    /// A slot from the shared budget, or the call's error.
+    async fn admit_shared(&self, deadline: Instant) -> Result<Result<Permit, Refusal>, CallError> {
+        if self.waiting.load(Ordering::Relaxed) >= self.cfg.max_queued {
+            return Ok(Err(Refusal::QueueFull {
+                retry_after: QUEUE_FULL_RETRY,
+            }));
+        }
+        let _place = Place::take(&self.waiting);
         let line = self.line.lock().await;
         loop {
             let now = Instant::now();
-            let grant = match self.reserve(deadline.saturating_duration_since(now)).await {
-                Ok(grant) => grant,
-                Err(error) => {
-                    drop(line);
-                    drop(place);
-                    let pacer = self.fall_back(&error);
-                    return self.admit_alone(pacer).await;
-                }
-            };
-            match grant {
+            let max_wait = deadline.saturating_duration_since(now);
+            match self.reserve(max_wait).await? {
                 Grant::Slot { delay, window } => {
                     drop(line);
                     tokio::time::sleep(delay).await;
                     let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
-                    return Ok(Permit::shared(seq, Instant::now(), window));
+                    return Ok(Ok(Permit::shared(seq, Instant::now(), window)));
                 }
-                Grant::Late(wait) => return Err(self.rate_limited(wait)),
+                Grant::Late(wait) => return Ok(Err(self.rate_limited(wait))),
                 Grant::NotBefore(wait) if now + wait > deadline => {
-                    return Err(self.rate_limited(wait))
+                    return Ok(Err(self.rate_limited(wait)))
                 }
                 Grant::NotBefore(wait) => {
                     tokio::select! {
@@ -416,33 +449,51 @@ impl Inner {
 
     /// Adds the sends made alone to the shared window and goes back to it.
     async fn rejoin(&self) {
-        let Some(now_known) = *lock(&self.last) else {
+        let Some(clock) = *lock(&self.last) else {
             return;
         };
-        let (sends, known) = match lock(&self.alone).as_ref() {
-            Some(a) => (a.sends.clone(), a.known),
+        let (sends, pacer, known) = match lock(&self.alone).as_ref() {
+            Some(a) => (a.sends.clone(), Arc::clone(&a.pacer), a.known),
             None => return,
         };
+        // What this replica knows of the window: its own pacer's view
+        // (learned from answers while alone), else the budget as it was.
+        // Conservative for the rest of this window (a replica rejoining
+        // last counts twice what the others left), exact from the next.
+        let seed = match pacer.known() {
+            Some((w, read_left)) => Some((
+                w.limit,
+                clock.redis_ms(w.end),
+                clock.redis_ms(w.end_low),
+                w.window.map_or(0, |d| millis(d) as i64),
+                // Until the window ends, the group may send no more than
+                // this replica had left of its share: the others, still
+                // alone, are spending theirs (and add them when they rejoin).
+                i64::from(
+                    w.limit
+                        .saturating_sub(w.left.min(read_left.unwrap_or(u32::MAX))),
+                ),
+            )),
+            None => known
+                .filter(|k| k.settled)
+                .map(|k| (k.limit, k.reset, k.low, k.len, -1)),
+        };
         let keys = [self.budget_key.as_str()];
-        let seed = known.filter(|k| k.settled);
         let result: Result<Reply, _> = self
             .redis
             .eval("budget_rejoin", &self.scripts.rejoin, &keys, |inv| {
                 self.common(inv);
-                inv.arg(seed.map_or(0, |k| k.limit))
-                    .arg(seed.map_or(0, |k| k.reset))
-                    .arg(seed.map_or(0, |k| k.low))
-                    .arg(seed.map_or(0, |k| k.len));
+                let (limit, reset, low, len, used) = seed.unwrap_or((0, 0, 0, 0, -1));
+                inv.arg(limit).arg(reset).arg(low).arg(len).arg(used);
                 for sent in &sends {
-                    inv.arg(now_known.redis_ms(*sent));
+                    inv.arg(clock.redis_ms(*sent));
                 }
             })
             .await;
         let Ok(reply) = result else { return };
         self.keep(&reply);
-        // Sends made alone since the call above are counted by the next
-        // reservation's answers (granted takes `limit - remaining`).
         *lock(&self.alone) = None;
+        self.episode.send_replace(0);
         self.metrics.shared.budget_shared.set(1);
         tracing::info!(
             counted = reply.1,
@@ -451,7 +502,7 @@ impl Inner {
         self.changed.notify_waiters();
     }
 
-    fn alone_pacer(&self) -> Option<Arc<Pacer>> {
+    fn alone_pacer(&self) -> Option<(Arc<Pacer>, u64)> {
         let mut alone = lock(&self.alone);
         let a = alone.as_mut()?;
         let now = Instant::now();
@@ -459,25 +510,41 @@ impl Inner {
             a.window_end += a.window_len;
             self.metrics.shared.fallback_windows.inc();
         }
-        Some(Arc::clone(&a.pacer))
+        Some((Arc::clone(&a.pacer), a.episode))
     }
 
-    async fn admit_alone(&self, pacer: Arc<Pacer>) -> Result<Permit, Refusal> {
-        let permit = pacer.admit().await?;
-        if let Some(a) = lock(&self.alone).as_mut() {
+    /// A slot from this fallback's own pacer; `None` if the replica
+    /// rejoined the shared budget meanwhile (the request then takes a
+    /// shared slot: a fallback's pacer must not send beside it).
+    async fn admit_alone(
+        &self,
+        (pacer, episode): (Arc<Pacer>, u64),
+    ) -> Option<Result<Permit, Refusal>> {
+        let mut mode = self.episode.subscribe();
+        let mut permit = tokio::select! {
+            admitted = pacer.admit() => match admitted {
+                Ok(permit) => permit,
+                Err(refusal) => return Some(Err(refusal)),
+            },
+            _ = mode.wait_for(|e| *e != episode) => return None,
+        };
+        permit.fallback = episode;
+        // Counted for the rejoin while this fallback lasts; a send after
+        // it is counted by its answer (granted takes limit - remaining).
+        if let Some(a) = lock(&self.alone).as_mut().filter(|a| a.episode == episode) {
             let keep_from = permit.sent.checked_sub(a.window_len * 2);
             a.sends.retain(|s| keep_from.is_none_or(|from| *s >= from));
             a.sends.push(permit.sent);
         }
-        Ok(permit)
+        Some(Ok(permit))
     }
 
     /// Starts running alone (if not already): this replica's share of what
     /// the budget last showed, then `limit / replicas` a window.
-    fn fall_back(&self, error: &CallError) -> Arc<Pacer> {
+    fn fall_back(&self, error: &CallError) -> (Arc<Pacer>, u64) {
         let mut alone = lock(&self.alone);
         if let Some(a) = alone.as_ref() {
-            return Arc::clone(&a.pacer);
+            return (Arc::clone(&a.pacer), a.episode);
         }
         let now = Instant::now();
         let replicas = self
@@ -509,14 +576,17 @@ impl Inner {
         let m = &self.metrics.shared;
         m.budget_shared.set(0);
         m.fallback_windows.inc();
+        let episode = self.episodes.fetch_add(1, Ordering::Relaxed) + 1;
+        self.episode.send_replace(episode);
         *alone = Some(Alone {
             pacer: Arc::clone(&pacer),
+            episode,
             sends: Vec::new(),
             known,
             window_end: resume.map_or(now + window_len, |r| r.end),
             window_len,
         });
-        pacer
+        (pacer, episode)
     }
 }
 
