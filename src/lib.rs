@@ -51,7 +51,9 @@
 //!                    for the tests (the `failpoints` feature only)
 //!  shared/           Redis, for replicas on one client id: token.rs: one token for
 //!                    all (asked by token/refresh.rs before it fetches); client.rs:
-//!                    connection, timeouts, breaker.rs; seal.rs; scripts.rs (Lua)
+//!                    connection, timeouts, breaker.rs; seal.rs; scripts.rs (Lua);
+//!                    budget/: one paced budget for all (the pacer's `Remote`), its
+//!                    Lua (lua.rs) and the fallback share (state.rs)
 //!  sim/              the simulated API (every dialect) for tests, `demo` (demo.rs),
 //!                    `simulate`
 //!  body.rs           the one body type of both directions
