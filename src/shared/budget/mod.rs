@@ -302,7 +302,11 @@ impl Inner {
             match self.reserve(max_wait).await? {
                 Grant::Slot { delay, window } => {
                     drop(line);
-                    tokio::time::sleep(delay).await;
+                    // A free slot now goes now: even a zero sleep would
+                    // wait for the timer's next millisecond tick.
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
                     let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
                     return Ok(Ok(Permit::shared(seq, Instant::now(), window)));
                 }
