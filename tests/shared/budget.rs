@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use crate::support::redis::RedisServer;
 use crate::support::replicas::*;
 use crate::support::*;
+use fitbit_proxy::config::Dialect;
 use fitbit_proxy::sim::{Sim, SimConfig};
 
 const QUOTA: u32 = 20;
@@ -114,8 +115,33 @@ fn full_windows(sim: &Sim, from: Instant, to: Instant) -> Vec<u32> {
 
 #[tokio::test]
 async fn demand_on_two_of_three_then_moving_uses_every_window_without_a_429() {
+    demand_moves(Dialect::Fitbit, "").await;
+}
+
+/// The same in another dialect: the IETF fields, which give the window's
+/// length (`w`), reconcile the shared budget alike.
+#[tokio::test]
+async fn the_ietf_dialect_shares_the_quota_alike() {
+    demand_moves(Dialect::Ietf, "headers = \"ietf\"\n").await;
+}
+
+/// Saturating demand on 2 of 3 replicas, then on the third only.
+async fn demand_moves(dialect: Dialect, rate_limit_extra: &str) {
     let redis = RedisServer::start().await;
-    let g = replicas3(&redis).await;
+    let sim = SimConfig {
+        headers: dialect,
+        ..sim()
+    };
+    let g = group_with(
+        3,
+        sim,
+        &redis.url(),
+        "",
+        &[],
+        &(rate_limit() + rate_limit_extra),
+    )
+    .await;
+    all_ready(&g, "connected", Duration::from_secs(10)).await;
     let seen = Arc::new(Mutex::new(Answers::default()));
     let start = Instant::now();
     // Two of three replicas busy, then only the third.

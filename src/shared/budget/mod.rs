@@ -17,6 +17,7 @@
 mod lua;
 mod state;
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -41,6 +42,8 @@ use crate::pacing::{Pacer, Permit, Refusal, Remote};
 const BEAT: Duration = Duration::from_secs(1);
 /// A replica not seen for this long no longer counts as live.
 const LIVE_FOR: Duration = Duration::from_secs(10);
+/// Sends made alone remembered for the rejoin, at most.
+const MAX_SENDS_KEPT: usize = 10_000;
 /// Refused for a full line: look again this much later.
 const QUEUE_FULL_RETRY: Duration = Duration::from_secs(1);
 
@@ -78,8 +81,10 @@ struct Alone {
     /// Which fallback this is (from 1): answers to another's sends are
     /// not this pacer's to learn from.
     episode: u64,
-    /// When this replica's sends went, for the count it adds on rejoining.
-    sends: Vec<Instant>,
+    /// When this replica's sends went, for the count it adds on rejoining
+    /// (the last `MAX_SENDS_KEPT`; the rejoin takes the upstream's last
+    /// reading too, which counts everyone's).
+    sends: VecDeque<Instant>,
     /// What it knew of the window when it fell back (to start a budget
     /// Redis lost).
     known: Option<Snapshot>,
@@ -537,8 +542,15 @@ impl Inner {
         // it is counted by its answer (granted takes limit - remaining).
         if let Some(a) = lock(&self.alone).as_mut().filter(|a| a.episode == episode) {
             let keep_from = permit.sent.checked_sub(a.window_len * 2);
-            a.sends.retain(|s| keep_from.is_none_or(|from| *s >= from));
-            a.sends.push(permit.sent);
+            while a.sends.len() >= MAX_SENDS_KEPT
+                || a.sends
+                    .front()
+                    .zip(keep_from)
+                    .is_some_and(|(s, from)| *s < from)
+            {
+                a.sends.pop_front();
+            }
+            a.sends.push_back(permit.sent);
         }
         Some(Ok(permit))
     }
@@ -585,7 +597,7 @@ impl Inner {
         *alone = Some(Alone {
             pacer: Arc::clone(&pacer),
             episode,
-            sends: Vec::new(),
+            sends: VecDeque::new(),
             known,
             window_end: resume.map_or(now + window_len, |r| r.end),
             window_len,
