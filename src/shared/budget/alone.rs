@@ -93,6 +93,8 @@ impl Inner {
         self.changed.notify_waiters();
     }
 
+    /// The fallback under way, if any, with its number; counts the windows
+    /// it has lasted into.
     pub(super) fn alone_pacer(&self) -> Option<(Arc<Pacer>, u64)> {
         let mut alone = lock(&self.alone);
         let a = alone.as_mut()?;
