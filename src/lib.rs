@@ -55,7 +55,9 @@
 //!                    `failpoints` feature only)
 //!  shared/           Redis, for replicas on one client id: token.rs: one token for
 //!                    all (asked by token/refresh.rs before it fetches); client.rs:
-//!                    connection, timeouts, breaker.rs; seal.rs; scripts.rs (Lua)
+//!                    connection, timeouts, breaker.rs; seal.rs; scripts.rs (Lua);
+//!                    budget/: one paced budget for all (the pacer's `Remote`), its
+//!                    Lua (lua.rs) and the fallback share (state.rs)
 //!  sim/              the simulated API (every dialect) for tests, `demo` (demo.rs),
 //!                    `simulate`
 //!  body.rs           the one body type of both directions
@@ -172,9 +174,9 @@ pub async fn run_reloading(
         Arc::clone(&metrics),
         shared.tokens(),
     ));
+    let pacer = shared.pacer(&config.rate_limit);
     let health = health::Health::new(Arc::clone(&tokens), shared);
     let shutdown = health.drain_on(shutdown);
-    let pacer = pacing::Pacer::new(&config.rate_limit);
     let status = Arc::new(status::Sources {
         health,
         metrics: Arc::clone(&metrics),

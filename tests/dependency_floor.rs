@@ -134,3 +134,69 @@ fn a_lock_below_the_floor_is_caught() {
     assert!(problems.contains("rustls 0.23.44"), "{problems}");
     assert!(problems.contains("http: not in Cargo.lock"), "{problems}");
 }
+
+/// Where cargo unpacked the registry's crates (`$CARGO_HOME`, else
+/// `~/.cargo`), if it did.
+fn registry_sources() -> Vec<std::path::PathBuf> {
+    let home = std::env::var_os("CARGO_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")));
+    let Some(src) = home.map(|h| h.join("registry/src")) else {
+        return Vec::new();
+    };
+    std::fs::read_dir(src)
+        .map(|dirs| dirs.filter_map(|d| Some(d.ok()?.path())).collect())
+        .unwrap_or_default()
+}
+
+/// `rust-version` in Cargo.toml is at least that of every locked crate
+/// whose sources cargo unpacked (redis 1.8 needs 1.88): an older toolchain
+/// that passes the package's own check would fail in a dependency.
+#[test]
+fn rust_version_is_at_least_every_locked_crates() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifest: toml::Table = std::fs::read_to_string(root.join("Cargo.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    // "1.88" is "1.88.0".
+    let version = |v: &str| {
+        let mut parts = version(v);
+        parts.resize(3, 0);
+        parts
+    };
+    let ours = version(manifest["package"]["rust-version"].as_str().unwrap());
+    let lock: toml::Table = std::fs::read_to_string(root.join("Cargo.lock"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let sources = registry_sources();
+    let mut checked = 0;
+    let mut newer = Vec::new();
+    for p in lock["package"].as_array().unwrap() {
+        let (name, v) = (p["name"].as_str().unwrap(), p["version"].as_str().unwrap());
+        for dir in &sources {
+            let Ok(text) = std::fs::read_to_string(dir.join(format!("{name}-{v}/Cargo.toml")))
+            else {
+                continue;
+            };
+            let Ok(theirs) = text.parse::<toml::Table>() else {
+                continue;
+            };
+            checked += 1;
+            if let Some(rv) = theirs["package"]
+                .get("rust-version")
+                .and_then(|r| r.as_str())
+            {
+                if version(rv) > ours {
+                    newer.push(format!("{name} {v} needs {rv}"));
+                }
+            }
+            break;
+        }
+    }
+    assert!(newer.is_empty(), "rust-version is below: {newer:?}");
+    if checked == 0 {
+        eprintln!("no crate sources unpacked: nothing to compare");
+    }
+}

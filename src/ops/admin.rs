@@ -144,6 +144,9 @@ impl Admin {
         if let Some(reason) = shared.reason() {
             body["shared_reason"] = reason.into();
         }
+        if let Some(mode) = self.status.health.shared_budget() {
+            body["shared_budget"] = mode.as_str().into();
+        }
         respond(status, "application/json", body.to_string())
     }
 

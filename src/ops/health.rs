@@ -8,7 +8,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use crate::shared::{Shared, SharedState};
+use crate::shared::{BudgetMode, Shared, SharedState};
 use crate::token::{FetchError, Status, TokenSource};
 
 /// What readiness depends on: the token, and whether the proxy is draining.
@@ -30,6 +30,11 @@ impl Health {
     /// Where this replica stands with Redis (`[shared]`).
     pub(crate) fn shared(&self) -> SharedState {
         self.shared.state()
+    }
+
+    /// Whether pacing slots come from the shared budget now.
+    pub(crate) fn shared_budget(&self) -> Option<BudgetMode> {
+        self.shared.budget_mode()
     }
 
     /// `shutdown`, marking the proxy as draining the moment it resolves:

@@ -49,8 +49,9 @@ fn needs_restart(key: &str, shared: bool) -> bool {
         "listen.addr" | "admin.addr" | "log.format" | "callers.max_callers"
     )
         || key.starts_with("shared.")
-        // With Redis, the client id names the shared keys.
-        || (shared && key == "credentials.client_id")
+        // With Redis, the client id names the shared keys, and the
+        // rate-limit settings are the shared budget's, which is built once.
+        || (shared && (key == "credentials.client_id" || key.starts_with("rate_limit.")))
 }
 
 /// Builds the stack for a config and client and puts it where the next
@@ -289,6 +290,7 @@ fn keep_restart_only(old: &Config, new: &mut Config) -> Vec<String> {
     new.callers.max_callers = old.callers.max_callers;
     if shared {
         new.credentials.client_id = old.credentials.client_id.clone();
+        new.rate_limit = old.rate_limit.clone();
     }
     restart
 }
@@ -394,5 +396,6 @@ mod tests {
             assert!(!needs_restart(key, false), "{key}");
         }
         assert!(needs_restart("credentials.client_id", true));
+        assert!(needs_restart("rate_limit.max_wait", true));
     }
 }

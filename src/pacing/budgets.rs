@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::budget::{Allowance, Budget};
+use super::budget::{Allowance, Budget, Resume};
 use super::dialect::Policy;
 use super::sliding::Sliding;
 use crate::config::{Dialect, RateLimitConfig, Reset};
@@ -49,6 +49,16 @@ fn new_budget(cfg: &RateLimitConfig, now: Instant) -> Budget {
 }
 
 impl Budgets {
+    /// [`Budgets::new`], in a window already under way (see [`Resume`]);
+    /// later windows are this process's share, as with `replicas`.
+    pub(crate) fn resuming(cfg: &RateLimitConfig, now: Instant, resume: Resume) -> Self {
+        let mut budgets = Budgets::new(cfg, now);
+        for (_, budget) in &mut budgets.policies {
+            budget.resume(resume);
+        }
+        budgets
+    }
+
     pub(crate) fn new(cfg: &RateLimitConfig, now: Instant) -> Self {
         let (policies, sliding) = if cfg.headers == Dialect::None {
             (Vec::new(), Some(Sliding::new(cfg.quota, cfg.window)))
@@ -155,6 +165,12 @@ impl Budgets {
             },
             index: Some(i),
         }
+    }
+
+    /// The first policy's window as known, and what the upstream's last
+    /// reading left of it (see [`Budget::known`]).
+    pub(crate) fn known(&mut self, now: Instant) -> Option<(Resume, Option<u32>)> {
+        self.policies.first_mut()?.1.known(now)
     }
 
     /// Counts a request about to be sent in every budget; returns its

@@ -21,7 +21,7 @@
 //! - within a caller the tags grow, so its requests go in arrival order.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::Notify;
 
@@ -151,6 +151,67 @@ impl FairLine {
     fn wake_first(&self) {
         if let Some(turn) = self.waiting.values().next() {
             turn.notify_one();
+        }
+    }
+}
+
+/// A turnstile in fair order, for a line whose first request does
+/// something that takes a while (the shared budget's reservation, a round
+/// trip to Redis) rather than ask a limiter: one request at a time holds
+/// the turn, and turns go in the [`FairLine`]'s order.
+#[derive(Debug, Default)]
+pub(crate) struct FairGate {
+    line: Mutex<FairLine>,
+}
+
+impl FairGate {
+    fn line(&self) -> MutexGuard<'_, FairLine> {
+        self.line.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits until it is `caller`'s request's turn. Dropping the [`Turn`]
+    /// (or this future) without [`Turn::served`] leaves the line.
+    pub(crate) async fn turn(&self, caller: &Caller) -> Turn<'_> {
+        let wake = Arc::new(Notify::new());
+        let tagged = {
+            let mut line = self.line();
+            let tagged = line.tag(caller);
+            line.join(&tagged, Arc::clone(&wake));
+            tagged
+        };
+        let turn = Turn {
+            gate: self,
+            tagged,
+            served: false,
+        };
+        // `notify_one` keeps a permit for a waiter not yet waiting, so a
+        // wake-up between the check and the wait is not lost.
+        while self.line().first() != Some(turn.tagged.tag) {
+            wake.notified().await;
+        }
+        turn
+    }
+}
+
+/// The turn at a [`FairGate`], held until the request is served or leaves.
+pub(crate) struct Turn<'a> {
+    gate: &'a FairGate,
+    tagged: Tagged,
+    served: bool,
+}
+
+impl Turn<'_> {
+    /// The request got its slot: the next in fair order takes the turn.
+    pub(crate) fn served(mut self) {
+        self.gate.line().served(self.tagged.tag);
+        self.served = true;
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        if !self.served {
+            self.gate.line().left(&self.tagged);
         }
     }
 }

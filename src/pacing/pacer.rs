@@ -14,11 +14,13 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use futures_util::future::BoxFuture;
 use tokio::time::Instant;
 
 use http::{HeaderMap, StatusCode};
 
 use super::budget::Allowance;
+use super::budget::Resume;
 use super::budgets::Budgets;
 use super::dialect::{read, retry_after, Malformed};
 use super::fair::{FairLine, Tagged};
@@ -50,6 +52,24 @@ pub struct Permit {
     pub(crate) seq: u64,
     /// When it was sent: its answer describes the upstream after this.
     pub(crate) sent: Instant,
+    /// The shared window it was reserved in, when a shared budget gave it
+    /// (`None`: this process's own budget).
+    pub(crate) shared_window: Option<u64>,
+    /// Which of a shared budget's fallbacks gave it, when one did (its
+    /// answer teaches that fallback's pacer only); 0 otherwise.
+    pub(crate) fallback: u64,
+}
+
+impl Permit {
+    /// A permit of a shared budget, for the answer to come back to it.
+    pub(crate) fn shared(seq: u64, sent: Instant, window: u64) -> Permit {
+        Permit {
+            seq,
+            sent,
+            shared_window: Some(window),
+            fallback: 0,
+        }
+    }
 }
 
 pub struct Pacer {
@@ -68,18 +88,44 @@ pub struct Pacer {
     /// Replaced whole by a reload ([`Pacer::reconfigure`]); read where
     /// used, never held across a wait.
     cfg: ArcSwap<RateLimitConfig>,
+    /// A budget kept elsewhere (shared with other replicas) that every
+    /// call goes to instead of this one's; see [`Remote`].
+    remote: Option<Arc<dyn Remote>>,
 }
 
 impl Pacer {
     pub fn new(cfg: &RateLimitConfig) -> Arc<Self> {
+        Self::with_budgets(cfg, Budgets::new(cfg, Instant::now()), None)
+    }
+
+    /// A pacer whose slots come from `remote` (the budget the replicas
+    /// share); this process's own budget is not used.
+    pub(crate) fn with_remote(cfg: &RateLimitConfig, remote: Arc<dyn Remote>) -> Arc<Self> {
+        Self::with_budgets(cfg, Budgets::new(cfg, Instant::now()), Some(remote))
+    }
+
+    /// A pacer that takes over a window already under way: `resume` says
+    /// what is left of it for this process (a replica falling back to its
+    /// own share when the shared budget cannot be reached).
+    pub(crate) fn resuming(cfg: &RateLimitConfig, resume: Resume) -> Arc<Self> {
+        let now = Instant::now();
+        Self::with_budgets(cfg, Budgets::resuming(cfg, now, resume), None)
+    }
+
+    fn with_budgets(
+        cfg: &RateLimitConfig,
+        budgets: Budgets,
+        remote: Option<Arc<dyn Remote>>,
+    ) -> Arc<Self> {
         Arc::new(Pacer {
-            budget: Mutex::new(Budgets::new(cfg, Instant::now())),
+            budget: Mutex::new(budgets),
             shape: Mutex::new(None),
             line: Mutex::new(FairLine::default()),
             waiting: AtomicUsize::new(0),
             head_due: Mutex::new(None),
             changed: tokio::sync::Notify::new(),
             cfg: ArcSwap::from_pointee(cfg.clone()),
+            remote,
         })
     }
 
@@ -103,16 +149,28 @@ impl Pacer {
     }
 
     pub fn queue_depth(&self) -> usize {
+        if let Some(remote) = &self.remote {
+            return remote.queue_depth();
+        }
         self.waiting.load(Ordering::Relaxed)
     }
 
     /// The proxy's view of the quota, with the requests waiting for it.
     pub fn view(&self) -> QuotaView {
+        if let Some(remote) = &self.remote {
+            return remote.view();
+        }
         let waiting = u32::try_from(self.queue_depth()).unwrap_or(u32::MAX);
         QuotaView {
             waiting,
             ..self.budget().view(Instant::now())
         }
+    }
+
+    /// The window as this pacer's budget knows it, and what the upstream's
+    /// last reading left of it; `None` while its end is not known.
+    pub(crate) fn known(&self) -> Option<(Resume, Option<u32>)> {
+        self.budget().known(Instant::now())
     }
 
     /// Waits for this request's slot, or refuses it at once.
@@ -123,6 +181,9 @@ impl Pacer {
     /// shrank the budget, or callers with an earlier place in the fair
     /// order arrived), and then as soon as that is seen.
     pub async fn admit(&self, caller: &Caller) -> Result<Permit, Refusal> {
+        if let Some(remote) = &self.remote {
+            return remote.admit(caller).await;
+        }
         let arrived = Instant::now();
         let cfg = self.cfg.load_full();
         let deadline = arrived + cfg.max_wait;
@@ -208,6 +269,9 @@ impl Pacer {
     /// waiting can be overtaken: the line is empty, and stays so while
     /// this holds its lock.
     pub fn try_admit_now(&self, caller: &Caller) -> Option<Permit> {
+        if self.remote.is_some() {
+            return None; // a shared slot costs a round trip: take the line
+        }
         let mut line = lock(&self.line);
         if !line.is_empty() || self.next_send(Instant::now()).is_some() {
             return None;
@@ -221,7 +285,12 @@ impl Pacer {
     fn send(&self) -> Permit {
         let sent = Instant::now();
         let seq = self.budget().on_send(sent);
-        Permit { seq, sent }
+        Permit {
+            seq,
+            sent,
+            shared_window: None,
+            fallback: 0,
+        }
     }
 
     fn rate_limited(&self, retry_after: Duration) -> Refusal {
@@ -356,6 +425,9 @@ impl Pacer {
         status: StatusCode,
         headers: &HeaderMap,
     ) -> Option<Malformed> {
+        if let Some(remote) = &self.remote {
+            return remote.observe(permit, status, headers);
+        }
         let now = Instant::now();
         let (policies, malformed) = read(self.cfg.load().headers, headers);
         let retry_after = retry_after(headers);
@@ -379,6 +451,26 @@ impl Pacer {
         self.changed.notify_waiters();
         malformed
     }
+}
+
+/// The seam to a budget kept outside this process: with `[shared]` the
+/// replicas take their slots from one budget in Redis (`shared/budget/`),
+/// and the pacer hands every call to it instead of its own. The layer and
+/// the status page see one `Pacer` either way.
+pub(crate) trait Remote: Send + Sync {
+    /// Waits for this request's slot, or refuses it (as
+    /// [`Pacer::admit`] does).
+    fn admit<'a>(&'a self, caller: &'a Caller) -> BoxFuture<'a, Result<Permit, Refusal>>;
+
+    /// Learns from the answer to the request that held `permit`.
+    fn observe(&self, permit: Permit, status: StatusCode, headers: &HeaderMap)
+        -> Option<Malformed>;
+
+    /// The quota as this replica last saw it.
+    fn view(&self) -> QuotaView;
+
+    /// Requests of this replica waiting for their slot.
+    fn queue_depth(&self) -> usize;
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -1,7 +1,8 @@
 //! The shared state's metrics, registered beside the proxy's own (see
 //! `ops/metrics.rs`) under `fitbit_proxy_shared_…`: whether Redis is in
 //! use, the breaker, each Redis call's latency and errors by operation,
-//! and how this replica came by its tokens.
+//! how this replica came by its tokens, and whether its pacing slots come
+//! from the shared budget.
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -18,7 +19,8 @@ const CALL_BUCKETS: [f64; 12] = [
 ];
 
 /// What a Redis call was for: `connect`, `ping`, `token_obtain`,
-/// `token_store`, `token_release`.
+/// `token_store`, `token_release`, `budget_reserve`, `budget_observe`,
+/// `budget_beat`, `budget_rejoin`.
 pub type OpLabels = [(&'static str, &'static str); 1];
 /// `op` and `kind` (`timeout`, `io`, `auth`, `server`, `other`).
 pub type ErrorLabels = [(&'static str, &'static str); 2];
@@ -42,6 +44,13 @@ pub struct SharedMetrics {
     /// replica fetched it), `fetched` (fetched here and shared), `alone`
     /// (fetched here while Redis could not be used).
     pub tokens: Family<StateLabels, Counter>,
+    /// 1 while this replica takes its pacing slots from the shared budget,
+    /// 0 while it keeps to its own share (fallback).
+    pub budget_shared: Gauge,
+    /// Windows this replica spent (partly) on its own share.
+    pub fallback_windows: Counter,
+    /// Replicas seen in the heartbeat set lately (this one included).
+    pub live_replicas: Gauge,
 }
 
 impl Default for SharedMetrics {
@@ -53,6 +62,9 @@ impl Default for SharedMetrics {
             call_duration: Family::new_with_constructor(|| Histogram::new(CALL_BUCKETS)),
             call_errors: Family::default(),
             tokens: Family::default(),
+            budget_shared: Gauge::default(),
+            fallback_windows: Counter::default(),
+            live_replicas: Gauge::default(),
         };
         for how in ["adopted", "fetched", "alone"] {
             m.tokens.get_or_create_owned(&[("how", how)]);
@@ -94,6 +106,21 @@ impl SharedMetrics {
             "shared_tokens",
             "Tokens this replica started using: adopted from another replica, fetched and shared, or fetched alone",
             self.tokens.clone(),
+        );
+        r.register(
+            "shared_budget_shared",
+            "1 while pacing slots come from the shared budget in Redis, 0 while this replica keeps to its own share",
+            self.budget_shared.clone(),
+        );
+        r.register(
+            "shared_fallback_windows",
+            "Quota windows this replica spent, wholly or partly, on its own share because Redis could not be used",
+            self.fallback_windows.clone(),
+        );
+        r.register(
+            "shared_live_replicas",
+            "Replicas seen in the heartbeat set in the last 10 s, this one included",
+            self.live_replicas.clone(),
         );
     }
 

@@ -1,12 +1,15 @@
 //! State shared with the other replicas on one client id, through Redis
-//! (`[shared]`): for now one token for all of them (`token.rs`). The
+//! (`[shared]`): one token for all of them (`token.rs`) and one paced
+//! budget (`budget/`). The
 //! connection (`client.rs`) is made and remade in the background, every
 //! call is bounded and passes a breaker (`breaker.rs`), and whenever Redis
 //! cannot be used the replica runs alone, as a lone proxy does. The token
 //! travels sealed (`seal.rs`) and is changed only by Lua scripts
-//! (`scripts.rs`). Beside the stack: only the token refresher calls Redis.
+//! (`scripts.rs`). Beside the stack, the token refresher calls Redis; in the
+//! stack, the pacer does through the shared budget.
 
 mod breaker;
+mod budget;
 mod client;
 pub mod metrics;
 mod scripts;
@@ -15,14 +18,17 @@ pub(crate) mod token;
 
 use std::sync::Arc;
 
+pub use budget::BudgetMode;
 pub use client::SharedState;
 
+use budget::SharedBudget;
 use client::Redis;
 use token::SharedTokens;
 
-use crate::config::Config;
+use crate::config::{Config, RateLimitConfig};
 use crate::ops::metrics::Metrics;
 use crate::ops::supervise::AbortOnDrop;
+use crate::pacing::{Pacer, Remote};
 
 /// This replica's link to the others; empty when it is alone by
 /// configuration. Cheap to clone.
@@ -30,6 +36,7 @@ use crate::ops::supervise::AbortOnDrop;
 pub(crate) struct Shared {
     redis: Option<Arc<Redis>>,
     tokens: Option<Arc<SharedTokens>>,
+    budget: Option<Arc<SharedBudget>>,
 }
 
 impl Shared {
@@ -39,7 +46,7 @@ impl Shared {
         let Some(cfg) = &config.shared.redis else {
             return (Shared::default(), None);
         };
-        let redis = match Redis::new(cfg, config.shared.timeout, metrics) {
+        let redis = match Redis::new(cfg, config.shared.timeout, Arc::clone(&metrics)) {
             Ok(redis) => redis,
             Err(e) => {
                 // Validation parsed the same URL; this is not expected.
@@ -54,10 +61,22 @@ impl Shared {
             &config.credentials,
             config.upstream.request_timeout,
         );
-        let connector = AbortOnDrop(tokio::spawn(Arc::clone(&redis).connector()));
+        let budget = Arc::new(SharedBudget::new(
+            Arc::clone(&redis),
+            &config.shared.key_prefix,
+            &config.credentials.client_id,
+            &config.rate_limit,
+            metrics,
+        ));
+        let connector = Arc::clone(&redis).connector();
+        let heartbeat = Arc::clone(&budget).heartbeat();
+        let connector = AbortOnDrop(tokio::spawn(async move {
+            tokio::join!(connector, heartbeat);
+        }));
         let shared = Shared {
             redis: Some(redis),
             tokens: Some(Arc::new(tokens)),
+            budget: Some(budget),
         };
         (shared, Some(connector))
     }
@@ -67,6 +86,21 @@ impl Shared {
         self.redis
             .as_ref()
             .map_or(SharedState::Disabled, |r| r.state())
+    }
+
+    /// Whether pacing slots come from the shared budget now (`None`: no
+    /// Redis configured).
+    pub(crate) fn budget_mode(&self) -> Option<BudgetMode> {
+        self.budget.as_ref().map(|b| b.mode())
+    }
+
+    /// The pacer: one that takes its slots from the shared budget when
+    /// Redis is configured, else this process's own.
+    pub(crate) fn pacer(&self, cfg: &RateLimitConfig) -> Arc<Pacer> {
+        match &self.budget {
+            Some(budget) => Pacer::with_remote(cfg, Arc::clone(budget) as Arc<dyn Remote>),
+            None => Pacer::new(cfg),
+        }
     }
 
     /// The shared token store, when Redis is configured.

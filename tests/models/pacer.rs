@@ -63,15 +63,6 @@ impl Upstream {
     /// Counts a request arriving now: its headers, or `Err` for a 429.
     fn request(&mut self, now: Instant) -> Result<RateLimit, RateLimit> {
         self.roll(now);
-        if std::env::var("DBG").is_ok() {
-            eprintln!(
-                "req t={:?} win={} used={} winstart={:?}",
-                now.duration_since(self.start + self.window * 0),
-                self.spent.len() - 1,
-                self.used,
-                self.start
-            );
-        }
         if self.used >= self.limit {
             self.rejected += 1;
             return Err(self.view(now));

@@ -237,7 +237,11 @@ async fn distinct_paths_add_no_metric_series() {
     let client = h2c_client();
     let request = |i: usize| {
         // Mostly refused (403, answered by the proxy: cheap), some forwarded.
-        let path = if i % 10 == 0 { "/1/user" } else { "/oauth2/x" };
+        let path = if i.is_multiple_of(10) {
+            "/1/user"
+        } else {
+            "/oauth2/x"
+        };
         let mut req = get(&h.url(&format!("{path}/{i}?q={i}")));
         let headers = req.headers_mut();
         headers.insert("user-agent", format!("agent-{i}").parse().unwrap());

@@ -9,6 +9,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod budget;
 mod config;
 mod faults;
 
@@ -94,18 +95,29 @@ async fn a_dump_of_redis_holds_no_token_and_no_secret() {
     assert_eq!(status_of(g.replicas[0].proxy, "/1/x.json").await, 200);
     assert_eq!(g.sim.token_fetches(), 2);
 
-    let keys: Vec<String> = redis.query(::redis::cmd("KEYS").arg("*")).await;
+    let mut keys: Vec<String> = redis.query(::redis::cmd("KEYS").arg("*")).await;
+    keys.sort();
+    let named: Vec<&String> = keys.iter().filter(|k| !k.ends_with(":replicas")).collect();
     assert_eq!(
-        keys.len(),
-        2,
-        "the token and its generation counter: {keys:?}"
+        named,
+        [
+            "fitbit-proxy:{sim-client}:budget",
+            "fitbit-proxy:{sim-client}:token",
+            "fitbit-proxy:{sim-client}:token:generation"
+        ],
+        "the budget, the token and its generation counter, and the heartbeat set"
     );
+    assert!(keys.len() <= 4, "{keys:?}");
     let mut dump = Vec::new();
     for key in &keys {
-        assert!(key.starts_with("fitbit-proxy:{sim-client}:token"), "{key}");
         let kind: String = redis.query(::redis::cmd("TYPE").arg(key)).await;
         let values: Vec<Vec<u8>> = match kind.as_str() {
             "hash" => redis.query(::redis::cmd("HGETALL").arg(key)).await,
+            "zset" => {
+                redis
+                    .query(::redis::cmd("ZRANGE").arg(key).arg(0).arg(-1))
+                    .await
+            }
             "string" => vec![redis.query(::redis::cmd("GET").arg(key)).await],
             other => panic!("{key} is a {other}"),
         };

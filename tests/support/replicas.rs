@@ -47,10 +47,23 @@ pub async fn group(
     extra: &str,
     env: &[(&str, &str)],
 ) -> Group {
+    group_with(n, sim, url, extra, env, "").await
+}
+
+/// [`group`] with `rate_limit` lines in `[rate_limit]`.
+pub async fn group_with(
+    n: usize,
+    sim: SimConfig,
+    url: &str,
+    extra: &str,
+    env: &[(&str, &str)],
+    rate_limit: &str,
+) -> Group {
     let sim = Sim::new(sim);
     let upstream = sim.serve_plain(bind().await);
     let dir = tempfile::tempdir().unwrap();
-    let toml = config_toml(&upstream, None, &Extras::default()) + &shared_section(url, extra);
+    let extras = Extras::default().rate_limit(rate_limit);
+    let toml = config_toml(&upstream, None, &extras) + &shared_section(url, extra);
     let lookup = |name: &str| {
         (name == SECRET_ENV).then(|| SECRET.to_owned()).or_else(|| {
             env.iter()

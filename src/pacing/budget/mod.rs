@@ -137,6 +137,19 @@ pub struct Budget {
     read: bool,
 }
 
+/// A window under way that this process takes over alone: what it may
+/// still send of it, and what is known of the window.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Resume {
+    pub(crate) limit: u32,
+    /// What this process may send before the window ends.
+    pub(crate) left: u32,
+    /// When the window ends at the latest, and at the earliest.
+    pub(crate) end: Instant,
+    pub(crate) end_low: Instant,
+    pub(crate) window: Option<Duration>,
+}
+
 /// What the budget allows right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Allowance {
@@ -220,6 +233,19 @@ impl Budget {
         self.limit / self.replicas
     }
 
+    /// Takes over a window under way with `resume.left` to send in it:
+    /// its end is known, and so (if given) is its length.
+    pub(crate) fn resume(&mut self, resume: Resume) {
+        self.limit = resume.limit;
+        self.window_end = resume.end;
+        self.end_low = resume.end_low.min(resume.end);
+        self.settled = true;
+        self.bounded = true;
+        self.window_len = resume.window.map(|w| w.clamp(MIN_WINDOW, MAX_RESET));
+        self.sent = self.share().saturating_sub(resume.left);
+        self.read = true;
+    }
+
     /// Moves into a new window once the old one ended (plus the margin):
     /// the own count starts again, readings of the old window are dropped.
     fn roll(&mut self, now: Instant) {
@@ -272,7 +298,7 @@ impl Budget {
         let own = self.share().saturating_sub(self.sent);
         match self.reading {
             Some(r) => {
-                let since = u32::try_from(self.seq - r.seq).unwrap_or(u32::MAX);
+                let since = u32::try_from(self.seq.saturating_sub(r.seq)).unwrap_or(u32::MAX);
                 own.min(r.remaining.saturating_sub(since))
             }
             None => own,
@@ -446,6 +472,28 @@ impl Budget {
             let seen = self.end_low.saturating_duration_since(self.watched_since);
             (self.bounded && !seen.is_zero()).then_some(seen)
         })
+    }
+
+    /// The window as this budget knows it, once its end is known; `left`
+    /// is what the upstream's last reading left, less the sends since
+    /// (`None` without a reading in this window).
+    pub(crate) fn known(&mut self, now: Instant) -> Option<(Resume, Option<u32>)> {
+        self.roll(now);
+        if !self.settled {
+            return None;
+        }
+        let read_left = self.reading.map(|r| {
+            let since = u32::try_from(self.seq.saturating_sub(r.seq)).unwrap_or(u32::MAX);
+            r.remaining.saturating_sub(since)
+        });
+        let resume = Resume {
+            limit: self.limit,
+            left: self.remaining(now),
+            end: self.window_end,
+            end_low: self.end_low,
+            window: self.window_len,
+        };
+        Some((resume, read_left))
     }
 
     /// The proxy's own view, for its 429 answers and the metrics.
