@@ -34,6 +34,9 @@ use crate::layers::caller::Caller;
 /// the head of the line looks again if none comes).
 const UNKNOWN_END_RECHECK: Duration = Duration::from_millis(250);
 
+/// The shortest wait a refusal names.
+const MIN_RETRY_AFTER: Duration = Duration::from_secs(1);
+
 /// Why a request is not sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
@@ -254,9 +257,16 @@ impl Pacer {
                         return Err(self.rate_limited(slot));
                     }
                 }
-                // Only if the estimates were wrong.
+                // Only if the estimates were wrong; unless its turn came
+                // just now (then the head's check above sends it or says
+                // how long it would still wait).
                 () = &mut too_late => {
-                    let ahead = lock(&self.line).ahead_of(place.tag.tag);
+                    let line = lock(&self.line);
+                    if line.first() == Some(place.tag.tag) {
+                        continue;
+                    }
+                    let ahead = line.ahead_of(place.tag.tag);
+                    drop(line);
                     return Err(self.rate_limited(self.estimate(Instant::now(), ahead)));
                 }
             }
@@ -293,9 +303,11 @@ impl Pacer {
         }
     }
 
+    /// A refusal never says "come back now": at least a second, as the
+    /// `Retry-After` header it becomes does.
     fn rate_limited(&self, retry_after: Duration) -> Refusal {
         Refusal::RateLimited {
-            retry_after,
+            retry_after: retry_after.max(MIN_RETRY_AFTER),
             view: self.view(),
         }
     }

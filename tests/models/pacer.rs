@@ -435,6 +435,46 @@ fn run_pacer_model_with(w: World, s: Settings, events: Vec<Event>, callers: usiz
     });
 }
 
+/// A case proptest found: three callers, a deadline reached at the moment
+/// the request's turn came. It was refused with "come back in 0 s"; now
+/// the head's check decides (send it, or say how long it would wait).
+#[test]
+fn found_a_turn_that_came_at_the_deadline() {
+    use Event::{Advance as A, Arrive as N};
+    let w = World {
+        limit: 2,
+        window_secs: 61,
+        lag: 0,
+        phase_ms: 14006,
+    };
+    let s = Settings {
+        burst: 1,
+        max_wait: Duration::from_secs(1),
+        max_queued: 3,
+    };
+    let events = vec![
+        N(4),
+        A(1624),
+        N(2),
+        A(11906),
+        N(4),
+        N(4),
+        N(1),
+        A(18536),
+        N(5),
+        A(4202),
+        N(5),
+        A(12069),
+        N(4),
+        A(15653),
+        N(1),
+        N(3),
+        N(5),
+        N(4),
+    ];
+    run_pacer_model_with(w, s, events, 3);
+}
+
 /// A case proptest found (1,500 cases): a window of 18 s entered 16 s in,
 /// headers over-reporting `remaining` by one, a line kept full.
 #[test]
