@@ -475,6 +475,73 @@ fn found_a_turn_that_came_at_the_deadline() {
     run_pacer_model_with(w, s, events, 3);
 }
 
+/// A case proptest found: a 12 s window, headers over-reporting
+/// `remaining` by one, a burst of one, and nothing asked for almost three
+/// windows. The length learned from whole-second resets (12.42 s) was moved
+/// on over the windows that passed unseen; the budget placed the window's
+/// end 2.3 s after the upstream's, spread its last five requests over what
+/// it thought was the window's last second, and they landed in the next
+/// window: one upstream 429. Not fixed yet (making such a window wait for
+/// its first answer broke other cases); see docs/hardening.md, 6.02.
+#[test]
+#[ignore = "known overspend after windows that passed unseen with a learned length; docs/hardening.md 6.02"]
+fn found_a_twelve_second_window_with_lagging_headers() {
+    use Event::{Advance as A, Arrive as N};
+    let w = World {
+        limit: 6,
+        window_secs: 12,
+        lag: 1,
+        phase_ms: 855,
+    };
+    let s = Settings {
+        burst: 1,
+        max_wait: Duration::from_secs(30),
+        max_queued: 6,
+    };
+    let events = vec![
+        N(4),
+        A(18988),
+        A(7270),
+        A(3818),
+        N(3),
+        N(3),
+        N(2),
+        A(6291),
+        A(2023),
+        N(5),
+        N(5),
+        N(5),
+        N(3),
+        N(2),
+        A(8739),
+        N(4),
+        A(9144),
+        N(1),
+        N(2),
+        N(4),
+        A(6019),
+        N(3),
+        A(8250),
+        A(4742),
+        N(4),
+        A(16918),
+        N(2),
+        N(1),
+        A(13201),
+        N(4),
+        N(5),
+        A(13343),
+        A(12378),
+        A(216),
+        A(11303),
+        N(4),
+        N(2),
+        A(528),
+        N(5),
+    ];
+    run_pacer_model(w, s, events);
+}
+
 /// A case proptest found (1,500 cases): a window of 18 s entered 16 s in,
 /// headers over-reporting `remaining` by one, a line kept full.
 #[test]
