@@ -261,10 +261,8 @@ impl Budget {
         // The new window's end is the old one moved on by whole windows: a
         // guess, since a learned length is itself read off whole-second
         // resets (and its error adds up over windows that passed unseen).
-        // Its earliest end stays at least a second before it, and it paces
-        // the window only until the first answer bounds the end afresh: it
-        // never narrows the bounds that answer gives (a guess taken as a
-        // bound once let the budget send its last request of a window
+        // Its earliest end stays at least a second before it (a guess taken
+        // as a bound once let the budget send its last request of a window
         // after the upstream's window had ended).
         let shifted_low = self.end_low + (boundary + step - self.window_end);
         self.end_low = shifted_low.min(boundary + step - RESET_UNCERTAINTY);
@@ -273,7 +271,7 @@ impl Budget {
         // A known length gives the new window's end; otherwise its first
         // answer will.
         self.settled = self.settled && self.window_len.is_some();
-        self.bounded = false;
+        self.bounded = self.bounded && self.window_len.is_some();
         let carried = if self.read {
             u32::try_from(self.late.len()).unwrap_or(u32::MAX)
         } else {
