@@ -1,5 +1,5 @@
 //! One quota for replicas sharing a budget through a real `redis-server`
-//! (SPEC §11 S2, S3): under demand on some replicas, and demand that moves,
+//! (the shared budget and its faults): under demand on some replicas, and demand that moves,
 //! the group uses every full window and causes no upstream 429; with Redis
 //! stopped mid-window, then killed and restarted, every answer is the
 //! upstream's or the proxy's own with `Retry-After`, `/readyz` stays 200
@@ -32,6 +32,12 @@ fn sim() -> SimConfig {
         ..sim_config()
     }
 }
+
+/// These tests keep real time with three replicas, a simulator and their
+/// clients on one runtime thread each: run one at a time, so that they do
+/// not starve each other of the CPU (a replica late by a second sees its
+/// window differently from the upstream).
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn rate_limit() -> String {
     format!("quota = {QUOTA}\nwindow = \"5s\"\nreplicas = 3\n")
@@ -127,6 +133,7 @@ async fn the_ietf_dialect_shares_the_quota_alike() {
 
 /// Saturating demand on 2 of 3 replicas, then on the third only.
 async fn demand_moves(dialect: Dialect, rate_limit_extra: &str) {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let redis = RedisServer::start().await;
     let sim = SimConfig {
         headers: dialect,
@@ -210,6 +217,7 @@ async fn all_sharing(g: &Group, limit: Duration) {
 
 #[tokio::test]
 async fn redis_stopped_then_killed_costs_no_429_and_the_window_after_is_used() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let mut redis = RedisServer::start().await;
     let g = replicas3(&redis).await;
     let seen = Arc::new(Mutex::new(Answers::default()));
