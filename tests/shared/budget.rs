@@ -212,6 +212,22 @@ async fn all_sharing(g: &Group, limit: Duration) {
             status == 200 && body["shared"] == "connected" && body["shared_budget"] == "shared"
         })
         .await;
+        // The status page says the same, with the replicas seen alive.
+        let n = g.replicas.len() as u64;
+        until(
+            "status.json: shared budget, every replica seen",
+            limit,
+            || async {
+                let (_, body) = send(
+                    &http1_client(),
+                    get(&format!("http://{}/status.json", r.admin)),
+                )
+                .await;
+                let status: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                status["shared"]["budget"] == "shared" && status["shared"]["replicas"] == n
+            },
+        )
+        .await;
     }
 }
 

@@ -129,6 +129,13 @@ struct Shared {
     state: &'static str,
     /// Why it is unreachable; `null` otherwise.
     reason: Option<String>,
+    /// Where pacing slots come from with Redis configured: `shared` (the
+    /// replicas' one budget) or `fallback` (this replica's own share while
+    /// Redis cannot be used); `null` without Redis.
+    budget: Option<&'static str>,
+    /// Replicas seen alive through the shared heartbeat (this one
+    /// included); `null` without Redis.
+    replicas: Option<i64>,
 }
 
 impl Sources {
@@ -170,9 +177,12 @@ impl Sources {
             callers: self.callers(),
             shared: {
                 let shared = self.health.shared();
+                let budget = self.health.shared_budget();
                 Shared {
                     state: shared.as_str(),
                     reason: shared.reason().map(str::to_owned),
+                    budget: budget.map(|mode| mode.as_str()),
+                    replicas: budget.map(|_| m.shared.live_replicas.get()),
                 }
             },
         }

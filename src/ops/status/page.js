@@ -124,7 +124,8 @@
 
     callers(s.callers);
     text("shared-state", s.shared.reason ? s.shared.state + " (" + s.shared.reason + ")" : s.shared.state);
-    text("shared-replicas", s.shared.replicas === undefined ? "–" : s.shared.replicas);
+    text("shared-budget", s.shared.budget === null ? "–" : s.shared.budget);
+    text("shared-replicas", s.shared.replicas === null ? "–" : s.shared.replicas);
     text("config", s.config);
     text("updated", "updated " + new Date().toLocaleTimeString());
   }
