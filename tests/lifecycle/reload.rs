@@ -28,6 +28,17 @@ const POLL: &str = "200ms";
 /// lines to fill the pipe under load.
 const RELOAD_LOG: &str = "warn,fitbit_proxy::ops::reload=info";
 
+/// The binary with a quota and burst so large that pacing never holds a
+/// request back (the reload tests load it), logging at `rust_log`.
+fn unpaced(rust_log: &'static str) -> Launch {
+    Launch {
+        extra: Extras::default()
+            .rate_limit("hourly_quota = 1000000\nburst = 100000\nmax_wait = \"30s\"\n"),
+        rust_log,
+        ..Launch::default()
+    }
+}
+
 async fn admin_get(p: &Proxy, path: &str) -> (StatusCode, String) {
     let (res, body) = send(&http1_client(), get(&format!("http://{}{path}", p.admin))).await;
     (res.status(), String::from_utf8_lossy(&body).into_owned())
@@ -172,13 +183,7 @@ impl Load {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighups_under_load_change_the_rate_limits_and_fail_no_request() {
     let (_sim, upstream) = simulator().await;
-    let launch = Launch {
-        extra: Extras::default()
-            .rate_limit("hourly_quota = 1000000\nburst = 100000\nmax_wait = \"30s\"\n"),
-        rust_log: RELOAD_LOG,
-        ..Launch::default()
-    };
-    let mut p = launch.start(&upstream).await;
+    let mut p = unpaced(RELOAD_LOG).start(&upstream).await;
     let load = Load::start(&p, 6);
     tokio::time::sleep(Duration::from_millis(200)).await;
     for i in 1..=6u32 {
@@ -250,13 +255,7 @@ async fn settled(p: &Proxy) -> (f64, f64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sighup_storm_under_load_fails_nothing_leaks_nothing_and_the_last_config_wins() {
     let (_sim, upstream) = simulator().await;
-    let launch = Launch {
-        extra: Extras::default()
-            .rate_limit("hourly_quota = 1000000\nburst = 100000\nmax_wait = \"30s\"\n"),
-        rust_log: RELOAD_LOG,
-        ..Launch::default()
-    };
-    let mut p = launch.start(&upstream).await;
+    let mut p = unpaced(RELOAD_LOG).start(&upstream).await;
     // The same load once without reloads, for the baseline.
     let load = Load::start(&p, 6);
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -300,11 +299,7 @@ async fn a_sighup_storm_under_load_fails_nothing_leaks_nothing_and_the_last_conf
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_config_on_sighup_is_refused_and_the_old_one_serves_on() {
     let (_sim, upstream) = simulator().await;
-    let launch = Launch {
-        extra: Extras::default()
-            .rate_limit("hourly_quota = 1000000\nburst = 100000\nmax_wait = \"30s\"\n"),
-        ..Launch::default()
-    };
+    let launch = unpaced("info");
     let mut p = launch.start(&upstream).await;
     let before = effective_config(&p).await;
     edit_config(&p, |t| {
@@ -354,11 +349,7 @@ async fn an_invalid_config_on_sighup_is_refused_and_the_old_one_serves_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_only_key_is_reported_and_keeps_its_value() {
     let (_sim, upstream) = simulator().await;
-    let launch = Launch {
-        extra: Extras::default()
-            .rate_limit("hourly_quota = 1000000\nburst = 100000\nmax_wait = \"30s\"\n"),
-        ..Launch::default()
-    };
+    let launch = unpaced("info");
     let p = launch.start(&upstream).await;
     let elsewhere = free_addr().await;
     let old = format!("addr = \"{}\"", p.proxy);
