@@ -48,7 +48,8 @@
 //!                    page of status/ and /status.json); health.rs: readiness;
 //!                    metrics.rs (+ callers.rs: the callers with their own series,
 //!                    history.rs: sends per minute, process.rs: the
-//!                    process_* metrics); logging.rs; reload.rs: SIGHUP and secret or
+//!                    process_* metrics); logging.rs (+ log_line.rs: the access
+//!                    line written by hand); reload.rs: SIGHUP and secret or
 //!                    TLS files changed on disk reload the config in place;
 //!                    supervise.rs: restarts the token refresher after a panic;
 //!                    failpoints.rs: fault injection for the tests (the

@@ -22,6 +22,7 @@ use tower_service::Service;
 use super::caller::{Caller, Identify};
 use crate::body::Body;
 use crate::error::BoxError;
+use crate::ops::log_line::Fields;
 use crate::ops::metrics::{Metrics, Origin};
 use crate::profile::fitbit;
 
@@ -265,8 +266,49 @@ pub(crate) struct Line<'a> {
 }
 
 impl Line<'_> {
+    /// Writes the line if the log filter lets `fitbit_proxy::access` at
+    /// `INFO` through: by hand when the log writer allows (no colours),
+    /// else through `tracing`, in the same shape either way.
     pub(crate) fn write(&self) {
+        if !tracing::enabled!(target: ACCESS_LOG_TARGET, tracing::Level::INFO) {
+            return;
+        }
         let duration_ms = self.duration.as_micros() as f64 / 1000.0;
+        let by_hand = crate::ops::log_line::write_info(ACCESS_LOG_TARGET, "request", |f| {
+            self.fields(f, duration_ms)
+        });
+        if by_hand {
+            return;
+        }
+        self.write_through_tracing(duration_ms);
+    }
+
+    /// The fields in `tracing`'s order (that of the `info!` below).
+    fn fields(&self, f: &mut Fields<'_>, duration_ms: f64) {
+        if let Some(method) = self.method {
+            f.display("method", method);
+        }
+        if let Some(path) = self.path {
+            f.display("path", path);
+        }
+        f.value("status", self.status);
+        f.str("origin", self.origin);
+        if let Some(error) = self.error {
+            f.str("error", error);
+        }
+        f.value("duration_ms", duration_ms);
+        f.str("request_id", self.request_id);
+        if let Some(client) = self.client {
+            f.display("client", client);
+        }
+        if let Some(caller) = self.caller {
+            f.str("caller", caller);
+        }
+        f.value("bytes", self.bytes);
+        f.value("complete", self.complete);
+    }
+
+    fn write_through_tracing(&self, duration_ms: f64) {
         use tracing::field::display as shown;
         // Method and path unquoted in the text format, as before this
         // struct existed; the other strings quoted.
@@ -362,6 +404,117 @@ mod tests {
             assert_eq!(got.is_some(), *kept, "{ids:?}");
             if *kept {
                 assert_eq!(got.unwrap().as_bytes(), ids[0]);
+            }
+        }
+    }
+
+    /// A `tracing` writer into a shared buffer.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The line as `tracing`'s formatter writes it, in the format the
+    /// binary configures (`ops/logging.rs`).
+    fn through_tracing(line: &Line<'_>, json: bool, duration_ms: f64) -> String {
+        let out = Captured::default();
+        let writer = out.clone();
+        let builder = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone());
+        let write = || line.write_through_tracing(duration_ms);
+        if json {
+            let subscriber = builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .finish();
+            tracing::subscriber::with_default(subscriber, write);
+        } else {
+            tracing::subscriber::with_default(builder.finish(), write);
+        }
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        text
+    }
+
+    #[test]
+    fn the_line_written_by_hand_is_the_line_tracing_writes() {
+        let client: SocketAddr = "[2001:db8::7]:4431".parse().unwrap();
+        let lines = [
+            Line {
+                method: Some("GET"),
+                path: Some("/1/user/-/profile.json"),
+                status: 200,
+                origin: "upstream",
+                error: None,
+                duration: std::time::Duration::from_micros(1_213),
+                request_id: "0f3a9c2e5b1d4e7a9c0d1a2b3c4d5e6f",
+                client: Some("127.0.0.1:53650".parse().unwrap()),
+                caller: Some("127.0.0.1"),
+                bytes: 1_200,
+                complete: true,
+            },
+            // Every field that may be left out left out, and strings that
+            // need escaping in both formats.
+            Line {
+                method: None,
+                path: None,
+                status: 431,
+                origin: "proxy",
+                error: Some("header_too_large"),
+                duration: std::time::Duration::from_secs(5_001),
+                request_id: "a\"b\\c",
+                client: Some(client),
+                caller: Some("caf\u{e9} \"team\"\t\u{7}"),
+                bytes: 0,
+                complete: false,
+            },
+            Line {
+                method: Some("PATCH"),
+                path: Some("/a\"b\\c\u{1}"),
+                status: 499,
+                origin: "client",
+                error: None,
+                duration: std::time::Duration::ZERO,
+                request_id: "",
+                client: None,
+                caller: None,
+                bytes: u64::MAX,
+                complete: false,
+            },
+        ];
+        for line in &lines {
+            let duration_ms = line.duration.as_micros() as f64 / 1000.0;
+            for json in [false, true] {
+                let ours =
+                    crate::ops::log_line::rendered(json, ACCESS_LOG_TARGET, "request", |f| {
+                        line.fields(f, duration_ms)
+                    });
+                let theirs = through_tracing(line, json, duration_ms);
+                // The same line after the timestamp (tracing's is now).
+                let after_time = |l: &str| l[l.find('Z').unwrap()..].to_owned();
+                if json {
+                    let mut ours: serde_json::Value = serde_json::from_str(&ours).unwrap();
+                    let mut theirs: serde_json::Value = serde_json::from_str(&theirs).unwrap();
+                    assert_eq!(ours["timestamp"], "1970-01-01T00:00:00.000000Z");
+                    ours["timestamp"] = serde_json::Value::Null;
+                    theirs["timestamp"] = serde_json::Value::Null;
+                    assert_eq!(ours, theirs);
+                } else {
+                    assert!(
+                        ours.starts_with("1970-01-01T00:00:00.000000Z  INFO"),
+                        "{ours}"
+                    );
+                    assert_eq!(after_time(&ours), after_time(&theirs));
+                }
             }
         }
     }

@@ -41,10 +41,12 @@ pub fn init(format: LogFormat) -> LogGuard {
         )));
     let dropped = writer.error_counter();
     // Colours only for a person at a terminal, never into a log file.
+    let ansi = std::io::stderr().is_terminal();
+    let access_writer = (!ansi).then(|| writer.clone());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
-        .with_ansi(std::io::stderr().is_terminal());
+        .with_ansi(ansi);
     let installed = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder
@@ -55,6 +57,11 @@ pub fn init(format: LogFormat) -> LogGuard {
     };
     if installed.is_ok() {
         let _ = DROPPED.set(dropped);
+        // Without colours, the access line is written by hand (log_line.rs)
+        // in the same shape, into the same writer.
+        if let Some(writer) = access_writer {
+            super::log_line::install(writer, format);
+        }
     }
     LogGuard {
         _writer: installed.is_ok().then_some(guard),

@@ -3,7 +3,8 @@
 //! `status/`), the metrics themselves (`metrics.rs`, with the bounded set of
 //! callers of `callers.rs`, the per-minute send
 //! history of `history.rs` and the process metrics read from `/proc` in
-//! `process.rs`), log output (`logging.rs`), reloads without a restart
+//! `process.rs`), log output (`logging.rs`, with the access line written
+//! by hand in `log_line.rs`), reloads without a restart
 //! (`reload.rs`: SIGHUP, secret and TLS files changed on disk) and the
 //! supervisor that restarts a background task after a panic (`supervise.rs`).
 
@@ -13,6 +14,7 @@ pub mod callers;
 pub mod failpoints;
 pub(crate) mod health;
 mod history;
+pub(crate) mod log_line;
 pub mod logging;
 pub mod metrics;
 pub(crate) mod process;
