@@ -273,42 +273,40 @@ impl Line<'_> {
         if !tracing::enabled!(target: ACCESS_LOG_TARGET, tracing::Level::INFO) {
             return;
         }
-        let duration_ms = self.duration.as_micros() as f64 / 1000.0;
-        let by_hand = crate::ops::log_line::write_info(ACCESS_LOG_TARGET, "request", |f| {
-            self.fields(f, duration_ms)
-        });
-        if by_hand {
-            return;
+        let by_hand =
+            crate::ops::log_line::write_info(ACCESS_LOG_TARGET, "request", |f| self.fields(f));
+        if !by_hand {
+            self.write_through_tracing();
         }
-        self.write_through_tracing(duration_ms);
     }
 
     /// The fields in `tracing`'s order (that of the `info!` below).
-    fn fields(&self, f: &mut Fields<'_>, duration_ms: f64) {
+    fn fields(&self, f: &mut Fields<'_>) {
         if let Some(method) = self.method {
-            f.display("method", method);
+            f.bare("method", method);
         }
         if let Some(path) = self.path {
-            f.display("path", path);
+            f.bare("path", path);
         }
-        f.value("status", self.status);
+        f.uint("status", self.status.into());
         f.str("origin", self.origin);
         if let Some(error) = self.error {
             f.str("error", error);
         }
-        f.value("duration_ms", duration_ms);
+        f.millis("duration_ms", self.duration);
         f.str("request_id", self.request_id);
         if let Some(client) = self.client {
-            f.display("client", client);
+            f.addr("client", client);
         }
         if let Some(caller) = self.caller {
             f.str("caller", caller);
         }
-        f.value("bytes", self.bytes);
-        f.value("complete", self.complete);
+        f.uint("bytes", self.bytes);
+        f.bool("complete", self.complete);
     }
 
-    fn write_through_tracing(&self, duration_ms: f64) {
+    fn write_through_tracing(&self) {
+        let duration_ms = self.duration.as_micros() as f64 / 1000.0;
         use tracing::field::display as shown;
         // Method and path unquoted in the text format, as before this
         // struct existed; the other strings quoted.
@@ -424,13 +422,13 @@ mod tests {
 
     /// The line as `tracing`'s formatter writes it, in the format the
     /// binary configures (`ops/logging.rs`).
-    fn through_tracing(line: &Line<'_>, json: bool, duration_ms: f64) -> String {
+    fn through_tracing(line: &Line<'_>, json: bool) -> String {
         let out = Captured::default();
         let writer = out.clone();
         let builder = tracing_subscriber::fmt()
             .with_ansi(false)
             .with_writer(move || writer.clone());
-        let write = || line.write_through_tracing(duration_ms);
+        let write = || line.write_through_tracing();
         if json {
             let subscriber = builder
                 .json()
@@ -492,13 +490,12 @@ mod tests {
             },
         ];
         for line in &lines {
-            let duration_ms = line.duration.as_micros() as f64 / 1000.0;
             for json in [false, true] {
                 let ours =
                     crate::ops::log_line::rendered(json, ACCESS_LOG_TARGET, "request", |f| {
-                        line.fields(f, duration_ms)
+                        line.fields(f)
                     });
-                let theirs = through_tracing(line, json, duration_ms);
+                let theirs = through_tracing(line, json);
                 // The same line after the timestamp (tracing's is now).
                 let after_time = |l: &str| l[l.find('Z').unwrap()..].to_owned();
                 if json {

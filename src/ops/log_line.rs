@@ -18,10 +18,10 @@
 #![allow(clippy::disallowed_types)]
 
 use std::cell::RefCell;
-use std::fmt::{Debug, Display};
 use std::io::Write;
+use std::net::SocketAddr;
 use std::sync::OnceLock;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tracing_appender::non_blocking::NonBlocking;
 
@@ -110,12 +110,23 @@ fn render(
         line.extend_from_slice(b"{\"timestamp\":\"");
     }
     line.extend_from_slice(at.date_time);
-    let _ = write!(line, ".{:06}Z", at.micros);
+    line.push(b'.');
+    let mut micros = [b'0'; 6];
+    let mut rest = at.micros;
+    for digit in micros.iter_mut().rev() {
+        *digit = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    line.extend_from_slice(&micros);
+    line.push(b'Z');
     if json {
         line.extend_from_slice(b"\",\"level\":\"INFO\",\"message\":");
         json_str(line, message);
     } else {
-        let _ = write!(line, "  INFO {target}: {message}");
+        line.extend_from_slice(b"  INFO ");
+        line.extend_from_slice(target.as_bytes());
+        line.extend_from_slice(b": ");
+        line.extend_from_slice(message.as_bytes());
     }
     fields(&mut Fields { line, json });
     if json {
@@ -144,52 +155,106 @@ pub(crate) fn rendered(
     String::from_utf8(line).expect("a log line is UTF-8")
 }
 
-/// A line's fields, in the order they are added.
+/// A line's fields, in the order they are added. Each method writes what
+/// `tracing`'s formatter writes for the same value.
 pub(crate) struct Fields<'a> {
     line: &'a mut Vec<u8>,
     json: bool,
 }
 
 impl Fields<'_> {
-    /// As `Display` shows it: unquoted in text (`path=/a`), a string in JSON.
-    pub(crate) fn display(&mut self, name: &str, value: impl Display) {
+    /// A string shown as is in text (`path=/a`, as `display(..)` does), a
+    /// string in JSON.
+    pub(crate) fn bare(&mut self, name: &str, value: &str) {
         self.name(name);
         if self.json {
-            self.line.push(b'"');
-            let start = self.line.len();
-            let _ = write!(self.line, "{value}");
-            // Rarely anything to escape: only then is the value copied.
-            if self.line[start..]
-                .iter()
-                .any(|&b| b == b'"' || b == b'\\' || b < 0x20)
-            {
-                let shown = String::from_utf8_lossy(&self.line[start..]).into_owned();
-                self.line.truncate(start - 1);
-                json_str(self.line, &shown);
-            } else {
-                self.line.push(b'"');
-            }
+            json_str(self.line, value);
         } else {
-            let _ = write!(self.line, "{value}");
+            self.line.extend_from_slice(value.as_bytes());
         }
     }
 
-    /// A string: quoted and escaped as `Debug` does in text
+    /// A string quoted and escaped as `Debug` does in text
     /// (`origin="proxy"`), a string in JSON.
     pub(crate) fn str(&mut self, name: &str, value: &str) {
         self.name(name);
         if self.json {
             json_str(self.line, value);
+        } else if plain_ascii(value) {
+            self.line.push(b'"');
+            self.line.extend_from_slice(value.as_bytes());
+            self.line.push(b'"');
         } else {
             let _ = write!(self.line, "{value:?}");
         }
     }
 
-    /// A number or a boolean, as `Debug` shows it in both formats
-    /// (`duration_ms=5001.0`, `complete=true`).
-    pub(crate) fn value(&mut self, name: &str, value: impl Debug) {
+    /// An unsigned integer, as both formats show it.
+    pub(crate) fn uint(&mut self, name: &str, value: u64) {
         self.name(name);
-        let _ = write!(self.line, "{value:?}");
+        self.line
+            .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+    }
+
+    /// `true` or `false`, as both formats show it.
+    pub(crate) fn bool(&mut self, name: &str, value: bool) {
+        self.name(name);
+        self.line
+            .extend_from_slice(if value { b"true" } else { b"false" });
+    }
+
+    /// A duration in milliseconds to the microsecond, as `tracing` shows
+    /// the `f64` `micros / 1000.0`: the shortest decimal that reads back as
+    /// that number, which for up to 15 digits is the exact one, trailing
+    /// zeros dropped but one (`5001.0`, `1.21`, `0.001`).
+    pub(crate) fn millis(&mut self, name: &str, duration: Duration) {
+        self.name(name);
+        let micros = duration.as_micros().min(MAX_EXACT_MICROS) as u64;
+        let mut digits = itoa::Buffer::new();
+        self.line
+            .extend_from_slice(digits.format(micros / 1000).as_bytes());
+        self.line.push(b'.');
+        let mut fraction = micros % 1000;
+        if fraction == 0 {
+            self.line.push(b'0');
+            return;
+        }
+        let mut width = 3;
+        while fraction.is_multiple_of(10) {
+            fraction /= 10;
+            width -= 1;
+        }
+        let padded = format_args!("{fraction:0width$}");
+        let _ = self.line.write_fmt(padded);
+    }
+
+    /// A socket address, as `Display` shows it: unquoted in text, a string
+    /// in JSON.
+    pub(crate) fn addr(&mut self, name: &str, addr: SocketAddr) {
+        self.name(name);
+        if self.json {
+            self.line.push(b'"');
+        }
+        match addr {
+            SocketAddr::V4(v4) => {
+                let mut digits = itoa::Buffer::new();
+                for (i, octet) in v4.ip().octets().into_iter().enumerate() {
+                    if i > 0 {
+                        self.line.push(b'.');
+                    }
+                    self.line.extend_from_slice(digits.format(octet).as_bytes());
+                }
+                self.line.push(b':');
+                self.line
+                    .extend_from_slice(digits.format(v4.port()).as_bytes());
+            }
+            SocketAddr::V6(v6) => {
+                let _ = write!(self.line, "{v6}");
+            }
+        }
+        if self.json {
+            self.line.push(b'"');
+        }
     }
 
     fn name(&mut self, name: &str) {
@@ -205,9 +270,27 @@ impl Fields<'_> {
     }
 }
 
+/// Durations from here on (31 years) would need more than the 15 digits an
+/// `f64` holds exactly; they are shown as this.
+const MAX_EXACT_MICROS: u128 = 999_999_999_999_999;
+
+/// Printable ASCII other than `"` and `\\`: the same quoted in `Debug`, in
+/// JSON and as is.
+fn plain_ascii(value: &str) -> bool {
+    value
+        .bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+}
+
 /// `value` as a JSON string, quoted and escaped.
 fn json_str(line: &mut Vec<u8>, value: &str) {
-    let _ = serde_json::to_writer(line, value);
+    if plain_ascii(value) {
+        line.push(b'"');
+        line.extend_from_slice(value.as_bytes());
+        line.push(b'"');
+    } else {
+        let _ = serde_json::to_writer(line, value);
+    }
 }
 
 /// `YYYY-MM-DDTHH:MM:SS` (UTC) of `secs` since the Unix epoch, by the
@@ -238,6 +321,49 @@ fn date_time(secs: u64) -> [u8; 19] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn milliseconds_are_shown_as_tracing_shows_the_f64() {
+        let mut micros = 0u64;
+        while micros < 100_000_000_000 {
+            let mut line = Vec::new();
+            Fields {
+                line: &mut line,
+                json: false,
+            }
+            .millis("d", Duration::from_micros(micros));
+            let expected = format!(" d={:?}", micros as f64 / 1000.0);
+            assert_eq!(String::from_utf8(line).unwrap(), expected, "{micros}");
+            micros = micros * 3 / 2 + 1 + micros % 7;
+        }
+    }
+
+    #[test]
+    fn addresses_are_shown_as_display_shows_them() {
+        for addr in [
+            "0.0.0.0:0",
+            "127.0.0.1:53650",
+            "255.255.255.255:65535",
+            "[::1]:80",
+            "[2001:db8::7]:4431",
+        ] {
+            let addr: SocketAddr = addr.parse().unwrap();
+            for json in [false, true] {
+                let mut line = Vec::new();
+                Fields {
+                    line: &mut line,
+                    json,
+                }
+                .addr("a", addr);
+                let expected = if json {
+                    format!(",\"a\":\"{addr}\"")
+                } else {
+                    format!(" a={addr}")
+                };
+                assert_eq!(String::from_utf8(line).unwrap(), expected);
+            }
+        }
+    }
 
     #[test]
     fn dates_and_times_match_httpdate_over_four_centuries() {
