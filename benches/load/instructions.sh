@@ -20,7 +20,8 @@ CONNS=${CONNS:-16}
 out="$repo/benches/load/results/$(date +%Y%m%d-%H%M%S)-ir"
 work=$(mktemp -d /tmp/fitbit-proxy-ir.XXXXXX)
 mkdir -p "$out"
-UP_TLS=19543 UP_PLAIN=19180 FP=19391
+# Ports: PORTS="TLS PLAIN PROXY" to run beside another copy of this script.
+read -r UP_TLS UP_PLAIN FP <<<"${PORTS:-19543 19180 19391}"
 PATH_Q=/1/user/-/activities/date/today.json
 CLIENT_AUTH='Authorization: Basic Zm9vOmJhcg=='
 

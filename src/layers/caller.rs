@@ -102,17 +102,40 @@ impl Identify {
         client: Option<IpAddr>,
         metrics: &Metrics,
     ) -> Caller {
-        let name: Arc<str> = match named(headers, self.header.as_ref()) {
-            Named::Header(name) => Arc::from(name),
-            Named::Missing => address(client),
+        let key = match named(headers, self.header.as_ref()) {
+            Named::Header(name) => Key::Header(name),
+            Named::Missing => Key::Address(client),
             Named::Invalid => {
                 metrics.caller_header_invalid.inc();
-                address(client)
+                Key::Address(client)
             }
         };
+        let caller = LAST.with(|last| {
+            let mut last = last.borrow_mut();
+            if let Some(hit) = last.as_ref().and_then(|l| l.get(self, &key, metrics)) {
+                return hit;
+            }
+            let caller = self.new_caller(&key, metrics);
+            *last = Some(Last {
+                registry: metrics.callers.id(),
+                weights: Arc::clone(&self.weights),
+                key: key.owned(),
+                caller: caller.clone(),
+            });
+            caller
+        });
         if let Some(header) = &self.header {
             headers.remove(header);
         }
+        caller
+    }
+
+    fn new_caller(&self, key: &Key<'_>, metrics: &Metrics) -> Caller {
+        let name: Arc<str> = match *key {
+            Key::Header(name) => Arc::from(name),
+            Key::Address(None) => Arc::from(UNKNOWN),
+            Key::Address(Some(ip)) => Arc::from(ip.to_string()),
+        };
         Caller {
             weight: self.weights.get(&*name).copied().unwrap_or(1),
             series: metrics.callers.series(&name),
@@ -121,8 +144,57 @@ impl Identify {
     }
 }
 
-fn address(client: Option<IpAddr>) -> Arc<str> {
-    client.map_or_else(|| Arc::from(UNKNOWN), |ip| Arc::from(ip.to_string()))
+/// What names a request's caller: the header's value, or the address.
+#[derive(PartialEq, Eq)]
+enum Key<'a> {
+    Header(&'a str),
+    Address(Option<IpAddr>),
+}
+
+impl Key<'_> {
+    fn owned(&self) -> OwnedKey {
+        match *self {
+            Key::Header(name) => OwnedKey::Header(Box::from(name)),
+            Key::Address(ip) => OwnedKey::Address(ip),
+        }
+    }
+}
+
+enum OwnedKey {
+    Header(Box<str>),
+    Address(Option<IpAddr>),
+}
+
+/// The last caller named on this thread. Consecutive requests mostly come
+/// from the same caller (a client's connection, a service's pool), and
+/// naming one costs an address formatted, a weight looked up and the
+/// registry's lock: reused while the key, the weights table and the
+/// registry are the same. The registry never forgets a name, so the series
+/// it gave a name is the series it would give it again.
+struct Last {
+    registry: u64,
+    /// Held, so that its address cannot be reused by a newer table.
+    weights: Arc<BTreeMap<String, u32>>,
+    key: OwnedKey,
+    caller: Caller,
+}
+
+impl Last {
+    fn get(&self, identify: &Identify, key: &Key<'_>, metrics: &Metrics) -> Option<Caller> {
+        let same_key = match (&self.key, key) {
+            (OwnedKey::Header(a), Key::Header(b)) => **a == **b,
+            (OwnedKey::Address(a), Key::Address(b)) => a == b,
+            _ => false,
+        };
+        (same_key
+            && self.registry == metrics.callers.id()
+            && Arc::ptr_eq(&self.weights, &identify.weights))
+        .then(|| self.caller.clone())
+    }
+}
+
+thread_local! {
+    static LAST: std::cell::RefCell<Option<Last>> = const { std::cell::RefCell::new(None) };
 }
 
 #[cfg(test)]
@@ -164,6 +236,44 @@ mod tests {
             assert_eq!(&named(&h, Some(&X_CALLER)), want, "{values:?}");
         }
         assert_eq!(named(&headers(&[b"billing"]), None), Named::Missing);
+    }
+
+    #[test]
+    fn the_last_caller_is_reused_only_for_the_same_name_weights_and_registry() {
+        let with_weight = |w| {
+            Identify::of(&CallersConfig {
+                weights: [("billing".to_owned(), w)].into(),
+                ..CallersConfig::default()
+            })
+        };
+        let (three, five) = (with_weight(3), with_weight(5));
+        let (m1, m2) = (Metrics::new(), Metrics::new());
+        let a: IpAddr = "192.0.2.7".parse().unwrap();
+        let b: IpAddr = "192.0.2.8".parse().unwrap();
+        let name = |id: &Identify, h: &[&[u8]], ip, m| {
+            let c = id.caller(&mut headers(h), Some(ip), m);
+            (c.name.to_string(), c.weight)
+        };
+        assert_eq!(name(&three, &[b"billing"], a, &m1), ("billing".into(), 3));
+        assert_eq!(name(&three, &[b"billing"], b, &m1), ("billing".into(), 3));
+        assert_eq!(name(&five, &[b"billing"], a, &m1), ("billing".into(), 5));
+        assert_eq!(name(&five, &[b"reports"], a, &m1), ("reports".into(), 1));
+        assert_eq!(name(&five, &[], a, &m1), ("192.0.2.7".into(), 1));
+        assert_eq!(name(&five, &[], b, &m1), ("192.0.2.8".into(), 1));
+        assert_eq!(name(&five, &[b"a", b"b"], b, &m1), ("192.0.2.8".into(), 1));
+        // The same caller again, but named in another registry: its series
+        // is that registry's.
+        assert_eq!(name(&five, &[], b, &m2), ("192.0.2.8".into(), 1));
+        let seen = |m: &Metrics| -> Vec<String> {
+            m.callers.snapshot().into_iter().map(|r| r.caller).collect()
+        };
+        assert!(
+            seen(&m2).contains(&"192.0.2.8".to_owned()),
+            "{:?}",
+            seen(&m2)
+        );
+        assert!(!seen(&m2).contains(&"billing".to_owned()));
+        assert!(seen(&m1).contains(&"billing".to_owned()));
     }
 
     #[test]

@@ -79,6 +79,8 @@ impl EncodeLabelValue for CallerSeries {
 /// The bounded set of callers with their own series.
 #[derive(Debug)]
 pub struct CallerRegistry {
+    /// Unique in the process, for caches of what it answered.
+    id: u64,
     max: usize,
     known: Mutex<HashMap<Arc<str>, CallerSeries>>,
     other: CallerSeries,
@@ -95,11 +97,18 @@ pub struct CallerRow {
 
 impl CallerRegistry {
     pub fn new(max_callers: usize) -> Self {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         CallerRegistry {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             max: max_callers,
             known: Mutex::new(HashMap::new()),
             other: CallerSeries::new(OTHER),
         }
+    }
+
+    /// This registry, among all the process makes.
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// The series of the caller `name`: its own while fewer than
