@@ -133,8 +133,9 @@ where
         let record = Record {
             metrics: Arc::clone(&self.metrics),
             method: req.method().clone(),
-            // Only the path: a query string may carry user data.
-            path: req.uri().path().to_owned(),
+            // A shared handle on hyper's parsed URI, not a copy; only its
+            // path is logged (a query string may carry user data).
+            uri: req.uri().clone(),
             request_id,
             client,
             caller,
@@ -200,7 +201,7 @@ where
 struct Record {
     metrics: Arc<Metrics>,
     method: Method,
-    path: String,
+    uri: http::Uri,
     request_id: HeaderValue,
     client: Option<SocketAddr>,
     caller: Caller,
@@ -226,7 +227,7 @@ impl Drop for Record {
         };
         Line {
             method: Some(self.method.as_str()),
-            path: Some(&self.path),
+            path: Some(self.uri.path()),
             status,
             origin,
             error: self.error.as_ref().and_then(|e| e.to_str().ok()),

@@ -7,7 +7,10 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
 
 use prometheus_client::encoding::{EncodeLabelValue, LabelValueEncoder};
 
@@ -31,6 +34,17 @@ pub struct CallerTotals {
     pub sent: AtomicU64,
     /// Requests the pacer refused (429 or 503) without sending them.
     pub refused: AtomicU64,
+    /// The series' wait histogram and sent counter in `/metrics`, looked
+    /// up once (`Metrics::caller_waited`) rather than per request.
+    pub(crate) sending: OnceLock<SendingSeries>,
+}
+
+/// Handles on one caller's per-send metric series (they share their
+/// values with the families that render them).
+#[derive(Debug)]
+pub(crate) struct SendingSeries {
+    pub(crate) wait: Histogram,
+    pub(crate) sent: Counter,
 }
 
 impl CallerSeries {

@@ -13,7 +13,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
-use super::callers::{CallerRegistry, CallerSeries};
+use super::callers::{CallerRegistry, CallerSeries, SendingSeries};
 use super::history::SendHistory;
 use crate::error::QuotaView;
 
@@ -436,13 +436,17 @@ impl Metrics {
     /// of the quota spent by the caller.
     pub(crate) fn caller_waited(&self, caller: &CallerSeries, wait: Duration) {
         self.pacing_waited(wait);
-        let labels = CallerLabels {
-            caller: caller.clone(),
-        };
-        self.caller_pacing_wait
-            .get_or_create(&labels)
-            .observe(wait.as_secs_f64());
-        self.caller_sent.get_or_create(&labels).inc();
+        let series = caller.totals().sending.get_or_init(|| {
+            let labels = CallerLabels {
+                caller: caller.clone(),
+            };
+            SendingSeries {
+                wait: self.caller_pacing_wait.get_or_create(&labels).clone(),
+                sent: self.caller_sent.get_or_create(&labels).clone(),
+            }
+        });
+        series.wait.observe(wait.as_secs_f64());
+        series.sent.inc();
         caller.totals().sent.fetch_add(1, Ordering::Relaxed);
     }
 
