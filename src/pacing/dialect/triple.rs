@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 
 use super::{digits, Malformed, RateLimit, MAX_LIMIT, MAX_RESET};
 use crate::config::{Dialect, Reset};
@@ -43,6 +43,38 @@ pub(crate) fn names(dialect: Dialect) -> Option<([&'static str; 3], Reset)> {
     }
 }
 
+/// The names of [`names`] as `HeaderName`s made at compile time: a lookup
+/// by `&str` parses and lower-cases the name first, on every answer.
+fn header_names(dialect: Dialect) -> Option<[HeaderName; 3]> {
+    const FITBIT: [HeaderName; 3] = [
+        HeaderName::from_static(RATE_LIMIT_LIMIT),
+        HeaderName::from_static(RATE_LIMIT_REMAINING),
+        HeaderName::from_static(RATE_LIMIT_RESET),
+    ];
+    const RATELIMIT: [HeaderName; 3] = [
+        HeaderName::from_static("ratelimit-limit"),
+        HeaderName::from_static("ratelimit-remaining"),
+        HeaderName::from_static("ratelimit-reset"),
+    ];
+    const X_RATELIMIT: [HeaderName; 3] = [
+        HeaderName::from_static("x-ratelimit-limit"),
+        HeaderName::from_static("x-ratelimit-remaining"),
+        HeaderName::from_static("x-ratelimit-reset"),
+    ];
+    const X_RATE_LIMIT: [HeaderName; 3] = [
+        HeaderName::from_static("x-rate-limit-limit"),
+        HeaderName::from_static("x-rate-limit-remaining"),
+        HeaderName::from_static("x-rate-limit-reset"),
+    ];
+    match dialect {
+        Dialect::Fitbit => Some(FITBIT),
+        Dialect::RateLimit(_) => Some(RATELIMIT),
+        Dialect::XRateLimit(_) => Some(X_RATELIMIT),
+        Dialect::XRateLimitDash(_) => Some(X_RATE_LIMIT),
+        Dialect::Ietf | Dialect::None => None,
+    }
+}
+
 /// `Ok(None)` when the response carries none of the three headers. An
 /// epoch reset is read against `upstream_now` (the answer's `Date`).
 pub(crate) fn read(
@@ -50,18 +82,19 @@ pub(crate) fn read(
     headers: &HeaderMap,
     upstream_now: &dyn Fn() -> Duration,
 ) -> Result<Option<RateLimit>, Malformed> {
-    let Some(([l, r, s], unit)) = names(dialect) else {
+    let (Some(([l, r, s], unit)), Some([hl, hr, hs])) = (names(dialect), header_names(dialect))
+    else {
         return Ok(None);
     };
-    if [l, r, s].iter().all(|n| !headers.contains_key(*n)) {
+    if [&hl, &hr, &hs].iter().all(|n| !headers.contains_key(*n)) {
         return Ok(None);
     }
-    let limit = number(headers, l, u64::from(MAX_LIMIT))?;
-    let remaining = number(headers, r, u64::from(MAX_LIMIT))?;
+    let limit = number(headers, (&hl, l), u64::from(MAX_LIMIT))?;
+    let remaining = number(headers, (&hr, r), u64::from(MAX_LIMIT))?;
     let reset = match unit {
-        Reset::Delta => number(headers, s, MAX_RESET.as_secs())?,
+        Reset::Delta => number(headers, (&hs, s), MAX_RESET.as_secs())?,
         Reset::Epoch => {
-            let at = number(headers, s, u64::MAX)?;
+            let at = number(headers, (&hs, s), u64::MAX)?;
             let delta = at.saturating_sub(upstream_now().as_secs());
             Some(delta)
                 .filter(|d| *d <= MAX_RESET.as_secs())
@@ -79,8 +112,12 @@ pub(crate) fn read(
 }
 
 /// A header's single value as a whole number in `0..=max`.
-fn number(headers: &HeaderMap, name: &'static str, max: u64) -> Result<u64, Malformed> {
-    let mut values = headers.get_all(name).iter();
+fn number(
+    headers: &HeaderMap,
+    (header, name): (&HeaderName, &'static str),
+    max: u64,
+) -> Result<u64, Malformed> {
+    let mut values = headers.get_all(header).iter();
     let first = values.next().ok_or(Malformed::Missing(name))?;
     if values.any(|other| other != first) {
         return Err(Malformed::Conflicting(name));
@@ -88,4 +125,27 @@ fn number(headers: &HeaderMap, name: &'static str, max: u64) -> Result<u64, Malf
     digits(first.as_bytes())
         .filter(|n| *n <= max)
         .ok_or(Malformed::Invalid(name))
+}
+
+#[cfg(test)]
+mod names_tests {
+    use super::*;
+
+    #[test]
+    fn the_compiled_names_are_the_names() {
+        for reset in [Reset::Delta, Reset::Epoch] {
+            for dialect in [
+                Dialect::Fitbit,
+                Dialect::RateLimit(reset),
+                Dialect::XRateLimit(reset),
+                Dialect::XRateLimitDash(reset),
+                Dialect::Ietf,
+                Dialect::None,
+            ] {
+                let strs = names(dialect).map(|(n, _)| n.map(str::to_owned));
+                let compiled = header_names(dialect).map(|n| n.map(|h| h.as_str().to_owned()));
+                assert_eq!(strs, compiled, "{dialect:?}");
+            }
+        }
+    }
 }
