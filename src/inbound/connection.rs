@@ -170,19 +170,26 @@ pub(crate) async fn serve_h1<I: Park, S: ConnectionService>(
                 Some(Arc::clone(&activity)),
             );
             let mut one = OneRequest::<I, S> {
-                // Boxed: allocated for the request, freed while parked.
-                conn: Box::new(protocols.h1.serve_connection(
-                    TokioIo::new(io_tracked),
-                    TowerToHyperService::new(observed),
-                )),
+                conn: protocols
+                    .h1
+                    .serve_connection(TokioIo::new(io_tracked), TowerToHyperService::new(observed)),
                 turn: Arc::clone(&turn),
                 activity: Arc::clone(&activity),
                 ending: false,
                 finished: false,
             };
-            supervisor
-                .supervise(Pin::new(&mut one), |one| one.get_mut().end(), &activity)
-                .await?;
+            // hyper's connection and its supervision, in one box: allocated
+            // for the request, freed while parked (and laid out in the task
+            // not at all).
+            let (supervisor, tracking) = (&mut supervisor, &*activity);
+            let (served, one) = Box::pin(async move {
+                let served = supervisor
+                    .supervise(Pin::new(&mut one), |one| one.get_mut().end(), tracking)
+                    .await;
+                (served, one)
+            })
+            .await;
+            served?;
             // Cut (shutdown, send_timeout) before hyper was done, done for
             // good, or draining: closed.
             if !one.finished || !turn.reusable() || *phase.borrow() != Phase::Serving {
@@ -245,7 +252,7 @@ type H1Connection<I, S> = http1::Connection<
 /// One request's hyper connection, as a future that ends when hyper stops
 /// without shutting the transport down, so that it can be taken back.
 struct OneRequest<I, S: ConnectionService> {
-    conn: Box<H1Connection<I, S>>,
+    conn: H1Connection<I, S>,
     turn: Arc<Turn>,
     /// Tells whether hyper's last write was refused (bytes still buffered).
     activity: Arc<Activity>,
@@ -258,7 +265,7 @@ impl<I: Park, S: ConnectionService> OneRequest<I, S> {
     /// its next poll).
     fn end(&mut self) {
         if !std::mem::replace(&mut self.ending, true) {
-            Pin::new(&mut *self.conn).graceful_shutdown();
+            Pin::new(&mut self.conn).graceful_shutdown();
         }
     }
 }
