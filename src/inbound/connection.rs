@@ -133,88 +133,96 @@ pub(crate) async fn serve_h2<I: Park, S: ConnectionService>(
 
 /// Serves an HTTP/1 connection whose `prefix` was already read: one hyper
 /// connection per request, parked in between.
-pub(crate) async fn serve_h1<I: Park, S: ConnectionService>(
+///
+/// An async block rather than an async fn: its captures are its only copy
+/// of the arguments, where an async fn's state keeps them twice, in every
+/// parked connection's task.
+#[allow(clippy::manual_async_fn)]
+pub(crate) fn serve_h1<I: Park, S: ConnectionService>(
     protocols: &Protocols,
     mut io: I,
     mut prefix: Bytes,
     service: Arc<S>,
     phase: watch::Receiver<Phase>,
     peer: SocketAddr,
-) -> hyper::Result<()> {
-    let _open = protocols.observe.open(Protocol::Http1);
-    let exchanges = Exchanges::new(
-        peer,
-        Arc::clone(&protocols.observe.metrics),
-        protocols.observe.answers,
-    );
-    let activity = Activity::new();
-    let mut supervisor = Supervisor::new(protocols.bounds, phase.clone());
-    let turn = Arc::new(Turn::default());
-    let mut drain = Drain::new(phase.clone());
-    loop {
-        // One request, in a block of its own: none of its state stays in
-        // the task while parked.
-        (io, prefix) = {
-            turn.reset();
-            let observed = Watched {
-                inner: Watched {
-                    inner: tracked(&service, peer, &activity),
-                    watch: Arc::clone(&turn),
-                },
-                // What hyper writes while no request is open is its own
-                // refusal, replaced by the proxy's answer (refusal.rs).
-                watch: Arc::clone(&exchanges),
-            };
-            let io_tracked = TrackIo::new(
-                HeldIo::new(Rewind::new(prefix, io), &exchanges),
-                Some(Arc::clone(&activity)),
-            );
-            let mut one = OneRequest::<I, S> {
-                conn: protocols
-                    .h1
-                    .serve_connection(TokioIo::new(io_tracked), TowerToHyperService::new(observed)),
-                turn: Arc::clone(&turn),
-                activity: Arc::clone(&activity),
-                ending: false,
-                finished: false,
-            };
-            // hyper's connection and its supervision, in one box: allocated
-            // for the request, freed while parked (and laid out in the task
-            // not at all).
-            let (supervisor, tracking) = (&mut supervisor, &*activity);
-            let (served, one) = Box::pin(async move {
-                let served = supervisor
-                    .supervise(Pin::new(&mut one), |one| one.get_mut().end(), tracking)
-                    .await;
-                (served, one)
-            })
-            .await;
-            served?;
-            // Cut (shutdown, send_timeout) before hyper was done, done for
-            // good, or draining: closed.
-            if !one.finished || !turn.reusable() || *phase.borrow() != Phase::Serving {
-                return Ok(());
-            }
-            let parts = one.conn.into_parts();
-            let (rest, inner) = parts.io.into_inner().into_inner().into_inner().into_parts();
-            (inner, join(parts.read_buf, rest))
-        };
-        if prefix.is_empty() {
-            // Parked no longer than an idle connection is kept, on the
-            // supervisor's timer: the wait keeps no timer or future of its
-            // own in the task.
-            supervisor.park();
-            let next = poll_fn(|cx| {
-                if drain.poll_started(cx) || supervisor.poll_parked(cx).is_ready() {
-                    return Poll::Ready(None);
+) -> impl Future<Output = hyper::Result<()>> + Send + '_ {
+    async move {
+        let _open = protocols.observe.open(Protocol::Http1);
+        let exchanges = Exchanges::new(
+            peer,
+            Arc::clone(&protocols.observe.metrics),
+            protocols.observe.answers,
+        );
+        let activity = Activity::new();
+        let mut supervisor = Supervisor::new(protocols.bounds, phase.clone());
+        let turn = Arc::new(Turn::default());
+        let mut drain = Drain::new(phase.clone());
+        loop {
+            // One request, in a block of its own: none of its state stays in
+            // the task while parked.
+            (io, prefix) = {
+                turn.reset();
+                let observed = Watched {
+                    inner: Watched {
+                        inner: tracked(&service, peer, &activity),
+                        watch: Arc::clone(&turn),
+                    },
+                    // What hyper writes while no request is open is its own
+                    // refusal, replaced by the proxy's answer (refusal.rs).
+                    watch: Arc::clone(&exchanges),
+                };
+                let io_tracked = TrackIo::new(
+                    HeldIo::new(Rewind::new(prefix, io), &exchanges),
+                    Some(Arc::clone(&activity)),
+                );
+                let mut one = OneRequest::<I, S> {
+                    conn: protocols.h1.serve_connection(
+                        TokioIo::new(io_tracked),
+                        TowerToHyperService::new(observed),
+                    ),
+                    turn: Arc::clone(&turn),
+                    activity: Arc::clone(&activity),
+                    ending: false,
+                    finished: false,
+                };
+                // hyper's connection and its supervision, in one box: allocated
+                // for the request, freed while parked (and laid out in the task
+                // not at all).
+                let (supervisor, tracking) = (&mut supervisor, &*activity);
+                let (served, one) = Box::pin(async move {
+                    let served = supervisor
+                        .supervise(Pin::new(&mut one), |one| one.get_mut().end(), tracking)
+                        .await;
+                    (served, one)
+                })
+                .await;
+                served?;
+                // Cut (shutdown, send_timeout) before hyper was done, done for
+                // good, or draining: closed.
+                if !one.finished || !turn.reusable() || *phase.borrow() != Phase::Serving {
+                    return Ok(());
                 }
-                io.poll_next_bytes(cx).map(Result::ok)
-            });
-            match next.await {
-                Some(bytes) => prefix = bytes,
-                None => return Ok(()),
+                let parts = one.conn.into_parts();
+                let (rest, inner) = parts.io.into_inner().into_inner().into_inner().into_parts();
+                (inner, join(parts.read_buf, rest))
+            };
+            if prefix.is_empty() {
+                // Parked no longer than an idle connection is kept, on the
+                // supervisor's timer: the wait keeps no timer or future of its
+                // own in the task.
+                supervisor.park();
+                let next = poll_fn(|cx| {
+                    if drain.poll_started(cx) || supervisor.poll_parked(cx).is_ready() {
+                        return Poll::Ready(None);
+                    }
+                    io.poll_next_bytes(cx).map(Result::ok)
+                });
+                match next.await {
+                    Some(bytes) => prefix = bytes,
+                    None => return Ok(()),
+                }
+                supervisor.unpark(&activity);
             }
-            supervisor.unpark(&activity);
         }
     }
 }
