@@ -15,6 +15,12 @@ use fitbit_proxy::sim::demo;
 use fitbit_proxy::sim::{Dialect, Reset, SimConfig};
 use fitbit_proxy::Config;
 
+/// jemalloc, configured (.cargo/config.toml) to give what a burst freed back
+/// to the OS within a second, from a background thread.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "fitbit-proxy",

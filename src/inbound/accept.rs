@@ -187,8 +187,9 @@ pub async fn serve_watched<S, R>(
             let opened = Box::pin(ctx.open(stream, peer, Arc::clone(&service), drain_signal));
             if let Some((stream, prefix, drain)) = opened.await {
                 let served =
-                    connection::serve_h1(&ctx.protocols, stream, prefix, service, drain, peer);
-                log_end(served.await, peer);
+                    connection::serve_h1(&ctx.protocols, stream, prefix, service, drain, peer)
+                        .await;
+                log_end(served, peer);
             }
         });
     }

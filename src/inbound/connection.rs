@@ -29,14 +29,14 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::header::{CONNECTION, UPGRADE};
 use http::{HeaderMap, Request, Version};
 use hyper::body::{Body as _, Incoming};
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_rustls::server::TlsStream;
@@ -66,26 +66,30 @@ pub(crate) struct Protocols {
 }
 
 /// A transport a connection can be parked on: it waits for the next
-/// request's first bytes holding as little memory as it can.
+/// request's first bytes holding as little memory as it can, polled in
+/// place rather than through a future of its own (a parked connection's
+/// task is the state it keeps).
 pub(crate) trait Park: AsyncRead + AsyncWrite + Unpin + Send + 'static {
-    /// Resolves when the peer sent something (or closed): the bytes it had
+    /// Ready when the peer sent something (or closed): the bytes it had
     /// to read to find out, possibly none.
-    fn next_bytes(&mut self) -> impl Future<Output = io::Result<Bytes>> + Send;
+    fn poll_next_bytes(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Bytes>>;
 }
 
 impl Park for TcpStream {
     /// Readiness only: the bytes stay in the kernel until hyper reads them.
-    async fn next_bytes(&mut self) -> io::Result<Bytes> {
-        self.readable().await?;
-        Ok(Bytes::new())
+    fn poll_next_bytes(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Bytes>> {
+        self.poll_read_ready(cx).map_ok(|()| Bytes::new())
     }
 }
 
 impl Park for TlsStream<TcpStream> {
-    async fn next_bytes(&mut self) -> io::Result<Bytes> {
-        let mut buf = BytesMut::with_capacity(TLS_PARKED_READ);
-        self.read_buf(&mut buf).await?;
-        Ok(buf.freeze())
+    /// Into a buffer on the stack, copied out only once bytes came.
+    fn poll_next_bytes(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Bytes>> {
+        let mut buf = [0u8; TLS_PARKED_READ];
+        let mut read = ReadBuf::new(&mut buf);
+        Pin::new(self)
+            .poll_read(cx, &mut read)
+            .map_ok(|()| Bytes::copy_from_slice(read.filled()))
     }
 }
 
@@ -129,81 +133,96 @@ pub(crate) async fn serve_h2<I: Park, S: ConnectionService>(
 
 /// Serves an HTTP/1 connection whose `prefix` was already read: one hyper
 /// connection per request, parked in between.
-pub(crate) async fn serve_h1<I: Park, S: ConnectionService>(
+///
+/// An async block rather than an async fn: its captures are its only copy
+/// of the arguments, where an async fn's state keeps them twice, in every
+/// parked connection's task.
+#[allow(clippy::manual_async_fn)]
+pub(crate) fn serve_h1<I: Park, S: ConnectionService>(
     protocols: &Protocols,
     mut io: I,
     mut prefix: Bytes,
     service: Arc<S>,
     phase: watch::Receiver<Phase>,
     peer: SocketAddr,
-) -> hyper::Result<()> {
-    let _open = protocols.observe.open(Protocol::Http1);
-    let exchanges = Exchanges::new(
-        peer,
-        Arc::clone(&protocols.observe.metrics),
-        protocols.observe.answers,
-    );
-    let activity = Activity::new();
-    let mut supervisor = Supervisor::new(protocols.bounds, phase.clone());
-    let turn = Arc::new(Turn::default());
-    let mut drain = Drain::new(phase.clone());
-    loop {
-        turn.reset();
-        let observed = Watched {
-            inner: Watched {
-                inner: tracked(&service, peer, &activity),
-                watch: Arc::clone(&turn),
-            },
-            // What hyper writes while no request is open is its own
-            // refusal, replaced by the proxy's answer (refusal.rs).
-            watch: Arc::clone(&exchanges),
-        };
-        let io_tracked = TrackIo::new(
-            HeldIo::new(Rewind::new(prefix, io), &exchanges),
-            Some(Arc::clone(&activity)),
+) -> impl Future<Output = hyper::Result<()>> + Send + '_ {
+    async move {
+        let _open = protocols.observe.open(Protocol::Http1);
+        let exchanges = Exchanges::new(
+            peer,
+            Arc::clone(&protocols.observe.metrics),
+            protocols.observe.answers,
         );
-        let mut one = OneRequest::<I, S> {
-            // Boxed: allocated for the request, freed while parked.
-            conn: Box::new(
-                protocols
-                    .h1
-                    .serve_connection(TokioIo::new(io_tracked), TowerToHyperService::new(observed)),
-            ),
-            turn: Arc::clone(&turn),
-            activity: Arc::clone(&activity),
-            ending: false,
-            finished: false,
-        };
-        supervisor
-            .supervise(Pin::new(&mut one), |one| one.get_mut().end(), &activity)
-            .await?;
-        // Cut (shutdown, send_timeout) before hyper was done, done for
-        // good, or draining: closed.
-        if !one.finished || !turn.reusable() || *phase.borrow() != Phase::Serving {
-            return Ok(());
-        }
-        let parts = one.conn.into_parts();
-        let (rest, inner) = parts.io.into_inner().into_inner().into_inner().into_parts();
-        io = inner;
-        prefix = join(parts.read_buf, rest);
-        if prefix.is_empty() {
-            let next = poll_fn(|cx| {
-                if drain.poll_started(cx) {
-                    Poll::Ready(())
-                } else {
-                    Poll::Pending
+        let activity = Activity::new();
+        let mut supervisor = Supervisor::new(protocols.bounds, phase.clone());
+        let turn = Arc::new(Turn::default());
+        let mut drain = Drain::new(phase.clone());
+        loop {
+            // One request, in a block of its own: none of its state stays in
+            // the task while parked.
+            (io, prefix) = {
+                turn.reset();
+                let observed = Watched {
+                    inner: Watched {
+                        inner: tracked(&service, peer, &activity),
+                        watch: Arc::clone(&turn),
+                    },
+                    // What hyper writes while no request is open is its own
+                    // refusal, replaced by the proxy's answer (refusal.rs).
+                    watch: Arc::clone(&exchanges),
+                };
+                let io_tracked = TrackIo::new(
+                    HeldIo::new(Rewind::new(prefix, io), &exchanges),
+                    Some(Arc::clone(&activity)),
+                );
+                let mut one = OneRequest::<I, S> {
+                    conn: protocols.h1.serve_connection(
+                        TokioIo::new(io_tracked),
+                        TowerToHyperService::new(observed),
+                    ),
+                    turn: Arc::clone(&turn),
+                    activity: Arc::clone(&activity),
+                    ending: false,
+                    finished: false,
+                };
+                // hyper's connection and its supervision, in one box: allocated
+                // for the request, freed while parked (and laid out in the task
+                // not at all).
+                let (supervisor, tracking) = (&mut supervisor, &*activity);
+                let (served, one) = Box::pin(async move {
+                    let served = supervisor
+                        .supervise(Pin::new(&mut one), |one| one.get_mut().end(), tracking)
+                        .await;
+                    (served, one)
+                })
+                .await;
+                served?;
+                // Cut (shutdown, send_timeout) before hyper was done, done for
+                // good, or draining: closed.
+                if !one.finished || !turn.reusable() || *phase.borrow() != Phase::Serving {
+                    return Ok(());
                 }
-            });
-            // Parked no longer than an idle connection is kept.
-            let next_bytes = tokio::time::timeout(protocols.bounds.idle, io.next_bytes());
-            prefix = tokio::select! {
-                biased;
-                () = next => return Ok(()),
-                bytes = next_bytes => match bytes {
-                    Ok(Ok(bytes)) => bytes,
-                    Ok(Err(_)) | Err(_) => return Ok(()),
-                },
+                let parts = one.conn.into_parts();
+                let (rest, inner) = parts.io.into_inner().into_inner().into_inner().into_parts();
+                (inner, join(parts.read_buf, rest))
             };
+            if prefix.is_empty() {
+                // Parked no longer than an idle connection is kept, on the
+                // supervisor's timer: the wait keeps no timer or future of its
+                // own in the task.
+                supervisor.park();
+                let next = poll_fn(|cx| {
+                    if drain.poll_started(cx) || supervisor.poll_parked(cx).is_ready() {
+                        return Poll::Ready(None);
+                    }
+                    io.poll_next_bytes(cx).map(Result::ok)
+                });
+                match next.await {
+                    Some(bytes) => prefix = bytes,
+                    None => return Ok(()),
+                }
+                supervisor.unpark(&activity);
+            }
         }
     }
 }
@@ -241,7 +260,7 @@ type H1Connection<I, S> = http1::Connection<
 /// One request's hyper connection, as a future that ends when hyper stops
 /// without shutting the transport down, so that it can be taken back.
 struct OneRequest<I, S: ConnectionService> {
-    conn: Box<H1Connection<I, S>>,
+    conn: H1Connection<I, S>,
     turn: Arc<Turn>,
     /// Tells whether hyper's last write was refused (bytes still buffered).
     activity: Arc<Activity>,
@@ -254,7 +273,7 @@ impl<I: Park, S: ConnectionService> OneRequest<I, S> {
     /// its next poll).
     fn end(&mut self) {
         if !std::mem::replace(&mut self.ending, true) {
-            Pin::new(&mut *self.conn).graceful_shutdown();
+            Pin::new(&mut self.conn).graceful_shutdown();
         }
     }
 }

@@ -178,6 +178,26 @@ impl Supervisor {
         }
     }
 
+    /// A parked HTTP/1 connection waits for its next request on this
+    /// supervisor's timer: set to the idle bound from now.
+    pub(crate) fn park(&mut self) {
+        self.timer.as_mut().reset(Instant::now() + self.bounds.idle);
+    }
+
+    /// Ready when a parked connection has waited out its idle bound.
+    pub(crate) fn poll_parked(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.timer.as_mut().poll(cx)
+    }
+
+    /// The next request came: the timer is set back to the next moment
+    /// worth checking `activity` (now, if a bound is already over).
+    pub(crate) fn unpark(&mut self, activity: &Activity) {
+        let next = activity
+            .check(self.bounds.idle, self.bounds.send)
+            .unwrap_or_else(|_| Instant::now());
+        self.timer.as_mut().reset(next);
+    }
+
     /// [`supervise`], with this supervisor's timer and phase.
     pub(crate) async fn supervise<C, E>(
         &mut self,
