@@ -78,6 +78,17 @@ impl Plan {
     }
 }
 
+/// The longest interval governor can hold for `burst` cells: it keeps the
+/// burst's span, interval × (burst − 1), in u64 nanoseconds, and a longer
+/// one wraps (a window of unknown end, [`NO_REFILL`] apart, with a burst of
+/// 10 million: the limiter then allowed a few hundred thousand requests,
+/// and refused every one after that while the budget had millions left).
+/// Capped here, a cell comes back at most this often, which the budget's
+/// own count (`Allowance`) still bounds.
+fn longest_interval(burst: NonZeroU32) -> Duration {
+    Duration::from_nanos(u64::MAX / u64::from(burst.get()))
+}
+
 impl Shape {
     /// A limiter for `plan`: what is left of the burst (`burst_left`, of
     /// the configured `burst`) at once, the rest spread.
@@ -99,7 +110,8 @@ impl Shape {
         let interval = plan
             .steady
             .unwrap_or_else(|| time_left * 2 / (2 * spread + 1))
-            .max(MIN_INTERVAL);
+            .max(MIN_INTERVAL)
+            .min(longest_interval(burst));
         let quota = Quota::with_period(interval)
             .expect("interval > 0")
             .allow_burst(burst);
@@ -120,5 +132,37 @@ impl Shape {
             plan,
             burst_left: left,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A window whose end is not known yet, with a burst of ten million
+    /// (benches/load's "never hold back" config): the whole burst goes at
+    /// once, and nothing more until an answer re-plans. governor's span of
+    /// NO_REFILL × 10M nanoseconds overflowed (a panic in debug builds; in
+    /// release, after ~2.2 million requests every one was refused).
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_of_ten_million_with_no_refill_lets_all_of_it_through() {
+        let burst = 10_000_000;
+        let now = Instant::now();
+        let plan = Plan {
+            remaining: burst,
+            until: now + Duration::from_secs(3600),
+            generation: 1,
+            seq: 0,
+            steady: Some(NO_REFILL),
+        };
+        let shape = Shape::new(now, plan, u32::MAX, burst);
+        let most = NonZeroU32::new(burst - 1).unwrap();
+        assert_eq!(shape.limiter.check_n(most), Ok(Ok(())));
+        assert!(shape.limiter.check().is_ok(), "the last cell of the burst");
+        assert!(shape.limiter.check().is_err(), "nothing past the burst");
+        // A cell comes back no sooner than the longest interval governor
+        // can hold for this burst (over half an hour).
+        tokio::time::advance(Duration::from_secs(30 * 60)).await;
+        assert!(shape.limiter.check().is_err());
     }
 }
