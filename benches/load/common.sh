@@ -50,8 +50,8 @@ token_url = "http://127.0.0.1:$UP_PLAIN/oauth2/token"
 client_id = "load"
 client_secret = "load-secret"
 [rate_limit]
-hourly_quota = 1000000000
-burst = 1000000000
+hourly_quota = ${FP_QUOTA:-1000000000}
+burst = ${FP_QUOTA:-1000000000}
 max_queued = 1000000
 EOF
 }

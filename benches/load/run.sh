@@ -155,8 +155,11 @@ start_fp fpwarn $FP_WARN "https://127.0.0.1:$UP_TLS" warn
 ports="$NG_TLS $NG_PLAIN $NG_H2C $HA_TLS $HA_PLAIN $HA_H2C $FP_TLS $FP_PLAIN $FP_WARN"
 before=
 if [[ -n $FP_BEFORE ]]; then
-    start_fp fb $FB_TLS "https://127.0.0.1:$UP_TLS" info "$FP_BEFORE"
-    start_fp fbplain $FB_PLAIN "http://127.0.0.1:$UP_PLAIN" info "$FP_BEFORE"
+    # Binaries before 481e008 refuse every request after ~2.2 M with a
+    # quota in the hundreds of millions (a governor overflow); 10 M keeps
+    # them going for three to four rounds (FP_BEFORE_QUOTA to change it).
+    FP_QUOTA=${FP_BEFORE_QUOTA:-10000000} start_fp fb $FB_TLS "https://127.0.0.1:$UP_TLS" info "$FP_BEFORE"
+    FP_QUOTA=${FP_BEFORE_QUOTA:-10000000} start_fp fbplain $FB_PLAIN "http://127.0.0.1:$UP_PLAIN" info "$FP_BEFORE"
     ports+=" $FB_TLS $FB_PLAIN"
     before=fb
 fi
