@@ -293,28 +293,13 @@ fn json_str(line: &mut Vec<u8>, value: &str) {
     }
 }
 
-/// `YYYY-MM-DDTHH:MM:SS` (UTC) of `secs` since the Unix epoch, by the
-/// proleptic Gregorian calendar (Howard Hinnant's `civil_from_days`).
+/// `YYYY-MM-DDTHH:MM:SS` (UTC) of `secs` since the Unix epoch, as
+/// `humantime` writes RFC 3339 (less its `Z`, which follows the
+/// microseconds).
 fn date_time(secs: u64) -> [u8; 19] {
-    let days = (secs / 86_400) as i64;
-    let of_day = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let shown = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs));
     let mut out = [0u8; 19];
-    let _ = write!(
-        &mut out[..],
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
-        of_day / 3600,
-        of_day / 60 % 60,
-        of_day % 60
-    );
+    out.copy_from_slice(&shown.to_string().as_bytes()[..19]);
     out
 }
 
@@ -366,27 +351,24 @@ mod tests {
     }
 
     #[test]
-    fn dates_and_times_match_httpdate_over_four_centuries() {
-        // httpdate formats the same instant independently (RFC 9110's
-        // IMF-fixdate); both must name the same day and time.
-        let months = [
-            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-        ];
-        let mut secs = 0u64;
-        while secs < 13_000_000_000 {
-            let ours = date_time(secs);
-            let ours = std::str::from_utf8(&ours).unwrap();
-            let theirs = httpdate::fmt_http_date(UNIX_EPOCH + std::time::Duration::from_secs(secs));
-            // "Thu, 01 Jan 1970 00:00:00 GMT"
-            let (day, month, year, time) = (
-                &theirs[5..7],
-                &theirs[8..11],
-                &theirs[12..16],
-                &theirs[17..25],
-            );
-            let month = months.iter().position(|m| *m == month).unwrap() + 1;
-            assert_eq!(ours, format!("{year}-{month:02}-{day}T{time}"), "{secs}");
-            secs += 86_400 * 13 + 3_607;
+    fn timestamps_are_rfc3339_to_the_microsecond() {
+        for (secs, micros) in [
+            (0, 0),
+            (951_782_400, 7),
+            (1_764_806_399, 999_999),
+            (13_000_000_000, 120),
+        ] {
+            let at = UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(micros);
+            let mut line = Vec::new();
+            let date_time = date_time(secs);
+            let stamp = Timestamp {
+                date_time: &date_time,
+                micros: micros as u32,
+            };
+            render(&mut line, false, stamp, "t", "m", |_| {});
+            let line = String::from_utf8(line).unwrap();
+            let expected = humantime::format_rfc3339_micros(at).to_string();
+            assert_eq!(&line[..expected.len()], expected, "{secs}");
         }
     }
 }
