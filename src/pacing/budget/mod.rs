@@ -104,6 +104,9 @@ pub struct Budget {
     rounding: Duration,
     /// The window's length, when known (given by the headers, or learned).
     window_len: Option<Duration>,
+    /// Whether that length was given by the headers (exact) rather than
+    /// learned off whole-second resets (a guess, up to two seconds off).
+    len_given: bool,
     /// The configured window, for guesses only.
     assumed_len: Duration,
     /// Since when the proxy has watched the window: a window is at least
@@ -181,6 +184,7 @@ impl Budget {
             bounded: false,
             rounding: Duration::ZERO,
             window_len: None,
+            len_given: false,
             assumed_len,
             watched_since: now,
             window_start: None,
@@ -242,6 +246,8 @@ impl Budget {
         self.settled = true;
         self.bounded = true;
         self.window_len = resume.window.map(|w| w.clamp(MIN_WINDOW, MAX_RESET));
+        // Another process's length may have been learned: not exact.
+        self.len_given = false;
         self.sent = self.share().saturating_sub(resume.left);
         self.read = true;
     }
@@ -269,9 +275,13 @@ impl Budget {
         self.window_start = Some(boundary);
         self.window_end = boundary + step;
         // A known length gives the new window's end; otherwise its first
-        // answer will.
+        // answer will. Only a length the headers gave makes that end a
+        // bound: a learned one is a guess, which the first reading
+        // replaces (taking the earlier of the two let a learned length's
+        // error add up window after window, until a window's first send
+        // went before the upstream's reset: a 429).
         self.settled = self.settled && self.window_len.is_some();
-        self.bounded = self.bounded && self.window_len.is_some();
+        self.bounded = self.bounded && self.window_len.is_some() && self.len_given;
         let carried = if self.read {
             u32::try_from(self.late.len()).unwrap_or(u32::MAX)
         } else {
@@ -371,6 +381,17 @@ impl Budget {
                 .unwrap_or(sent),
             now + rl.reset + self.rounding,
         );
+        // Answers overtake each other: one to a request sent before the
+        // freshest reading's, ending a window that ended before this one,
+        // describes a window already over. (Believing it once moved the
+        // end back to the old window; the budget then rolled into the new
+        // one with a fresh count, forgetting what it had sent in it.)
+        let stale = self.bounded
+            && self.reading.is_some_and(|r| seq < r.seq)
+            && end + SAME_WINDOW <= self.window_end;
+        if stale {
+            return;
+        }
         self.settle_late(seq, end, rl.reset);
         self.read = true;
         // Every reading of a window bounds its end; together they close in
@@ -383,6 +404,7 @@ impl Budget {
         };
         if let Some(given) = window {
             self.window_len = Some(given.clamp(MIN_WINDOW, MAX_RESET));
+            self.len_given = true;
         }
         // Otherwise the length is learned only against a boundary the proxy
         // saw pass (a roll), never against its own start-up: that would be
@@ -390,6 +412,7 @@ impl Budget {
         if let Some(start) = self.window_start.take() {
             if end > start + SAME_WINDOW && window.is_none() {
                 self.window_len = Some((end - start).clamp(MIN_WINDOW, MAX_RESET));
+                self.len_given = false;
             }
         }
         self.window_end = end;
