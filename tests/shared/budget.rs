@@ -1,6 +1,7 @@
 //! One quota for replicas sharing a budget through a real `redis-server`
 //! (the shared budget and its faults): under demand on some replicas, and demand that moves,
-//! the group uses every full window and causes no upstream 429; with Redis
+//! the group uses every full window and causes no upstream 429; a learned
+//! window length that is short does not drift the windows into a 429; with Redis
 //! stopped mid-window, then killed and restarted, every answer is the
 //! upstream's or the proxy's own with `Retry-After`, `/readyz` stays 200
 //! naming the state, and the first full window after recovery is used.
@@ -326,5 +327,61 @@ async fn redis_stopped_then_killed_costs_no_429_and_the_window_after_is_used() {
     assert!(
         after[0] >= FULL,
         "the first full window after recovery: {after:?}"
+    );
+}
+
+/// A learned window length is only a guess of each next window's end: the
+/// window's first answer replaces it. Here the length in Redis is made
+/// 0.8 s short (a length read off whole-second resets can be off by about
+/// that much) while three replicas keep every window full. Taken as a
+/// bound (the earlier of it and the readings), the guess moved 0.8 s
+/// earlier every window until, past the margin, a window's first slots
+/// went before the upstream's reset: upstream 429s.
+#[tokio::test]
+async fn a_learned_window_length_that_is_short_does_not_drift_into_a_429() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let redis = RedisServer::start().await;
+    let g = replicas3(&redis).await;
+    let seen = Arc::new(Mutex::new(Answers::default()));
+    let end = Instant::now() + Duration::from_secs(30);
+    let tasks: Vec<_> = g
+        .replicas
+        .iter()
+        .flat_map(|r| drive(r.proxy, 2, end, &seen))
+        .collect();
+    let budget_key = || async {
+        let keys: Vec<String> = redis.query(::redis::cmd("KEYS").arg("*:budget")).await;
+        keys.into_iter().next()
+    };
+    until(
+        "a learned window length",
+        Duration::from_secs(15),
+        || async {
+            let Some(key) = budget_key().await else {
+                return false;
+            };
+            let len: Option<i64> = redis.query(::redis::cmd("HGET").arg(key).arg("len")).await;
+            len.is_some_and(|len| len > 0)
+        },
+    )
+    .await;
+    let key = budget_key().await.unwrap();
+    let short = WINDOW.as_millis() as i64 - 800;
+    let () = redis
+        .query(::redis::cmd("HSET").arg(&key).arg("len").arg(short))
+        .await;
+    for t in tasks {
+        let _ = t.await;
+    }
+    let len: i64 = redis.query(::redis::cmd("HGET").arg(&key).arg("len")).await;
+    assert_eq!(len, short, "the length stays the learned one");
+    let seen = seen.lock().unwrap();
+    assert!(seen.bad.is_empty(), "{:?}", seen.bad);
+    assert_eq!(
+        g.sim.rate_limited(),
+        0,
+        "no upstream 429: {:?}, per window {:?}",
+        seen.by_status,
+        used_per_window(&g.sim)
     );
 }

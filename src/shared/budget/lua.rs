@@ -9,8 +9,11 @@
 //! once an answer told where the window ends), `got` (slots granted in the
 //! window, raised to `limit - remaining` by every answer), `tat` (the next
 //! free slot), `pause` (nothing before this, after an upstream 429), `win`
-//! (the window's number, counted up at every new window) and `start`
-//! (where the window began, to learn its length from the first answer).
+//! (the window's number, counted up at every new window), `start`
+//! (where the window began, to learn its length from the first answer),
+//! `bnd` (1 when `reset` is a bound the answers gave, 0 while a guess) and
+//! `exact` (1 when `len` is given, by the headers or the configuration;
+//! 0 when learned off whole-second resets).
 //! Every script takes the same first arguments: the configured quota, the
 //! configured window (ms), `reset_margin` (ms), and 1 if the configured
 //! window is the truth (no rate-limit headers).
@@ -22,19 +25,24 @@ const PRELUDE: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local quota, window, margin, assume = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local F = {'lim', 'reset', 'low', 'len', 'set', 'got', 'tat', 'pause', 'win', 'start'}
+local F = {'lim', 'reset', 'low', 'len', 'set', 'got', 'tat', 'pause', 'win', 'start', 'bnd', 'exact'}
 local s = {}
 local v = redis.call('HMGET', KEYS[1], unpack(F))
 for i, f in ipairs(F) do s[f] = tonumber(v[i]) end
 local fresh = s.lim == nil
 if fresh then
   s = {lim = quota, reset = now + window, low = now + window - 1000, len = 0, set = 0,
-       got = 0, tat = 0, pause = 0, win = 1, start = 0}
-  if assume == 1 then s.set = 1; s.len = window end
+       got = 0, tat = 0, pause = 0, win = 1, start = 0, bnd = 0, exact = 0}
+  if assume == 1 then s.set = 1; s.len = window; s.exact = 1 end
 end
+-- A hash written before these two fields: its end is taken as a guess.
+s.bnd = s.bnd or 0; s.exact = s.exact or 0
 -- A window that ended (plus the margin) gives way to the next; windows
 -- that passed unseen are skipped. Without a known length the next one's
--- end is a guess until its first answer.
+-- end is not known until its first answer; with a learned one it is a
+-- guess that answer replaces (taking the earlier of the two let the
+-- learned length's error add up window after window, until a window's
+-- first slot came before the upstream's reset).
 local function roll()
   if now < s.reset + margin then return end
   local step = s.len > 0 and s.len or window
@@ -43,6 +51,7 @@ local function roll()
   s.reset = s.reset + k * step
   s.low = s.low + k * step
   if s.len == 0 then s.set = 0; s.low = s.reset - 1000 end
+  if s.exact == 0 then s.bnd = 0 end
   s.got = 0; s.tat = 0; s.win = s.win + 1
 end
 local function save()
@@ -109,7 +118,7 @@ if status == 429 then
   s.pause = math.max(s.pause, now + wait + margin)
   if has == 1 then
     s.lim = lim; s.reset = now + reset + rounding; s.low = now - lat + reset - 2000
-    s.set = 1; s.got = lim
+    s.set = 1; s.bnd = 1; s.got = lim
   end
 elseif win < s.win then
   -- Sent in an earlier window: says nothing of this one.
@@ -119,7 +128,13 @@ elseif has == 1 then
   local e = now + reset + rounding
   local l = now - lat + reset - 1000
   if s.set == 1 and math.abs(e - s.reset) < 3000 then
-    s.reset = math.min(s.reset, e); s.low = math.max(s.low, l)
+    if s.bnd == 1 then
+      -- Every reading bounds the end; together they close in on it.
+      s.reset = math.min(s.reset, e); s.low = math.max(s.low, l)
+    else
+      -- The end was a guess: the first reading replaces it.
+      s.reset = e; s.low = math.min(l, e); s.bnd = 1
+    end
     s.got = math.max(s.got, lim - rem); s.lim = lim
   elseif s.set == 0 or e > s.reset then
     if s.set == 0 then
@@ -130,9 +145,9 @@ elseif has == 1 then
       if s.len == 0 and e - s.reset >= 5000 then s.len = e - s.reset end
       s.got = lim - rem; s.tat = 0; s.win = s.win + 1
     end
-    s.reset = e; s.low = math.min(l, e); s.set = 1; s.lim = lim; s.start = 0
+    s.reset = e; s.low = math.min(l, e); s.set = 1; s.bnd = 1; s.lim = lim; s.start = 0
   end
-  if wlen > 0 then s.len = wlen end
+  if wlen > 0 then s.len = wlen; s.exact = 1 end
 else
   if status == 503 and retry >= 0 then s.pause = math.max(s.pause, now + retry) end
   -- No reading: the configured window is all there is to go by.
