@@ -14,7 +14,8 @@
 //!    │               between requests, HTTP/2 (rapid_reset.rs); deadline.rs: idle
 //!    │               connections, clients that stop reading; observe.rs: open
 //!    │               connections, each request's peer; refusal.rs: the proxy's
-//!    │               answer to HTTP/1 heads the parser refuses
+//!    │               answer to HTTP/1 heads the parser refuses; workers.rs: the
+//!    │               serving threads, one current-thread runtime each
 //!    ▼
 //!  stack.rs          the layer order, written once (and the allow-list refusal):
 //!  ├─ layers/        access.rs: request id, caller (caller.rs), metrics, access log
@@ -120,15 +121,17 @@ pub async fn run(
 }
 
 /// [`run`] that also reloads the config on every message of `reloads`
-/// (the binary sends one per SIGHUP).
+/// (the binary sends one per SIGHUP), with the connections served on
+/// `workers` (`None`: on the runtime this runs on).
 pub async fn run_with_reloads(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()>,
     reloads: tokio::sync::mpsc::Receiver<()>,
+    workers: Option<Arc<inbound::Workers>>,
 ) -> Result<(), RunError> {
     let admin = admin::bind(&config.admin).await?;
-    run_reloading(listener, admin, config, shutdown, reloads).await
+    run_reloading(listener, admin, config, shutdown, reloads, workers).await
 }
 
 /// [`run`] with the admin listener bound by the caller (`None`: disabled).
@@ -141,17 +144,19 @@ pub async fn run_with_admin(
     // No one sends: the config is reloaded only when a file it names
     // changes on disk.
     let (_no_signals, reloads) = tokio::sync::mpsc::channel(1);
-    run_reloading(listener, admin, config, shutdown, reloads).await
+    run_reloading(listener, admin, config, shutdown, reloads, None).await
 }
 
 /// [`run_with_admin`] that also reloads the config file on every message
-/// of `reloads` (the binary sends one per SIGHUP; see `ops::reload`).
+/// of `reloads` (the binary sends one per SIGHUP; see `ops::reload`), with
+/// the connections served on `workers` (`None`: on this runtime).
 pub async fn run_reloading(
     listener: TcpListener,
     admin: Option<TcpListener>,
     config: Config,
     shutdown: impl Future<Output = ()>,
     reloads: tokio::sync::mpsc::Receiver<()>,
+    workers: Option<Arc<inbound::Workers>>,
 ) -> Result<(), RunError> {
     let metrics = Arc::new(metrics::Metrics::with_max_callers(
         config.callers.max_callers,
@@ -228,6 +233,7 @@ pub async fn run_reloading(
         refused: stack::Current::new(refused),
         metrics: Arc::clone(&metrics),
         answers,
+        workers,
     };
     let reloader = ops::reload::Reloader::new(
         config,

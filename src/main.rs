@@ -5,11 +5,13 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{CommandFactory, Parser, Subcommand};
 use fitbit_proxy::config::LogFormat;
+use fitbit_proxy::inbound::Workers;
 use fitbit_proxy::ops::logging;
 use fitbit_proxy::sim::demo;
 use fitbit_proxy::sim::{Dialect, Reset, SimConfig};
@@ -278,24 +280,35 @@ async fn run_demo(listen: SocketAddr, simulate_only: Option<SimArgs>) -> anyhow:
 }
 
 fn run(config: Config) -> anyhow::Result<()> {
-    runtime()?.block_on(serve(config))
+    let workers = workers().context("cannot start the serving threads")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let served = runtime.block_on(serve(config, workers.clone()));
+    // The serving threads stop (and are joined) after the main runtime.
+    drop(runtime);
+    drop(workers);
+    served
 }
 
-/// tokio's multi-threaded runtime, sized by `TOKIO_WORKER_THREADS` (default:
-/// one worker per core); with one worker, the current-thread runtime: every
-/// connection, the accept loop and the token refresher share one thread
-/// with no work-stealing bookkeeping and no cross-thread wake-ups.
-fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    let one_worker = std::env::var("TOKIO_WORKER_THREADS").is_ok_and(|n| n.trim() == "1");
-    let mut builder = if one_worker {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-    };
-    builder.enable_all().build()
+/// The threads that serve connections, one current-thread runtime each
+/// (`inbound/workers.rs`): `TOKIO_WORKER_THREADS` of them (tokio's own
+/// variable), else one per core. With one, none: the main runtime, which
+/// always runs the accept loop, the admin port, the token refresher and
+/// reloads on the main thread, serves the connections too.
+fn workers() -> std::io::Result<Option<Arc<Workers>>> {
+    let n = std::env::var("TOKIO_WORKER_THREADS")
+        .ok()
+        .and_then(|n| n.trim().parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if n <= 1 {
+        return Ok(None);
+    }
+    Workers::start(n).map(|w| Some(Arc::new(w)))
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, workers: Option<Arc<Workers>>) -> anyhow::Result<()> {
     // First of all, so that a SIGHUP never ends the process (its default
     // action), not even one that arrives while the proxy starts.
     let reloads = reload_signals()?;
@@ -306,7 +319,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot bind listen.addr {addr}"))?;
-    fitbit_proxy::run_with_reloads(listener, config, shutdown_signal(), reloads).await?;
+    fitbit_proxy::run_with_reloads(listener, config, shutdown_signal(), reloads, workers).await?;
     tracing::info!("stopped");
     Ok(())
 }

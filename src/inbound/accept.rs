@@ -24,6 +24,7 @@ use tower::util::Either;
 use super::connection::{self, Protocols};
 use super::deadline::{Bounds, Phase};
 use super::observe::Observe;
+use super::workers::Workers;
 use super::ConnectionService;
 use crate::config::ListenConfig;
 use crate::layers::Answers;
@@ -80,6 +81,9 @@ pub struct Serving<S, R> {
     pub metrics: Arc<Metrics>,
     /// The shape of those refusals.
     pub answers: Answers,
+    /// The threads that serve the connections; `None`: the runtime that
+    /// runs the accept loop serves them too.
+    pub workers: Option<Arc<Workers>>,
 }
 
 /// What a reload may change about the listener: everything of
@@ -130,6 +134,7 @@ pub async fn serve_watched<S, R>(
         refused,
         metrics,
         answers: _,
+        workers,
     } = serving;
     let mut cfg = settings.borrow_and_update().listen.clone();
     let mut ctx = Arc::new(Listener::of(&settings.borrow(), Arc::clone(&metrics)));
@@ -178,8 +183,22 @@ pub async fn serve_watched<S, R>(
         } else {
             &refused
         });
-        tokio::spawn(async move {
+        let stream = match Handoff::of(stream, workers.as_deref()) {
+            Ok(stream) => stream,
+            Err(err) => {
+                tracing::debug!(%peer, error = %err, "connection lost on its way to a worker");
+                continue;
+            }
+        };
+        let task = async move {
             let (_slot, _open) = (slot, open);
+            let stream = match stream.here() {
+                Ok(stream) => stream,
+                Err(err) => {
+                    tracing::debug!(%peer, error = %err, "connection lost on its way to a worker");
+                    return;
+                }
+            };
             let _ = stream.set_nodelay(true);
             // The task's own state is sized for the common case, a plain
             // HTTP/1 connection parked between requests; the first bytes,
@@ -191,7 +210,11 @@ pub async fn serve_watched<S, R>(
                         .await;
                 log_end(served, peer);
             }
-        });
+        };
+        match &workers {
+            Some(workers) => workers.spawn(task),
+            None => drop(tokio::spawn(task)),
+        }
     }
     drop(listener);
     let _ = draining.send(Phase::Draining);
@@ -227,6 +250,32 @@ fn resize(slots: &Arc<Semaphore>, old: usize, new: usize) {
                     permits.forget();
                 }
             });
+        }
+    }
+}
+
+/// An accepted connection on its way to the thread that serves it. A
+/// socket is watched by the I/O driver of the runtime that registered it:
+/// one for a worker leaves the accept loop's driver here and is registered
+/// again on the worker.
+enum Handoff {
+    Here(TcpStream),
+    Moving(std::net::TcpStream),
+}
+
+impl Handoff {
+    fn of(stream: TcpStream, workers: Option<&Workers>) -> io::Result<Handoff> {
+        Ok(match workers {
+            Some(_) => Handoff::Moving(stream.into_std()?),
+            None => Handoff::Here(stream),
+        })
+    }
+
+    /// The stream, registered with the runtime this runs on.
+    fn here(self) -> io::Result<TcpStream> {
+        match self {
+            Handoff::Here(stream) => Ok(stream),
+            Handoff::Moving(stream) => TcpStream::from_std(stream),
         }
     }
 }

@@ -5,8 +5,9 @@
 //! requests, HTTP/2 with its Rapid Reset bound in `rapid_reset.rs`), the
 //! deadlines hyper has no knob for (`deadline.rs`: idle connections, clients
 //! that stop reading), what the drivers report (`observe.rs`: open
-//! connections, each request's peer) and the proxy's answers in place of
-//! hyper's own refusals of HTTP/1 heads (`refusal.rs`).
+//! connections, each request's peer), the proxy's answers in place of
+//! hyper's own refusals of HTTP/1 heads (`refusal.rs`) and the threads that
+//! serve the connections, one runtime each (`workers.rs`).
 
 mod accept;
 mod connection;
@@ -17,6 +18,7 @@ mod refusal;
 mod rewind;
 pub mod tls;
 mod watch;
+mod workers;
 
 use std::convert::Infallible;
 
@@ -27,6 +29,7 @@ use tower_service::Service;
 use crate::body::Body;
 
 pub use accept::{serve, serve_watched, Serving, Settings};
+pub use workers::Workers;
 
 /// What the listener serves on every connection: the whole stack, cloned
 /// per request, its futures sent to tokio's workers.

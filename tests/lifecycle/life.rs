@@ -198,6 +198,7 @@ async fn a_panic_in_one_request_stays_in_its_connection() {
             refused,
             metrics,
             answers: Answers::default(),
+            workers: None,
         };
         fitbit_proxy::inbound::serve(listener, serving, listen, None, async {
             let _ = stopped.await;

@@ -195,6 +195,9 @@ impl Launch {
             .arg(&path)
             .env(SECRET_ENV, SECRET)
             .env("RUST_LOG", self.rust_log)
+            // Two serving threads on any machine, as on a two-core one
+            // (inbound/workers.rs); a test's own env may say otherwise.
+            .env("TOKIO_WORKER_THREADS", "2")
             .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
