@@ -44,6 +44,7 @@ use tokio::sync::watch;
 use tokio_rustls::server::TlsStream;
 
 use super::deadline::{self, Activity, Phase, Supervisor, Track, TrackIo};
+use super::linger::Linger;
 use super::observe::{Observe, Protocol, WithClient};
 use super::rapid_reset::{ResetLimit, Resets};
 use super::refusal::{Exchanges, HeldIo};
@@ -108,7 +109,9 @@ pub(crate) async fn serve_h2<I: Park, S: ConnectionService>(
     // pulled count as the client's progress.
     let _open = protocols.observe.open(Protocol::H2);
     let activity = Activity::new();
-    let io = TrackIo::new(Rewind::new(prefix, io), None);
+    // Closed lingering: the client's last window updates must not reset
+    // the connection before it has read the last frames.
+    let io = TrackIo::new(Linger::new(Rewind::new(prefix, io)), None);
     let resets = Arc::new(Resets::default());
     let service = Watched {
         inner: tracked(&service, peer, &activity),

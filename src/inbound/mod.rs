@@ -5,13 +5,15 @@
 //! requests, HTTP/2 with its Rapid Reset bound in `rapid_reset.rs`), the
 //! deadlines hyper has no knob for (`deadline.rs`: idle connections, clients
 //! that stop reading), what the drivers report (`observe.rs`: open
-//! connections, each request's peer), the proxy's answers in place of
+//! connections, each request's peer), a lingering close for HTTP/2
+//! (`linger.rs`), the proxy's answers in place of
 //! hyper's own refusals of HTTP/1 heads (`refusal.rs`) and the threads that
 //! serve the connections, one runtime each (`workers.rs`).
 
 mod accept;
 mod connection;
 mod deadline;
+mod linger;
 mod observe;
 mod rapid_reset;
 mod refusal;
