@@ -86,14 +86,11 @@ impl<T: AsyncRead + AsyncWrite> AsyncWrite for Linger<T> {
         let mut this = self.project();
         if this.closing.is_none() {
             ready!(this.inner.as_mut().poll_shutdown(cx))?;
-            *this.closing = Some(Closing {
-                deadline: Box::pin(tokio::time::sleep(LINGER)),
-                discarded: 0,
-            });
         }
-        let Some(closing) = this.closing.as_mut() else {
-            return Poll::Ready(Ok(()));
-        };
+        let closing = this.closing.get_or_insert_with(|| Closing {
+            deadline: Box::pin(tokio::time::sleep(LINGER)),
+            discarded: 0,
+        });
         let mut scratch = [0u8; 1024];
         while closing.discarded < MAX_DISCARDED {
             let mut buf = ReadBuf::new(&mut scratch);

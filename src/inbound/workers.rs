@@ -66,16 +66,6 @@ impl Workers {
         Ok(workers)
     }
 
-    /// How many threads serve.
-    pub fn len(&self) -> usize {
-        self.handles.len()
-    }
-
-    /// Never: there is at least one thread.
-    pub fn is_empty(&self) -> bool {
-        self.handles.is_empty()
-    }
-
     /// Runs `task` on the next thread in turn.
     pub(crate) fn spawn<F>(&self, task: F)
     where

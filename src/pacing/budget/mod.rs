@@ -104,8 +104,9 @@ pub struct Budget {
     rounding: Duration,
     /// The window's length, when known (given by the headers, or learned).
     window_len: Option<Duration>,
-    /// Whether that length was given by the headers (exact) rather than
-    /// learned off whole-second resets (a guess, up to two seconds off).
+    /// Whether `window_len` is a length the headers gave (exact) rather
+    /// than one learned off whole-second resets (a guess, up to two seconds
+    /// off); false while there is none.
     len_given: bool,
     /// The configured window, for guesses only.
     assumed_len: Duration,
@@ -281,7 +282,7 @@ impl Budget {
         // error add up window after window, until a window's first send
         // went before the upstream's reset: a 429).
         self.settled = self.settled && self.window_len.is_some();
-        self.bounded = self.bounded && self.window_len.is_some() && self.len_given;
+        self.bounded = self.bounded && self.len_given;
         let carried = if self.read {
             u32::try_from(self.late.len()).unwrap_or(u32::MAX)
         } else {
