@@ -83,8 +83,10 @@ pub struct Pacer {
     line: Mutex<FairLine>,
     /// Requests admitted and not yet sent (the head included).
     waiting: AtomicUsize,
-    /// When the head of the line will be sent, for estimating slots.
-    head_due: Mutex<Option<Instant>>,
+    /// When the head of the line will be sent, and the pace (shape) that
+    /// said so, for estimating slots: a due time of an older pace is not
+    /// one (the head has not looked since an answer changed it).
+    head_due: Mutex<Option<(Instant, Option<Arc<Shape>>)>>,
     /// Woken when an answer changes the budget, so that the head of the
     /// line looks again rather than sleep on an old plan.
     changed: tokio::sync::Notify,
@@ -210,6 +212,11 @@ impl Pacer {
         let too_late = tokio::time::sleep_until(deadline);
         tokio::pin!(too_late);
         loop {
+            // Listening before looking: an answer read between the look and
+            // the wait still wakes this request (notify_waiters wakes every
+            // `Notified` made before it, polled or not).
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
             let now = Instant::now();
             // Only the first in the fair order asks the limiter.
             let due = {
@@ -223,7 +230,7 @@ impl Pacer {
                             *lock(&self.head_due) = None;
                             return Ok(permit);
                         }
-                        Some(due) if due > deadline => {
+                        Some((due, _)) if due > deadline => {
                             drop(line);
                             *lock(&self.head_due) = None;
                             return Err(self.rate_limited(due - now));
@@ -234,11 +241,11 @@ impl Pacer {
                     None
                 }
             };
-            if let Some(due) = due {
-                *lock(&self.head_due) = Some(due);
+            if let Some((due, shape)) = due {
+                *lock(&self.head_due) = Some((due, shape));
                 tokio::select! {
                     () = tokio::time::sleep_until(due) => {}
-                    () = self.changed.notified() => {}
+                    () = &mut changed => {}
                     // One with an earlier place in the fair order arrived.
                     () = place.turn.notified() => {}
                 }
@@ -249,7 +256,7 @@ impl Pacer {
                 () = place.turn.notified() => {}
                 // An answer changed the budget: if this request's slot is
                 // now past its wait, it is told at once, not at the end.
-                () = self.changed.notified() => {
+                () = &mut changed => {
                     let now = Instant::now();
                     let ahead = lock(&self.line).ahead_of(place.tag.tag);
                     let slot = self.estimate(now, ahead);
@@ -313,11 +320,12 @@ impl Pacer {
     }
 
     /// `None` if a request may go now (and takes its cell from the
-    /// limiter), else when to look again.
-    fn next_send(&self, now: Instant) -> Option<Instant> {
+    /// limiter), else when to look again, and the pace that says so (none
+    /// while the window is closed).
+    fn next_send(&self, now: Instant) -> Option<(Instant, Option<Arc<Shape>>)> {
         let (allowance, steady) = self.budget().allowance(now);
         match allowance {
-            Allowance::Closed { until } => Some(until),
+            Allowance::Closed { until } => Some((until, None)),
             Allowance::Open {
                 remaining,
                 until,
@@ -339,17 +347,12 @@ impl Pacer {
                         steady,
                     },
                 );
-                if !paced {
-                    return shape
-                        .limiter
-                        .check()
-                        .err()
-                        .map(|_| now + UNKNOWN_END_RECHECK);
-                }
-                match shape.limiter.check() {
-                    Ok(()) => None,
-                    Err(not_until) => Some(not_until.earliest_possible().0),
-                }
+                let due = match shape.limiter.check() {
+                    Ok(()) => return None,
+                    Err(_) if !paced => now + UNKNOWN_END_RECHECK,
+                    Err(not_until) => not_until.earliest_possible().0,
+                };
+                Some((due, Some(shape)))
             }
         }
     }
@@ -393,7 +396,8 @@ impl Pacer {
         let reopen = |until: Instant, queued: u32| {
             until.saturating_duration_since(now) + next_window_pace * queued.saturating_sub(burst)
         };
-        match budget.allowance(now).0 {
+        let (allowance, steady) = budget.allowance(now);
+        match allowance {
             Allowance::Closed { until } => reopen(until, ahead_u32),
             Allowance::Open {
                 remaining, until, ..
@@ -410,18 +414,36 @@ impl Pacer {
                 remaining,
                 until,
                 generation,
+                seq,
                 ..
             } => {
                 drop(budget);
-                let planned = until.saturating_duration_since(now) / remaining;
-                // The limiter's pace, unless it was made for another plan
-                // (an answer just changed it, or it waited for one).
-                let interval = lock(&self.shape)
-                    .as_ref()
-                    .filter(|s| s.plan.generation == generation && s.plan.steady != Some(NO_REFILL))
-                    .map_or(planned, |s| s.interval);
-                let head = lock(&self.head_due).unwrap_or(now);
-                head.saturating_duration_since(now) + interval * ahead_u32
+                // The pace the head will keep: the limiter for the budget
+                // as it stands (made now if an answer just changed it).
+                let plan = Plan {
+                    remaining,
+                    until,
+                    generation,
+                    seq,
+                    steady,
+                };
+                let shape = self.shape_for(now, plan);
+                let head = match &*lock(&self.head_due) {
+                    Some((due, Some(of))) if Arc::ptr_eq(of, &shape) => *due,
+                    // The head has not looked since the pace changed: it
+                    // goes when the new limiter's next cell comes, at once
+                    // while the window's burst lasts, else an interval on.
+                    Some(_) => {
+                        let sent = u32::try_from(seq - shape.plan.seq).unwrap_or(u32::MAX);
+                        if shape.burst_left > sent {
+                            now
+                        } else {
+                            now + shape.interval
+                        }
+                    }
+                    None => now,
+                };
+                head.saturating_duration_since(now) + shape.interval * ahead_u32
             }
         }
     }
@@ -548,6 +570,50 @@ mod tests {
     fn limit_and_remaining(pacer: &Pacer) -> (u32, u32) {
         let view = pacer.view();
         (view.limit, view.remaining)
+    }
+
+    /// The burst went while the window's end was not known; two more wait
+    /// in line. The first answer tells the end: the one behind the head is
+    /// now a whole interval after it, past `max_wait`, and is refused at
+    /// once, whichever of the two looks first. (The one behind used to
+    /// estimate from the head's due time of the old plan, a quarter second
+    /// away, so it stayed in line until its `max_wait` ran out: the status
+    /// page test failed on CI that way.)
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_that_tells_the_end_refuses_at_once_who_waits_too_long() {
+        let pacer = Pacer::new(&RateLimitConfig::default());
+        let caller = crate::layers::caller::Caller::standalone("test", 1);
+        let mut burst = Vec::new();
+        for _ in 0..10 {
+            burst.push(pacer.admit(&caller).await.expect("the burst goes at once"));
+        }
+        let waiter = |pacer: Arc<Pacer>| {
+            let caller = caller.clone();
+            tokio::spawn(async move { pacer.admit(&caller).await.map(|_| ()) })
+        };
+        let head = waiter(Arc::clone(&pacer));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let second = waiter(Arc::clone(&pacer));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(pacer.queue_depth(), 2);
+
+        // As the one behind sees it the moment the answer is read, before
+        // the head has looked again: one interval (25.6 s) after the head,
+        // which waits one interval itself.
+        pacer.observe(burst[0], StatusCode::OK, &fitbit(150, 140, 3600));
+        let estimate = pacer.estimate(Instant::now(), 1);
+        assert!(estimate > Duration::from_secs(50), "{estimate:?}");
+
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(second.is_finished(), "the second is refused at once");
+        assert!(matches!(
+            second.await.unwrap(),
+            Err(Refusal::RateLimited { .. })
+        ));
+        assert_eq!(pacer.queue_depth(), 1);
+        assert!(!head.is_finished());
+        tokio::time::sleep(Duration::from_secs(26)).await;
+        assert!(head.await.unwrap().is_ok(), "the head goes one interval on");
     }
 
     #[tokio::test(start_paused = true)]

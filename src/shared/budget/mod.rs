@@ -289,6 +289,9 @@ impl Inner {
         let _place = Place::take(&self.waiting);
         let turn = self.line.turn(caller).await;
         loop {
+            // Listening before asking: an answer read while the script runs
+            // still wakes this request.
+            let changed = self.changed.notified();
             let now = Instant::now();
             let max_wait = deadline.saturating_duration_since(now);
             match self.reserve(max_wait).await? {
@@ -309,7 +312,7 @@ impl Inner {
                 Grant::NotBefore(wait) => {
                     tokio::select! {
                         () = tokio::time::sleep(wait) => {}
-                        () = self.changed.notified() => {}
+                        () = changed => {}
                     }
                 }
             }
