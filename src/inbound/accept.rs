@@ -409,6 +409,7 @@ fn protocols(cfg: &ListenConfig, metrics: Arc<Metrics>, answers: Answers) -> Pro
             send: cfg.send_timeout,
         },
         observe: Observe::new(metrics, answers),
+        warm: std::sync::atomic::AtomicUsize::new(0),
     }
 }
 

@@ -1,20 +1,22 @@
 //! One accepted connection after its first bytes: h2 (prior knowledge, or
 //! after TLS) handed to hyper's HTTP/2 server for its whole life; HTTP/1
-//! served by a fresh hyper connection per request and *parked* in between.
+//! served by a hyper connection that is *parked* once the client has sent
+//! nothing for a second ([`PARK_AFTER`]), or at once when [`WARM_LIMIT`]
+//! connections already hold one.
 //!
 //! Why parked: hyper keeps an HTTP/1 connection's 8 KiB read buffer, its
 //! 8 KiB write buffer and its dispatcher state for as long as the connection
 //! is open, so thousands of idle keep-alive clients (the normal state of a
-//! gateway in front of pooled service clients) cost ~26 KB each. Between
-//! requests a parked connection is only the socket, a small task and a
-//! handle on the stack (~1.2 KB measured, with 5,000 idle: the task's
-//! ~600-byte future, tokio's socket registration, the connection's small
-//! shared state), as nginx frees its request buffers on idle connections.
-//! The price is a new hyper connection per request, ~2 µs of CPU
-//! (benches/load, docs/performance.md). Parking only after a second of
-//! idleness was tried (with glibc's allocator): it saves the 2 µs, but the
-//! buffers of a burst of connections, freed a second later between
-//! long-lived allocations, stayed resident, 18 KB per connection.
+//! gateway in front of pooled service clients) cost ~26 KB each. A parked
+//! connection is only the socket, a small task and a handle on the stack
+//! (~1.2 KB measured, with 5,000 idle: the task's ~600-byte future, tokio's
+//! socket registration, the connection's small shared state), as nginx
+//! frees its request buffers on idle connections. Why only after a second:
+//! a new hyper connection per request costs ~1 µs of CPU and five
+//! allocations, which a busy connection (one request after another) would
+//! pay on every request. With glibc's allocator the buffers freed a second
+//! late, between long-lived allocations, stayed resident (18 KB per idle
+//! connection); jemalloc (src/main.rs) gives them back.
 //!
 //! A request ends its hyper connection only when reusing the socket is
 //! certainly what hyper itself would do: HTTP/1.1 without `Connection`
@@ -27,7 +29,7 @@ use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -41,6 +43,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio::time::{Duration, Instant, Sleep};
 use tokio_rustls::server::TlsStream;
 
 use super::deadline::{self, Activity, Phase, Supervisor, Track, TrackIo};
@@ -56,6 +59,21 @@ use super::ConnectionService;
 /// buffer this large (rustls holds its own record buffers regardless).
 const TLS_PARKED_READ: usize = 1024;
 
+/// An HTTP/1 connection whose last answer went out this long ago, with no
+/// new request since, is parked (its hyper connection given up); sooner
+/// when idle connections are kept less than twice as long, so that the
+/// idle bound is still the parked wait's (hyper's own head timer, which
+/// would also run between requests, never fires first).
+const PARK_AFTER: Duration = Duration::from_secs(1);
+
+/// HTTP/1 connections that may keep their hyper connection while idle
+/// (with `PARK_AFTER`), over all serving threads; past that an idle one is
+/// parked at once. It bounds what waiting costs (~26 KB each) when many
+/// clients send one request and stay: the buffers of a burst of thousands,
+/// freed a second later, would leave a few MiB of pages behind, as their
+/// frees fall between other allocations that live on.
+const WARM_LIMIT: usize = 256;
+
 /// The two protocol builders, configured once by the listener.
 pub(crate) struct Protocols {
     pub(crate) h1: http1::Builder,
@@ -66,6 +84,8 @@ pub(crate) struct Protocols {
     /// Open connections by protocol, the peer's address on each request,
     /// and hyper's own refusals (observe.rs, refusal.rs).
     pub(crate) observe: Observe,
+    /// HTTP/1 connections holding a hyper connection now ([`WARM_LIMIT`]).
+    pub(crate) warm: AtomicUsize,
 }
 
 /// A transport a connection can be parked on: it waits for the next
@@ -136,8 +156,8 @@ pub(crate) async fn serve_h2<I: Park, S: ConnectionService>(
     .await
 }
 
-/// Serves an HTTP/1 connection whose `prefix` was already read: one hyper
-/// connection per request, parked in between.
+/// Serves an HTTP/1 connection whose `prefix` was already read: a hyper
+/// connection while requests come, parked when they pause.
 ///
 /// An async block rather than an async fn: its captures are its only copy
 /// of the arguments, where an async fn's state keeps them twice, in every
@@ -163,8 +183,8 @@ pub(crate) fn serve_h1<I: Park, S: ConnectionService>(
         let turn = Arc::new(Turn::default());
         let mut drain = Drain::new(phase.clone());
         loop {
-            // One request, in a block of its own: none of its state stays in
-            // the task while parked.
+            // One hyper connection, in a block of its own: none of its state
+            // stays in the task while parked.
             (io, prefix) = {
                 turn.reset();
                 let observed = Watched {
@@ -181,6 +201,7 @@ pub(crate) fn serve_h1<I: Park, S: ConnectionService>(
                     Some(Arc::clone(&activity)),
                 );
                 let mut one = OneRequest::<I, S> {
+                    warm: Warm::new(&protocols.warm),
                     conn: protocols.h1.serve_connection(
                         TokioIo::new(io_tracked),
                         TowerToHyperService::new(observed),
@@ -189,10 +210,13 @@ pub(crate) fn serve_h1<I: Park, S: ConnectionService>(
                     activity: Arc::clone(&activity),
                     ending: false,
                     finished: false,
+                    park_after: PARK_AFTER.min(protocols.bounds.idle / 2),
+                    parkable_since: None,
+                    park_timer: None,
                 };
                 // hyper's connection and its supervision, in one box: allocated
-                // for the request, freed while parked (and laid out in the task
-                // not at all).
+                // while requests come, freed while parked (and laid out in the
+                // task not at all).
                 let (supervisor, tracking) = (&mut supervisor, &*activity);
                 let (served, one) = Box::pin(async move {
                     let served = supervisor
@@ -212,10 +236,10 @@ pub(crate) fn serve_h1<I: Park, S: ConnectionService>(
                 (inner, join(parts.read_buf, rest))
             };
             if prefix.is_empty() {
-                // Parked no longer than an idle connection is kept, on the
-                // supervisor's timer: the wait keeps no timer or future of its
-                // own in the task.
-                supervisor.park();
+                // Parked until the connection has been idle as long as one is
+                // kept, on the supervisor's timer: the wait keeps no timer or
+                // future of its own in the task.
+                supervisor.park(&activity);
                 let next = poll_fn(|cx| {
                     if drain.poll_started(cx) || supervisor.poll_parked(cx).is_ready() {
                         return Poll::Ready(None);
@@ -262,18 +286,28 @@ type H1Connection<I, S> = http1::Connection<
     TowerToHyperService<Watched<Watched<Track<WithClient<S>>, Arc<Turn>>, Arc<Exchanges>>>,
 >;
 
-/// One request's hyper connection, as a future that ends when hyper stops
-/// without shutting the transport down, so that it can be taken back.
-struct OneRequest<I, S: ConnectionService> {
+/// A hyper connection, as a future that ends when hyper stops without
+/// shutting the transport down (parked, or ended by the supervisor), so
+/// that the transport can be taken back.
+struct OneRequest<'p, I, S: ConnectionService> {
+    /// Counted among the connections holding hyper's buffers.
+    warm: Warm<'p>,
     conn: H1Connection<I, S>,
     turn: Arc<Turn>,
     /// Tells whether hyper's last write was refused (bytes still buffered).
     activity: Arc<Activity>,
     ending: bool,
     finished: bool,
+    /// Since when hyper has been idle holding no bytes, with the last
+    /// request reusable: parked `park_after` on ([`PARK_AFTER`]).
+    park_after: Duration,
+    parkable_since: Option<Instant>,
+    /// Wakes the connection to park it; set when first needed, moved on
+    /// (not reset per request) when a request came in between.
+    park_timer: Option<Pin<Box<Sleep>>>,
 }
 
-impl<I: Park, S: ConnectionService> OneRequest<I, S> {
+impl<I: Park, S: ConnectionService> OneRequest<'_, I, S> {
     /// hyper finishes what it is doing, then stops (an idle connection at
     /// its next poll).
     fn end(&mut self) {
@@ -281,9 +315,29 @@ impl<I: Park, S: ConnectionService> OneRequest<I, S> {
             Pin::new(&mut self.conn).graceful_shutdown();
         }
     }
+
+    /// Whether the connection, parkable now, has been so for `park_after`;
+    /// if not, the timer wakes it then. One clock reading per request; the
+    /// timer is moved only when it fires early (a request came meanwhile).
+    fn park_due(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.warm.many() {
+            return true;
+        }
+        let due = *self.parkable_since.get_or_insert_with(Instant::now) + self.park_after;
+        let timer = self
+            .park_timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+        while timer.as_mut().poll(cx).is_ready() {
+            if timer.deadline() >= due {
+                return true;
+            }
+            timer.as_mut().reset(due);
+        }
+        false
+    }
 }
 
-impl<I: Park, S: ConnectionService> Future for OneRequest<I, S> {
+impl<I: Park, S: ConnectionService> Future for OneRequest<'_, I, S> {
     type Output = hyper::Result<()>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<hyper::Result<()>> {
@@ -292,18 +346,42 @@ impl<I: Park, S: ConnectionService> Future for OneRequest<I, S> {
             let polled = this.conn.poll_without_shutdown(cx);
             // Once a reusable request's answer is encoded to its end and
             // hyper's last write was not refused, hyper is idle and holds no
-            // bytes: stop it there, to park.
-            if polled.is_pending()
-                && !this.ending
-                && this.turn.can_park()
-                && !this.activity.write_blocked()
-            {
-                this.end();
-                continue;
+            // bytes: stop it there, to park, if no request came for a while.
+            if polled.is_pending() && !this.ending {
+                if this.turn.can_park() && !this.activity.write_blocked() {
+                    if this.park_due(cx) {
+                        this.end();
+                        continue;
+                    }
+                } else {
+                    this.parkable_since = None;
+                }
             }
             this.finished = polled.is_ready();
             return polled;
         }
+    }
+}
+
+/// One HTTP/1 connection holding a hyper connection, counted while it
+/// lives.
+struct Warm<'p>(&'p AtomicUsize);
+
+impl<'p> Warm<'p> {
+    fn new(count: &'p AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Warm(count)
+    }
+
+    /// More than [`WARM_LIMIT`] hold one: park as soon as idle.
+    fn many(&self) -> bool {
+        self.0.load(Ordering::Relaxed) > WARM_LIMIT
+    }
+}
+
+impl Drop for Warm<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

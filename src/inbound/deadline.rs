@@ -179,9 +179,13 @@ impl Supervisor {
     }
 
     /// A parked HTTP/1 connection waits for its next request on this
-    /// supervisor's timer: set to the idle bound from now.
-    pub(crate) fn park(&mut self) {
-        self.timer.as_mut().reset(Instant::now() + self.bounds.idle);
+    /// supervisor's timer: set to the idle bound from the connection's
+    /// last request (part of which it may have spent before it parked).
+    pub(crate) fn park(&mut self, activity: &Activity) {
+        let since = Duration::from_millis(activity.idle_since.load(Ordering::Relaxed));
+        self.timer
+            .as_mut()
+            .reset(activity.origin + since + self.bounds.idle);
     }
 
     /// Ready when a parked connection has waited out its idle bound.
