@@ -324,7 +324,10 @@ if ((IDLE > 0)); then
         coproc IDLER { python3 "$here/idle_clients.py" 127.0.0.1 "$port" "$IDLE" 120; }
         read -r ready <&"${IDLER[0]}"
         echo "  $t: $ready"
-        sleep 2
+        # What the idle connections hold, once each server has settled:
+        # fitbit-proxy parks an HTTP/1 connection a second after its last
+        # request, and jemalloc returns the freed pages over the next one.
+        sleep 5
         memrow idle $t
         idler_pid=$IDLER_PID
         kill "$idler_pid" 2>/dev/null || true
