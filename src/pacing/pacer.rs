@@ -362,6 +362,14 @@ impl Pacer {
     /// window, a different reset, less left than our own sends explain).
     /// Time passing alone never re-shapes, so the pace holds steady.
     fn shape_for(&self, now: Instant, plan: Plan) -> Arc<Shape> {
+        self.shape_with(now, plan, true)
+    }
+
+    /// [`Pacer::shape_for`], kept as the pace only with `keep`: an estimate
+    /// (which may run outside the line's lock, on a reading of the budget
+    /// that a send has since overtaken) sees the pace the head would set,
+    /// and leaves setting it to the head.
+    fn shape_with(&self, now: Instant, plan: Plan, keep: bool) -> Arc<Shape> {
         let mut current = lock(&self.shape);
         if let Some(shape) = current.as_ref().filter(|s| s.plan.still_holds(&plan)) {
             return Arc::clone(shape);
@@ -370,13 +378,15 @@ impl Pacer {
         // keeps what was left of it and never hands one out again.
         let burst_left = match current.as_ref() {
             Some(s) if s.plan.generation == plan.generation => {
-                let sent = u32::try_from(plan.seq - s.plan.seq).unwrap_or(u32::MAX);
+                let sent = u32::try_from(plan.seq.saturating_sub(s.plan.seq)).unwrap_or(u32::MAX);
                 s.burst_left.saturating_sub(sent)
             }
             _ => u32::MAX,
         };
         let shape = Arc::new(Shape::new(now, plan, burst_left, self.cfg.load().burst));
-        *current = Some(Arc::clone(&shape));
+        if keep {
+            *current = Some(Arc::clone(&shape));
+        }
         shape
     }
 
@@ -419,7 +429,8 @@ impl Pacer {
             } => {
                 drop(budget);
                 // The pace the head will keep: the limiter for the budget
-                // as it stands (made now if an answer just changed it).
+                // as it stands (the one the head will make, if an answer
+                // just changed it; made here only to be read).
                 let plan = Plan {
                     remaining,
                     until,
@@ -427,14 +438,15 @@ impl Pacer {
                     seq,
                     steady,
                 };
-                let shape = self.shape_for(now, plan);
+                let shape = self.shape_with(now, plan, false);
                 let head = match &*lock(&self.head_due) {
                     Some((due, Some(of))) if Arc::ptr_eq(of, &shape) => *due,
                     // The head has not looked since the pace changed: it
                     // goes when the new limiter's next cell comes, at once
                     // while the window's burst lasts, else an interval on.
                     Some(_) => {
-                        let sent = u32::try_from(seq - shape.plan.seq).unwrap_or(u32::MAX);
+                        let sent =
+                            u32::try_from(seq.saturating_sub(shape.plan.seq)).unwrap_or(u32::MAX);
                         if shape.burst_left > sent {
                             now
                         } else {

@@ -58,7 +58,8 @@ impl Plan {
     /// `now` is what became of `self`: same window, same end, and no more
     /// missing than the sends since explain.
     pub(super) fn still_holds(&self, now: &Plan) -> bool {
-        let sent_since = u32::try_from(now.seq - self.seq).unwrap_or(u32::MAX);
+        // An estimate's reading may be older than the pace (saturating).
+        let sent_since = u32::try_from(now.seq.saturating_sub(self.seq)).unwrap_or(u32::MAX);
         let expected = self.remaining.saturating_sub(sent_since);
         let slack = ((f64::from(expected) * RESHAPE_SHORTFALL) as u32).max(1);
         let moved = if now.until > self.until {
