@@ -43,7 +43,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio::time::{Duration, Instant, Sleep};
+use tokio::time::{Duration, Sleep};
 use tokio_rustls::server::TlsStream;
 
 use super::deadline::{self, Activity, Phase, Supervisor, Track, TrackIo};
@@ -211,7 +211,6 @@ pub(crate) fn serve_h1<I: Park, S: ConnectionService>(
                     ending: false,
                     finished: false,
                     park_after: PARK_AFTER.min(protocols.bounds.idle / 2),
-                    parkable_since: None,
                     park_timer: None,
                 };
                 // hyper's connection and its supervision, in one box: allocated
@@ -298,10 +297,9 @@ struct OneRequest<'p, I, S: ConnectionService> {
     activity: Arc<Activity>,
     ending: bool,
     finished: bool,
-    /// Since when hyper has been idle holding no bytes, with the last
-    /// request reusable: parked `park_after` on ([`PARK_AFTER`]).
+    /// Parked this long after the last request ended, if hyper is idle
+    /// holding no bytes and that request was reusable ([`PARK_AFTER`]).
     park_after: Duration,
-    parkable_since: Option<Instant>,
     /// Wakes the connection to park it; set when first needed, moved on
     /// (not reset per request) when a request came in between.
     park_timer: Option<Pin<Box<Sleep>>>,
@@ -316,14 +314,15 @@ impl<I: Park, S: ConnectionService> OneRequest<'_, I, S> {
         }
     }
 
-    /// Whether the connection, parkable now, has been so for `park_after`;
-    /// if not, the timer wakes it then. One clock reading per request; the
-    /// timer is moved only when it fires early (a request came meanwhile).
+    /// Whether the connection, parkable now, has had no request for
+    /// `park_after`; if not, the timer wakes it then. The timer is moved
+    /// only when it fires early (requests came meanwhile), at most once a
+    /// `park_after`, not for every request.
     fn park_due(&mut self, cx: &mut Context<'_>) -> bool {
         if self.warm.many() {
             return true;
         }
-        let due = *self.parkable_since.get_or_insert_with(Instant::now) + self.park_after;
+        let due = self.activity.idle_since() + self.park_after;
         let timer = self
             .park_timer
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
@@ -347,15 +346,14 @@ impl<I: Park, S: ConnectionService> Future for OneRequest<'_, I, S> {
             // Once a reusable request's answer is encoded to its end and
             // hyper's last write was not refused, hyper is idle and holds no
             // bytes: stop it there, to park, if no request came for a while.
-            if polled.is_pending() && !this.ending {
-                if this.turn.can_park() && !this.activity.write_blocked() {
-                    if this.park_due(cx) {
-                        this.end();
-                        continue;
-                    }
-                } else {
-                    this.parkable_since = None;
-                }
+            if polled.is_pending()
+                && !this.ending
+                && this.turn.can_park()
+                && !this.activity.write_blocked()
+                && this.park_due(cx)
+            {
+                this.end();
+                continue;
             }
             this.finished = polled.is_ready();
             return polled;

@@ -89,6 +89,11 @@ impl Activity {
         }
     }
 
+    /// When the last open request ended (or the connection started).
+    pub(crate) fn idle_since(&self) -> Instant {
+        self.origin + Duration::from_millis(self.idle_since.load(Ordering::Relaxed))
+    }
+
     fn progressed(&self) {
         self.progress.store(self.now(), Ordering::Relaxed);
     }
@@ -182,10 +187,9 @@ impl Supervisor {
     /// supervisor's timer: set to the idle bound from the connection's
     /// last request (part of which it may have spent before it parked).
     pub(crate) fn park(&mut self, activity: &Activity) {
-        let since = Duration::from_millis(activity.idle_since.load(Ordering::Relaxed));
         self.timer
             .as_mut()
-            .reset(activity.origin + since + self.bounds.idle);
+            .reset(activity.idle_since() + self.bounds.idle);
     }
 
     /// Ready when a parked connection has waited out its idle bound.
