@@ -278,18 +278,12 @@ async fn the_status_page_shows_what_status_json_and_metrics_say() {
             })
         })
         .collect();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
+    support::eventually_seen(Duration::from_secs(20), || async {
         let s = demo.status().await;
-        if s["line"]["waiting"] == 1 && s["line"]["refused_rate_limited"] == 9 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "one request waiting and nine refused within 20 s; the status: {s}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+        let settled = s["line"]["waiting"] == 1 && s["line"]["refused_rate_limited"] == 9;
+        settled.then_some(()).ok_or(s)
+    })
+    .await;
 
     // What Chromium requests on its own, with no page at all (its Google
     // services over HTTPS, whatever the flags): not the page's doing.

@@ -459,12 +459,27 @@ pub async fn eventually_async<F: std::future::Future<Output = bool>>(
     limit: std::time::Duration,
     mut cond: impl FnMut() -> F,
 ) {
+    eventually_seen(limit, || {
+        let holds = cond();
+        async move { holds.await.then_some(()).ok_or("false") }
+    })
+    .await;
+}
+
+/// [`eventually_async`] for a look that says what it saw when the
+/// condition does not hold (`Err(seen)`): the panic after `limit` shows the
+/// last of it.
+pub async fn eventually_seen<D, F>(limit: std::time::Duration, mut look: impl FnMut() -> F)
+where
+    D: std::fmt::Display,
+    F: std::future::Future<Output = Result<(), D>>,
+{
     let step = std::time::Duration::from_millis(1);
     let deadline = tokio::time::Instant::now() + limit;
-    while !cond().await {
+    while let Err(seen) = look().await {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "condition not met within {limit:?}"
+            "condition not met within {limit:?}; last seen: {seen}"
         );
         tokio::time::sleep(step).await;
     }
