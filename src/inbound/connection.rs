@@ -200,7 +200,7 @@ pub(crate) fn serve_h1<I: Park, S: ConnectionService>(
                     HeldIo::new(Rewind::new(prefix, io), &exchanges),
                     Some(Arc::clone(&activity)),
                 );
-                let mut one = OneRequest::<I, S> {
+                let mut one = HyperConn::<I, S> {
                     warm: Warm::new(&protocols.warm),
                     conn: protocols.h1.serve_connection(
                         TokioIo::new(io_tracked),
@@ -288,7 +288,7 @@ type H1Connection<I, S> = http1::Connection<
 /// A hyper connection, as a future that ends when hyper stops without
 /// shutting the transport down (parked, or ended by the supervisor), so
 /// that the transport can be taken back.
-struct OneRequest<'p, I, S: ConnectionService> {
+struct HyperConn<'p, I, S: ConnectionService> {
     /// Counted among the connections holding hyper's buffers.
     warm: Warm<'p>,
     conn: H1Connection<I, S>,
@@ -305,7 +305,7 @@ struct OneRequest<'p, I, S: ConnectionService> {
     park_timer: Option<Pin<Box<Sleep>>>,
 }
 
-impl<I: Park, S: ConnectionService> OneRequest<'_, I, S> {
+impl<I: Park, S: ConnectionService> HyperConn<'_, I, S> {
     /// hyper finishes what it is doing, then stops (an idle connection at
     /// its next poll).
     fn end(&mut self) {
@@ -336,7 +336,7 @@ impl<I: Park, S: ConnectionService> OneRequest<'_, I, S> {
     }
 }
 
-impl<I: Park, S: ConnectionService> Future for OneRequest<'_, I, S> {
+impl<I: Park, S: ConnectionService> Future for HyperConn<'_, I, S> {
     type Output = hyper::Result<()>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<hyper::Result<()>> {
